@@ -1,0 +1,577 @@
+//! GPU plumbing: the device, tensors, the buffer pool, the pipeline cache and command
+//! batching.
+//!
+//! Kernels are not submitted one by one. Each launcher calls [`Gpu::dispatch`], which
+//! records the dispatch (pipeline, buffers, uniform parameters, workgroup count) into the
+//! pending batch; [`Gpu::flush`] turns the batch into ONE command buffer with one compute
+//! pass and one uniform buffer holding every dispatch's parameters, and submits it. A
+//! whole forward pass is therefore a handful of submits. Reading a tensor back flushes.
+//!
+//! Errors: every submit and every pipeline or buffer creation runs inside WebGPU error
+//! scopes (validation and out-of-memory). The scopes' results are collected and checked by
+//! [`Gpu::sync`] and by every read, so a failed kernel is an `Err`, never a silently wrong
+//! tensor. Errors outside any scope land in an uncaptured-error handler that records them
+//! instead of panicking (wgpu's default would panic).
+
+mod future;
+mod pool;
+mod tensor;
+
+pub use future::Callback;
+#[cfg(not(target_arch = "wasm32"))]
+pub use future::block_on;
+pub use pool::MemoryStats;
+pub use tensor::{DType, Tensor};
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::shaders::Kernel;
+use pool::{size_class, Pool};
+use tensor::GpuBuffer;
+
+/// Dispatches recorded before an automatic flush, so that long forward passes still
+/// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
+const MAX_PENDING_DISPATCHES: usize = 512;
+
+/// WebGPU's `minUniformBufferOffsetAlignment` default: where each dispatch's parameters start.
+const UNIFORM_ALIGN: usize = 256;
+
+/// What the adapter is and what it allows, for display and for choosing work sizes.
+#[derive(Debug, Clone)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// True for software adapters (lavapipe, SwiftShader, WARP): expect CPU speed.
+    pub is_software: bool,
+    /// The limits the device was created with (WebGPU defaults, raised only for buffer
+    /// sizes where the adapter offers more).
+    pub limits: wgpu::Limits,
+    /// Features the adapter offers (not all are enabled on the device).
+    pub features: Vec<String>,
+}
+
+impl std::fmt::Display for AdapterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        write!(f, ")")
+    }
+}
+
+type ScopeFuture = Pin<Box<dyn Future<Output = Option<wgpu::Error>>>>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    overrides: Vec<(&'static str, u64)>,
+}
+
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+struct Dispatch {
+    pipeline: Rc<Pipeline>,
+    buffers: Vec<wgpu::Buffer>,
+    uniform_offset: u64,
+    uniform_size: u64,
+    workgroups: [u32; 3],
+}
+
+#[derive(Default)]
+struct Batch {
+    uniforms: Vec<u8>,
+    dispatches: Vec<Dispatch>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterInfo,
+    modules: RefCell<HashMap<Kernel, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<PipelineKey, Rc<Pipeline>>>,
+    pool: Rc<RefCell<Pool>>,
+    batch: RefCell<Batch>,
+    scopes: RefCell<Vec<ScopeFuture>>,
+    uncaptured: Arc<Mutex<Vec<Error>>>,
+}
+
+/// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
+/// Not `Send`: a device is driven from one thread (or the browser's worker).
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Rc<Inner>,
+}
+
+impl Gpu {
+    /// Opens the best available adapter: natively any wgpu backend (Vulkan, Metal, DX12,
+    /// GL), in the browser WebGPU.
+    pub async fn new() -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(no_adapter_message(&e.to_string())))?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// [`Gpu::new`] for native callers that are not async.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Gpu> {
+        block_on(Self::new())
+    }
+
+    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let offered = adapter.limits();
+        // WebGPU's defaults, which every kernel is written to fit. Only the buffer sizes
+        // are raised when the adapter offers more: that lets bigger images through on big
+        // GPUs without any kernel depending on it.
+        let mut limits = wgpu::Limits::default();
+        limits.max_buffer_size = limits.max_buffer_size.max(offered.max_buffer_size);
+        limits.max_storage_buffer_binding_size =
+            limits.max_storage_buffer_binding_size.max(offered.max_storage_buffer_binding_size);
+        let limits = limits.or_worse_values_from(&offered);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("daclip-webgpu"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(Error::from(e));
+            }
+        }));
+        let sink = uncaptured.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(Error::DeviceLost(format!("{reason:?}: {message}")));
+            }
+        });
+
+        let ai = adapter.get_info();
+        let info = AdapterInfo {
+            name: ai.name.clone(),
+            backend: format!("{:?}", ai.backend),
+            device_type: format!("{:?}", ai.device_type),
+            driver: [ai.driver.as_str(), ai.driver_info.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" "),
+            is_software: ai.device_type == wgpu::DeviceType::Cpu,
+            limits,
+            features: adapter.features().iter_names().map(|(n, _)| n.to_string()).collect(),
+        };
+        Ok(Gpu {
+            inner: Rc::new(Inner {
+                device,
+                queue,
+                info,
+                modules: RefCell::default(),
+                pipelines: RefCell::default(),
+                pool: Rc::default(),
+                batch: RefCell::default(),
+                scopes: RefCell::default(),
+                uncaptured,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &AdapterInfo {
+        &self.inner.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.info.limits
+    }
+
+    pub fn memory(&self) -> MemoryStats {
+        self.inner.pool.borrow().stats()
+    }
+
+    /// Starts a new peak-memory measurement from the current allocation.
+    pub fn reset_peak_memory(&self) {
+        self.inner.pool.borrow_mut().reset_peak();
+    }
+
+    /// Frees the buffers the pool keeps for reuse.
+    pub fn release_free_buffers(&self) {
+        self.inner.pool.borrow_mut().clear();
+    }
+
+    // ---- scopes ---------------------------------------------------------------------
+
+    /// Runs `f` inside validation and out-of-memory error scopes; their results are
+    /// checked at the next [`Gpu::sync`].
+    fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
+        let device = &self.inner.device;
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let out = f();
+        let mut scopes = self.inner.scopes.borrow_mut();
+        scopes.push(Box::pin(oom.pop()));
+        scopes.push(Box::pin(validation.pop()));
+        out
+    }
+
+    /// Submits pending work, waits for the GPU to finish it, and reports the first error
+    /// any scope or the uncaptured handler saw since the last sync.
+    pub async fn sync(&self) -> Result<()> {
+        self.flush();
+        self.wait_idle().await?;
+        let scopes: Vec<ScopeFuture> = self.inner.scopes.borrow_mut().drain(..).collect();
+        let mut first = None;
+        for s in scopes {
+            if let Some(e) = s.await {
+                first.get_or_insert(Error::from(e));
+            }
+        }
+        if let Ok(mut v) = self.inner.uncaptured.lock() {
+            if let Some(e) = v.drain(..).next() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sync_blocking(&self) -> Result<()> {
+        block_on(self.sync())
+    }
+
+    async fn wait_idle(&self) -> Result<()> {
+        let (tx, done) = Callback::new();
+        self.inner.queue.on_submitted_work_done(move || tx.send(()));
+        self.poll_wait()?;
+        done.await;
+        Ok(())
+    }
+
+    /// Natively, callbacks fire inside `poll`; in the browser the event loop runs them.
+    fn poll_wait(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        Ok(())
+    }
+
+    // ---- tensors --------------------------------------------------------------------
+
+    fn check_size(&self, bytes: u64, shape: &[usize]) -> Result<()> {
+        let max = self.limits().max_storage_buffer_binding_size.min(self.limits().max_buffer_size);
+        if bytes > max {
+            return Err(Error::TooLarge(format!(
+                "a tensor of shape {shape:?} needs {} MiB but one buffer binding may hold at most {} MiB on this device; use a smaller image",
+                bytes >> 20,
+                max >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// An uninitialised f32 tensor from the pool, for kernel outputs.
+    pub fn empty(&self, shape: &[usize]) -> Result<Tensor> {
+        let bytes = DType::F32.bytes_for(shape.iter().product());
+        self.check_size(bytes, shape)?;
+        let class = size_class(bytes);
+        let reused = self.inner.pool.borrow_mut().take(class);
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                let b = self.scoped(|| {
+                    self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size: class,
+                        usage: storage_usage(),
+                        mapped_at_creation: false,
+                    })
+                });
+                self.inner.pool.borrow_mut().created(class);
+                b
+            }
+        };
+        Ok(Tensor::new(Rc::new(GpuBuffer::new(buffer, &self.inner.pool)), shape.to_vec(), DType::F32))
+    }
+
+    /// Creates a tensor holding `words` (raw 32-bit words of the given dtype). Uploads
+    /// always get a fresh buffer, written at creation, so they can never overwrite a
+    /// pooled buffer that pending kernels still read.
+    fn upload_words(&self, shape: &[usize], dtype: DType, words: &[u32]) -> Result<Tensor> {
+        let bytes = dtype.bytes_for(shape.iter().product());
+        debug_assert_eq!(bytes, 4 * words.len() as u64);
+        self.check_size(bytes, shape)?;
+        let class = size_class(bytes);
+        let buffer = self.scoped(|| {
+            let b = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: class,
+                usage: storage_usage(),
+                mapped_at_creation: true,
+            });
+            let written = match bytes {
+                0 => Ok(()),
+                _ => b.get_mapped_range_mut(..bytes).map(|mut v| v.copy_from_slice(bytemuck::cast_slice(words))),
+            };
+            b.unmap();
+            written.map(|_| b)
+        });
+        let buffer = buffer.map_err(|e| Error::OutOfMemory(format!("mapping a new {bytes}-byte buffer failed: {e}")))?;
+        self.inner.pool.borrow_mut().created(class);
+        Ok(Tensor::new(Rc::new(GpuBuffer::new(buffer, &self.inner.pool)), shape.to_vec(), dtype))
+    }
+
+    pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        self.upload_words(shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads f32 values rounded to f16 and packed two per word (weights).
+    pub fn upload_f16(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        self.upload_f16_bits(shape, &halves)
+    }
+
+    /// Uploads values already in f16 (as stored in a checkpoint), packed two per word.
+    pub fn upload_f16_bits(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        let words: Vec<u32> = data
+            .chunks(2)
+            .map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16)
+            .collect();
+        self.upload_words(shape, DType::F16Packed, &words)
+    }
+
+    /// Copies a tensor back to the CPU as f32 (f16 tensors are widened). Submits pending
+    /// work first and fails if any GPU error happened since the last sync.
+    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.flush();
+        let bytes = t.dtype().bytes_for(t.numel());
+        let staging = self.scoped(|| {
+            let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = self.inner.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes);
+            self.inner.queue.submit([enc.finish()]);
+            staging
+        });
+        let (tx, mapped) = Callback::new();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        self.poll_wait()?;
+        let map_result = mapped.await;
+        // Errors of the kernels that produced `t` take precedence over the mapping failure
+        // they may have caused.
+        self.sync().await?;
+        map_result.map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        let words: &[u32] = bytemuck::cast_slice(&view[..bytes as usize]);
+        let out = match t.dtype() {
+            DType::F32 => bytemuck::cast_slice(words).to_vec(),
+            DType::F16Packed => words
+                .iter()
+                .flat_map(|w| [half::f16::from_bits(*w as u16), half::f16::from_bits((w >> 16) as u16)])
+                .take(t.numel())
+                .map(f32::from)
+                .collect(),
+        };
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, t: &Tensor) -> Result<Vec<f32>> {
+        block_on(self.read(t))
+    }
+
+    // ---- kernels --------------------------------------------------------------------
+
+    fn pipeline(&self, kernel: Kernel, overrides: &[(&'static str, f64)]) -> Rc<Pipeline> {
+        let key = PipelineKey { kernel, overrides: overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect() };
+        if let Some(p) = self.inner.pipelines.borrow().get(&key) {
+            return p.clone();
+        }
+        let device = &self.inner.device;
+        let pipeline = self.scoped(|| {
+            let mut modules = self.inner.modules.borrow_mut();
+            let module = modules.entry(kernel).or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.path()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                })
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.path()),
+                layout: None,
+                module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions { constants: overrides, ..Default::default() },
+                cache: None,
+            });
+            let layout = pipeline.get_bind_group_layout(0);
+            Pipeline { pipeline, layout }
+        });
+        let pipeline = Rc::new(pipeline);
+        self.inner.pipelines.borrow_mut().insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// Records one dispatch of `kernel` into the pending batch.
+    ///
+    /// Binding convention shared by every shader: `@binding(0)` is the `Params` uniform,
+    /// `@binding(1..)` the storage buffers in the order given here. `params` must be a
+    /// `#[repr(C)]` struct of 32-bit scalars matching the shader's `struct Params`.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::TooLarge(format!(
+                "{} needs {workgroups:?} workgroups, more than the {max} per dimension this device allows",
+                kernel.path()
+            )));
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(kernel, overrides);
+        let full = {
+            let mut batch = self.inner.batch.borrow_mut();
+            let offset = batch.uniforms.len().next_multiple_of(UNIFORM_ALIGN);
+            let bytes = bytemuck::bytes_of(params);
+            let size = bytes.len().next_multiple_of(16);
+            batch.uniforms.resize(offset, 0);
+            batch.uniforms.extend_from_slice(bytes);
+            batch.uniforms.resize(offset + size, 0);
+            batch.dispatches.push(Dispatch {
+                pipeline,
+                buffers: buffers.iter().map(|t| t.buffer().clone()).collect(),
+                uniform_offset: offset as u64,
+                uniform_size: size as u64,
+                workgroups,
+            });
+            batch.dispatches.len() >= MAX_PENDING_DISPATCHES
+        };
+        if full {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Submits every pending dispatch as one command buffer with one compute pass.
+    pub fn flush(&self) {
+        let batch = std::mem::take(&mut *self.inner.batch.borrow_mut());
+        if batch.dispatches.is_empty() {
+            return;
+        }
+        let device = &self.inner.device;
+        self.scoped(|| {
+            let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: batch.uniforms.len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: true,
+            });
+            if let Ok(mut view) = uniforms.get_mapped_range_mut(..) {
+                view.copy_from_slice(&batch.uniforms);
+            }
+            // A failed mapping was reported to the error scope; the kernels then read
+            // zeros and the next sync returns the error.
+            uniforms.unmap();
+            let groups: Vec<wgpu::BindGroup> = batch
+                .dispatches
+                .iter()
+                .map(|d| {
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniforms,
+                            offset: d.uniform_offset,
+                            size: wgpu::BufferSize::new(d.uniform_size),
+                        }),
+                    }];
+                    for (i, b) in d.buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.as_entire_binding() });
+                    }
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &d.pipeline.layout,
+                        entries: &entries,
+                    })
+                })
+                .collect();
+            let mut enc = device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for (d, g) in batch.dispatches.iter().zip(&groups) {
+                    pass.set_pipeline(&d.pipeline.pipeline);
+                    pass.set_bind_group(0, g, &[]);
+                    pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+                }
+            }
+            self.inner.queue.submit([enc.finish()]);
+        });
+    }
+}
+
+fn storage_usage() -> wgpu::BufferUsages {
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+}
+
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::Shape(format!("shape {shape:?} has {n} elements but {len} values were given")));
+    }
+    Ok(())
+}
+
+fn no_adapter_message(detail: &str) -> String {
+    if cfg!(target_arch = "wasm32") {
+        format!(
+            "WebGPU is not available in this browser ({detail}). Use a current Chrome or Edge (113+), \
+             Safari 26+, or Firefox 141+ on Windows; on Linux Chrome needs --enable-unsafe-webgpu \
+             or chrome://flags/#enable-unsafe-webgpu."
+        )
+    } else {
+        format!(
+            "{detail}. Install a Vulkan, Metal or DX12 driver; on a machine without a GPU, \
+             Mesa's lavapipe (Debian: apt install mesa-vulkan-drivers) works."
+        )
+    }
+}

@@ -1,0 +1,75 @@
+//! Recycles storage buffers for intermediates.
+//!
+//! A forward pass allocates the same sizes over and over (a UNet step repeats exactly), so
+//! buffers are kept in per-size free lists and reused instead of being created and
+//! destroyed. Sizes are rounded up to 256 bytes so that near-equal shapes share a class.
+//!
+//! Reuse inside one pending batch is safe: dispatches in a WebGPU compute pass execute in
+//! order with storage writes visible to later dispatches, and buffers handed out here are
+//! only ever written by kernels, never by `queue.write_buffer` (which would run before the
+//! whole batch).
+
+use std::collections::HashMap;
+
+pub(crate) const SIZE_CLASS: u64 = 256;
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes in buffers currently held by tensors.
+    live_bytes: u64,
+    /// Bytes in buffers waiting in the free lists.
+    free_bytes: u64,
+    /// The most bytes ever allocated at once (live + free).
+    peak_bytes: u64,
+}
+
+/// What the pool holds, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub live_bytes: u64,
+    pub free_bytes: u64,
+    pub peak_bytes: u64,
+}
+
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(SIZE_CLASS) * SIZE_CLASS
+}
+
+impl Pool {
+    /// A free buffer of exactly this size class, if one is waiting.
+    pub(crate) fn take(&mut self, class: u64) -> Option<wgpu::Buffer> {
+        let buffer = self.free.get_mut(&class)?.pop()?;
+        self.free_bytes -= class;
+        self.live_bytes += class;
+        Some(buffer)
+    }
+
+    /// Records a newly created buffer of this size class.
+    pub(crate) fn created(&mut self, class: u64) {
+        self.live_bytes += class;
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes + self.free_bytes);
+    }
+
+    pub(crate) fn give_back(&mut self, buffer: wgpu::Buffer) {
+        let class = buffer.size();
+        self.live_bytes -= class;
+        self.free_bytes += class;
+        self.free.entry(class).or_default().push(buffer);
+    }
+
+    /// Drops every waiting buffer. wgpu frees each one once no submitted work uses it, so
+    /// this is safe while a batch that read them is still in flight.
+    pub(crate) fn clear(&mut self) {
+        self.free.clear();
+        self.free_bytes = 0;
+    }
+
+    pub(crate) fn stats(&self) -> MemoryStats {
+        MemoryStats { live_bytes: self.live_bytes, free_bytes: self.free_bytes, peak_bytes: self.peak_bytes }
+    }
+
+    pub(crate) fn reset_peak(&mut self) {
+        self.peak_bytes = self.live_bytes + self.free_bytes;
+    }
+}

@@ -1,0 +1,108 @@
+//! Tensors on the GPU: a shape, an element type and a storage buffer.
+//!
+//! Activations are always f32. Weights may also be stored as f16, packed two per `u32`
+//! (element `i` in the low half of word `i / 2` when `i` is even), which kernels read with
+//! `unpack2x16float` and which needs no shader-f16 feature.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use crate::error::{shape_err, Result};
+use crate::gpu::pool::Pool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// IEEE half floats packed two per 32-bit word.
+    F16Packed,
+}
+
+impl DType {
+    /// Bytes of buffer needed for `n` elements (rounded up to whole 32-bit words).
+    pub fn bytes_for(self, n: usize) -> u64 {
+        match self {
+            DType::F32 => 4 * n as u64,
+            DType::F16Packed => 4 * n.div_ceil(2) as u64,
+        }
+    }
+}
+
+/// A buffer that returns to its pool when the last tensor viewing it is dropped.
+pub(crate) struct GpuBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    pool: Weak<RefCell<Pool>>,
+}
+
+impl GpuBuffer {
+    pub(crate) fn new(buffer: wgpu::Buffer, pool: &Rc<RefCell<Pool>>) -> Self {
+        GpuBuffer { buffer, pool: Rc::downgrade(pool) }
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.borrow_mut().give_back(self.buffer.clone());
+        }
+    }
+}
+
+/// A tensor on the GPU. Cloning is cheap and shares the buffer; [`Tensor::reshape`] is a
+/// view. Tensors are row-major and contiguous; images are NCHW.
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) buf: Rc<GpuBuffer>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?})", self.shape, self.dtype)
+    }
+}
+
+impl Tensor {
+    pub(crate) fn new(buf: Rc<GpuBuffer>, shape: Vec<usize>, dtype: DType) -> Self {
+        Tensor { buf, shape, dtype }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of dimension `d`; negative `d` counts from the end.
+    pub fn dim(&self, d: isize) -> usize {
+        let i = if d < 0 { self.shape.len() as isize + d } else { d };
+        self.shape[i as usize]
+    }
+
+    /// The same data seen with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != self.numel() {
+            return shape_err!("cannot reshape {:?} ({} elements) to {:?}", self.shape, self.numel(), shape);
+        }
+        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf.buffer
+    }
+
+    /// Fails unless the tensor is f32 (activations must be).
+    pub(crate) fn expect_f32(&self, what: &str) -> Result<()> {
+        if self.dtype != DType::F32 {
+            return shape_err!("{what} must be f32, got {:?}", self.dtype);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! daclip-webgpu: DA-CLIP image restoration on WebGPU.
+//!
+//! The crate is a library of hand-written WGSL compute kernels ([`ops`]), the plumbing that
+//! drives them through wgpu ([`gpu`]), and building blocks composed from them ([`nn`]).
+//! The same code runs natively (Vulkan, Metal, DX12) and in the browser (WebGPU).
+
+pub mod error;
+pub mod gpu;
+pub mod nn;
+pub mod ops;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use gpu::{AdapterInfo, DType, Gpu, MemoryStats, Tensor};

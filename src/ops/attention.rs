@@ -1,0 +1,108 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::u32_of;
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const BLOCK_Q: u32 = 64;
+const BLOCK_K: u32 = 16;
+/// `4 * MAX_D4` of the shader: head dimensions up to this (multiples of 4) are supported.
+pub const MAX_HEAD_DIM: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    nq: u32,
+    nk: u32,
+    _pad0: u32,
+    causal: u32,
+    q_off: u32,
+    q_sb: u32,
+    q_row: u32,
+    scale: f32,
+    k_off: u32,
+    k_sb: u32,
+    k_row: u32,
+    heads: u32,
+    v_off: u32,
+    v_sb: u32,
+    v_row: u32,
+    _pad: u32,
+}
+
+/// Columns `start .. start + width` of a token-major tensor [B, N, C]: where the q, k or v
+/// of every head sits, side by side, e.g. one third of a fused qkv projection.
+#[derive(Clone, Copy)]
+pub struct Heads<'a> {
+    pub tensor: &'a Tensor,
+    pub start: usize,
+    pub width: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// All columns of `t`.
+    pub fn all(t: &'a Tensor) -> Self {
+        Heads { tensor: t, start: 0, width: t.shape().last().copied().unwrap_or(0) }
+    }
+
+    /// (batch, tokens, offset, batch stride, row stride); the last three in vec4s, as
+    /// the kernel reads them.
+    fn layout(&self, what: &str) -> Result<(usize, usize, u32, u32, u32)> {
+        let s = self.tensor.shape();
+        if s.len() != 3 || self.start + self.width > s[2] {
+            return shape_err!("attention {what}: columns {}..{} of {:?} ([B, N, C] expected)", self.start, self.start + self.width, s);
+        }
+        if self.start % 4 != 0 || s[2] % 4 != 0 {
+            return shape_err!("attention {what}: column offset {} and row width {} must be multiples of 4", self.start, s[2]);
+        }
+        self.tensor.expect_f32(what)?;
+        Ok((s[0], s[1], u32_of(self.start / 4, "offset")?, u32_of(s[1] * s[2] / 4, "stride")?, u32_of(s[2] / 4, "stride")?))
+    }
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q k^T / sqrt(D)) v` per head, with
+/// an online softmax (no Nq x Nk matrix). q is [B, Nq, H*D]-shaped columns, k and v
+/// [B, Nk, H*D]; the result is [B, Nq, H*D]. `causal` masks key j > query i. Head
+/// dimensions are multiples of 4 up to 64.
+pub fn attention(gpu: &Gpu, q: Heads, k: Heads, v: Heads, heads: usize, causal: bool) -> Result<Tensor> {
+    let (bq, nq, q_off, q_sb, q_row) = q.layout("query")?;
+    let (bk, nk, k_off, k_sb, k_row) = k.layout("key")?;
+    let (bv, nv, v_off, v_sb, v_row) = v.layout("value")?;
+    if heads == 0 || q.width % heads != 0 || k.width != q.width || v.width != q.width {
+        return shape_err!("attention: widths q {}, k {}, v {} do not split into {heads} equal heads", q.width, k.width, v.width);
+    }
+    if bq != bk || bk != bv || nk != nv || nk == 0 {
+        return shape_err!("attention: batch or key counts differ (q {bq}x{nq}, k {bk}x{nk}, v {bv}x{nv})");
+    }
+    if causal && nq > nk {
+        return shape_err!("attention: a causal mask needs at most as many queries ({nq}) as keys ({nk})");
+    }
+    let d = q.width / heads;
+    if d > MAX_HEAD_DIM || d % 4 != 0 {
+        return shape_err!("attention: head dimension {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}");
+    }
+    let out = gpu.empty(&[bq, nq, q.width])?;
+    let params = Params {
+        nq: u32_of(nq, "queries")?,
+        nk: u32_of(nk, "keys")?,
+        _pad0: 0,
+        causal: causal as u32,
+        q_off,
+        q_sb,
+        q_row,
+        scale: 1.0 / (d as f32).sqrt(),
+        k_off,
+        k_sb,
+        k_row,
+        heads: u32_of(heads, "heads")?,
+        v_off,
+        v_sb,
+        v_row,
+        _pad: 0,
+    };
+    let overrides = [("BLOCK_Q", BLOCK_Q as f64), ("BLOCK_K", BLOCK_K as f64), ("D4", (d / 4) as f64)];
+    let groups = [params.nq.div_ceil(BLOCK_Q), params.heads, u32_of(bq, "batch")?];
+    gpu.dispatch(Kernel::FlashAttention, &overrides, &params, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
+    Ok(out)
+}

@@ -1,0 +1,91 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_len, expect_rank, is_f16, or_placeholder, u32_of};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const WG_X: u32 = 16;
+const WG_Y: u32 = 16;
+const TILE_K: u32 = 16;
+const TILE_COUT: u32 = WG_Y * 4;
+const TILE_PIXELS: u32 = WG_X * 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+    _pad: u32,
+}
+
+/// Stride and zero padding of a convolution (the same on both axes, as in every
+/// convolution of DA-CLIP and its UNet).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dArgs {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dArgs {
+    /// Stride 1 and "same" padding `k / 2`, PyTorch's default in the UNet's convs.
+    pub fn same(kernel: usize) -> Self {
+        Conv2dArgs { stride: 1, padding: kernel / 2 }
+    }
+}
+
+/// PyTorch's `F.conv2d` on NCHW `x` [B, Cin, H, W] with weight [Cout, Cin, kh, kw] and
+/// optional bias [Cout]; weight and bias may be f32 or packed f16.
+pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
+    expect_rank(x, 4, "conv2d input")?;
+    expect_rank(w, 4, "conv2d weight")?;
+    x.expect_f32("conv2d input")?;
+    let [b, cin, h, wd] = [x.dim(0), x.dim(1), x.dim(2), x.dim(3)];
+    let [cout, wcin, kh, kw] = [w.dim(0), w.dim(1), w.dim(2), w.dim(3)];
+    if wcin != cin {
+        return shape_err!("conv2d: input {:?} has {cin} channels but weight {:?} expects {wcin}", x.shape(), w.shape());
+    }
+    if args.stride == 0 || h + 2 * args.padding < kh || wd + 2 * args.padding < kw {
+        return shape_err!("conv2d: kernel {kh}x{kw} (stride {}, padding {}) does not fit input {:?}", args.stride, args.padding, x.shape());
+    }
+    if let Some(bias) = bias {
+        expect_len(bias, cout, "conv2d bias")?;
+    }
+    let ho = (h + 2 * args.padding - kh) / args.stride + 1;
+    let wo = (wd + 2 * args.padding - kw) / args.stride + 1;
+    let out = gpu.empty(&[b, cout, ho, wo])?;
+    let params = Params {
+        cin: u32_of(cin, "channels")?,
+        h: u32_of(h, "height")?,
+        w: u32_of(wd, "width")?,
+        cout: u32_of(cout, "channels")?,
+        ho: ho as u32,
+        wo: wo as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride: u32_of(args.stride, "stride")?,
+        pad: u32_of(args.padding, "padding")?,
+        has_bias: bias.is_some() as u32,
+        _pad: 0,
+    };
+    let overrides = [
+        ("WG_X", WG_X as f64),
+        ("WG_Y", WG_Y as f64),
+        ("TILE_K", TILE_K as f64),
+        ("W_F16", is_f16(Some(w))),
+        ("BIAS_F16", is_f16(bias)),
+    ];
+    let pixels = u32_of(ho * wo, "output pixels")?;
+    let groups = [pixels.div_ceil(TILE_PIXELS), params.cout.div_ceil(TILE_COUT), u32_of(b, "batch")?];
+    gpu.dispatch(Kernel::Conv2d, &overrides, &params, &[x, w, or_placeholder(bias, w), &out], groups)?;
+    Ok(out)
+}

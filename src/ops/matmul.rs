@@ -1,0 +1,163 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_len, is_f16, or_placeholder, u32_of};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const WG_X: u32 = 16;
+const WG_Y: u32 = 16;
+const TILE_K: u32 = 16;
+/// Rows/columns of C per workgroup (4 per invocation, `RM`/`RN` in the shader).
+const TILE_M: u32 = WG_Y * 4;
+const TILE_N: u32 = WG_X * 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    a_off: u32,
+    a_sb: u32,
+    a_sm: u32,
+    a_sk: u32,
+    b_off: u32,
+    b_sb: u32,
+    b_sk: u32,
+    b_sn: u32,
+    c_off: u32,
+    c_sb: u32,
+    c_sm: u32,
+    alpha: f32,
+}
+
+/// A matrix operand seen through strides (in elements): entry (batch, row, col) is at
+/// `offset + batch * batch_stride + row * row_stride + col * col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    pub tensor: &'a Tensor,
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// A general batched product `out[b] = alpha * A[b] B[b] (+ bias over columns)` written
+/// into `out` (row-major [batch, m, n] blocks at `out_offset`, `out_batch_stride` apart).
+pub(crate) struct Gemm<'a> {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
+    pub bias: Option<&'a Tensor>,
+    pub alpha: f32,
+    pub out: &'a Tensor,
+    pub out_offset: usize,
+    pub out_batch_stride: usize,
+}
+
+pub(crate) fn gemm(gpu: &Gpu, g: Gemm) -> Result<()> {
+    g.a.tensor.expect_f32("matmul left operand")?;
+    g.out.expect_f32("matmul output")?;
+    if let Some(bias) = g.bias {
+        expect_len(bias, g.n, "bias")?;
+    }
+    let params = Params {
+        m: u32_of(g.m, "rows")?,
+        n: u32_of(g.n, "columns")?,
+        k: u32_of(g.k, "inner dimension")?,
+        has_bias: g.bias.is_some() as u32,
+        a_off: u32_of(g.a.offset, "offset")?,
+        a_sb: u32_of(g.a.batch_stride, "stride")?,
+        a_sm: u32_of(g.a.row_stride, "stride")?,
+        a_sk: u32_of(g.a.col_stride, "stride")?,
+        b_off: u32_of(g.b.offset, "offset")?,
+        b_sb: u32_of(g.b.batch_stride, "stride")?,
+        b_sk: u32_of(g.b.row_stride, "stride")?,
+        b_sn: u32_of(g.b.col_stride, "stride")?,
+        c_off: u32_of(g.out_offset, "offset")?,
+        c_sb: u32_of(g.out_batch_stride, "stride")?,
+        c_sm: u32_of(g.n, "columns")?,
+        alpha: g.alpha,
+    };
+    let overrides = [
+        ("WG_X", WG_X as f64),
+        ("WG_Y", WG_Y as f64),
+        ("TILE_K", TILE_K as f64),
+        ("B_F16", is_f16(Some(g.b.tensor))),
+        ("BIAS_F16", is_f16(g.bias)),
+    ];
+    let bias = or_placeholder(g.bias, g.b.tensor);
+    let groups = [params.n.div_ceil(TILE_N), params.m.div_ceil(TILE_M), u32_of(g.batch, "batch")?];
+    gpu.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, g.out], groups)
+}
+
+/// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same
+/// leading dimensions or 2-D (shared by every batch; f32 or packed f16).
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ar, br) = (a.shape().len(), b.shape().len());
+    if ar < 2 || br < 2 {
+        return shape_err!("matmul needs matrices, got {:?} and {:?}", a.shape(), b.shape());
+    }
+    let (m, k) = (a.dim(-2), a.dim(-1));
+    let (kb, n) = (b.dim(-2), b.dim(-1));
+    let batch: usize = a.shape()[..ar - 2].iter().product();
+    let b_batched = br > 2;
+    if kb != k || (b_batched && b.shape()[..br - 2] != a.shape()[..ar - 2]) {
+        return shape_err!("matmul shapes do not fit: {:?} x {:?}", a.shape(), b.shape());
+    }
+    let mut shape = a.shape()[..ar - 2].to_vec();
+    shape.extend([m, n]);
+    let out = gpu.empty(&shape)?;
+    gemm(
+        gpu,
+        Gemm {
+            batch,
+            m,
+            n,
+            k,
+            a: Operand { tensor: a, offset: 0, batch_stride: m * k, row_stride: k, col_stride: 1 },
+            b: Operand { tensor: b, offset: 0, batch_stride: if b_batched { k * n } else { 0 }, row_stride: n, col_stride: 1 },
+            bias: None,
+            alpha: 1.0,
+            out: &out,
+            out_offset: 0,
+            out_batch_stride: m * n,
+        },
+    )?;
+    Ok(out)
+}
+
+/// PyTorch's `nn.Linear`: `y = x W^T + b` for `x` [.., K], `W` [N, K], `b` [N]; the
+/// weight and bias may be f32 or packed f16.
+pub fn linear(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if w.shape().len() != 2 || x.shape().is_empty() || x.dim(-1) != w.dim(1) {
+        return shape_err!("linear: input {:?} does not fit weight {:?} ([out, in])", x.shape(), w.shape());
+    }
+    let (n, k) = (w.dim(0), w.dim(1));
+    let m = x.numel() / k;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let out = gpu.empty(&shape)?;
+    gemm(
+        gpu,
+        Gemm {
+            batch: 1,
+            m,
+            n,
+            k,
+            a: Operand { tensor: x, offset: 0, batch_stride: 0, row_stride: k, col_stride: 1 },
+            b: Operand { tensor: w, offset: 0, batch_stride: 0, row_stride: 1, col_stride: k },
+            bias: b,
+            alpha: 1.0,
+            out: &out,
+            out_offset: 0,
+            out_batch_stride: 0,
+        },
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,85 @@
+//! One launcher per kernel: each file pairs the Rust `Params` struct with the `struct
+//! Params` of its WGSL file, checks shapes, allocates the output and records the dispatch.
+//! Launchers never wait for the GPU; results are read with [`crate::Gpu::read`].
+
+mod activation;
+mod attention;
+mod binary;
+mod concat;
+mod conv2d;
+mod group_norm;
+mod layer_norm;
+mod channel_layer_norm;
+mod matmul;
+mod pad_crop;
+mod scale_shift;
+mod softmax;
+mod upsample;
+
+pub use activation::{geglu, gelu, silu};
+pub use attention::{attention, Heads};
+pub use binary::{add, mul};
+pub use channel_layer_norm::channel_layer_norm;
+pub use concat::concat_channels;
+pub use conv2d::{conv2d, Conv2dArgs};
+pub use group_norm::group_norm;
+pub use layer_norm::layer_norm;
+pub use matmul::{linear, matmul};
+pub(crate) use matmul::{gemm, Gemm, Operand};
+pub use pad_crop::{crop, reflect_pad};
+pub use scale_shift::scale_shift;
+pub use softmax::softmax;
+pub(crate) use softmax::softmax_rows;
+pub use upsample::upsample_nearest2x;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Tensor};
+
+/// Workgroup count for `n` items handled `per_group` at a time, spread over x and y so
+/// that no dimension exceeds WebGPU's 65535 (kernels rebuild the linear index from
+/// `workgroup_id` and `num_workgroups`).
+pub(crate) fn grid_1d(n: usize, per_group: usize) -> Result<[u32; 3]> {
+    const MAX: usize = 65535;
+    let groups = n.div_ceil(per_group);
+    if groups <= MAX {
+        return Ok([groups as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(MAX);
+    if y > MAX {
+        return Err(Error::TooLarge(format!("{n} elements need more than {MAX} x {MAX} workgroups")));
+    }
+    Ok([MAX as u32, y as u32, 1])
+}
+
+/// The tensor to bind where a kernel's optional input is absent (the binding must exist;
+/// a `has_*` flag in the params keeps the kernel from reading it).
+pub(crate) fn or_placeholder<'a>(t: Option<&'a Tensor>, fallback: &'a Tensor) -> &'a Tensor {
+    t.unwrap_or(fallback)
+}
+
+/// Override value telling a kernel that a weight operand is packed f16.
+pub(crate) fn is_f16(t: Option<&Tensor>) -> f64 {
+    match t.map(Tensor::dtype) {
+        Some(DType::F16Packed) => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// Values must fit the u32 fields of a kernel's params.
+pub(crate) fn u32_of(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::TooLarge(format!("{what} = {n} does not fit in 32 bits")))
+}
+
+pub(crate) fn expect_rank(t: &Tensor, rank: usize, what: &str) -> Result<()> {
+    if t.shape().len() != rank {
+        return Err(Error::Shape(format!("{what} must have {rank} dimensions, got {:?}", t.shape())));
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_len(t: &Tensor, len: usize, what: &str) -> Result<()> {
+    if t.numel() != len {
+        return Err(Error::Shape(format!("{what} must have {len} elements, got shape {:?}", t.shape())));
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_len, expect_rank, grid_1d, u32_of};
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    silu: u32,
+}
+
+/// The ResBlock's time conditioning: `x * (scale + 1) + shift` on NCHW `x` [B, C, H, W],
+/// where `scale, shift = t.chunk(2, dim=1)` for `t` [B, 2C]; optionally followed by SiLU.
+pub fn scale_shift(gpu: &Gpu, x: &Tensor, t: &Tensor, silu: bool) -> Result<Tensor> {
+    expect_rank(x, 4, "scale_shift input")?;
+    x.expect_f32("scale_shift input")?;
+    t.expect_f32("scale_shift conditioning")?;
+    let (b, c, hw) = (x.dim(0), x.dim(1), x.dim(2) * x.dim(3));
+    expect_len(t, b * 2 * c, "scale_shift conditioning")?;
+    let out = gpu.empty(x.shape())?;
+    let n = x.numel();
+    let params = Params { n: u32_of(n, "elements")?, c: u32_of(c, "channels")?, hw: u32_of(hw, "pixels")?, silu: silu as u32 };
+    gpu.dispatch(Kernel::ScaleShift, &[("WG", WG as f64)], &params, &[x, t, &out], grid_1d(n, WG)?)?;
+    Ok(out)
+}

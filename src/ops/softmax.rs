@@ -1,0 +1,48 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid_1d, u32_of};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const WG: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    outer: u32,
+    dim: u32,
+    inner: u32,
+    in_off: u32,
+}
+
+/// Softmax along dimension `dim` (negative counts from the end).
+pub fn softmax(gpu: &Gpu, x: &Tensor, dim: isize) -> Result<Tensor> {
+    let rank = x.shape().len() as isize;
+    let d = if dim < 0 { rank + dim } else { dim };
+    if d < 0 || d >= rank {
+        return shape_err!("softmax: dimension {dim} out of range for {:?}", x.shape());
+    }
+    let d = d as usize;
+    let outer: usize = x.shape()[..d].iter().product();
+    let inner: usize = x.shape()[d + 1..].iter().product();
+    let out = gpu.empty(x.shape())?;
+    softmax_rows(gpu, x, 0, [outer, x.shape()[d], inner], &out)?;
+    Ok(out)
+}
+
+/// Softmax of the block of `x` starting at element `offset`, seen as [outer, dim, inner]
+/// and reduced along `dim`, written contiguous into `out`.
+pub(crate) fn softmax_rows(gpu: &Gpu, x: &Tensor, offset: usize, [outer, dim, inner]: [usize; 3], out: &Tensor) -> Result<()> {
+    x.expect_f32("softmax input")?;
+    if offset + outer * dim * inner > x.numel() || out.numel() < outer * dim * inner {
+        return shape_err!("softmax: block [{outer}, {dim}, {inner}] at {offset} does not fit");
+    }
+    let params = Params {
+        outer: u32_of(outer, "rows")?,
+        dim: u32_of(dim, "softmax length")?,
+        inner: u32_of(inner, "stride")?,
+        in_off: u32_of(offset, "offset")?,
+    };
+    gpu.dispatch(Kernel::Softmax, &[("WG", WG as f64)], &params, &[x, out], grid_1d(outer * inner, 1)?)
+}

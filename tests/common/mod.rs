@@ -1,0 +1,75 @@
+//! CPU references (f64 accumulation), a seeded generator and the kernel test cases.
+//! The cases are async functions over a `Gpu`, shared by the native tests
+//! (tests/kernels.rs, on lavapipe) and the browser tests (tests/browser.rs, Chromium).
+#![allow(dead_code)]
+
+pub mod cases;
+pub mod reference;
+
+/// Prints a line natively and to the browser console under wasm-bindgen-test.
+#[macro_export]
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_test::console_log!($($arg)*);
+        #[cfg(not(target_arch = "wasm32"))]
+        println!($($arg)*);
+    }};
+}
+
+/// SplitMix64 with Box-Muller normals: reproducible inputs without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
+    pub fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * scale).collect()
+    }
+}
+
+/// Values as they are after an f16 round trip (what the GPU sees of f16 weights).
+pub fn f16_rounded(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// max |got - want|, and that divided by max(rms(want), 1e-6) (the fixtures' metric).
+pub fn errors(got: &[f32], want: &[f64]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len(), "result length");
+    let mut max_abs = 0.0f64;
+    for (g, w) in got.iter().zip(want) {
+        let e = (*g as f64 - w).abs();
+        // NaN must fail, not vanish in max().
+        max_abs = if e.is_nan() { f64::INFINITY } else { max_abs.max(e) };
+    }
+    let rms = (want.iter().map(|w| w * w).sum::<f64>() / want.len().max(1) as f64).sqrt();
+    (max_abs, max_abs / rms.max(1e-6))
+}
+
+/// Prints the errors of `name` and asserts the relative one is at most `tol`.
+pub fn check(name: &str, got: &[f32], want: &[f64], tol: f64) {
+    let (abs, rel) = errors(got, want);
+    report!("{name:<52} max abs err {abs:.3e}   rel {rel:.3e}   (tol {tol:.0e})");
+    assert!(rel <= tol, "{name}: relative error {rel:.3e} exceeds {tol:.0e}");
+}

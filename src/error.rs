@@ -45,6 +45,8 @@ impl From<wgpu::Error> for Error {
     fn from(e: wgpu::Error) -> Self {
         match e {
             wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+            // The description carries the details (which binding, which limit).
+            wgpu::Error::Validation { description, .. } => Error::Validation(description),
             other => Error::Validation(other.to_string()),
         }
     }

@@ -4,8 +4,9 @@
 // gathered from the image while filling workgroup memory, never stored.
 //
 // Weights and bias may be f32 or f16 packed two per u32 (W_F16 / BIAS_F16 overrides).
-// Tiling as in matmul.wgsl: WG_X x WG_Y invocations, 4 x 4 outputs each, K in steps of
-// TILE_K; the batch is the z dimension of the grid.
+// Tiling as in matmul.wgsl: WG_X x WG_Y invocations, a 4 (output channels) x 4 (pixels)
+// block each in vec4 registers, K in steps of TILE_K through workgroup memory holding
+// vec4s; the batch is the z dimension of the grid.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -19,17 +20,14 @@ override TILE_K: u32 = 16u;
 override W_F16: bool = false;
 override BIAS_F16: bool = false;
 
-const RM: u32 = 4u;
-const RN: u32 = 4u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-var<workgroup> w_tile: array<f32, TILE_K * WG_Y * RM>; // [k][cout]
-var<workgroup> x_tile: array<f32, TILE_K * WG_X * RN>; // [k][pixel]
+var<workgroup> w_tile: array<vec4<f32>, TILE_K * WG_Y>; // [k][4 output channels]
+var<workgroup> x_tile: array<vec4<f32>, TILE_K * WG_X>; // [k][4 pixels]
 
 fn load_w(i: u32) -> f32 {
     if (W_F16) {
@@ -47,74 +45,75 @@ fn load_bias(i: u32) -> f32 {
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let tile_m = WG_Y * RM;
-    let tile_n = WG_X * RN;
     let threads = WG_X * WG_Y;
     let li = lid.y * WG_X + lid.x;
-    let m0 = wid.y * tile_m;
-    let n0 = wid.x * tile_n;
+    let m0 = wid.y * WG_Y * 4u;
+    let n0 = wid.x * WG_X * 4u;
     let batch = wid.z;
     let taps = p.kh * p.kw;
     let kdim = p.cin * taps;
     let npix = p.ho * p.wo;
     let x_base = batch * p.cin * p.h * p.w;
 
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < RM * RN; i++) { acc[i] = 0.0; }
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
 
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
-        for (var e = li; e < tile_m * TILE_K; e += threads) {
-            let mm = e / TILE_K;
+        for (var e = li; e < WG_Y * TILE_K; e += threads) {
+            let mq = e / TILE_K;
             let kk = e % TILE_K;
-            let gm = m0 + mm;
             let gk = k0 + kk;
-            var v = 0.0;
-            if (gm < p.cout && gk < kdim) { v = load_w(gm * kdim + gk); }
-            w_tile[kk * tile_m + mm] = v;
+            var v = vec4<f32>(0.0);
+            for (var r = 0u; r < 4u; r++) {
+                let gm = m0 + 4u * mq + r;
+                if (gm < p.cout && gk < kdim) { v[r] = load_w(gm * kdim + gk); }
+            }
+            w_tile[kk * WG_Y + mq] = v;
         }
-        // Consecutive invocations take consecutive output pixels: contiguous input rows.
-        for (var e = li; e < tile_n * TILE_K; e += threads) {
-            let nn = e % tile_n;
-            let kk = e / tile_n;
-            let gn = n0 + nn;
+        // Consecutive invocations take consecutive groups of 4 output pixels.
+        for (var e = li; e < WG_X * TILE_K; e += threads) {
+            let nq = e % WG_X;
+            let kk = e / WG_X;
             let gk = k0 + kk;
-            var v = 0.0;
-            if (gn < npix && gk < kdim) {
+            var v = vec4<f32>(0.0);
+            if (gk < kdim) {
                 let ci = gk / taps;
                 let tap = gk % taps;
-                let iy = i32((gn / p.wo) * p.stride + tap / p.kw) - i32(p.pad);
-                let ix = i32((gn % p.wo) * p.stride + tap % p.kw) - i32(p.pad);
-                if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                    v = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
+                let ky = tap / p.kw;
+                let kx = tap % p.kw;
+                for (var r = 0u; r < 4u; r++) {
+                    let gn = n0 + 4u * nq + r;
+                    let iy = i32((gn / p.wo) * p.stride + ky) - i32(p.pad);
+                    let ix = i32((gn % p.wo) * p.stride + kx) - i32(p.pad);
+                    if (gn < npix && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                        v[r] = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
+                    }
                 }
             }
-            x_tile[kk * tile_n + nn] = v;
+            x_tile[kk * WG_X + nq] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var wv: array<f32, 4>;
-            var xv: array<f32, 4>;
-            for (var i = 0u; i < RM; i++) { wv[i] = w_tile[kk * tile_m + lid.y + i * WG_Y]; }
-            for (var j = 0u; j < RN; j++) { xv[j] = x_tile[kk * tile_n + lid.x + j * WG_X]; }
-            for (var i = 0u; i < RM; i++) {
-                for (var j = 0u; j < RN; j++) {
-                    acc[i * RN + j] = fma(wv[i], xv[j], acc[i * RN + j]);
-                }
-            }
+            let wv = w_tile[kk * WG_Y + lid.y];
+            let xv = x_tile[kk * WG_X + lid.x];
+            acc[0] = fma(vec4<f32>(wv.x), xv, acc[0]);
+            acc[1] = fma(vec4<f32>(wv.y), xv, acc[1]);
+            acc[2] = fma(vec4<f32>(wv.z), xv, acc[2]);
+            acc[3] = fma(vec4<f32>(wv.w), xv, acc[3]);
         }
         workgroupBarrier();
     }
 
     let y_base = batch * p.cout * npix;
-    for (var i = 0u; i < RM; i++) {
-        let gm = m0 + lid.y + i * WG_Y;
+    for (var i = 0u; i < 4u; i++) {
+        let gm = m0 + 4u * lid.y + i;
         if (gm >= p.cout) { continue; }
         var b = 0.0;
         if (p.has_bias != 0u) { b = load_bias(gm); }
-        for (var j = 0u; j < RN; j++) {
-            let gn = n0 + lid.x + j * WG_X;
+        for (var j = 0u; j < 4u; j++) {
+            let gn = n0 + 4u * lid.x + j;
             if (gn >= npix) { continue; }
-            y[y_base + gm * npix + gn] = acc[i * RN + j] + b;
+            y[y_base + gm * npix + gn] = acc[i][j] + b;
         }
     }
 }

@@ -575,3 +575,69 @@ fn no_adapter_message(detail: &str) -> String {
         )
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct ActivationParams {
+        n: u32,
+        d: u32,
+        _pad: [u32; 2],
+    }
+
+    #[test]
+    fn validation_error_comes_back_as_err_and_the_device_stays_usable() {
+        let gpu = Gpu::new_blocking().unwrap();
+        let x = gpu.upload(&[4], &[1.0, -2.0, 3.0, -4.0]).unwrap();
+        // activation.wgsl binds two storage buffers; give it one.
+        let params = ActivationParams { n: 4, d: 1, _pad: [0; 2] };
+        gpu.dispatch(Kernel::Activation, &[], &params, &[&x], [1, 1, 1]).unwrap();
+        let err = gpu.read_blocking(&x).unwrap_err();
+        println!("broken dispatch gave: {err}");
+        assert!(matches!(err, Error::Validation(_)), "{err:?}");
+
+        let y = crate::ops::silu(&gpu, &x).unwrap();
+        let v = gpu.read_blocking(&y).unwrap();
+        assert!((v[0] - 0.731_058_6).abs() < 1e-6, "{v:?}");
+    }
+
+    #[test]
+    fn oversized_tensors_and_grids_are_refused() {
+        let gpu = Gpu::new_blocking().unwrap();
+        let err = gpu.empty(&[1 << 20, 1 << 10]).unwrap_err();
+        println!("4 GiB tensor gave: {err}");
+        assert!(matches!(err, Error::TooLarge(_)));
+        let x = gpu.upload(&[1], &[0.0]).unwrap();
+        let params = ActivationParams { n: 1, d: 1, _pad: [0; 2] };
+        let err = gpu.dispatch(Kernel::Activation, &[], &params, &[&x, &x], [70_000, 1, 1]).unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
+    }
+
+    #[test]
+    fn device_keeps_to_webgpu_default_limits() {
+        let gpu = Gpu::new_blocking().unwrap();
+        let l = gpu.limits();
+        let d = wgpu::Limits::default();
+        assert_eq!(l.max_compute_invocations_per_workgroup, d.max_compute_invocations_per_workgroup);
+        assert_eq!(l.max_compute_workgroup_storage_size, d.max_compute_workgroup_storage_size);
+        assert_eq!(l.max_storage_buffers_per_shader_stage, d.max_storage_buffers_per_shader_stage);
+        assert!(!gpu.info().name.is_empty() && !gpu.info().features.is_empty());
+        println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", gpu.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);
+    }
+
+    #[test]
+    fn pool_recycles_intermediates() {
+        let gpu = Gpu::new_blocking().unwrap();
+        let x = gpu.upload(&[1000], &[0.5; 1000]).unwrap();
+        let a = crate::ops::silu(&gpu, &x).unwrap();
+        let first = gpu.memory();
+        drop(a);
+        assert_eq!(gpu.memory().free_bytes, first.free_bytes + 4096);
+        let b = crate::ops::gelu(&gpu, &x).unwrap();
+        assert_eq!(gpu.memory(), first, "the freed buffer is reused, nothing new is allocated");
+        assert!(gpu.read_blocking(&b).unwrap().iter().all(|v| (v - 0.345_731_2).abs() < 1e-6));
+    }
+}

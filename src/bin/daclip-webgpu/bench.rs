@@ -1,0 +1,81 @@
+//! `daclip-webgpu bench`: throughput of the kernels on the shapes the models use.
+//!
+//! Each row runs once to compile its pipeline, then repeats the op back to back (one
+//! batch, one sync) for about a second and reports the mean time per op.
+
+use std::time::Instant;
+
+use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
+use daclip_webgpu::{Gpu, Result, Tensor};
+
+struct Row {
+    name: String,
+    gflop: f64,
+    ms: f64,
+}
+
+/// Times `op` (which must record GPU work and return its output) and returns ms per call.
+fn time(gpu: &Gpu, mut op: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    let start = Instant::now();
+    drop(op()?);
+    gpu.sync_blocking()?;
+    let warm = start.elapsed().as_secs_f64();
+    let reps = ((1.0 / warm.max(1e-4)) as usize).clamp(2, 50);
+    let start = Instant::now();
+    for _ in 0..reps {
+        drop(op()?);
+    }
+    gpu.sync_blocking()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+fn filled(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    gpu.upload(shape, &data)
+}
+
+pub fn run() -> Result<()> {
+    let gpu = Gpu::new_blocking()?;
+    println!("adapter: {}", gpu.info());
+    if gpu.info().is_software {
+        println!("(a software adapter: these numbers measure the CPU, not a GPU)");
+    }
+    let mut rows = Vec::new();
+
+    for n in [512usize, 1024] {
+        let a = filled(&gpu, &[n, n])?;
+        let b = filled(&gpu, &[n, n])?;
+        let ms = time(&gpu, || ops::matmul(&gpu, &a, &b))?;
+        rows.push(Row { name: format!("matmul {n}x{n}x{n} f32"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+    }
+    {
+        let n = 1024;
+        let x = filled(&gpu, &[n, n])?;
+        let w = gpu.upload_f16(&[n, n], &vec![0.01; n * n])?;
+        let ms = time(&gpu, || ops::linear(&gpu, &x, &w, None))?;
+        rows.push(Row { name: format!("linear {n}x{n} -> {n}, f16 weights"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+    }
+    for (c, side) in [(64usize, 256usize), (128, 128)] {
+        let x = filled(&gpu, &[1, c, side, side])?;
+        let w = gpu.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+        let ms = time(&gpu, || ops::conv2d(&gpu, &x, &w, None, Conv2dArgs::same(3)))?;
+        let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
+        rows.push(Row { name: format!("conv2d 3x3 {c}->{c} at {side}x{side}, f16 weights"), gflop, ms });
+    }
+    {
+        let (tokens, heads, d) = (1024usize, 16usize, 32usize);
+        let q = filled(&gpu, &[1, tokens, heads * d])?;
+        let ms = time(&gpu, || ops::attention(&gpu, Heads::all(&q), Heads::all(&q), Heads::all(&q), heads, false))?;
+        let gflop = 4.0 * (tokens * tokens * heads * d) as f64 / 1e9;
+        rows.push(Row { name: format!("attention {tokens} tokens x {heads} heads x {d}"), gflop, ms });
+    }
+
+    println!();
+    println!("| {:<44} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
+    println!("|{:-<46}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
+    for r in &rows {
+        println!("| {:<44} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Every WGSL file parses and validates with naga (no GPU needed), every file under
+//! shaders/ is in the registry, and every kernel follows the binding convention the
+//! dispatcher relies on.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::Path;
+
+use daclip_webgpu::shaders::Kernel;
+
+#[test]
+fn every_shader_validates() {
+    for &kernel in Kernel::ALL {
+        let src = kernel.source();
+        let module = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{}: {}", kernel.path(), e.emit_to_string(src)));
+        // The only capability beyond core WGSL: `unpack2x16float` (f16 weights), which naga
+        // tracks separately and every WebGPU implementation provides.
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", kernel.path(), e.emit_to_string(src)));
+
+        let entry: Vec<_> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(entry, ["main"], "{}: one entry point named main", kernel.path());
+        let mut bindings: Vec<(u32, u32, bool)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, v)| v.binding.as_ref().map(|b| (b.group, b.binding, v.space == naga::AddressSpace::Uniform)))
+            .collect();
+        bindings.sort();
+        assert_eq!(bindings[0], (0, 0, true), "{}: binding 0 is the Params uniform", kernel.path());
+        for (i, &(group, binding, uniform)) in bindings.iter().enumerate().skip(1) {
+            assert_eq!((group, binding, uniform), (0, i as u32, false), "{}: storage buffers at bindings 1..", kernel.path());
+        }
+        assert!(bindings.len() - 1 <= 8, "{}: at most 8 storage buffers (WebGPU default)", kernel.path());
+        println!("{:<36} ok ({} storage buffers)", kernel.path(), bindings.len() - 1);
+    }
+}
+
+#[test]
+fn every_shader_file_is_registered() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk = Vec::new();
+    for family in std::fs::read_dir(&root).unwrap() {
+        let family = family.unwrap().path();
+        for file in std::fs::read_dir(&family).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|e| e == "wgsl") {
+                on_disk.push(file.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    on_disk.sort();
+    let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.path().to_string()).collect();
+    registered.sort();
+    assert_eq!(on_disk, registered);
+}

@@ -60,7 +60,9 @@ pub struct AdapterInfo {
 
 impl std::fmt::Display for AdapterInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        // Browsers hide the adapter's name; say what we know instead of printing nothing.
+        let name = if self.name.is_empty() { "unnamed adapter" } else { &self.name };
+        write!(f, "{name} ({}, {}", self.backend, self.device_type)?;
         if !self.driver.is_empty() {
             write!(f, ", {}", self.driver)?;
         }

@@ -1,8 +1,14 @@
-//! The native command-line tool.
+//! The native command-line tool. (Built for wasm32 too, as every bin target is when the
+//! crate's tests are, but there it is empty: the browser gets the library instead.)
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_imports))]
 
+#[cfg(not(target_arch = "wasm32"))]
 mod bench;
 
 use std::process::ExitCode;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
 
 const USAGE: &str = "daclip-webgpu: DA-CLIP image restoration on WebGPU
 
@@ -12,6 +18,7 @@ USAGE:
 
 Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";
 
+#[cfg(not(target_arch = "wasm32"))]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -35,6 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn info() -> daclip_webgpu::Result<()> {
     let gpu = daclip_webgpu::Gpu::new_blocking()?;
     let info = gpu.info();

@@ -22,6 +22,11 @@ pub enum Error {
     Shape(String),
     /// A tensor would exceed what one buffer binding may hold on this device.
     TooLarge(String),
+    /// A weights file could not be read (truncated, not a checkpoint, unsafe content).
+    Checkpoint(String),
+    /// A weights file was read but does not fit the model: every missing, unexpected or
+    /// wrongly shaped tensor is named.
+    WeightsMismatch(String),
 }
 
 impl fmt::Display for Error {
@@ -35,6 +40,8 @@ impl fmt::Display for Error {
             Error::Readback(m) => write!(f, "GPU readback failed: {m}"),
             Error::Shape(m) => write!(f, "shape error: {m}"),
             Error::TooLarge(m) => write!(f, "tensor too large for this GPU: {m}"),
+            Error::Checkpoint(m) => write!(f, "cannot read weights: {m}"),
+            Error::WeightsMismatch(m) => write!(f, "weights do not fit the model: {m}"),
         }
     }
 }

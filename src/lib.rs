@@ -6,9 +6,11 @@
 
 pub mod error;
 pub mod gpu;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod shaders;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterInfo, DType, Gpu, MemoryStats, Tensor};

@@ -4,6 +4,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+mod convert;
 
 use std::process::ExitCode;
 
@@ -13,6 +15,9 @@ fn main() {}
 const USAGE: &str = "daclip-webgpu: DA-CLIP image restoration on WebGPU
 
 USAGE:
+    daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json]
+                             check a published checkpoint against the architecture and
+                             write it as safetensors (default f16) with its config
     daclip-webgpu bench      print kernel throughput on this machine's GPU adapter
     daclip-webgpu info       print the GPU adapter and its limits
 
@@ -23,6 +28,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(),
+        Some("convert") => convert::run(&args[1..]),
         Some("info") => info(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

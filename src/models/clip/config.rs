@@ -1,0 +1,112 @@
+//! The open_clip model configuration of a DA-CLIP checkpoint and the tensors it implies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::TensorSpec;
+
+/// `vision_cfg` of an open_clip model config (the fields a ViT needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    pub image_size: usize,
+    pub layers: usize,
+    pub width: usize,
+    pub patch_size: usize,
+    #[serde(default = "default_head_width")]
+    pub head_width: usize,
+}
+
+/// `text_cfg` of an open_clip model config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub width: usize,
+    pub heads: usize,
+    pub layers: usize,
+}
+
+/// An open_clip model config (schema of `daclip_ViT-B-32.json`). `text_cfg` is absent
+/// in converted files whose text tower was dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaClipConfig {
+    pub embed_dim: usize,
+    pub vision_cfg: VisionConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_cfg: Option<TextConfig>,
+}
+
+fn default_head_width() -> usize {
+    64
+}
+
+impl DaClipConfig {
+    /// The published DA-CLIP ViT-B/32 (`daclip_ViT-B-32.json`).
+    pub fn vit_b_32() -> Self {
+        DaClipConfig {
+            embed_dim: 512,
+            vision_cfg: VisionConfig { image_size: 224, layers: 12, width: 768, patch_size: 32, head_width: 64 },
+            text_cfg: Some(TextConfig { context_length: 77, vocab_size: 49408, width: 512, heads: 8, layers: 12 }),
+        }
+    }
+
+    /// Every tensor of the checkpoint (after dropping the `visual.*` aliases).
+    pub fn expected_tensors(&self) -> TensorSpec {
+        let mut t = TensorSpec::new();
+        let v = &self.vision_cfg;
+        vision_tower(&mut t, "clip.visual.", "transformer.", v, self.embed_dim);
+        vision_tower(&mut t, "visual_control.", "transformer.transformer.", v, self.embed_dim);
+        for i in 0..v.layers {
+            t.push((format!("visual_control.transformer.zero_modules.{i}.weight"), vec![v.width, v.width]));
+            t.push((format!("visual_control.transformer.zero_modules.{i}.bias"), vec![v.width]));
+        }
+        if let Some(tc) = &self.text_cfg {
+            t.push(("clip.token_embedding.weight".into(), vec![tc.vocab_size, tc.width]));
+            t.push(("clip.positional_embedding".into(), vec![tc.context_length, tc.width]));
+            for i in 0..tc.layers {
+                block(&mut t, &format!("clip.transformer.resblocks.{i}."), tc.width);
+            }
+            t.push(("clip.ln_final.weight".into(), vec![tc.width]));
+            t.push(("clip.ln_final.bias".into(), vec![tc.width]));
+            t.push(("clip.text_projection".into(), vec![tc.width, self.embed_dim]));
+            t.push(("clip.logit_scale".into(), vec![]));
+        }
+        t.push(("logit_scale".into(), vec![]));
+        t
+    }
+}
+
+fn vision_tower(t: &mut TensorSpec, p: &str, blocks: &str, v: &VisionConfig, embed_dim: usize) {
+    let w = v.width;
+    let grid = v.image_size / v.patch_size;
+    t.push((format!("{p}conv1.weight"), vec![w, 3, v.patch_size, v.patch_size]));
+    t.push((format!("{p}class_embedding"), vec![w]));
+    t.push((format!("{p}positional_embedding"), vec![grid * grid + 1, w]));
+    t.push((format!("{p}ln_pre.weight"), vec![w]));
+    t.push((format!("{p}ln_pre.bias"), vec![w]));
+    for i in 0..v.layers {
+        block(t, &format!("{p}{blocks}resblocks.{i}."), w);
+    }
+    t.push((format!("{p}ln_post.weight"), vec![w]));
+    t.push((format!("{p}ln_post.bias"), vec![w]));
+    t.push((format!("{p}proj"), vec![w, embed_dim]));
+}
+
+/// A pre-norm transformer block (open_clip `ResidualAttentionBlock`, MLP ratio 4).
+fn block(t: &mut TensorSpec, p: &str, w: usize) {
+    for (name, shape) in [
+        ("ln_1.weight", vec![w]),
+        ("ln_1.bias", vec![w]),
+        ("attn.in_proj_weight", vec![3 * w, w]),
+        ("attn.in_proj_bias", vec![3 * w]),
+        ("attn.out_proj.weight", vec![w, w]),
+        ("attn.out_proj.bias", vec![w]),
+        ("ln_2.weight", vec![w]),
+        ("ln_2.bias", vec![w]),
+        ("mlp.c_fc.weight", vec![4 * w, w]),
+        ("mlp.c_fc.bias", vec![4 * w]),
+        ("mlp.c_proj.weight", vec![w, 4 * w]),
+        ("mlp.c_proj.bias", vec![w]),
+    ] {
+        t.push((format!("{p}{name}"), shape));
+    }
+}

@@ -1,0 +1,5 @@
+//! The restoration UNet (ConditionalUNet, spec section 4).
+
+mod config;
+
+pub use config::UNetConfig;

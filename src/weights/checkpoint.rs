@@ -1,0 +1,235 @@
+//! What a weights file holds (DA-CLIP or the restoration UNet, and its configuration),
+//! checked tensor by tensor against the architecture; and the converter to safetensors.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+
+use super::{HostDType, Weights};
+use crate::error::{Error, Result};
+use crate::models::clip::DaClipConfig;
+use crate::models::unet::UNetConfig;
+use crate::models::TensorSpec;
+
+/// Metadata keys of the safetensors files this crate writes.
+pub const META_MODEL: &str = "daclip_webgpu.model";
+pub const META_CONFIG: &str = "daclip_webgpu.config";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelKind {
+    DaClip(DaClipConfig),
+    UNet(UNetConfig),
+}
+
+impl ModelKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::DaClip(_) => "daclip",
+            ModelKind::UNet(_) => "unet",
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            ModelKind::DaClip(_) => "DA-CLIP",
+            ModelKind::UNet(_) => "restoration UNet",
+        }
+    }
+
+    fn config_json(&self) -> String {
+        match self {
+            ModelKind::DaClip(c) => serde_json::to_string(c),
+            ModelKind::UNet(c) => serde_json::to_string(c),
+        }
+        .expect("configs serialise")
+    }
+
+    pub fn expected_tensors(&self) -> TensorSpec {
+        match self {
+            ModelKind::DaClip(c) => c.expected_tensors(),
+            ModelKind::UNet(c) => c.expected_tensors(),
+        }
+    }
+}
+
+/// A weights file whose every tensor was checked against the model it belongs to.
+pub struct Checkpoint<'a> {
+    pub weights: Weights<'a>,
+    pub kind: ModelKind,
+    /// `visual.*` tensors dropped because they alias `clip.visual.*`.
+    pub aliases_dropped: usize,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// Reads `bytes` (.pt/.pth or safetensors), finds which model it is and checks every
+    /// tensor's name and shape. `clip_config` describes a DA-CLIP checkpoint that carries
+    /// no config of its own (every .pt); the built-in ViT-B/32 config is the default.
+    pub fn parse(bytes: &'a [u8], clip_config: Option<DaClipConfig>) -> Result<Checkpoint<'a>> {
+        let mut weights = Weights::parse(bytes)?;
+        let kind = identify(&weights, clip_config)?;
+        let mut aliases_dropped = 0;
+        if let ModelKind::DaClip(_) = kind {
+            // The original registers CLIP's image tower twice (`clip.visual` and `visual`);
+            // torch.save stores the storage once but lists the keys twice.
+            let aliases: Vec<String> = weights
+                .names()
+                .filter(|n| n.starts_with("visual.") && weights.get(&format!("clip.{n}")).is_some())
+                .map(str::to_string)
+                .collect();
+            for n in aliases {
+                let (alias, twin) = (weights.get(&n).unwrap(), weights.get(&format!("clip.{n}")).unwrap());
+                if alias.shape != twin.shape {
+                    return Err(Error::WeightsMismatch(format!("`{n}` should be an alias of `clip.{n}` but has shape {:?} instead of {:?}", alias.shape, twin.shape)));
+                }
+                weights.remove(&n);
+                aliases_dropped += 1;
+            }
+        }
+        check(&weights, &kind)?;
+        Ok(Checkpoint { weights, kind, aliases_dropped })
+    }
+}
+
+fn identify(w: &Weights, clip_config: Option<DaClipConfig>) -> Result<ModelKind> {
+    let meta = w.metadata();
+    if let (Some(model), Some(config)) = (meta.get(META_MODEL), meta.get(META_CONFIG)) {
+        let bad = |e: serde_json::Error| Error::Checkpoint(format!("the file's {META_CONFIG} metadata is not a valid {model} config: {e}"));
+        return match model.as_str() {
+            "daclip" => Ok(ModelKind::DaClip(serde_json::from_str(config).map_err(bad)?)),
+            "unet" => Ok(ModelKind::UNet(serde_json::from_str(config).map_err(bad)?)),
+            other => Err(Error::Checkpoint(format!("unknown model `{other}` in the file's metadata"))),
+        };
+    }
+    if w.get("visual_control.conv1.weight").is_some() || w.get("clip.visual.conv1.weight").is_some() {
+        return Ok(ModelKind::DaClip(clip_config.unwrap_or_else(DaClipConfig::vit_b_32)));
+    }
+    if w.get("init_conv.weight").is_some() {
+        return Ok(ModelKind::UNet(UNetConfig::infer(|k| w.get(k).map(|t| t.shape.clone()))?));
+    }
+    let some: Vec<&str> = w.names().take(5).collect();
+    Err(Error::WeightsMismatch(format!(
+        "neither a DA-CLIP checkpoint (no `visual_control.*` / `clip.visual.*`) nor a restoration UNet (no `init_conv.weight`); \
+         it has {} tensors, e.g. {some:?}",
+        w.names().count()
+    )))
+}
+
+/// Compares the file's tensors with the architecture's and names every difference.
+fn check(w: &Weights, kind: &ModelKind) -> Result<()> {
+    let expected = kind.expected_tensors();
+    let expected_names: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let mut problems = Vec::new();
+    for (name, shape) in &expected {
+        match w.get(name) {
+            None => problems.push(format!("missing `{name}` {shape:?}")),
+            Some(t) if &t.shape != shape => problems.push(format!("`{name}` has shape {:?}, expected {shape:?}", t.shape)),
+            Some(t) if t.dtype == HostDType::I64 => problems.push(format!("`{name}` is int64, expected floats")),
+            Some(_) => {}
+        }
+    }
+    for name in w.names().filter(|n| !expected_names.contains(n)) {
+        problems.push(format!("unexpected `{name}` {:?}", w.get(name).unwrap().shape));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 40;
+    let mut msg = format!("{} checkpoint: {} tensor(s) do not fit the architecture", kind.label(), problems.len());
+    for p in problems.iter().take(SHOWN) {
+        msg.push_str("\n  ");
+        msg.push_str(p);
+    }
+    if problems.len() > SHOWN {
+        msg.push_str(&format!("\n  ... and {} more", problems.len() - SHOWN));
+    }
+    if let ModelKind::DaClip(_) = kind {
+        msg.push_str("\n(for a DA-CLIP other than ViT-B/32, pass its open_clip config with --clip-config)");
+    }
+    Err(Error::WeightsMismatch(msg))
+}
+
+/// Storage type of a converted file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreDType {
+    F16,
+    F32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub model: &'static str,
+    pub tensors: usize,
+    pub parameters: usize,
+    pub aliases_dropped: usize,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} tensors, {:.1} M parameters", self.model, self.tensors, self.parameters as f64 / 1e6)?;
+        if self.aliases_dropped > 0 {
+            write!(f, " ({} duplicate visual.* aliases dropped)", self.aliases_dropped)?;
+        }
+        write!(f, "; {:.1} MB in, {:.1} MB out", self.bytes_in as f64 / 1e6, self.bytes_out as f64 / 1e6)
+    }
+}
+
+pub struct Conversion {
+    pub bytes: Vec<u8>,
+    pub summary: Summary,
+}
+
+struct Owned {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for Owned {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Converts a checkpoint (.pt/.pth or safetensors) to a checked safetensors file in
+/// `dtype`, with the model and its config in the metadata.
+pub fn convert(bytes: &[u8], dtype: StoreDType, clip_config: Option<DaClipConfig>) -> Result<Conversion> {
+    let ckpt = Checkpoint::parse(bytes, clip_config)?;
+    let mut tensors = Vec::new();
+    let mut parameters = 0;
+    for (name, t) in ckpt.weights.tensors() {
+        parameters += t.numel();
+        let (st_dtype, data): (_, Vec<u8>) = match dtype {
+            StoreDType::F32 => (safetensors::Dtype::F32, t.to_f32()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            StoreDType::F16 => (safetensors::Dtype::F16, t.to_f16()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        };
+        tensors.push((name.to_string(), Owned { dtype: st_dtype, shape: t.shape.clone(), data }));
+    }
+    let count = tensors.len();
+    let metadata = HashMap::from([
+        (META_MODEL.to_string(), ckpt.kind.name().to_string()),
+        (META_CONFIG.to_string(), ckpt.kind.config_json()),
+        ("format".to_string(), "pt".to_string()),
+    ]);
+    let out = safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::Checkpoint(format!("writing safetensors: {e}")))?;
+    Ok(Conversion {
+        summary: Summary {
+            model: ckpt.kind.label(),
+            tensors: count,
+            parameters,
+            aliases_dropped: ckpt.aliases_dropped,
+            bytes_in: bytes.len(),
+            bytes_out: out.len(),
+        },
+        bytes: out,
+    })
+}

@@ -1,0 +1,82 @@
+//! Named tensors out of a `torch.save` archive (`<name>/data.pkl` plus one raw storage
+//! per `<name>/data/<key>`), as views into the file's bytes.
+
+use std::collections::HashMap;
+
+use super::pickle::{self, StorageType, TensorRef, Value};
+use super::{zip, HostDType, HostTensor};
+use crate::error::{Error, Result};
+
+fn bad(msg: impl std::fmt::Display) -> Error {
+    Error::Checkpoint(msg.to_string())
+}
+
+/// The tensors of the state dict in `bytes`: a bare state dict or one wrapped as
+/// `{"state_dict": ...}`; a `module.` prefix (DataParallel) is removed; entries that are
+/// not tensors (optimizer state, epochs, ...) are ignored.
+pub fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor<'_>)>> {
+    let entries = zip::entries(bytes)?;
+    let pkl = entries
+        .iter()
+        .find(|e| e.name.ends_with("data.pkl"))
+        .ok_or_else(|| bad("the archive has no data.pkl: not a torch.save checkpoint"))?;
+    let root = &pkl.name[..pkl.name.len() - "data.pkl".len()];
+    if let Some(order) = entries.iter().find(|e| e.name.ends_with("byteorder")) {
+        if order.data != b"little" {
+            return Err(bad("the checkpoint was saved on a big-endian machine; re-save it on a little-endian one"));
+        }
+    }
+    let storages: HashMap<&str, &[u8]> = entries
+        .iter()
+        .filter_map(|e| e.name.strip_prefix(root).and_then(|n| n.strip_prefix("data/")).map(|k| (k, e.data)))
+        .collect();
+
+    let mut dict = pickle::load(pkl.data)?;
+    if let Value::Dict(d) = &dict {
+        let inner = d.borrow().iter().find(|(k, _)| matches!(k, Value::Str(s) if s == "state_dict")).map(|(_, v)| v.clone());
+        if let Some(inner @ Value::Dict(_)) = inner {
+            dict = inner;
+        }
+    }
+    let Value::Dict(d) = dict else {
+        return Err(bad("the checkpoint does not hold a state dict (a dict of tensors)"));
+    };
+    let mut out = Vec::new();
+    for (k, v) in d.borrow().iter() {
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else { continue };
+        let name = name.strip_prefix("module.").unwrap_or(name).to_string();
+        let tensor = view(&name, t, &storages)?;
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
+fn view<'a>(name: &str, t: &TensorRef, storages: &HashMap<&str, &'a [u8]>) -> Result<HostTensor<'a>> {
+    let dtype = match t.storage_type {
+        StorageType::F32 => HostDType::F32,
+        StorageType::F16 => HostDType::F16,
+        StorageType::BF16 => HostDType::BF16,
+        StorageType::I64 => HostDType::I64,
+        StorageType::Other(s) => return Err(bad(format!("tensor `{name}` is stored as {s}; only float32, float16, bfloat16 and int64 are supported"))),
+    };
+    let storage = storages
+        .get(t.storage_key.as_str())
+        .ok_or_else(|| bad(format!("tensor `{name}`: storage {} is missing from the archive (truncated file?)", t.storage_key)))?;
+    // Row-major strides; dimensions of size 1 may carry any stride.
+    let mut expect = 1;
+    for (&dim, &stride) in t.shape.iter().zip(&t.stride).rev() {
+        if dim != 1 && stride != expect {
+            return Err(bad(format!("tensor `{name}` is not contiguous (shape {:?}, stride {:?}); save `.contiguous()` tensors", t.shape, t.stride)));
+        }
+        expect *= dim;
+    }
+    let numel: usize = t.shape.iter().product();
+    let size = dtype.size();
+    let start = t.offset.checked_mul(size);
+    let end = start.and_then(|s| numel.checked_mul(size).and_then(|n| s.checked_add(n)));
+    let data = match (start, end) {
+        (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
+        _ => return Err(bad(format!("tensor `{name}` ({:?} at offset {}) lies outside its storage of {} bytes", t.shape, t.offset, storage.len()))),
+    };
+    Ok(HostTensor { dtype, shape: t.shape.clone(), data })
+}

@@ -1,0 +1,184 @@
+"""Writes a parity-fixture directory (format: ../shared/spec/parity-fixtures.md) for a
+DA-CLIP + UNet with seeded random weights, using our PyTorch reference.
+
+    python3 -m venv /tmp/torchenv
+    /tmp/torchenv/bin/pip install torch numpy pillow safetensors open_clip_torch
+    /tmp/torchenv/bin/python tests/reference/make_fixtures.py tests/fixtures/tiny
+    /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/full --full
+
+The default is the tiny configuration committed in tests/fixtures/tiny; `--full` uses the
+published architecture (ViT-B/32 DA-CLIP, nf 64 UNet: about 1.2 GB of checkpoints, never
+committed). open_clip_torch is used only for its tokenizer (the original's token ids).
+Besides the documented files, the directory gets `checkpoint_digest.json` (per tensor:
+shape, sum, sum of squares, first values), which the weights tests use to check the
+checkpoint reader against PyTorch's own.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daclip_reference import (CLIP_MEAN, CLIP_STD, DEGRADATIONS, ConditionalUNet, DaCLIP, IRSDE)  # noqa: E402
+
+CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+UNET_CONFIG = dict(in_nc=3, out_nc=3, nf=16, ch_mult=(1, 1, 2, 2), context_dim=32,
+                   use_degra_context=True, use_image_context=True)
+FULL_CLIP_CONFIG = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
+}
+FULL_UNET_CONFIG = dict(in_nc=3, out_nc=3, nf=64, ch_mult=(1, 2, 4, 8), context_dim=512,
+                        use_degra_context=True, use_image_context=True)
+H, W = 48, 40          # the main input (a multiple of 16, as the UNet keys' shapes show)
+ODD_H, ODD_W = 37, 29  # an odd size: reflect padding and the final crop
+
+
+def randomise(model, gen):
+    """Seeded weights with every parameter non-trivial: norms' gains near 1 and biases near 0
+    but not equal, the controller's zero modules and proj_out non-zero."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("g",) or (leaf == "weight" and p.dim() == 1):  # LayerNorm/GroupNorm/channel LN gains
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif leaf == "bias":
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif "token_embedding" in name:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
+
+
+def clip_preprocess(u8, size):
+    """torchvision Resize(size, BICUBIC) on a PIL image (antialiased), CenterCrop(size)."""
+    img = Image.fromarray(u8)
+    w, h = img.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    img = img.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.asarray(img)[top:top + size, left:left + size]
+
+
+def test_image(h, w, gen):
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([0.5 + 0.4 * torch.sin(6 * xx + 2 * yy), 0.5 + 0.4 * torch.cos(5 * yy), 0.3 + 0.5 * xx * yy])
+    return (base + 0.08 * torch.randn(base.shape, generator=gen)).clamp(0, 1)
+
+
+def digest(state_dict):
+    out = {}
+    for k, v in state_dict.items():
+        v = v.double()
+        out[k] = {"shape": list(v.shape), "sum": v.sum().item(), "sum_sq": (v * v).sum().item(),
+                  "first": v.flatten()[:4].tolist()}
+    return out
+
+
+def main(out_dir, full=False):
+    clip_config = FULL_CLIP_CONFIG if full else CLIP_CONFIG
+    unet_config = FULL_UNET_CONFIG if full else UNET_CONFIG
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234)
+
+    daclip = DaCLIP(clip_config).eval()
+    randomise(daclip, gen)
+    unet = ConditionalUNet(**unet_config).eval()
+    randomise(unet, gen)
+    torch.save(daclip.state_dict(), os.path.join(out_dir, "daclip.pt"))
+    torch.save(unet.state_dict(), os.path.join(out_dir, "universal-ir.pth"))
+    with open(os.path.join(out_dir, "clip_config.json"), "w") as f:
+        json.dump(clip_config, f, indent=2)
+    with open(os.path.join(out_dir, "checkpoint_digest.json"), "w") as f:
+        json.dump({"daclip.pt": digest(daclip.state_dict()), "universal-ir.pth": digest(unet.state_dict())}, f)
+
+    fx = {}
+    with torch.no_grad():
+        image = test_image(H, W, gen)
+        fx["input_image"] = image
+        u8 = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # truncation, as published
+        fx["clip_u8"] = torch.from_numpy(u8.copy())
+        size = clip_config["vision_cfg"]["image_size"]
+        resized = clip_preprocess(u8, size)
+        fx["clip_resized_u8"] = torch.from_numpy(resized.copy())
+        mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
+        fx["clip_mean"], fx["clip_std"] = mean, std
+        clip_input = ((torch.from_numpy(resized.copy()).float() / 255 - mean) / std).permute(2, 0, 1)[None]
+        fx["clip_input"] = clip_input
+
+        image_features, degra_features = daclip.encode_image(clip_input, control=True)
+        fx["image_features"], fx["degra_features"] = image_features, degra_features
+        fx["control_hiddens"] = torch.stack(daclip.control_hiddens(clip_input))[:, 0]
+        fx["image_features_nocontrol"] = daclip.encode_image(clip_input, control=False)[0]
+
+        import open_clip
+        tokens = open_clip.tokenize(DEGRADATIONS)
+        fx["text_tokens"] = tokens.to(torch.int64)
+        text_features = daclip.encode_text(tokens)
+        fx["text_features"] = text_features
+        d = degra_features / degra_features.norm(dim=-1, keepdim=True)
+        t = text_features / text_features.norm(dim=-1, keepdim=True)
+        fx["text_probs"] = (100.0 * d @ t.T).softmax(dim=-1)
+
+        sde = IRSDE()
+        cond = image[None]
+        z0 = torch.randn(cond.shape, generator=gen)
+        xt = cond + z0 * sde.max_sigma
+        fx["unet_cond"], fx["unet_z0"], fx["unet_xt"] = cond, z0, xt
+        fx["unet_prompt_emb"] = unet.prompt_embedding(degra_features)
+        for step in (1, 50, 100):
+            fx[f"unet_temb_t{step}"] = unet.time_embedding(torch.tensor([float(step)]))
+            fx[f"unet_out_t{step}"] = unet(xt, cond, step, degra_features, image_features)
+
+        odd_cond = test_image(ODD_H, ODD_W, gen)[None]
+        odd_xt = odd_cond + torch.randn(odd_cond.shape, generator=gen) * sde.max_sigma
+        fx["odd_cond"], fx["odd_xt"] = odd_cond, odd_xt
+        fx["odd_out_t50"] = unet(odd_xt, odd_cond, 50, degra_features, image_features)
+
+        fx["sde_thetas"], fx["sde_sigmas"] = sde.thetas, sde.sigmas
+        fx["sde_thetas_cumsum"], fx["sde_sigma_bars"] = sde.thetas_cumsum, sde.sigma_bars
+        fx["sde_dt"] = sde.dt.reshape(1)
+        fx["sde_max_sigma"] = torch.tensor([sde.max_sigma], dtype=torch.float32)
+
+        # Three posterior steps from states on the forward marginals of a clean image.
+        clean = test_image(H, W, gen)[None]
+        for k, step in enumerate((100, 50, 1)):
+            x = cond + (clean - cond) * torch.exp(-sde.thetas_cumsum[step] * sde.dt) \
+                + sde.sigma_bars[step] * torch.randn(cond.shape, generator=gen)
+            noise = unet(x, cond, step, degra_features, image_features)
+            z = torch.randn(cond.shape, generator=gen)
+            x0 = sde.x0_from_noise(x, cond, step, noise)
+            mean, std = sde.posterior_mean_std(x, x0, cond, step)
+            fx[f"post{k}_t"] = torch.tensor([float(step)])
+            fx[f"post{k}_xt"], fx[f"post{k}_noise"], fx[f"post{k}_z"] = x, noise, z
+            fx[f"post{k}_x0"], fx[f"post{k}_mean"] = x0, mean
+            fx[f"post{k}_std"] = std.reshape(1)
+            fx[f"post{k}_out"] = mean + std * z
+
+    fx = {k: v.detach().clone().contiguous() for k, v in fx.items()}
+    save_file(fx, os.path.join(out_dir, "fixtures.safetensors"),
+              metadata={"clip_config": json.dumps(clip_config), "unet_config": json.dumps(
+                  {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config.items()})})
+    total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+    print(f"wrote {len(fx)} fixtures to {out_dir} ({total / 1e6:.1f} MB in the directory)")
+    print("text_probs", fx["text_probs"].numpy().round(3))
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--full"]
+    main(args[0] if args else "tests/fixtures/tiny", full="--full" in sys.argv)

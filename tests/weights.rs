@@ -1,0 +1,229 @@
+//! The checkpoint reader, the converter and the loader on the committed tiny checkpoints,
+//! and a clear error (never a panic) for every kind of malformed input.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use daclip_webgpu::models::clip::DaClipConfig;
+use daclip_webgpu::weights::{convert, Checkpoint, GpuDType, ModelKind, StoreDType, Vb, Weights};
+use daclip_webgpu::{Error, Gpu};
+
+fn tiny(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
+}
+
+fn read(file: &str) -> Vec<u8> {
+    std::fs::read(tiny(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn tiny_clip_config() -> DaClipConfig {
+    serde_json::from_slice(&read("clip_config.json")).unwrap()
+}
+
+#[test]
+fn torch_reader_matches_pytorch() {
+    let digest: serde_json::Value = serde_json::from_slice(&read("checkpoint_digest.json")).unwrap();
+    for file in ["daclip.pt", "universal-ir.pth"] {
+        let bytes = read(file);
+        let w = Weights::parse(&bytes).unwrap();
+        let expected = digest[file].as_object().unwrap();
+        assert_eq!(w.names().count(), expected.len(), "{file}: tensor count");
+        let mut worst = 0.0f64;
+        for (name, d) in expected {
+            let t = w.get(name).unwrap_or_else(|| panic!("{file}: `{name}` missing"));
+            let shape: Vec<usize> = serde_json::from_value(d["shape"].clone()).unwrap();
+            assert_eq!(t.shape, shape, "{name}");
+            let v = t.to_f32().unwrap();
+            let first: Vec<f64> = serde_json::from_value(d["first"].clone()).unwrap();
+            // The digest's f64s came from f32s: back in f32 they must match bit for bit.
+            for (a, b) in v.iter().zip(&first) {
+                assert_eq!(*a, *b as f32, "{name}: first values");
+            }
+            let sum: f64 = v.iter().map(|&x| x as f64).sum();
+            let sum_sq: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
+            let scale = sum_sq.sqrt() * (v.len() as f64).sqrt() + 1e-30;
+            worst = worst.max((sum - d["sum"].as_f64().unwrap()).abs() / scale);
+            worst = worst.max((sum_sq - d["sum_sq"].as_f64().unwrap()).abs() / (sum_sq + 1e-30));
+        }
+        println!("{file}: {} tensors read, worst relative difference of sums vs PyTorch {worst:.2e}", expected.len());
+        assert!(worst < 1e-12, "{file}: sums differ from PyTorch's by {worst:e}");
+    }
+}
+
+#[test]
+fn conversion_keeps_values() {
+    for (file, config) in [("daclip.pt", Some(tiny_clip_config())), ("universal-ir.pth", None)] {
+        let bytes = read(file);
+        let original = Checkpoint::parse(&bytes, config.clone()).unwrap();
+        for dtype in [StoreDType::F32, StoreDType::F16] {
+            let out = convert(&bytes, dtype, config.clone()).unwrap();
+            println!("{file} {dtype:?}: {}", out.summary);
+            // The converted file carries its config: no --clip-config needed to read it.
+            let converted = Checkpoint::parse(&out.bytes, None).unwrap();
+            assert_eq!(converted.kind, original.kind);
+            assert_eq!(converted.weights.names().count(), original.weights.names().count());
+            let mut max_err = 0.0f32;
+            for (name, t) in original.weights.tensors() {
+                let a = t.to_f32().unwrap();
+                let b = converted.weights.get(name).unwrap().to_f32().unwrap();
+                for (x, y) in a.iter().zip(&b) {
+                    match dtype {
+                        StoreDType::F32 => assert_eq!(x.to_bits(), y.to_bits(), "{name}"),
+                        StoreDType::F16 => assert_eq!(half::f16::from_f32(*x).to_f32(), *y, "{name}"),
+                    }
+                    max_err = max_err.max((x - y).abs());
+                }
+            }
+            println!("  every value {} (max abs change {max_err:.2e})", if dtype == StoreDType::F32 { "bit-identical" } else { "the f16 rounding of the original" });
+        }
+    }
+    let bytes = read("daclip.pt");
+    let ckpt = Checkpoint::parse(&bytes, Some(tiny_clip_config())).unwrap();
+    assert_eq!(ckpt.aliases_dropped, 32, "the visual.* aliases are dropped, clip.visual.* kept");
+    assert!(ckpt.weights.names().all(|n| !n.starts_with("visual.")));
+}
+
+#[test]
+fn unet_config_is_inferred_from_shapes() {
+    let bytes = read("universal-ir.pth");
+    let ckpt = Checkpoint::parse(&bytes, None).unwrap();
+    let ModelKind::UNet(c) = ckpt.kind else { panic!("not a UNet") };
+    assert_eq!((c.in_nc, c.out_nc, c.nf, c.ch_mult.clone(), c.context_dim), (3, 3, 16, vec![1, 1, 2, 2], 32));
+    assert!(c.use_degra_context && c.use_image_context && !c.downscale);
+}
+
+#[test]
+fn loader_uploads_named_tensors() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let bytes = read("universal-ir.pth");
+    let w = Weights::parse(&bytes).unwrap();
+    let want = w.get("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight").unwrap().to_f32().unwrap();
+    for dtype in [GpuDType::F32, GpuDType::F16] {
+        let vb = Vb::new(&w, &gpu, dtype).pp("downs").pp(3).pp("2.fn.fn").pp("transformer_blocks.0");
+        let t = vb.pp("attn2").tensor("to_k.weight", &[32, 32]).unwrap();
+        let got = gpu.read_blocking(&t).unwrap();
+        let tol = if dtype == GpuDType::F16 { 1e-3 } else { 0.0 };
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= tol * b.abs().max(1e-3)), "{dtype:?}");
+        let err = vb.pp("attn2").tensor("to_k.weight", &[32, 16]).unwrap_err();
+        assert!(err.to_string().contains("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight"), "{err}");
+        let err = vb.tensor("no_such.weight", &[1]).unwrap_err();
+        assert!(matches!(err, Error::WeightsMismatch(_)), "{err}");
+    }
+}
+
+/// A STORED zip archive, as torch.save writes (CRCs left zero: the reader does not check them).
+fn zip_archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in files {
+        let offset = out.len() as u32;
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend((name.len() as u16).to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend(*data);
+        central.extend(0x0201_4b50u32.to_le_bytes());
+        central.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend((data.len() as u32).to_le_bytes());
+        central.extend((data.len() as u32).to_le_bytes());
+        central.extend((name.len() as u16).to_le_bytes());
+        central.extend([0; 12]);
+        central.extend(offset.to_le_bytes());
+        central.extend(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend(&central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0, 0, 0, 0]);
+    out.extend((files.len() as u16).to_le_bytes());
+    out.extend((files.len() as u16).to_le_bytes());
+    out.extend((central.len() as u32).to_le_bytes());
+    out.extend(cd_offset.to_le_bytes());
+    out.extend([0, 0]);
+    out
+}
+
+/// A safetensors file from a raw header and data.
+fn safetensors_raw(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// The tiny UNet as f32 safetensors with `edit` applied to its (name, shape, values) list.
+fn edited_unet(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> Vec<u8> {
+    let bytes = read("universal-ir.pth");
+    let w = Weights::parse(&bytes).unwrap();
+    let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = w.tensors().map(|(n, t)| (n.to_string(), t.shape.clone(), t.to_f32().unwrap())).collect();
+    edit(&mut list);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = list
+        .iter()
+        .map(|(n, s, v)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(v)).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn malformed_inputs_give_clear_errors() {
+    let pt = read("daclip.pt");
+    let evil_pickle: &[u8] = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty file", vec![], "neither a torch.save archive nor a valid safetensors file"),
+        ("random bytes", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "neither a torch.save archive"),
+        ("truncated .pt (first half)", pt[..pt.len() / 2].to_vec(), "end-of-central-directory"),
+        ("truncated .pt (last 100 bytes cut)", pt[..pt.len() - 100].to_vec(), "end-of-central-directory"),
+        ("pickle calling os.system", zip_archive(&[("archive/data.pkl", evil_pickle)]), "`os.system`"),
+        ("zip without data.pkl", zip_archive(&[("archive/version", b"3\n")]), "no data.pkl"),
+        ("legacy torch format", b"\x80\x02\x8a\x0alz\xfc\x9cF\xf9 j\xa8P\x19.".to_vec(), "legacy"),
+        ("safetensors header larger than the file", safetensors_raw(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4])[..40].to_vec(), "neither a torch.save archive nor a valid safetensors file"),
+        ("safetensors with overlapping offsets", safetensors_raw(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, &[0; 12]), "safetensors"),
+        ("safetensors with an absurd header size", { let mut b = u64::MAX.to_le_bytes().to_vec(); b.extend(b"{}"); b }, "safetensors"),
+        ("safetensors of an unknown model", safetensors_raw(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]), "neither a DA-CLIP checkpoint"),
+    ];
+    cases.push(("UNet missing a tensor", edited_unet(|l| l.retain(|(n, _, _)| n != "mid_attn.fn.fn.proj_out.bias")), "missing `mid_attn.fn.fn.proj_out.bias`"));
+    cases.push(("UNet with a wrongly shaped tensor", edited_unet(|l| {
+        let e = l.iter_mut().find(|(n, _, _)| n == "ups.1.0.block1.proj.weight").unwrap();
+        e.1.swap(0, 1);
+    }), "`ups.1.0.block1.proj.weight` has shape [48, 32, 3, 3], expected [32, 48, 3, 3]"));
+    cases.push(("UNet with an unexpected tensor", edited_unet(|l| l.push(("extra.weight".into(), vec![2], vec![1.0, 2.0]))), "unexpected `extra.weight`"));
+    cases.push(("DA-CLIP with the wrong config (ViT-B/32 default for a tiny file)", pt.clone(), "--clip-config"));
+
+    for (what, bytes, expect) in &cases {
+        let err = Checkpoint::parse(bytes, None).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        let msg = err.to_string();
+        println!("{what}:\n    {}", msg.lines().take(3).collect::<Vec<_>>().join("\n    "));
+        assert!(msg.contains(expect), "{what}: message lacks {expect:?}: {msg}");
+    }
+}
+
+#[test]
+fn convert_command_writes_a_loadable_file() {
+    let dir = std::env::temp_dir().join(format!("daclip-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("daclip.safetensors");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_daclip-webgpu"))
+        .args(["convert", tiny("daclip.pt").to_str().unwrap(), "-o", out.to_str().unwrap(), "--clip-config", tiny("clip_config.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success());
+    assert!(stdout.contains("DA-CLIP: 99 tensors"), "{stdout}");
+    let bytes = std::fs::read(&out).unwrap();
+    let ckpt = Checkpoint::parse(&bytes, None).unwrap();
+    assert_eq!(ckpt.kind, ModelKind::DaClip(tiny_clip_config()));
+    let meta: HashMap<_, _> = ckpt.weights.metadata().clone().into_iter().collect();
+    assert_eq!(meta.get("daclip_webgpu.model").map(String::as_str), Some("daclip"));
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_daclip-webgpu"))
+        .args(["convert", tiny("daclip.pt").to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "a ViT-B/32 config does not fit the tiny file");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--clip-config"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -35,5 +35,7 @@ kernels! {
     Concat => "layout/concat.wgsl",
     UpsampleNearest => "layout/upsample_nearest.wgsl",
     PadCrop => "layout/pad_crop.wgsl",
+    Transpose => "layout/transpose.wgsl",
+    GatherRows => "layout/gather_rows.wgsl",
     FlashAttention => "attention/flash_attention.wgsl",
 }

@@ -353,6 +353,12 @@ impl Gpu {
         self.upload_words(shape, DType::F32, bytemuck::cast_slice(data))
     }
 
+    /// Uploads indices (token ids, row numbers).
+    pub fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        self.upload_words(shape, DType::U32, data)
+    }
+
     /// Uploads f32 values rounded to f16 and packed two per word (weights).
     pub fn upload_f16(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         check_len(shape, data.len())?;
@@ -370,8 +376,8 @@ impl Gpu {
         self.upload_words(shape, DType::F16Packed, &words)
     }
 
-    /// Copies a tensor back to the CPU as f32 (f16 tensors are widened). Submits pending
-    /// work first and fails if any GPU error happened since the last sync.
+    /// Copies a tensor back to the CPU as f32 (f16 tensors are widened, indices converted).
+    /// Submits pending work first and fails if any GPU error happened since the last sync.
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.flush();
         let bytes = t.dtype().bytes_for(t.numel());
@@ -399,6 +405,7 @@ impl Gpu {
         let words: &[u32] = bytemuck::cast_slice(&view[..bytes as usize]);
         let out = match t.dtype() {
             DType::F32 => bytemuck::cast_slice(words).to_vec(),
+            DType::U32 => words.iter().map(|&w| w as f32).collect(),
             DType::F16Packed => words
                 .iter()
                 .flat_map(|w| [half::f16::from_bits(*w as u16), half::f16::from_bits((w >> 16) as u16)])

@@ -15,13 +15,15 @@ pub enum DType {
     F32,
     /// IEEE half floats packed two per 32-bit word.
     F16Packed,
+    /// Unsigned integers (indices).
+    U32,
 }
 
 impl DType {
     /// Bytes of buffer needed for `n` elements (rounded up to whole 32-bit words).
     pub fn bytes_for(self, n: usize) -> u64 {
         match self {
-            DType::F32 => 4 * n as u64,
+            DType::F32 | DType::U32 => 4 * n as u64,
             DType::F16Packed => 4 * n.div_ceil(2) as u64,
         }
     }

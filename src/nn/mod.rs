@@ -1,5 +1,10 @@
-//! Building blocks composed from several kernels.
+//! Building blocks over the kernels: PyTorch modules with their weights, and composite
+//! operations.
 
+mod layer_norm;
+mod linear;
 mod linear_attention;
 
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
 pub use linear_attention::linear_attention;

@@ -229,6 +229,27 @@ pub async fn layout(gpu: &Gpu) {
         x[(p * 5 + y) * 7 + xx] as f64
     }).collect();
     check("crop [2,3,5,7] -> 4x3", &read(gpu, &got).await, &want, 0.0);
+
+    let (b, r, c) = (3, 37, 50);
+    let x = rng.normals(b * r * c, 1.0);
+    let got = ops::transpose(gpu, &up(gpu, &[b, r, c], &x)).unwrap();
+    assert_eq!(got.shape(), &[b, c, r]);
+    let want: Vec<f64> = (0..b * c * r).map(|i| {
+        let (bt, j, k) = (i / (c * r), (i / r) % c, i % r);
+        x[(bt * r + k) * c + j] as f64
+    }).collect();
+    check("transpose [3, 37, 50]", &read(gpu, &got).await, &want, 0.0);
+
+    let (rows, c) = (1000, 24);
+    let table = rng.normals(rows * c, 1.0);
+    let ids: Vec<u32> = vec![0, 999, 17, 17, 500, 3];
+    for f16 in [false, true] {
+        let t = if f16 { up16(gpu, &[rows, c], &table) } else { up(gpu, &[rows, c], &table) };
+        let got = ops::gather_rows(gpu, &t, &gpu.upload_u32(&[ids.len()], &ids).unwrap()).unwrap();
+        let src = if f16 { f16_rounded(&table) } else { table.clone() };
+        let want: Vec<f64> = ids.iter().flat_map(|&i| src[i as usize * c..(i as usize + 1) * c].iter().map(|&v| v as f64)).collect();
+        check(&format!("gather_rows {} of [1000, 24]{}", ids.len(), if f16 { " f16" } else { "" }), &read(gpu, &got).await, &want, 0.0);
+    }
 }
 
 /// Attention on [b, nq/nk, heads*d] data, q/k/v either separate or (self-attention) one

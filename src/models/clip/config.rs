@@ -39,6 +39,14 @@ fn default_head_width() -> usize {
     64
 }
 
+impl VisionConfig {
+    /// Patches plus the class token.
+    pub fn tokens(&self) -> usize {
+        let grid = self.image_size / self.patch_size;
+        grid * grid + 1
+    }
+}
+
 impl DaClipConfig {
     /// The published DA-CLIP ViT-B/32 (`daclip_ViT-B-32.json`).
     pub fn vit_b_32() -> Self {

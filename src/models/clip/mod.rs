@@ -1,5 +1,16 @@
-//! DA-CLIP: CLIP (image and text towers) plus the controller (spec sections 2-3).
+//! DA-CLIP: CLIP (image and text towers) plus the controller (spec sections 2-3), and the
+//! image preprocessing and tokenizer that feed it.
 
 mod config;
+mod daclip;
+pub mod preprocess;
+mod text;
+pub mod tokenizer;
+mod transformer;
+mod vision;
 
 pub use config::{DaClipConfig, TextConfig, VisionConfig};
+pub use daclip::{probabilities, Classification, DaClip, ImageEncoding, DEGRADATIONS, STORED_TEXT_FEATURES};
+pub use text::TextTransformer;
+pub use transformer::{MultiheadAttention, ResidualAttentionBlock, Transformer};
+pub use vision::VisionTransformer;

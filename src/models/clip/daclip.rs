@@ -1,0 +1,153 @@
+//! DA-CLIP (spec section 3): CLIP plus a controller, a trained copy of the image tower
+//! whose blocks each feed a zero-initialised Linear. The controller's pooled output is the
+//! degradation embedding; its Linear outputs are added to CLIP's stream after CLIP's
+//! blocks in REVERSED order (block 0 gets the last controller layer's output), because the
+//! published code pops them off a Python list. The trained weights depend on that order.
+
+use super::text::TextTransformer;
+use super::tokenizer::tokenize;
+use super::vision::VisionTransformer;
+use super::DaClipConfig;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::Linear;
+use crate::ops;
+use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
+
+/// The ten degradations the published model was trained to tell apart.
+pub const DEGRADATIONS: [&str; 10] =
+    ["motion-blurry", "hazy", "jpeg-compressed", "low-light", "noisy", "raindrop", "rainy", "shadowed", "snowy", "uncompleted"];
+
+/// Name of the tensor holding the text features of [`DEGRADATIONS`] in files converted
+/// without the text tower (`convert --no-text`).
+pub const STORED_TEXT_FEATURES: &str = "degradation_text_features";
+
+/// The two unnormalised embeddings of one image.
+pub struct ImageEncoding {
+    /// Content features of the would-be clean image: [1, embed_dim].
+    pub image_features: Tensor,
+    /// Degradation features: [1, embed_dim].
+    pub degra_features: Tensor,
+    /// The controller's zero-module outputs, one [1, tokens, width] per layer (debug aid).
+    pub control_hiddens: Vec<Tensor>,
+}
+
+/// Degradation probabilities, most likely first.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    pub labels: Vec<String>,
+    pub probabilities: Vec<f32>,
+    pub image_features: Vec<f32>,
+    pub degradation_features: Vec<f32>,
+}
+
+pub struct DaClip {
+    pub config: DaClipConfig,
+    /// `clip.visual`: CLIP's frozen image tower.
+    pub visual: VisionTransformer,
+    /// `visual_control`: the controller tower.
+    pub visual_control: VisionTransformer,
+    /// `visual_control.transformer.zero_modules`.
+    pub zero_modules: Vec<Linear>,
+    /// `clip.token_embedding` .. `clip.text_projection`; absent in `--no-text` files.
+    pub text: Option<TextTransformer>,
+    /// Text features of [`DEGRADATIONS`], [10, embed_dim], when the file carries them.
+    stored_text_features: Option<Vec<Vec<f32>>>,
+}
+
+impl DaClip {
+    /// Uploads a checked DA-CLIP checkpoint, one tensor at a time.
+    pub fn load(gpu: &Gpu, ckpt: &Checkpoint, dtype: GpuDType) -> Result<DaClip> {
+        let ModelKind::DaClip(config) = &ckpt.kind else {
+            return Err(Error::WeightsMismatch(format!("expected a DA-CLIP checkpoint, got a {} one", ckpt.kind.name())));
+        };
+        let vb = Vb::new(&ckpt.weights, gpu, dtype);
+        let (v, e) = (&config.vision_cfg, config.embed_dim);
+        let zero = vb.pp("visual_control.transformer.zero_modules");
+        let stored_text_features = match ckpt.weights.get(STORED_TEXT_FEATURES) {
+            Some(t) => Some(t.to_f32()?.chunks(e).map(<[f32]>::to_vec).collect()),
+            None => None,
+        };
+        Ok(DaClip {
+            visual: VisionTransformer::load(gpu, &vb.pp("clip.visual"), v, e, "transformer")?,
+            visual_control: VisionTransformer::load(gpu, &vb.pp("visual_control"), v, e, "transformer.transformer")?,
+            zero_modules: (0..v.layers).map(|i| Linear::load(&zero.pp(i), v.width, v.width, true)).collect::<Result<_>>()?,
+            text: config.text_cfg.as_ref().map(|t| TextTransformer::load(&vb.pp("clip"), t, e)).transpose()?,
+            stored_text_features,
+            config: config.clone(),
+        })
+    }
+
+    /// `encode_image(image, control=True)` on a preprocessed image [1, 3, S, S].
+    pub fn encode_image(&self, gpu: &Gpu, image: &Tensor) -> Result<ImageEncoding> {
+        let mut x = self.visual_control.embed(gpu, image)?;
+        let mut hiddens = Vec::with_capacity(self.zero_modules.len());
+        for (block, zero) in self.visual_control.transformer.resblocks.iter().zip(&self.zero_modules) {
+            x = block.forward(gpu, &x, false)?;
+            hiddens.push(zero.forward(gpu, &x)?);
+        }
+        let degra_features = self.visual_control.pool(gpu, &x)?;
+
+        let mut x = self.visual.embed(gpu, image)?;
+        for (block, hidden) in self.visual.transformer.resblocks.iter().zip(hiddens.iter().rev()) {
+            x = ops::add(gpu, &block.forward(gpu, &x, false)?, hidden)?;
+        }
+        let image_features = self.visual.pool(gpu, &x)?;
+        Ok(ImageEncoding { image_features, degra_features, control_hiddens: hiddens })
+    }
+
+    /// Unnormalised text features [texts, embed_dim] (needs the text tower).
+    pub fn encode_text(&self, gpu: &Gpu, texts: &[&str]) -> Result<Tensor> {
+        let text = self.text.as_ref().ok_or_else(|| {
+            Error::WeightsMismatch("this DA-CLIP file was converted without its text tower (--no-text): it can only rank the ten built-in degradations".into())
+        })?;
+        let tokens: Vec<Vec<u32>> = texts.iter().map(|t| tokenize(t, text.context_length())).collect();
+        text.forward(gpu, &tokens)
+    }
+
+    /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken
+    /// from the file when it stores them, else computed).
+    pub async fn label_features(&self, gpu: &Gpu, labels: Option<&[&str]>) -> Result<Vec<Vec<f32>>> {
+        if let (None, Some(stored)) = (labels, &self.stored_text_features) {
+            return Ok(stored.clone());
+        }
+        let labels = labels.unwrap_or(&DEGRADATIONS);
+        let t = self.encode_text(gpu, labels)?;
+        Ok(gpu.read(&t).await?.chunks(self.config.embed_dim).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Ranks `labels` (default: the ten trained degradations) for a preprocessed image:
+    /// `softmax(100 * cos(degradation features, text features))`.
+    pub async fn classify(&self, gpu: &Gpu, image: &Tensor, labels: Option<&[&str]>) -> Result<Classification> {
+        if labels.is_some_and(|l| l.is_empty()) {
+            return Err(Error::Shape("classify needs at least one label".into()));
+        }
+        let enc = self.encode_image(gpu, image)?;
+        let text = self.label_features(gpu, labels).await?;
+        let image_features = gpu.read(&enc.image_features).await?;
+        let degradation_features = gpu.read(&enc.degra_features).await?;
+        let probs = probabilities(&degradation_features, &text);
+        let names: Vec<String> = labels.unwrap_or(&DEGRADATIONS).iter().map(|s| s.to_string()).collect();
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        Ok(Classification {
+            labels: order.iter().map(|&i| names[i].clone()).collect(),
+            probabilities: order.iter().map(|&i| probs[i]).collect(),
+            image_features,
+            degradation_features,
+        })
+    }
+}
+
+/// `softmax(100 * d_hat . t_hat)` over the texts, in f64.
+pub fn probabilities(degra: &[f32], texts: &[Vec<f32>]) -> Vec<f32> {
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt().max(1e-12);
+        v.iter().map(|&x| x as f64 / n).collect::<Vec<f64>>()
+    };
+    let d = unit(degra);
+    let logits: Vec<f64> = texts.iter().map(|t| 100.0 * unit(t).iter().zip(&d).map(|(a, b)| a * b).sum::<f64>()).collect();
+    let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+    let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+    logits.iter().map(|l| ((l - m).exp() / z) as f32).collect()
+}

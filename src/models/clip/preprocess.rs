@@ -1,0 +1,153 @@
+//! CLIP's image preprocessing as the published pipeline runs it (torchvision on PIL
+//! images): shorter side resized to the model's size with PIL's bicubic filter
+//! (antialiased when shrinking), center crop, scale to [0, 1], normalise per channel.
+//!
+//! The resampling reproduces Pillow's `ImagingResample` for 8-bit images: separable
+//! passes (horizontal, then vertical) with the bicubic kernel (a = -0.5) stretched by the
+//! scale factor when shrinking, weights normalised and rounded to 22-bit fixed point, and
+//! each pass rounded and clamped to 8 bits.
+
+use crate::error::{Error, Result};
+
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// An 8-bit image, row-major, 3 (RGB) or 4 (RGBA, alpha ignored) channels per pixel.
+#[derive(Clone, Copy)]
+pub struct ImageRef<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: &'a [u8],
+}
+
+impl ImageRef<'_> {
+    pub fn check(&self) -> Result<()> {
+        if self.width == 0 || self.height == 0 {
+            return Err(Error::Shape(format!("the image is empty ({}x{})", self.width, self.height)));
+        }
+        if !matches!(self.channels, 3 | 4) || self.data.len() != self.width * self.height * self.channels {
+            return Err(Error::Shape(format!(
+                "expected {}x{} RGB or RGBA bytes, got {} bytes for {} channels",
+                self.width, self.height, self.data.len(), self.channels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the image tower sees, and the 8-bit crop it came from.
+pub struct ClipInput {
+    /// size x size x 3, the crop after resizing.
+    pub resized_u8: Vec<u8>,
+    /// 3 x size x size, normalised: the tower's input.
+    pub pixels: Vec<f32>,
+    pub size: usize,
+}
+
+pub fn clip_input(image: ImageRef, size: usize) -> Result<ClipInput> {
+    image.check()?;
+    let (w, h) = (image.width, image.height);
+    // torchvision Resize(size): the shorter side becomes `size`, the longer keeps the
+    // aspect ratio, truncated.
+    let (nw, nh) = if w <= h { (size, size * h / w) } else { (size * w / h, size) };
+    let rgb: Vec<u8> = image.data.chunks(image.channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let resized = resize_bicubic(&rgb, w, h, nw, nh);
+    // CenterCrop: offsets rounded as Python's round() does (half to even).
+    let top = round_half_even((nh - size) as f64 / 2.0);
+    let left = round_half_even((nw - size) as f64 / 2.0);
+    let mut resized_u8 = Vec::with_capacity(size * size * 3);
+    for y in top..top + size {
+        resized_u8.extend_from_slice(&resized[(y * nw + left) * 3..(y * nw + left + size) * 3]);
+    }
+    let mut pixels = vec![0.0f32; 3 * size * size];
+    for (i, px) in resized_u8.chunks(3).enumerate() {
+        for c in 0..3 {
+            pixels[c * size * size + i] = (px[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+        }
+    }
+    Ok(ClipInput { resized_u8, pixels, size })
+}
+
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    (if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }) as usize
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc`: for each output index, the
+/// first input index and the fixed-point weights.
+fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i64>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize; // C casts truncate
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let w: Vec<f64> = (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) / filterscale)).collect();
+            let total: f64 = w.iter().sum();
+            let fixed = w
+                .iter()
+                .map(|&k| {
+                    let k = if total != 0.0 { k / total } else { k } * (1i64 << PRECISION_BITS) as f64;
+                    (if k < 0.0 { k - 0.5 } else { k + 0.5 }) as i64
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+fn clip8(v: i64) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// One separable pass along rows (`horizontal`) or columns, on RGB bytes.
+fn pass(src: &[u8], w: usize, h: usize, out_len: usize, horizontal: bool) -> Vec<u8> {
+    let coeffs = coefficients(if horizontal { w } else { h }, out_len);
+    let (ow, oh) = if horizontal { (out_len, h) } else { (w, out_len) };
+    let mut out = vec![0u8; ow * oh * 3];
+    for y in 0..oh {
+        for x in 0..ow {
+            let (start, k) = &coeffs[if horizontal { x } else { y }];
+            for c in 0..3 {
+                let mut acc = 1i64 << (PRECISION_BITS - 1);
+                for (i, &kk) in k.iter().enumerate() {
+                    let (sx, sy) = if horizontal { (start + i, y) } else { (x, start + i) };
+                    acc += src[(sy * w + sx) * 3 + c] as i64 * kk;
+                }
+                out[(y * ow + x) * 3 + c] = clip8(acc);
+            }
+        }
+    }
+    out
+}
+
+/// Pillow's `Image.resize((nw, nh), BICUBIC)` on RGB bytes.
+pub fn resize_bicubic(rgb: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
+    let mut img = rgb.to_vec();
+    let mut cur_w = w;
+    if nw != w {
+        img = pass(&img, w, h, nw, true);
+        cur_w = nw;
+    }
+    if nh != h {
+        img = pass(&img, cur_w, h, nh, false);
+    }
+    img
+}

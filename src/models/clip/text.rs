@@ -1,0 +1,65 @@
+//! CLIP's text tower (spec section 3): token and positional embeddings, causal blocks,
+//! ln_final at the end-of-text token (the largest id), `@ text_projection`.
+
+use super::transformer::Transformer;
+use super::TextConfig;
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::LayerNorm;
+use crate::ops;
+use crate::weights::Vb;
+
+pub struct TextTransformer {
+    pub token_embedding: Tensor,
+    pub positional_embedding: Tensor,
+    pub transformer: Transformer,
+    pub ln_final: LayerNorm,
+    pub text_projection: Tensor,
+    cfg: TextConfig,
+}
+
+impl TextTransformer {
+    /// `vb` is the `clip.` prefix, where the text tower's tensors sit beside `visual`.
+    pub fn load(vb: &Vb, cfg: &TextConfig, embed_dim: usize) -> Result<Self> {
+        let (w, n) = (cfg.width, cfg.context_length);
+        Ok(TextTransformer {
+            token_embedding: vb.pp("token_embedding").tensor("weight", &[cfg.vocab_size, w])?,
+            positional_embedding: vb.tensor_f32("positional_embedding", &[n, w])?,
+            transformer: Transformer::load(&vb.pp("transformer"), w, cfg.layers, cfg.heads)?,
+            ln_final: LayerNorm::load(&vb.pp("ln_final"), w, 1e-5)?,
+            text_projection: vb.tensor("text_projection", &[w, embed_dim])?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.cfg.context_length
+    }
+
+    /// Features of tokenised texts (each `context_length` ids): [texts, embed_dim].
+    pub fn forward(&self, gpu: &Gpu, tokens: &[Vec<u32>]) -> Result<Tensor> {
+        let (n, w) = (self.cfg.context_length, self.cfg.width);
+        if tokens.is_empty() || tokens.iter().any(|t| t.len() != n) {
+            return shape_err!("the text tower takes texts of exactly {n} token ids");
+        }
+        if let Some(bad) = tokens.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return shape_err!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size);
+        }
+        let l = tokens.len();
+        let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+        let x = ops::gather_rows(gpu, &self.token_embedding, &gpu.upload_u32(&[l * n], &ids)?)?;
+        let mut x = ops::add(gpu, &x.reshape(&[l, n, w])?, &self.positional_embedding)?;
+        for block in &self.transformer.resblocks {
+            x = block.forward(gpu, &x, true)?;
+        }
+        // The end-of-text token has the largest id; LayerNorm is per row, so picking the
+        // rows first and normalising them after gives the same result for less work.
+        let rows: Vec<u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i * n + t.iter().enumerate().max_by_key(|&(j, &id)| (id, std::cmp::Reverse(j))).unwrap().0) as u32)
+            .collect();
+        let eot = ops::gather_rows(gpu, &x.reshape(&[l * n, w])?, &gpu.upload_u32(&[l], &rows)?)?;
+        ops::matmul(gpu, &self.ln_final.forward(gpu, &eot)?, &self.text_projection)
+    }
+}

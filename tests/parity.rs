@@ -1,0 +1,155 @@
+//! Parity with the original PyTorch computation on a fixture directory (format:
+//! shared/spec/parity-fixtures.md). Reads `DACLIP_FIXTURES` (default: the committed tiny
+//! set), converts the .pt there in memory when no converted file is present, and prints
+//! the error of every key it checks, for float32 and float16 weights.
+//!
+//!     DACLIP_FIXTURES=<dir> cargo test --release --test parity -- --nocapture
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use daclip_webgpu::gpu::block_on;
+use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
+use daclip_webgpu::models::clip::tokenizer::tokenize;
+use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
+use daclip_webgpu::weights::{convert, Checkpoint, GpuDType, StoreDType};
+use daclip_webgpu::Gpu;
+
+const TOL_F32: f64 = 1e-4;
+const TOL_F16: f64 = 1e-2;
+
+fn dir() -> PathBuf {
+    std::env::var_os("DACLIP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny")))
+}
+
+/// The fixture arrays as f32 (uint8 and int64 arrays converted), with their shapes.
+struct Fixtures(HashMap<String, (Vec<usize>, Vec<f32>)>);
+
+impl Fixtures {
+    fn load() -> Fixtures {
+        let path = dir().join("fixtures.safetensors");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut map = HashMap::new();
+        for (name, v) in st.iter() {
+            let d = v.data();
+            let vals: Vec<f32> = match v.dtype() {
+                safetensors::Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                safetensors::Dtype::U8 => d.iter().map(|&b| b as f32).collect(),
+                safetensors::Dtype::I64 => d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
+            map.insert(name.to_string(), (v.shape().to_vec(), vals));
+        }
+        Fixtures(map)
+    }
+
+    fn get(&self, key: &str) -> &(Vec<usize>, Vec<f32>) {
+        self.0.get(key).unwrap_or_else(|| panic!("fixture `{key}` missing"))
+    }
+}
+
+/// max|got - want| / max(rms(want), 1e-6)
+fn rel_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let rms = (want.iter().map(|&w| w as f64 * w as f64).sum::<f64>() / want.len() as f64).sqrt();
+    let max = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).abs()).fold(0.0, |m: f64, e| if e.is_nan() { f64::INFINITY } else { m.max(e) });
+    max / rms.max(1e-6)
+}
+
+struct Report {
+    label: &'static str,
+    tol: f64,
+    failures: Vec<String>,
+}
+
+impl Report {
+    fn check(&mut self, key: &str, got: &[f32], want: &[f32]) {
+        let e = rel_error(got, want);
+        let ok = e <= self.tol;
+        println!("  {:<28} {:<8} rel err {e:.3e}  {}", key, self.label, if ok { "ok" } else { "FAIL" });
+        if !ok {
+            self.failures.push(format!("{key} ({}): {e:.3e} > {:.0e}", self.label, self.tol));
+        }
+    }
+}
+
+/// The DA-CLIP file(s) to check: converted in memory from daclip.pt to f32 and f16 when
+/// the .pt is there, else daclip.safetensors as it is.
+fn daclip_variants() -> Vec<(&'static str, Vec<u8>, GpuDType, f64)> {
+    let d = dir();
+    let config: Option<DaClipConfig> = std::fs::read(d.join("clip_config.json")).ok().map(|b| serde_json::from_slice(&b).expect("clip_config.json"));
+    if let Ok(pt) = std::fs::read(d.join("daclip.pt")) {
+        return vec![
+            ("f32", convert(&pt, StoreDType::F32, config.clone()).unwrap().bytes, GpuDType::F32, TOL_F32),
+            ("f16", convert(&pt, StoreDType::F16, config).unwrap().bytes, GpuDType::F16, TOL_F16),
+        ];
+    }
+    let st = std::fs::read(d.join("daclip.safetensors")).expect("neither daclip.pt nor daclip.safetensors in the fixture directory");
+    let f16 = Checkpoint::parse(&st, config).unwrap().weights.tensors().any(|(_, t)| t.dtype != daclip_webgpu::weights::HostDType::F32);
+    vec![if f16 { ("file f16", st, GpuDType::F16, TOL_F16) } else { ("file f32", st, GpuDType::F32, TOL_F32) }]
+}
+
+#[test]
+fn daclip_parity() {
+    let fx = Fixtures::load();
+    let gpu = Gpu::new_blocking().unwrap();
+    println!("fixtures: {}\nadapter: {}", dir().display(), gpu.info());
+    let mut failures = Vec::new();
+
+    // Preprocessing: bicubic resize + crop within one 8-bit level of PIL.
+    let (u8_shape, u8_vals) = fx.get("clip_u8");
+    let u8_bytes: Vec<u8> = u8_vals.iter().map(|&v| v as u8).collect();
+    let (_, resized_want) = fx.get("clip_resized_u8");
+    let size = fx.get("clip_resized_u8").0[0];
+    let input = clip_input(ImageRef { width: u8_shape[1], height: u8_shape[0], channels: 3, data: &u8_bytes }, size).unwrap();
+    let worst = input.resized_u8.iter().zip(resized_want).map(|(&a, &b)| (a as f32 - b).abs()).fold(0.0, f32::max);
+    let off = input.resized_u8.iter().zip(resized_want).filter(|(&a, &b)| a as f32 != b).count();
+    println!("  {:<28} max {worst} level(s) off, {off} of {} values differ", "clip_resized_u8", resized_want.len());
+    if worst > 1.0 {
+        failures.push(format!("clip_resized_u8 off by {worst} levels"));
+    }
+    let (_, clip_input_want) = fx.get("clip_input");
+    println!("  {:<28} rel err {:.3e} (from our own resize)", "clip_input", rel_error(&input.pixels, clip_input_want));
+
+    // Tokens: exactly the original ids.
+    let (_, tokens_want) = fx.get("text_tokens");
+    let context = fx.get("text_tokens").0[1];
+    let tokens: Vec<f32> = DEGRADATIONS.iter().flat_map(|t| tokenize(t, context)).map(|v| v as f32).collect();
+    let same = tokens == *tokens_want;
+    println!("  {:<28} {}", "text_tokens", if same { "identical" } else { "DIFFERENT" });
+    if !same {
+        failures.push("text_tokens differ".into());
+    }
+
+    for (label, bytes, dtype, tol) in daclip_variants() {
+        let mut r = Report { label, tol, failures: Vec::new() };
+        let ckpt = Checkpoint::parse(&bytes, None).unwrap();
+        let model = DaClip::load(&gpu, &ckpt, dtype).unwrap();
+        // The model's input is the fixture's own clip_input, so that model errors are not
+        // mixed with the (separately checked) resampling.
+        let (shape, pixels) = fx.get("clip_input");
+        let image = gpu.upload(shape, pixels).unwrap();
+        let enc = model.encode_image(&gpu, &image).unwrap();
+        let read = |t: &daclip_webgpu::Tensor| gpu.read_blocking(t).unwrap();
+        let image_features = read(&enc.image_features);
+        let degra = read(&enc.degra_features);
+        r.check("image_features", &image_features, &fx.get("image_features").1);
+        r.check("degra_features", &degra, &fx.get("degra_features").1);
+        let hiddens: Vec<f32> = enc.control_hiddens.iter().flat_map(|h| read(h)).collect();
+        r.check("control_hiddens", &hiddens, &fx.get("control_hiddens").1);
+        let plain = model.visual.forward(&gpu, &image).unwrap();
+        r.check("image_features_nocontrol", &read(&plain), &fx.get("image_features_nocontrol").1);
+        if model.text.is_some() {
+            let text = read(&model.encode_text(&gpu, &DEGRADATIONS).unwrap());
+            r.check("text_features", &text, &fx.get("text_features").1);
+        }
+        let text = block_on(model.label_features(&gpu, None)).unwrap();
+        r.check("text_probs", &probabilities(&degra, &text), &fx.get("text_probs").1);
+        failures.extend(r.failures);
+    }
+    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+}

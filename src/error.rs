@@ -27,6 +27,10 @@ pub enum Error {
     /// A weights file was read but does not fit the model: every missing, unexpected or
     /// wrongly shaped tensor is named.
     WeightsMismatch(String),
+    /// A file could not be read or written.
+    Io(String),
+    /// The command line was not understood.
+    Usage(String),
 }
 
 impl fmt::Display for Error {
@@ -42,6 +46,8 @@ impl fmt::Display for Error {
             Error::TooLarge(m) => write!(f, "tensor too large for this GPU: {m}"),
             Error::Checkpoint(m) => write!(f, "cannot read weights: {m}"),
             Error::WeightsMismatch(m) => write!(f, "weights do not fit the model: {m}"),
+            Error::Io(m) => write!(f, "{m}"),
+            Error::Usage(m) => write!(f, "{m}"),
         }
     }
 }

@@ -13,7 +13,7 @@ use daclip_webgpu::gpu::block_on;
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
-use daclip_webgpu::weights::{convert, Checkpoint, GpuDType, StoreDType};
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, GpuDType, StoreDType};
 use daclip_webgpu::Gpu;
 
 const TOL_F32: f64 = 1e-4;
@@ -84,8 +84,8 @@ fn daclip_variants() -> Vec<(&'static str, Vec<u8>, GpuDType, f64)> {
     let config: Option<DaClipConfig> = std::fs::read(d.join("clip_config.json")).ok().map(|b| serde_json::from_slice(&b).expect("clip_config.json"));
     if let Ok(pt) = std::fs::read(d.join("daclip.pt")) {
         return vec![
-            ("f32", convert(&pt, StoreDType::F32, config.clone()).unwrap().bytes, GpuDType::F32, TOL_F32),
-            ("f16", convert(&pt, StoreDType::F16, config).unwrap().bytes, GpuDType::F16, TOL_F16),
+            ("f32", convert(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().bytes, GpuDType::F32, TOL_F32),
+            ("f16", convert(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().bytes, GpuDType::F16, TOL_F16),
         ];
     }
     let st = std::fs::read(d.join("daclip.safetensors")).expect("neither daclip.pt nor daclip.safetensors in the fixture directory");
@@ -139,7 +139,7 @@ fn daclip_parity() {
         let degra = read(&enc.degra_features);
         r.check("image_features", &image_features, &fx.get("image_features").1);
         r.check("degra_features", &degra, &fx.get("degra_features").1);
-        let hiddens: Vec<f32> = enc.control_hiddens.iter().flat_map(|h| read(h)).collect();
+        let hiddens: Vec<f32> = enc.control_hiddens.iter().flat_map(read).collect();
         r.check("control_hiddens", &hiddens, &fx.get("control_hiddens").1);
         let plain = model.visual.forward(&gpu, &image).unwrap();
         r.check("image_features_nocontrol", &read(&plain), &fx.get("image_features_nocontrol").1);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use daclip_webgpu::models::clip::DaClipConfig;
-use daclip_webgpu::weights::{convert, Checkpoint, GpuDType, ModelKind, StoreDType, Vb, Weights};
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, GpuDType, ModelKind, StoreDType, Vb, Weights};
 use daclip_webgpu::{Error, Gpu};
 
 fn tiny(file: &str) -> PathBuf {
@@ -57,7 +57,7 @@ fn conversion_keeps_values() {
         let bytes = read(file);
         let original = Checkpoint::parse(&bytes, config.clone()).unwrap();
         for dtype in [StoreDType::F32, StoreDType::F16] {
-            let out = convert(&bytes, dtype, config.clone()).unwrap();
+            let out = convert(&bytes, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(dtype) }).unwrap();
             println!("{file} {dtype:?}: {}", out.summary);
             // The converted file carries its config: no --clip-config needed to read it.
             let converted = Checkpoint::parse(&out.bytes, None).unwrap();

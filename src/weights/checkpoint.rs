@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{HostDType, Weights};
 use crate::error::{Error, Result};
-use crate::models::clip::DaClipConfig;
+use crate::models::clip::{DaClipConfig, STORED_TEXT_FEATURES};
 use crate::models::unet::UNetConfig;
 use crate::models::TensorSpec;
 
@@ -33,6 +33,11 @@ impl ModelKind {
             ModelKind::DaClip(_) => "DA-CLIP",
             ModelKind::UNet(_) => "restoration UNet",
         }
+    }
+
+    /// The safetensors metadata that identifies this model and its config.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([(META_MODEL.to_string(), self.name().to_string()), (META_CONFIG.to_string(), self.config_json())])
     }
 
     fn config_json(&self) -> String {
@@ -200,26 +205,60 @@ impl safetensors::View for Owned {
     }
 }
 
+/// What `convert` writes.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    pub dtype: StoreDType,
+    /// The open_clip config of a DA-CLIP .pt (default: ViT-B/32).
+    pub clip_config: Option<DaClipConfig>,
+    /// DA-CLIP only: drop the text tower and store these text features of the ten
+    /// degradations instead (see `models::clip::degradation_text_features`).
+    pub text_features: Option<Vec<f32>>,
+}
+
+impl ConvertOptions {
+    pub fn new(dtype: StoreDType) -> Self {
+        ConvertOptions { dtype, clip_config: None, text_features: None }
+    }
+}
+
+fn encode(values: &[f32], dtype: StoreDType) -> (safetensors::Dtype, Vec<u8>) {
+    match dtype {
+        StoreDType::F32 => (safetensors::Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        StoreDType::F16 => (safetensors::Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
+    }
+}
+
 /// Converts a checkpoint (.pt/.pth or safetensors) to a checked safetensors file in
 /// `dtype`, with the model and its config in the metadata.
-pub fn convert(bytes: &[u8], dtype: StoreDType, clip_config: Option<DaClipConfig>) -> Result<Conversion> {
-    let ckpt = Checkpoint::parse(bytes, clip_config)?;
+pub fn convert(bytes: &[u8], options: ConvertOptions) -> Result<Conversion> {
+    let dtype = options.dtype;
+    let mut ckpt = Checkpoint::parse(bytes, options.clip_config)?;
     let mut tensors = Vec::new();
     let mut parameters = 0;
-    for (name, t) in ckpt.weights.tensors() {
-        parameters += t.numel();
-        let (st_dtype, data): (_, Vec<u8>) = match dtype {
-            StoreDType::F32 => (safetensors::Dtype::F32, t.to_f32()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            StoreDType::F16 => (safetensors::Dtype::F16, t.to_f16()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    if let Some(features) = &options.text_features {
+        let ModelKind::DaClip(config) = &mut ckpt.kind else {
+            return Err(Error::WeightsMismatch("--no-text applies to DA-CLIP checkpoints only".into()));
         };
+        if features.len() != 10 * config.embed_dim {
+            return Err(Error::Shape(format!("expected 10 x {} text features, got {} values", config.embed_dim, features.len())));
+        }
+        config.text_cfg = None;
+        let (st_dtype, data) = encode(features, dtype);
+        tensors.push((STORED_TEXT_FEATURES.to_string(), Owned { dtype: st_dtype, shape: vec![10, config.embed_dim], data }));
+        parameters += features.len();
+    }
+    for (name, t) in ckpt.weights.tensors() {
+        if options.text_features.is_some() && DaClipConfig::is_text_tensor(name) {
+            continue;
+        }
+        parameters += t.numel();
+        let (st_dtype, data) = encode(&t.to_f32()?, dtype);
         tensors.push((name.to_string(), Owned { dtype: st_dtype, shape: t.shape.clone(), data }));
     }
     let count = tensors.len();
-    let metadata = HashMap::from([
-        (META_MODEL.to_string(), ckpt.kind.name().to_string()),
-        (META_CONFIG.to_string(), ckpt.kind.config_json()),
-        ("format".to_string(), "pt".to_string()),
-    ]);
+    let mut metadata = ckpt.kind.metadata();
+    metadata.insert("format".to_string(), "pt".to_string());
     let out = safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::Checkpoint(format!("writing safetensors: {e}")))?;
     Ok(Conversion {
         summary: Summary {

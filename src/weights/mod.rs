@@ -5,10 +5,12 @@
 
 mod checkpoint;
 mod pickle;
+mod random;
 mod torch;
 mod zip;
 
-pub use checkpoint::{convert, Checkpoint, Conversion, ModelKind, StoreDType, Summary};
+pub use checkpoint::{convert, Checkpoint, Conversion, ConvertOptions, ModelKind, StoreDType, Summary, META_CONFIG, META_MODEL};
+pub use random::random_safetensors;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

@@ -1,42 +1,48 @@
-//! `daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json]`
+//! `daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]`
 
-use daclip_webgpu::models::clip::DaClipConfig;
-use daclip_webgpu::weights::{convert, StoreDType};
-use daclip_webgpu::{Error, Result};
+use daclip_webgpu::models::clip::{degradation_text_features, DaClipConfig};
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, StoreDType};
+use daclip_webgpu::{gpu::block_on, Error, Gpu, Result};
 
-fn usage(msg: &str) -> Error {
-    Error::Checkpoint(format!("{msg}\nusage: daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json]"))
-}
+use crate::{read_file, usage_error};
+
+const USAGE: &str = "daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]";
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut input, mut output, mut dtype, mut clip_config) = (None, None, StoreDType::F16, None);
+    let (mut input, mut output, mut options, mut no_text) = (None, None, ConvertOptions::new(StoreDType::F16), false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-o" | "--output" => output = Some(it.next().ok_or_else(|| usage("-o needs a path"))?.clone()),
+            "-o" | "--output" => output = Some(it.next().ok_or_else(|| usage_error("-o needs a path", USAGE))?.clone()),
             "--dtype" => {
-                dtype = match it.next().map(String::as_str) {
+                options.dtype = match it.next().map(String::as_str) {
                     Some("f16") => StoreDType::F16,
                     Some("f32") => StoreDType::F32,
-                    other => return Err(usage(&format!("--dtype must be f16 or f32, got {other:?}"))),
+                    other => return Err(usage_error(&format!("--dtype must be f16 or f32, got {other:?}"), USAGE)),
                 }
             }
             "--clip-config" => {
-                let path = it.next().ok_or_else(|| usage("--clip-config needs a path"))?;
-                let text = std::fs::read_to_string(path).map_err(|e| Error::Checkpoint(format!("{path}: {e}")))?;
-                let cfg: DaClipConfig = serde_json::from_str(&text)
+                let path = it.next().ok_or_else(|| usage_error("--clip-config needs a path", USAGE))?;
+                let cfg: DaClipConfig = serde_json::from_slice(&read_file(path)?)
                     .map_err(|e| Error::Checkpoint(format!("{path} is not an open_clip model config: {e}")))?;
-                clip_config = Some(cfg);
+                options.clip_config = Some(cfg);
             }
-            s if s.starts_with('-') => return Err(usage(&format!("unknown option {s}"))),
+            "--no-text" => no_text = true,
+            s if s.starts_with('-') => return Err(usage_error(&format!("unknown option {s}"), USAGE)),
             s if input.is_none() => input = Some(s.to_string()),
-            s => return Err(usage(&format!("unexpected argument {s}"))),
+            s => return Err(usage_error(&format!("unexpected argument {s}"), USAGE)),
         }
     }
-    let input = input.ok_or_else(|| usage("no input checkpoint given"))?;
-    let output = output.ok_or_else(|| usage("no output given (-o out.safetensors)"))?;
-    let bytes = std::fs::read(&input).map_err(|e| Error::Checkpoint(format!("{input}: {e}")))?;
-    let converted = convert(&bytes, dtype, clip_config)?;
+    let input = input.ok_or_else(|| usage_error("no input checkpoint given", USAGE))?;
+    let output = output.ok_or_else(|| usage_error("no output given (-o out.safetensors)", USAGE))?;
+    let bytes = read_file(&input)?;
+    if no_text {
+        // The ten degradation names' text features, computed once by the tower being dropped.
+        let gpu = Gpu::new_blocking()?;
+        let ckpt = Checkpoint::parse(&bytes, options.clip_config.clone())?;
+        options.text_features = Some(block_on(degradation_text_features(&gpu, &ckpt))?);
+    }
+    let converted = convert(&bytes, options)?;
     std::fs::write(&output, &converted.bytes).map_err(|e| Error::Checkpoint(format!("{output}: {e}")))?;
     println!("{input} -> {output}");
     println!("{}", converted.summary);

@@ -5,6 +5,8 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod bench;
 #[cfg(not(target_arch = "wasm32"))]
+mod classify;
+#[cfg(not(target_arch = "wasm32"))]
 mod convert;
 
 use std::process::ExitCode;
@@ -15,9 +17,14 @@ fn main() {}
 const USAGE: &str = "daclip-webgpu: DA-CLIP image restoration on WebGPU
 
 USAGE:
-    daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json]
+    daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]
                              check a published checkpoint against the architecture and
-                             write it as safetensors (default f16) with its config
+                             write it as safetensors (default f16) with its config;
+                             --no-text drops DA-CLIP's text tower and keeps the text
+                             features of the ten trained degradation names
+    daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json]
+                             rank the degradations of an image (weights: .safetensors,
+                             .pt); --json also prints both feature vectors
     daclip-webgpu bench      print kernel throughput on this machine's GPU adapter
     daclip-webgpu info       print the GPU adapter and its limits
 
@@ -29,6 +36,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(),
         Some("convert") => convert::run(&args[1..]),
+        Some("classify") => classify::run(&args[1..]),
         Some("info") => info(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -46,6 +54,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command-line mistake, with the command's usage.
+#[cfg(not(target_arch = "wasm32"))]
+fn usage_error(msg: &str, usage: &str) -> daclip_webgpu::Error {
+    daclip_webgpu::Error::Usage(format!("{msg}\nusage: {usage}"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn read_file(path: &str) -> daclip_webgpu::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| daclip_webgpu::Error::Io(format!("{path}: {e}")))
+}
+
+/// An 8-bit RGB image decoded from a PNG or JPEG file.
+#[cfg(not(target_arch = "wasm32"))]
+struct LoadedImage {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl LoadedImage {
+    fn as_ref(&self) -> daclip_webgpu::models::clip::preprocess::ImageRef<'_> {
+        daclip_webgpu::models::clip::preprocess::ImageRef { width: self.width, height: self.height, channels: 3, data: &self.rgb }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn load_image(path: &str) -> daclip_webgpu::Result<LoadedImage> {
+    let img = image::open(path).map_err(|e| daclip_webgpu::Error::Io(format!("{path}: cannot read the image ({e}); PNG and JPEG are supported")))?;
+    let rgb = img.to_rgb8();
+    Ok(LoadedImage { width: rgb.width() as usize, height: rgb.height() as usize, rgb: rgb.into_raw() })
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -4,6 +4,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::TensorSpec;
 
+/// The ten degradations the published model was trained to tell apart, in the order of
+/// its training (and of [`STORED_TEXT_FEATURES`]).
+pub const DEGRADATIONS: [&str; 10] =
+    ["motion-blurry", "hazy", "jpeg-compressed", "low-light", "noisy", "raindrop", "rainy", "shadowed", "snowy", "uncompleted"];
+
+/// In files converted without the text tower (`convert --no-text`): the text features of
+/// [`DEGRADATIONS`], [10, embed_dim], computed by the dropped tower at conversion.
+pub const STORED_TEXT_FEATURES: &str = "degradation_text_features";
+
 /// `vision_cfg` of an open_clip model config (the fields a ViT needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
@@ -57,6 +66,11 @@ impl DaClipConfig {
         }
     }
 
+    /// Whether `key` belongs to the text tower (dropped by `convert --no-text`).
+    pub fn is_text_tensor(key: &str) -> bool {
+        key == "clip.logit_scale" || key == "clip.text_projection" || ["clip.token_embedding.", "clip.positional_embedding", "clip.transformer.", "clip.ln_final."].iter().any(|p| key.starts_with(p))
+    }
+
     /// Every tensor of the checkpoint (after dropping the `visual.*` aliases).
     pub fn expected_tensors(&self) -> TensorSpec {
         let mut t = TensorSpec::new();
@@ -77,6 +91,8 @@ impl DaClipConfig {
             t.push(("clip.ln_final.bias".into(), vec![tc.width]));
             t.push(("clip.text_projection".into(), vec![tc.width, self.embed_dim]));
             t.push(("clip.logit_scale".into(), vec![]));
+        } else {
+            t.push((STORED_TEXT_FEATURES.into(), vec![DEGRADATIONS.len(), self.embed_dim]));
         }
         t.push(("logit_scale".into(), vec![]));
         t

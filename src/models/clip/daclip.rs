@@ -7,20 +7,12 @@
 use super::text::TextTransformer;
 use super::tokenizer::tokenize;
 use super::vision::VisionTransformer;
-use super::DaClipConfig;
+use super::{DaClipConfig, DEGRADATIONS, STORED_TEXT_FEATURES};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::Linear;
 use crate::ops;
 use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
-
-/// The ten degradations the published model was trained to tell apart.
-pub const DEGRADATIONS: [&str; 10] =
-    ["motion-blurry", "hazy", "jpeg-compressed", "low-light", "noisy", "raindrop", "rainy", "shadowed", "snowy", "uncompleted"];
-
-/// Name of the tensor holding the text features of [`DEGRADATIONS`] in files converted
-/// without the text tower (`convert --no-text`).
-pub const STORED_TEXT_FEATURES: &str = "degradation_text_features";
 
 /// The two unnormalised embeddings of one image.
 pub struct ImageEncoding {
@@ -137,6 +129,19 @@ impl DaClip {
             degradation_features,
         })
     }
+}
+
+/// The text features of [`DEGRADATIONS`] computed by the text tower of a DA-CLIP
+/// checkpoint (what `convert --no-text` stores), [10 * embed_dim].
+pub async fn degradation_text_features(gpu: &Gpu, ckpt: &Checkpoint<'_>) -> Result<Vec<f32>> {
+    let ModelKind::DaClip(config) = &ckpt.kind else {
+        return Err(Error::WeightsMismatch("text features need a DA-CLIP checkpoint".into()));
+    };
+    let text_cfg = config.text_cfg.as_ref().ok_or_else(|| Error::WeightsMismatch("this DA-CLIP file has no text tower".into()))?;
+    let vb = Vb::new(&ckpt.weights, gpu, GpuDType::F32);
+    let text = TextTransformer::load(&vb.pp("clip"), text_cfg, config.embed_dim)?;
+    let tokens: Vec<Vec<u32>> = DEGRADATIONS.iter().map(|t| tokenize(t, text.context_length())).collect();
+    gpu.read(&text.forward(gpu, &tokens)?).await
 }
 
 /// `softmax(100 * d_hat . t_hat)` over the texts, in f64.

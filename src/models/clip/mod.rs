@@ -9,8 +9,8 @@ pub mod tokenizer;
 mod transformer;
 mod vision;
 
-pub use config::{DaClipConfig, TextConfig, VisionConfig};
-pub use daclip::{probabilities, Classification, DaClip, ImageEncoding, DEGRADATIONS, STORED_TEXT_FEATURES};
+pub use config::{DaClipConfig, TextConfig, VisionConfig, DEGRADATIONS, STORED_TEXT_FEATURES};
+pub use daclip::{degradation_text_features, probabilities, Classification, DaClip, ImageEncoding};
 pub use text::TextTransformer;
 pub use transformer::{MultiheadAttention, ResidualAttentionBlock, Transformer};
 pub use vision::VisionTransformer;

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)] // the published constants, digit for digit
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// An 8-bit image, row-major, 3 (RGB) or 4 (RGBA, alpha ignored) channels per pixel.

@@ -38,4 +38,5 @@ kernels! {
     Transpose => "layout/transpose.wgsl",
     GatherRows => "layout/gather_rows.wgsl",
     FlashAttention => "attention/flash_attention.wgsl",
+    SdeUpdate => "sde/update.wgsl",
 }

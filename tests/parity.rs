@@ -13,6 +13,9 @@ use daclip_webgpu::gpu::block_on;
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
+use daclip_webgpu::models::unet::ConditionalUNet;
+use daclip_webgpu::ops::{sde_update, Noise};
+use daclip_webgpu::sde::IrSde;
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, GpuDType, StoreDType};
 use daclip_webgpu::Gpu;
 
@@ -77,18 +80,19 @@ impl Report {
     }
 }
 
-/// The DA-CLIP file(s) to check: converted in memory from daclip.pt to f32 and f16 when
-/// the .pt is there, else daclip.safetensors as it is.
-fn daclip_variants() -> Vec<(&'static str, Vec<u8>, GpuDType, f64)> {
+/// The weights to check, named `<stem>.pt|.pth` / `<stem>.safetensors` in the fixture
+/// directory: the original file converted in memory to f32 and to f16 when it is there,
+/// else the converted file as it is.
+fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, GpuDType, f64)> {
     let d = dir();
     let config: Option<DaClipConfig> = std::fs::read(d.join("clip_config.json")).ok().map(|b| serde_json::from_slice(&b).expect("clip_config.json"));
-    if let Ok(pt) = std::fs::read(d.join("daclip.pt")) {
+    if let Ok(pt) = std::fs::read(d.join(original)) {
         return vec![
             ("f32", convert(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().bytes, GpuDType::F32, TOL_F32),
             ("f16", convert(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().bytes, GpuDType::F16, TOL_F16),
         ];
     }
-    let st = std::fs::read(d.join("daclip.safetensors")).expect("neither daclip.pt nor daclip.safetensors in the fixture directory");
+    let st = std::fs::read(d.join(converted)).unwrap_or_else(|_| panic!("neither {original} nor {converted} in the fixture directory"));
     let f16 = Checkpoint::parse(&st, config).unwrap().weights.tensors().any(|(_, t)| t.dtype != daclip_webgpu::weights::HostDType::F32);
     vec![if f16 { ("file f16", st, GpuDType::F16, TOL_F16) } else { ("file f32", st, GpuDType::F32, TOL_F32) }]
 }
@@ -125,7 +129,7 @@ fn daclip_parity() {
         failures.push("text_tokens differ".into());
     }
 
-    for (label, bytes, dtype, tol) in daclip_variants() {
+    for (label, bytes, dtype, tol) in variants("daclip.pt", "daclip.safetensors") {
         let mut r = Report { label, tol, failures: Vec::new() };
         let ckpt = Checkpoint::parse(&bytes, None).unwrap();
         let model = DaClip::load(&gpu, &ckpt, dtype).unwrap();
@@ -149,6 +153,74 @@ fn daclip_parity() {
         }
         let text = block_on(model.label_features(&gpu, None)).unwrap();
         r.check("text_probs", &probabilities(&degra, &text), &fx.get("text_probs").1);
+        failures.extend(r.failures);
+    }
+    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn sde_parity() {
+    let fx = Fixtures::load();
+    let sde = IrSde::published(100).unwrap();
+    let mut r = Report { label: "f64", tol: TOL_F32, failures: Vec::new() };
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    r.check("sde_thetas", &f32s(&sde.thetas), &fx.get("sde_thetas").1);
+    r.check("sde_sigmas", &f32s(&sde.sigmas), &fx.get("sde_sigmas").1);
+    r.check("sde_thetas_cumsum", &f32s(&sde.thetas_cumsum), &fx.get("sde_thetas_cumsum").1);
+    r.check("sde_sigma_bars", &f32s(&sde.sigma_bars), &fx.get("sde_sigma_bars").1);
+    r.check("sde_dt", &[sde.dt as f32], &fx.get("sde_dt").1);
+    r.check("sde_max_sigma", &[sde.max_sigma as f32], &fx.get("sde_max_sigma").1);
+
+    // The three posterior steps, from the stored state, noise and z.
+    let gpu = Gpu::new_blocking().unwrap();
+    let (shape, cond) = fx.get("unet_cond");
+    let mu = gpu.upload(shape, cond).unwrap();
+    for k in 0..3 {
+        let t = fx.get(&format!("post{k}_t")).1[0] as usize;
+        let up = |key: &str| gpu.upload(shape, &fx.get(&format!("post{k}_{key}")).1).unwrap();
+        let (x, noise, z) = (up("xt"), up("noise"), up("z"));
+        let run = |u: daclip_webgpu::sde::Update, with_z: bool| {
+            let zn = if with_z { (Noise::Given(&z), u.c as f32) } else { (Noise::None, 0.0) };
+            gpu.read_blocking(&sde_update(&gpu, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), zn).unwrap()).unwrap()
+        };
+        r.check(&format!("post{k}_x0 (t={t})"), &run(sde.x0_update(t), false), &fx.get(&format!("post{k}_x0")).1);
+        r.check(&format!("post{k}_mean"), &run(sde.posterior_mean_update(t), false), &fx.get(&format!("post{k}_mean")).1);
+        r.check(&format!("post{k}_std"), &[sde.posterior_std(t) as f32], &fx.get(&format!("post{k}_std")).1);
+        r.check(&format!("post{k}_out"), &run(sde.step(daclip_webgpu::sde::Sampler::Posterior, t), true), &fx.get(&format!("post{k}_out")).1);
+    }
+    assert!(r.failures.is_empty(), "parity failures:\n{}", r.failures.join("\n"));
+}
+
+#[test]
+fn unet_parity() {
+    let fx = Fixtures::load();
+    let gpu = Gpu::new_blocking().unwrap();
+    println!("fixtures: {}\nadapter: {}", dir().display(), gpu.info());
+    let up = |key: &str| { let (s, v) = fx.get(key); gpu.upload(s, v).unwrap() };
+    // The contexts are the fixture's own DA-CLIP outputs, so that UNet errors are not mixed
+    // with DA-CLIP's (checked by daclip_parity).
+    let degra = up("degra_features");
+    let image = up("image_features");
+    let mut failures = Vec::new();
+    for (label, bytes, dtype, tol) in variants("universal-ir.pth", "universal-ir.safetensors") {
+        let mut r = Report { label, tol, failures: Vec::new() };
+        let model = ConditionalUNet::load(&gpu, &Checkpoint::parse(&bytes, None).unwrap(), dtype).unwrap();
+        let read = |t: &daclip_webgpu::Tensor| gpu.read_blocking(t).unwrap();
+        let prompt = model.prompt_embedding(&gpu, &degra).unwrap();
+        if let Some(p) = &prompt {
+            r.check("unet_prompt_emb", &read(p), &fx.get("unet_prompt_emb").1);
+        }
+        let (xt, cond) = (up("unet_xt"), up("unet_cond"));
+        for t in [1u32, 50, 100] {
+            let temb = model.time_embedding(&gpu, t as f32).unwrap();
+            r.check(&format!("unet_temb_t{t}"), &read(&temb), &fx.get(&format!("unet_temb_t{t}")).1);
+            let step = model.step_embedding(&gpu, t as f32, prompt.as_ref()).unwrap();
+            let out = model.forward(&gpu, &xt, &cond, &step, &image).unwrap();
+            r.check(&format!("unet_out_t{t}"), &read(&out), &fx.get(&format!("unet_out_t{t}")).1);
+        }
+        let step = model.step_embedding(&gpu, 50.0, prompt.as_ref()).unwrap();
+        let out = model.forward(&gpu, &up("odd_xt"), &up("odd_cond"), &step, &image).unwrap();
+        r.check(&format!("odd_out_t50 {:?}", &fx.get("odd_xt").0[2..]), &read(&out), &fx.get("odd_out_t50").1);
         failures.extend(r.failures);
     }
     assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));

@@ -1,6 +1,7 @@
 // y[i] = a[i] (op) b[j] with j = (i / b_inner) % b_len, so b may be a full tensor
 // (b_inner 1, b_len n), a per-channel vector of an NCHW tensor (b_inner H*W, b_len C) or
-// a per-column vector of a matrix (b_inner 1, b_len columns). OP: 0 add, 1 multiply.
+// a per-column vector of a matrix (b_inner 1, b_len columns). OP: 0 add, 1 multiply,
+// 2 subtract.
 
 struct Params { n: u32, b_len: u32, b_inner: u32, _pad: u32 }
 
@@ -20,7 +21,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let bv = b[(i / p.b_inner) % p.b_len];
     if (OP == 0u) {
         y[i] = a[i] + bv;
-    } else {
+    } else if (OP == 1u) {
         y[i] = a[i] * bv;
+    } else {
+        y[i] = a[i] - bv;
     }
 }

@@ -56,6 +56,11 @@ pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     launch(gpu, 1, a, b)
 }
 
+/// `a - b`, with `b` broadcast as in [`add`].
+pub fn sub(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch(gpu, 2, a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::broadcast;

@@ -1,0 +1,191 @@
+//! The UNet's modules (spec section 4), named and nested as in the state dict.
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
+use crate::ops::{self, Conv2dArgs, Heads};
+use crate::weights::{Vb, GpuDType};
+
+use super::config::LINEAR_ATTENTION_HIDDEN;
+
+const CHANNEL_LN_EPS: f32 = 1e-5;
+
+/// `ResBlock(dim_in, dim_out)`: `s, b = mlp(silu(t)).chunk(2)`;
+/// `h = silu(block1(x) * (s + 1) + b)`; `h = silu(block2(h))`; `h + res_conv(x)`.
+pub struct ResBlock {
+    /// `mlp.1` (the SiLU before it is applied once per step to the shared time embedding).
+    pub mlp: Linear,
+    pub block1: Conv2d,
+    pub block2: Conv2d,
+    /// 1x1 conv when the widths differ, else identity.
+    pub res_conv: Option<Conv2d>,
+}
+
+impl ResBlock {
+    pub fn load(vb: &Vb, din: usize, dout: usize, time_dim: usize) -> Result<Self> {
+        Ok(ResBlock {
+            mlp: Linear::load(&vb.pp("mlp.1"), time_dim, 2 * dout, true)?,
+            block1: Conv2d::load(&vb.pp("block1.proj"), din, dout, 3, Conv2dArgs::same(3), false)?,
+            block2: Conv2d::load(&vb.pp("block2.proj"), dout, dout, 3, Conv2dArgs::same(3), false)?,
+            res_conv: (din != dout).then(|| Conv2d::load(&vb.pp("res_conv"), din, dout, 1, Conv2dArgs::same(1), false)).transpose()?,
+        })
+    }
+
+    /// `silu_t` is `silu(t_emb)`, [1, time_dim].
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, silu_t: &Tensor) -> Result<Tensor> {
+        let ss = self.mlp.forward(gpu, silu_t)?;
+        let h = ops::scale_shift(gpu, &self.block1.forward(gpu, x)?, &ss, true)?;
+        let h = ops::silu(gpu, &self.block2.forward(gpu, &h)?)?;
+        match &self.res_conv {
+            Some(c) => ops::add(gpu, &h, &c.forward(gpu, x)?),
+            None => ops::add(gpu, &h, x),
+        }
+    }
+}
+
+/// `LinearAttention(dim)`: 4 heads of 32, softmax of q over channels and of k over pixels.
+pub struct LinearAttention {
+    pub to_qkv: Conv2d,
+    pub to_out: Conv2d,
+    /// `to_out.1.g`: the channel LayerNorm after the output conv.
+    pub to_out_norm: Tensor,
+}
+
+impl LinearAttention {
+    pub fn load(vb: &Vb, dim: usize) -> Result<Self> {
+        let h = LINEAR_ATTENTION_HIDDEN;
+        Ok(LinearAttention {
+            to_qkv: Conv2d::load(&vb.pp("to_qkv"), dim, 3 * h, 1, Conv2dArgs::same(1), false)?,
+            to_out: Conv2d::load(&vb.pp("to_out.0"), h, dim, 1, Conv2dArgs::same(1), true)?,
+            to_out_norm: vb.tensor("to_out.1.g", &[1, dim, 1, 1])?,
+        })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        let qkv = self.to_qkv.forward(gpu, x)?;
+        let out = linear_attention(gpu, &qkv, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
+        ops::channel_layer_norm(gpu, &self.to_out.forward(gpu, &out)?, &self.to_out_norm, CHANNEL_LN_EPS)
+    }
+}
+
+/// `SpatialTransformer(dim, dim / 32 heads of 32)` with one `BasicTransformerBlock`:
+/// GroupNorm(32, eps 1e-6), proj_in, self-attention, cross-attention on the image
+/// context, GEGLU feed-forward (each pre-LayerNorm with a residual), proj_out, + input.
+pub struct SpatialTransformer {
+    pub norm: (Tensor, Tensor),
+    pub proj_in: Conv2d,
+    pub norm1: LayerNorm,
+    /// attn1's to_q, to_k and to_v stacked into one [3C, C] projection at load time.
+    pub attn1_qkv: Linear,
+    pub attn1_out: Linear,
+    pub norm2: LayerNorm,
+    pub attn2_v: Linear,
+    pub attn2_out: Linear,
+    pub norm3: LayerNorm,
+    pub ff_in: Linear,
+    pub ff_out: Linear,
+    pub proj_out: Conv2d,
+    heads: usize,
+}
+
+impl SpatialTransformer {
+    pub fn load(vb: &Vb, gpu: &Gpu, dtype: GpuDType, dim: usize, context_dim: usize) -> Result<Self> {
+        let b = vb.pp("transformer_blocks.0");
+        // attn2's to_q and to_k are checked but not used: see `forward`.
+        b.host("attn2.to_q.weight", &[dim, dim])?;
+        b.host("attn2.to_k.weight", &[dim, context_dim])?;
+        let mut qkv = Vec::with_capacity(3 * dim * dim);
+        for name in ["attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight"] {
+            qkv.extend(b.host(name, &[dim, dim])?.to_f32()?);
+        }
+        let qkv = match dtype {
+            GpuDType::F32 => gpu.upload(&[3 * dim, dim], &qkv)?,
+            GpuDType::F16 => gpu.upload_f16(&[3 * dim, dim], &qkv)?,
+        };
+        Ok(SpatialTransformer {
+            norm: (vb.tensor("norm.weight", &[dim])?, vb.tensor("norm.bias", &[dim])?),
+            proj_in: Conv2d::load(&vb.pp("proj_in"), dim, dim, 1, Conv2dArgs::same(1), true)?,
+            norm1: LayerNorm::load(&b.pp("norm1"), dim, 1e-5)?,
+            attn1_qkv: Linear { weight: qkv, bias: None },
+            attn1_out: Linear::load(&b.pp("attn1.to_out.0"), dim, dim, true)?,
+            norm2: LayerNorm::load(&b.pp("norm2"), dim, 1e-5)?,
+            attn2_v: Linear::load(&b.pp("attn2.to_v"), context_dim, dim, false)?,
+            attn2_out: Linear::load(&b.pp("attn2.to_out.0"), dim, dim, true)?,
+            norm3: LayerNorm::load(&b.pp("norm3"), dim, 1e-5)?,
+            ff_in: Linear::load(&b.pp("ff.net.0.proj"), dim, 8 * dim, true)?,
+            ff_out: Linear::load(&b.pp("ff.net.2"), 4 * dim, dim, true)?,
+            proj_out: Conv2d::load(&vb.pp("proj_out"), dim, dim, 1, Conv2dArgs::same(1), true)?,
+            heads: dim / 32,
+        })
+    }
+
+    /// `context` is the image embedding [1, context_dim], the single context token.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (c, h, w) = (x.dim(1), x.dim(2), x.dim(3));
+        let t = ops::group_norm(gpu, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
+        let t = self.proj_in.forward(gpu, &t)?;
+        let t = ops::transpose(gpu, &t.reshape(&[1, c, h * w])?)?; // tokens [1, HW, C]
+
+        let qkv = self.attn1_qkv.forward(gpu, &self.norm1.forward(gpu, &t)?)?;
+        let part = |i: usize| Heads { tensor: &qkv, start: i * c, width: c };
+        let a = ops::attention(gpu, part(0), part(1), part(2), self.heads, false)?;
+        let t = ops::add(gpu, &t, &self.attn1_out.forward(gpu, &a)?)?;
+
+        // Cross-attention on ONE context token: the softmax over a single key is exactly 1,
+        // so every query receives that token's value whatever q and k are. attn2 therefore
+        // adds the same vector to_out(to_v(context)) to every token; norm2 and to_q/to_k
+        // cannot change it and are skipped.
+        let cross = self.attn2_out.forward(gpu, &self.attn2_v.forward(gpu, context)?)?;
+        let t = ops::add(gpu, &t, &cross)?;
+
+        let f = ops::geglu(gpu, &self.ff_in.forward(gpu, &self.norm3.forward(gpu, &t)?)?)?;
+        let t = ops::add(gpu, &t, &self.ff_out.forward(gpu, &f)?)?;
+
+        let t = ops::transpose(gpu, &t)?.reshape(&[1, c, h, w])?;
+        ops::add(gpu, &self.proj_out.forward(gpu, &t)?, x)
+    }
+}
+
+/// The attention of one level.
+pub enum Attention {
+    Linear(LinearAttention),
+    Spatial(SpatialTransformer),
+}
+
+/// `Residual(PreNorm(dim, attention))`: `attention(LN_c(x), context) + x`.
+pub struct ResidualAttention {
+    /// `fn.norm.g`
+    pub norm: Tensor,
+    /// `fn.fn`
+    pub attention: Attention,
+}
+
+impl ResidualAttention {
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let n = ops::channel_layer_norm(gpu, x, &self.norm, CHANNEL_LN_EPS)?;
+        let y = match &self.attention {
+            Attention::Linear(a) => a.forward(gpu, &n)?,
+            Attention::Spatial(s) => s.forward(gpu, &n, context)?,
+        };
+        ops::add(gpu, &y, x)
+    }
+}
+
+/// The last module of a level: a Downsample/Upsample, or the plain 3x3 conv at the ends.
+pub enum Resample {
+    /// Conv2d 4x4, stride 2, padding 1, with bias.
+    Down(Conv2d),
+    /// Nearest 2x, then Conv2d 3x3 with bias (`.1`).
+    Up(Conv2d),
+    /// `default_conv`: 3x3, no bias.
+    Plain(Conv2d),
+}
+
+impl Resample {
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Resample::Down(c) | Resample::Plain(c) => c.forward(gpu, x),
+            Resample::Up(c) => c.forward(gpu, &ops::upsample_nearest2x(gpu, x)?),
+        }
+    }
+}

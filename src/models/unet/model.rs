@@ -1,0 +1,213 @@
+//! `ConditionalUNet` (spec section 4): the noise predictor the IR-SDE sampler calls at
+//! every step.
+
+use super::blocks::{Attention, LinearAttention, Resample, ResBlock, ResidualAttention, SpatialTransformer};
+use super::UNetConfig;
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::{Conv2d, Linear};
+use crate::ops::{self, Conv2dArgs};
+use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
+
+/// One entry of `downs` or `ups`: two ResBlocks, the level's attention, the resampling.
+pub struct Level {
+    pub block1: ResBlock,
+    pub block2: ResBlock,
+    pub attn: ResidualAttention,
+    pub resample: Resample,
+}
+
+pub struct ConditionalUNet {
+    pub config: UNetConfig,
+    pub init_conv: Conv2d,
+    /// `time_mlp.1` and `time_mlp.3` (GELU between them).
+    pub time_mlp: (Linear, Linear),
+    /// `prompt`, `text_mlp.0`, `text_mlp.2`, `prompt_mlp` (when use_degra_context).
+    pub prompt: Option<(Tensor, Linear, Linear, Linear)>,
+    /// Wild-IR's `downsample` / `upsample` around the levels (scale 0.5).
+    pub downscale: Option<(Conv2d, Conv2d)>,
+    pub downs: Vec<Level>,
+    pub mid_block1: ResBlock,
+    pub mid_attn: ResidualAttention,
+    pub mid_block2: ResBlock,
+    pub ups: Vec<Level>,
+    pub final_res_block: ResBlock,
+    pub final_conv: Conv2d,
+}
+
+/// What every step shares: the time embedding (after the prompt) passed through SiLU, as
+/// each ResBlock's `mlp` starts with a SiLU.
+pub struct StepEmbedding {
+    pub silu_t: Tensor,
+}
+
+impl ConditionalUNet {
+    pub fn load(gpu: &Gpu, ckpt: &Checkpoint, dtype: GpuDType) -> Result<Self> {
+        let ModelKind::UNet(cfg) = &ckpt.kind else {
+            return Err(Error::WeightsMismatch(format!("expected a restoration UNet checkpoint, got a {} one", ckpt.kind.name())));
+        };
+        let vb = Vb::new(&ckpt.weights, gpu, dtype);
+        let (nf, td, depth) = (cfg.nf, cfg.time_dim(), cfg.depth());
+        let dims = cfg.dims();
+        let attention = |vb: &Vb, dim: usize, spatial: bool| -> Result<ResidualAttention> {
+            let inner = vb.pp("fn.fn");
+            Ok(ResidualAttention {
+                norm: vb.tensor("fn.norm.g", &[1, dim, 1, 1])?,
+                attention: if spatial && cfg.use_image_context {
+                    Attention::Spatial(SpatialTransformer::load(&inner, gpu, dtype, dim, cfg.context_dim)?)
+                } else {
+                    Attention::Linear(LinearAttention::load(&inner, dim)?)
+                },
+            })
+        };
+        let conv = |vb: &Vb, cin, cout, k, args, bias| Conv2d::load(vb, cin, cout, k, args, bias);
+        let mut downs = Vec::new();
+        let mut ups = Vec::new();
+        for i in 0..depth {
+            let (din, dout, last) = (dims[i], dims[i + 1], i == depth - 1);
+            let d = vb.pp("downs").pp(i);
+            downs.push(Level {
+                block1: ResBlock::load(&d.pp(0), din, din, td)?,
+                block2: ResBlock::load(&d.pp(1), din, din, td)?,
+                attn: attention(&d.pp(2), din, last)?,
+                resample: if last {
+                    Resample::Plain(conv(&d.pp(3), din, dout, 3, Conv2dArgs::same(3), false)?)
+                } else {
+                    Resample::Down(conv(&d.pp(3), din, dout, 4, Conv2dArgs { stride: 2, padding: 1 }, true)?)
+                },
+            });
+        }
+        for (j, i) in (0..depth).rev().enumerate() {
+            let (din, dout) = (dims[i], dims[i + 1]);
+            let u = vb.pp("ups").pp(j);
+            ups.push(Level {
+                block1: ResBlock::load(&u.pp(0), dout + din, dout, td)?,
+                block2: ResBlock::load(&u.pp(1), dout + din, dout, td)?,
+                attn: attention(&u.pp(2), dout, i == depth - 1)?,
+                resample: if i > 0 {
+                    Resample::Up(conv(&u.pp("3.1"), dout, din, 3, Conv2dArgs::same(3), true)?)
+                } else {
+                    Resample::Plain(conv(&u.pp(3), dout, din, 3, Conv2dArgs::same(3), false)?)
+                },
+            });
+        }
+        let mid = dims[depth];
+        Ok(ConditionalUNet {
+            init_conv: conv(&vb.pp("init_conv"), 2 * cfg.in_nc, nf, 7, Conv2dArgs::same(7), false)?,
+            time_mlp: (Linear::load(&vb.pp("time_mlp.1"), nf, td, true)?, Linear::load(&vb.pp("time_mlp.3"), td, td, true)?),
+            prompt: cfg
+                .use_degra_context
+                .then(|| -> Result<_> {
+                    Ok((
+                        vb.tensor_f32("prompt", &[1, td])?,
+                        Linear::load(&vb.pp("text_mlp.0"), cfg.context_dim, td, true)?,
+                        Linear::load(&vb.pp("text_mlp.2"), td, td, true)?,
+                        Linear::load(&vb.pp("prompt_mlp"), td, td, true)?,
+                    ))
+                })
+                .transpose()?,
+            downscale: cfg
+                .downscale
+                .then(|| -> Result<_> {
+                    Ok((
+                        conv(&vb.pp("downsample"), nf, nf, 4, Conv2dArgs { stride: 2, padding: 1 }, true)?,
+                        conv(&vb.pp("upsample.1"), nf, nf, 3, Conv2dArgs::same(3), true)?,
+                    ))
+                })
+                .transpose()?,
+            downs,
+            mid_block1: ResBlock::load(&vb.pp("mid_block1"), mid, mid, td)?,
+            mid_attn: attention(&vb.pp("mid_attn"), mid, true)?,
+            mid_block2: ResBlock::load(&vb.pp("mid_block2"), mid, mid, td)?,
+            ups,
+            final_res_block: ResBlock::load(&vb.pp("final_res_block"), 2 * nf, nf, td)?,
+            final_conv: conv(&vb.pp("final_conv"), nf, cfg.out_nc, 3, Conv2dArgs::same(3), true)?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// The sinusoidal embedding of the (float) step t, computed on the CPU: sin then cos of
+    /// t * exp(-k ln(10000) / (half - 1)), k < half.
+    pub fn sinusoidal(&self, t: f32) -> Vec<f32> {
+        let half = self.config.nf / 2;
+        let scale = (10000f32).ln() / (half as f32 - 1.0);
+        let freqs: Vec<f32> = (0..half).map(|k| (-(k as f32) * scale).exp()).collect();
+        freqs.iter().map(|f| (t * f).sin()).chain(freqs.iter().map(|f| (t * f).cos())).collect()
+    }
+
+    /// `time_mlp(t)`: [1, time_dim] (fixture `unet_temb_t*`).
+    pub fn time_embedding(&self, gpu: &Gpu, t: f32) -> Result<Tensor> {
+        let emb = gpu.upload(&[1, self.config.nf], &self.sinusoidal(t))?;
+        let h = ops::gelu(gpu, &self.time_mlp.0.forward(gpu, &emb)?)?;
+        self.time_mlp.1.forward(gpu, &h)
+    }
+
+    /// `prompt_mlp(softmax(text_mlp(degra)) * prompt)`: [1, time_dim] (fixture
+    /// `unet_prompt_emb`); None without use_degra_context.
+    pub fn prompt_embedding(&self, gpu: &Gpu, text_context: &Tensor) -> Result<Option<Tensor>> {
+        let Some((prompt, mlp0, mlp2, prompt_mlp)) = &self.prompt else { return Ok(None) };
+        let h = ops::silu(gpu, &mlp0.forward(gpu, text_context)?)?;
+        let p = ops::softmax(gpu, &mlp2.forward(gpu, &h)?, -1)?;
+        Ok(Some(prompt_mlp.forward(gpu, &ops::mul(gpu, &p, prompt)?)?))
+    }
+
+    /// What every ResBlock needs from the step t: silu(time_mlp(t) + prompt embedding).
+    pub fn step_embedding(&self, gpu: &Gpu, t: f32, prompt: Option<&Tensor>) -> Result<StepEmbedding> {
+        let mut temb = self.time_embedding(gpu, t)?;
+        if let Some(p) = prompt {
+            temb = ops::add(gpu, &temb, p)?;
+        }
+        Ok(StepEmbedding { silu_t: ops::silu(gpu, &temb)? })
+    }
+
+    /// The predicted noise for state `xt` [1, C, H, W] given `cond` (the LQ image), the
+    /// step embedding, and the image context [1, context_dim]. Any H, W: the input is
+    /// reflect-padded to a multiple of 2^depth and the output cropped back.
+    pub fn forward(&self, gpu: &Gpu, xt: &Tensor, cond: &Tensor, step: &StepEmbedding, image_context: &Tensor) -> Result<Tensor> {
+        if xt.shape() != cond.shape() || xt.shape().len() != 4 || xt.dim(1) != self.config.in_nc {
+            return shape_err!("UNet input {:?} and condition {:?} must both be [1, {}, H, W]", xt.shape(), cond.shape(), self.config.in_nc);
+        }
+        let (h, w) = (xt.dim(2), xt.dim(3));
+        let m = 1usize << self.config.depth();
+        let (ph, pw) = (h.next_multiple_of(m), w.next_multiple_of(m));
+        if ph - h >= h || pw - w >= w {
+            return shape_err!("an image of {w}x{h} is too small for this model: each side must be at least {} pixels", m / 2 + 1);
+        }
+        let x = ops::concat_channels(gpu, &ops::sub(gpu, xt, cond)?, cond)?;
+        let x = if (ph, pw) != (h, w) { ops::reflect_pad(gpu, &x, ph, pw)? } else { x };
+        let x0 = self.init_conv.forward(gpu, &x)?;
+        let mut x = match &self.downscale {
+            Some((down, _)) => down.forward(gpu, &x0)?,
+            None => x0.clone(),
+        };
+        let t = &step.silu_t;
+        let mut skips = Vec::with_capacity(2 * self.downs.len());
+        for level in &self.downs {
+            x = level.block1.forward(gpu, &x, t)?;
+            skips.push(x.clone());
+            x = level.block2.forward(gpu, &x, t)?;
+            x = level.attn.forward(gpu, &x, image_context)?;
+            skips.push(x.clone());
+            x = level.resample.forward(gpu, &x)?;
+        }
+        x = self.mid_block1.forward(gpu, &x, t)?;
+        x = self.mid_attn.forward(gpu, &x, image_context)?;
+        x = self.mid_block2.forward(gpu, &x, t)?;
+        for level in &self.ups {
+            x = level.block1.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, t)?;
+            x = level.block2.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, t)?;
+            x = level.attn.forward(gpu, &x, image_context)?;
+            x = level.resample.forward(gpu, &x)?;
+        }
+        if let Some((_, up)) = &self.downscale {
+            x = up.forward(gpu, &ops::upsample_nearest2x(gpu, &x)?)?;
+        }
+        x = self.final_res_block.forward(gpu, &ops::concat_channels(gpu, &x, &x0)?, t)?;
+        let out = self.final_conv.forward(gpu, &x)?;
+        if (ph, pw) != (h, w) {
+            ops::crop(gpu, &out, h, w)
+        } else {
+            Ok(out)
+        }
+    }
+}

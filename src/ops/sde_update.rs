@@ -1,0 +1,68 @@
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid_1d, u32_of};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::shaders::Kernel;
+
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    a: f32,
+    b: f32,
+    c: f32,
+    _pad: u32,
+}
+
+/// The `z` of an update.
+#[derive(Clone, Copy)]
+pub enum Noise<'a> {
+    None,
+    /// Given standard normal values (tests, fixtures).
+    Given(&'a Tensor),
+    /// Generated on the GPU from (seed, stream): the same pair gives the same values.
+    Seeded { seed: u64, stream: u32 },
+}
+
+/// `mu + a (x - mu) + b noise + c z` element-wise; `noise` None reads as zero. All
+/// tensors have the shape of `mu`.
+pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Tensor, f32)>, z: (Noise, f32)) -> Result<Tensor> {
+    let shape = mu.shape();
+    let tensors = [Some(x), noise.map(|n| n.0), match z.0 { Noise::Given(t) => Some(t), _ => None }];
+    for t in tensors.into_iter().flatten() {
+        t.expect_f32("sampler state")?;
+        if t.shape() != shape {
+            return shape_err!("sampler update: {:?} does not match {:?}", t.shape(), shape);
+        }
+    }
+    let out = gpu.empty(shape)?;
+    let n = out.numel();
+    let (seed, stream) = match z.0 {
+        Noise::Seeded { seed, stream } => (seed, stream),
+        _ => (0, 0),
+    };
+    let params = Params {
+        n: u32_of(n, "elements")?,
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        stream,
+        a,
+        b: noise.map_or(0.0, |n| n.1),
+        c: z.1,
+        _pad: 0,
+    };
+    let (z_mode, z_buf) = match z.0 {
+        Noise::None => (0.0, mu),
+        Noise::Given(t) => (1.0, t),
+        Noise::Seeded { .. } => (2.0, mu),
+    };
+    let noise_buf = noise.map_or(mu, |n| n.0);
+    gpu.dispatch(Kernel::SdeUpdate, &[("WG", WG as f64), ("Z", z_mode)], &params, &[mu, x, noise_buf, z_buf, &out], grid_1d(n, WG)?)?;
+    Ok(out)
+}

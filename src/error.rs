@@ -31,6 +31,10 @@ pub enum Error {
     Io(String),
     /// The command line was not understood.
     Usage(String),
+    /// The caller cancelled the work.
+    Cancelled,
+    /// A result contained NaN or infinity.
+    NonFinite(String),
 }
 
 impl fmt::Display for Error {
@@ -48,6 +52,8 @@ impl fmt::Display for Error {
             Error::WeightsMismatch(m) => write!(f, "weights do not fit the model: {m}"),
             Error::Io(m) => write!(f, "{m}"),
             Error::Usage(m) => write!(f, "{m}"),
+            Error::Cancelled => write!(f, "cancelled"),
+            Error::NonFinite(m) => write!(f, "{m}"),
         }
     }
 }

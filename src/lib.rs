@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod restore;
 pub mod sde;
 pub mod shaders;
 pub mod weights;

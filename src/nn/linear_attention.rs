@@ -3,13 +3,18 @@
 //!   q = softmax over its dim_head channels (per pixel), times dim_head^-1/2,
 //!   k = softmax over the N = H W pixels (per channel),  v = v / N,
 //!   context[d, e] = sum_n k[d, n] v[e, n],   out[e, n] = sum_d context[d, e] q[d, n].
-//! Cost is linear in N: two softmaxes and two small batched products; the N x N matrix
-//! of ordinary attention never appears. The result [B, heads * dim_head, H, W] feeds
+//! Cost is linear in N: two softmaxes and small batched products; the N x N matrix of
+//! ordinary attention never appears. The context sums over all N pixels, so it is split
+//! into chunks of pixels computed in parallel (one workgroup each) and then summed:
+//! a single 32 x 32 product over N would occupy one workgroup per head. The result [B, heads * dim_head, H, W] feeds
 //! `to_out` (a 1x1 conv and the channel LayerNorm), which the model applies.
 
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::{gemm, softmax_rows, Gemm, Operand};
+
+/// Pixels per partial context sum.
+const CHUNK: usize = 256;
 
 pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
     let s = qkv.shape();
@@ -18,30 +23,60 @@ pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) 
         return shape_err!("linear_attention: expected [B, {}, H, W], got {s:?}", 3 * hidden);
     }
     let (batch, n) = (s[0], s[2] * s[3]);
+    let dd = dim_head * dim_head;
+    let plane = dim_head * n; // elements of one head's q (or k, or v)
+    let (full, rest) = (n / CHUNK, n % CHUNK);
+    let chunks = full + (rest > 0) as usize;
     let q = gpu.empty(&[heads, dim_head, n])?;
     let k = gpu.empty(&[heads, dim_head, n])?;
+    let partial = gpu.empty(&[heads, chunks, dd])?;
     let context = gpu.empty(&[heads, dim_head, dim_head])?;
+    let ones = gpu.upload(&[chunks, 1], &vec![1.0; chunks])?;
     let out = gpu.empty(&[batch, hidden, s[2], s[3]])?;
-    let plane = dim_head * n; // elements of one head's q (or k, or v)
     for b in 0..batch {
         let base = b * 3 * hidden * n;
         softmax_rows(gpu, qkv, base, [heads, dim_head, n], &q)?;
         softmax_rows(gpu, qkv, base + hidden * n, [hidden, n, 1], &k)?;
-        // context[h] (d x e) = k[h] (d x n) . v[h]^T (n x e) / N
+        let v_base = base + 2 * hidden * n;
+        for h in 0..heads {
+            // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T
+            for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
+                if count == 0 {
+                    continue;
+                }
+                gemm(
+                    gpu,
+                    Gemm {
+                        batch: count,
+                        m: dim_head,
+                        n: dim_head,
+                        k: len,
+                        a: Operand { tensor: &k, offset: h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
+                        b: Operand { tensor: qkv, offset: v_base + h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
+                        bias: None,
+                        alpha: 1.0,
+                        out: &partial,
+                        out_offset: (h * chunks + first) * dd,
+                        out_batch_stride: dd,
+                    },
+                )?;
+            }
+        }
+        // context[h] = (1/N) sum over chunks: ones [1, chunks] . partial[h] [chunks, d*e]
         gemm(
             gpu,
             Gemm {
                 batch: heads,
-                m: dim_head,
-                n: dim_head,
-                k: n,
-                a: Operand { tensor: &k, offset: 0, batch_stride: plane, row_stride: n, col_stride: 1 },
-                b: Operand { tensor: qkv, offset: base + 2 * hidden * n, batch_stride: plane, row_stride: 1, col_stride: n },
+                m: 1,
+                n: dd,
+                k: chunks,
+                a: Operand { tensor: &ones, offset: 0, batch_stride: 0, row_stride: chunks, col_stride: 1 },
+                b: Operand { tensor: &partial, offset: 0, batch_stride: chunks * dd, row_stride: dd, col_stride: 1 },
                 bias: None,
                 alpha: 1.0 / n as f32,
                 out: &context,
                 out_offset: 0,
-                out_batch_stride: dim_head * dim_head,
+                out_batch_stride: dd,
             },
         )?;
         // out[h] (e x n) = context[h]^T (e x d) . q[h] (d x n) * dim_head^-1/2
@@ -52,7 +87,7 @@ pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) 
                 m: dim_head,
                 n,
                 k: dim_head,
-                a: Operand { tensor: &context, offset: 0, batch_stride: dim_head * dim_head, row_stride: 1, col_stride: dim_head },
+                a: Operand { tensor: &context, offset: 0, batch_stride: dd, row_stride: 1, col_stride: dim_head },
                 b: Operand { tensor: &q, offset: 0, batch_stride: plane, row_stride: n, col_stride: 1 },
                 bias: None,
                 alpha: 1.0 / (dim_head as f32).sqrt(),

@@ -1,15 +1,11 @@
 use bytemuck::{Pod, Zeroable};
 
+use super::matmul::tile_shape;
 use super::{expect_len, expect_rank, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::shaders::Kernel;
 
-const WG_X: u32 = 16;
-const WG_Y: u32 = 16;
-const TILE_K: u32 = 16;
-const TILE_COUT: u32 = WG_Y * 4;
-const TILE_PIXELS: u32 = WG_X * 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -77,15 +73,17 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Co
         has_bias: bias.is_some() as u32,
         _pad: 0,
     };
+    // Output channels are the rows of this product.
+    let (wg_x, wg_y, tile_k) = tile_shape(cout);
     let overrides = [
-        ("WG_X", WG_X as f64),
-        ("WG_Y", WG_Y as f64),
-        ("TILE_K", TILE_K as f64),
+        ("WG_X", wg_x as f64),
+        ("WG_Y", wg_y as f64),
+        ("TILE_K", tile_k as f64),
         ("W_F16", is_f16(Some(w))),
         ("BIAS_F16", is_f16(bias)),
     ];
     let pixels = u32_of(ho * wo, "output pixels")?;
-    let groups = [pixels.div_ceil(TILE_PIXELS), params.cout.div_ceil(TILE_COUT), u32_of(b, "batch")?];
+    let groups = [pixels.div_ceil(4 * wg_x), params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?];
     gpu.dispatch(Kernel::Conv2d, &overrides, &params, &[x, w, or_placeholder(bias, w), &out], groups)?;
     Ok(out)
 }

@@ -5,12 +5,17 @@ use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::shaders::Kernel;
 
-const WG_X: u32 = 16;
-const WG_Y: u32 = 16;
-const TILE_K: u32 = 16;
-/// Rows/columns of C per workgroup (4 per invocation, `RM`/`RN` in the shader).
-const TILE_M: u32 = WG_Y * 4;
-const TILE_N: u32 = WG_X * 4;
+/// Workgroup shape (WG_X, WG_Y, TILE_K) for a product with `m` rows: 256 invocations
+/// with 4 x 4 outputs each, as tall as the rows need so that few-row products (per-step
+/// MLPs, convolutions with 16 or 32 output channels) do not compute empty tile rows. Each
+/// shape keeps the two workgroup tiles within WebGPU's 16 KiB.
+pub(crate) fn tile_shape(m: usize) -> (u32, u32, u32) {
+    match m {
+        0..=16 => (64, 4, 8),
+        17..=32 => (32, 8, 16),
+        _ => (16, 16, 16),
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -84,15 +89,16 @@ pub(crate) fn gemm(gpu: &Gpu, g: Gemm) -> Result<()> {
         c_sm: u32_of(g.n, "columns")?,
         alpha: g.alpha,
     };
+    let (wg_x, wg_y, tile_k) = tile_shape(g.m);
     let overrides = [
-        ("WG_X", WG_X as f64),
-        ("WG_Y", WG_Y as f64),
-        ("TILE_K", TILE_K as f64),
+        ("WG_X", wg_x as f64),
+        ("WG_Y", wg_y as f64),
+        ("TILE_K", tile_k as f64),
         ("B_F16", is_f16(Some(g.b.tensor))),
         ("BIAS_F16", is_f16(g.bias)),
     ];
     let bias = or_placeholder(g.bias, g.b.tensor);
-    let groups = [params.n.div_ceil(TILE_N), params.m.div_ceil(TILE_M), u32_of(g.batch, "batch")?];
+    let groups = [params.n.div_ceil(4 * wg_x), params.m.div_ceil(4 * wg_y), u32_of(g.batch, "batch")?];
     gpu.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, g.out], groups)
 }
 

@@ -11,7 +11,7 @@ mod gather_rows;
 mod group_norm;
 mod layer_norm;
 mod channel_layer_norm;
-mod matmul;
+pub(crate) mod matmul;
 mod pad_crop;
 mod scale_shift;
 mod sde_update;

@@ -44,5 +44,9 @@ pub(crate) fn softmax_rows(gpu: &Gpu, x: &Tensor, offset: usize, [outer, dim, in
         inner: u32_of(inner, "stride")?,
         in_off: u32_of(offset, "offset")?,
     };
-    gpu.dispatch(Kernel::Softmax, &[("WG", WG as f64)], &params, &[x, out], grid_1d(outer * inner, 1)?)
+    // Strided rows go one per invocation, contiguous rows one per workgroup (softmax.wgsl).
+    let per_invocation = inner > 1;
+    let overrides = [("WG", WG as f64), ("ROW_PER_INVOCATION", per_invocation as u32 as f64)];
+    let groups = grid_1d(outer * inner, if per_invocation { WG } else { 1 })?;
+    gpu.dispatch(Kernel::Softmax, &overrides, &params, &[x, out], groups)
 }

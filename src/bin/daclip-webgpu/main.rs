@@ -8,6 +8,8 @@ mod bench;
 mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+mod restore;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,9 @@ USAGE:
     daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json]
                              rank the degradations of an image (weights: .safetensors,
                              .pt); --json also prints both feature vectors
+    daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
+                          [--steps N] [--seed S] [--sampler posterior|sde]
+                             restore an image (default: 100 posterior steps, seed 0)
     daclip-webgpu bench      print kernel throughput on this machine's GPU adapter
     daclip-webgpu info       print the GPU adapter and its limits
 
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(),
         Some("convert") => convert::run(&args[1..]),
         Some("classify") => classify::run(&args[1..]),
+        Some("restore") => restore::run(&args[1..]),
         Some("info") => info(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

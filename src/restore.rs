@@ -89,14 +89,15 @@ impl Restorer {
         }
         let lq = gpu.upload(&[1, 3, h, w], &lq)?;
         let prompt = self.unet.prompt_embedding(gpu, &enc.degra_features)?;
+        let times: Vec<f32> = (1..=sde.t).map(|t| sde.network_time(t)).collect();
+        let time = self.unet.time_conditioning(gpu, &times, prompt.as_ref())?;
 
         // x = LQ + max_sigma * z: stream 0 of the seed; step t uses stream t.
         let seeded = |stream: u32| Noise::Seeded { seed: options.seed, stream };
         let mut x = sde_update(gpu, &lq, &lq, 0.0, None, (seeded(0), sde.max_sigma as f32))?;
         let total = sde.t;
         for t in (1..=total).rev() {
-            let step = self.unet.step_embedding(gpu, sde.network_time(t), prompt.as_ref())?;
-            let noise = self.unet.forward(gpu, &x, &lq, &step, &enc.image_features)?;
+            let noise = self.unet.forward(gpu, &x, &lq, &time, sde.network_time(t), &enc.image_features)?;
             let u = sde.step(options.sampler, t);
             x = sde_update(gpu, &lq, &x, u.a as f32, Some((&noise, u.b as f32)), (seeded(t as u32), u.c as f32))?;
             // Waiting here keeps progress truthful, the queue short and the page responsive.

@@ -65,3 +65,35 @@ fn convert_and_classify() {
     assert!(!ok && err.contains("cannot read weights"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn restore_writes_the_input_size_and_is_seeded() {
+    let dir = std::env::temp_dir().join(format!("daclip-restore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // A 61 x 77 PNG (odd sizes: padding and crop).
+    let img = image::RgbImage::from_fn(61, 77, |x, y| image::Rgb([(x * 4) as u8, (y * 3) as u8, ((x * y) % 251) as u8]));
+    img.save(p("in.png")).unwrap();
+    let (ok, _, err) = run(&["convert", tiny("daclip.pt").to_str().unwrap(), "-o", &p("daclip.safetensors"), "--clip-config", tiny("clip_config.json").to_str().unwrap(), "--no-text"]);
+    assert!(ok, "{err}");
+    let unet = tiny("universal-ir.pth"); // the original .pth works directly
+    let restore = |seed: &str, out: &str| {
+        let (ok, stdout, err) = run(&["restore", &p("in.png"), "-o", &p(out), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--steps", "10", "--seed", seed]);
+        assert!(ok, "{err}");
+        println!("{stdout}");
+        std::fs::read(p(out)).unwrap()
+    };
+    let a = restore("7", "a.png");
+    let b = restore("7", "b.png");
+    let c = restore("8", "c.png");
+    let decoded = image::load_from_memory(&a).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (61, 77));
+    assert_eq!(a, b, "the same seed gives an identical file");
+    assert_ne!(a, c, "another seed gives another file");
+
+    let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("x.png"), "--daclip", unet.to_str().unwrap(), "--unet", unet.to_str().unwrap()]);
+    assert!(!ok && err.contains("expected a DA-CLIP checkpoint"), "{err}");
+    let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("x.gif"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap()]);
+    assert!(!ok && err.contains(".png, .jpg"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

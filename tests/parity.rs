@@ -211,15 +211,16 @@ fn unet_parity() {
             r.check("unet_prompt_emb", &read(p), &fx.get("unet_prompt_emb").1);
         }
         let (xt, cond) = (up("unet_xt"), up("unet_cond"));
-        for t in [1u32, 50, 100] {
-            let temb = model.time_embedding(&gpu, t as f32).unwrap();
-            r.check(&format!("unet_temb_t{t}"), &read(&temb), &fx.get(&format!("unet_temb_t{t}")).1);
-            let step = model.step_embedding(&gpu, t as f32, prompt.as_ref()).unwrap();
-            let out = model.forward(&gpu, &xt, &cond, &step, &image).unwrap();
+        let times = [1.0f32, 50.0, 100.0];
+        let temb = read(&model.time_embedding(&gpu, &times).unwrap());
+        let time = model.time_conditioning(&gpu, &times, prompt.as_ref()).unwrap();
+        for (i, t) in times.iter().enumerate() {
+            let width = temb.len() / times.len();
+            r.check(&format!("unet_temb_t{t}"), &temb[i * width..(i + 1) * width], &fx.get(&format!("unet_temb_t{t}")).1);
+            let out = model.forward(&gpu, &xt, &cond, &time, *t, &image).unwrap();
             r.check(&format!("unet_out_t{t}"), &read(&out), &fx.get(&format!("unet_out_t{t}")).1);
         }
-        let step = model.step_embedding(&gpu, 50.0, prompt.as_ref()).unwrap();
-        let out = model.forward(&gpu, &up("odd_xt"), &up("odd_cond"), &step, &image).unwrap();
+        let out = model.forward(&gpu, &up("odd_xt"), &up("odd_cond"), &time, 50.0, &image).unwrap();
         r.check(&format!("odd_out_t50 {:?}", &fx.get("odd_xt").0[2..]), &read(&out), &fx.get("odd_out_t50").1);
         failures.extend(r.failures);
     }

@@ -1,8 +1,9 @@
 // The ResBlock's time conditioning on NCHW x: y = x * (s + 1) + b per channel, where
-// s = t[batch, 0..C] and b = t[batch, C..2C] are the two halves of the time MLP output
-// (PyTorch's `scale, shift = t.chunk(2, dim=1)`), optionally followed by SiLU.
+// s = t[r, 0..C] and b = t[r, C..2C] are the two halves of a time MLP output row
+// (PyTorch's `scale, shift = t.chunk(2, dim=1)`), optionally followed by SiLU. The row r
+// is `row + batch index`: t may hold the rows of every sampling step, computed at once.
 
-struct Params { n: u32, c: u32, hw: u32, silu: u32 }
+struct Params { n: u32, c: u32, hw: u32, silu: u32, row: u32, _a: u32, _b: u32, _c: u32 }
 
 override WG: u32 = 256u;
 
@@ -17,7 +18,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = (wid.x + wid.y * nwg.x) * WG + li;
     if (i >= p.n) { return; }
     let bc = i / p.hw;
-    let b = bc / p.c;
+    let b = bc / p.c + p.row;
     let ch = bc % p.c;
     let scale = t[b * 2u * p.c + ch];
     let shift = t[b * 2u * p.c + p.c + ch];

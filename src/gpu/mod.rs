@@ -107,6 +107,8 @@ struct Inner {
     batch: RefCell<Batch>,
     scopes: RefCell<Vec<ScopeFuture>>,
     uncaptured: Arc<Mutex<Vec<Error>>>,
+    /// A tensor of ones, grown on demand (see [`Gpu::ones`]).
+    ones: RefCell<Option<Tensor>>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -199,6 +201,7 @@ impl Gpu {
                 batch: RefCell::default(),
                 scopes: RefCell::default(),
                 uncaptured,
+                ones: RefCell::default(),
             }),
         })
     }
@@ -351,6 +354,17 @@ impl Gpu {
     pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         check_len(shape, data.len())?;
         self.upload_words(shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    /// `n` ones, as a view of one cached tensor: kernels that need a constant vector (a
+    /// sum as a product with ones) get it without an upload per call.
+    pub(crate) fn ones(&self, n: usize) -> Result<Tensor> {
+        let mut cached = self.inner.ones.borrow_mut();
+        if cached.as_ref().is_none_or(|t| t.numel() < n) {
+            let len = n.next_power_of_two();
+            *cached = Some(self.upload(&[len], &vec![1.0; len])?);
+        }
+        Ok(cached.as_ref().unwrap().prefix(n))
     }
 
     /// Uploads indices (token ids, row numbers).

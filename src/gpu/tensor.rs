@@ -96,6 +96,12 @@ impl Tensor {
         Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
+    /// The first `n` elements as a 1-D view.
+    pub(crate) fn prefix(&self, n: usize) -> Tensor {
+        debug_assert!(n <= self.numel());
+        Tensor { buf: self.buf.clone(), shape: vec![n], dtype: self.dtype }
+    }
+
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         &self.buf.buffer
     }

@@ -31,7 +31,7 @@ pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) 
     let k = gpu.empty(&[heads, dim_head, n])?;
     let partial = gpu.empty(&[heads, chunks, dd])?;
     let context = gpu.empty(&[heads, dim_head, dim_head])?;
-    let ones = gpu.upload(&[chunks, 1], &vec![1.0; chunks])?;
+    let ones = gpu.ones(chunks)?;
     let out = gpu.empty(&[batch, hidden, s[2], s[3]])?;
     for b in 0..batch {
         let base = b * 3 * hidden * n;

@@ -1,7 +1,7 @@
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_len, expect_rank, grid_1d, u32_of};
-use crate::error::Result;
+use super::{expect_rank, grid_1d, u32_of};
+use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::shaders::Kernel;
 
@@ -14,19 +14,24 @@ struct Params {
     c: u32,
     hw: u32,
     silu: u32,
+    row: u32,
+    _pad: [u32; 3],
 }
 
 /// The ResBlock's time conditioning: `x * (scale + 1) + shift` on NCHW `x` [B, C, H, W],
-/// where `scale, shift = t.chunk(2, dim=1)` for `t` [B, 2C]; optionally followed by SiLU.
-pub fn scale_shift(gpu: &Gpu, x: &Tensor, t: &Tensor, silu: bool) -> Result<Tensor> {
+/// where `scale, shift = t[row + b].chunk(2)` for rows of `t` [rows, 2C]; optionally
+/// followed by SiLU.
+pub fn scale_shift(gpu: &Gpu, x: &Tensor, t: &Tensor, row: usize, silu: bool) -> Result<Tensor> {
     expect_rank(x, 4, "scale_shift input")?;
     x.expect_f32("scale_shift input")?;
     t.expect_f32("scale_shift conditioning")?;
     let (b, c, hw) = (x.dim(0), x.dim(1), x.dim(2) * x.dim(3));
-    expect_len(t, b * 2 * c, "scale_shift conditioning")?;
+    if t.numel() % (2 * c) != 0 || (row + b) * 2 * c > t.numel() {
+        return shape_err!("scale_shift: rows {row}..{} of {:?} for {c} channels", row + b, t.shape());
+    }
     let out = gpu.empty(x.shape())?;
     let n = x.numel();
-    let params = Params { n: u32_of(n, "elements")?, c: u32_of(c, "channels")?, hw: u32_of(hw, "pixels")?, silu: silu as u32 };
+    let params = Params { n: u32_of(n, "elements")?, c: u32_of(c, "channels")?, hw: u32_of(hw, "pixels")?, silu: silu as u32, row: u32_of(row, "row")?, _pad: [0; 3] };
     gpu.dispatch(Kernel::ScaleShift, &[("WG", WG as f64)], &params, &[x, t, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -179,15 +179,16 @@ pub async fn elementwise(gpu: &Gpu) {
     }
     assert!(ops::add(gpu, &at, &up(gpu, &[b], &[1.0, 2.0])).is_err(), "a shape that does not broadcast must be refused");
 
-    let t = rng.normals(b * 2 * c, 1.0);
+    // Rows 3 and 4 of a 6-row table (one row per sampling step, batch 2 from row 3).
+    let t = rng.normals(6 * 2 * c, 1.0);
     for act in [false, true] {
-        let got = ops::scale_shift(gpu, &at, &up(gpu, &[b, 2 * c], &t), act).unwrap();
+        let got = ops::scale_shift(gpu, &at, &up(gpu, &[6, 2 * c], &t), 3, act).unwrap();
         let want: Vec<f64> = (0..n).map(|i| {
-            let (bt, ch) = (i / (c * h * w), (i / (h * w)) % c);
-            let v = a[i] as f64 * (t[bt * 2 * c + ch] as f64 + 1.0) + t[bt * 2 * c + c + ch] as f64;
+            let (r, ch) = (3 + i / (c * h * w), (i / (h * w)) % c);
+            let v = a[i] as f64 * (t[r * 2 * c + ch] as f64 + 1.0) + t[r * 2 * c + c + ch] as f64;
             if act { cpu::silu(v) } else { v }
         }).collect();
-        check(&format!("scale_shift{}", if act { " + silu" } else { "" }), &read(gpu, &got).await, &want, TOL);
+        check(&format!("scale_shift rows 3.. of 6{}", if act { " + silu" } else { "" }), &read(gpu, &got).await, &want, TOL);
     }
 }
 

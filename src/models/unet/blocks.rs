@@ -31,10 +31,14 @@ impl ResBlock {
         })
     }
 
-    /// `silu_t` is `silu(t_emb)`, [1, time_dim].
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, silu_t: &Tensor) -> Result<Tensor> {
-        let ss = self.mlp.forward(gpu, silu_t)?;
-        let h = ops::scale_shift(gpu, &self.block1.forward(gpu, x)?, &ss, true)?;
+    /// `mlp(silu(t_emb))` for rows of time embeddings [steps, time_dim] -> [steps, 2 dout].
+    pub fn time_table(&self, gpu: &Gpu, silu_t: &Tensor) -> Result<Tensor> {
+        self.mlp.forward(gpu, silu_t)
+    }
+
+    /// `table` is this block's [`ResBlock::time_table`]; `row` selects the step.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, table: &Tensor, row: usize) -> Result<Tensor> {
+        let h = ops::scale_shift(gpu, &self.block1.forward(gpu, x)?, table, row, true)?;
         let h = ops::silu(gpu, &self.block2.forward(gpu, &h)?)?;
         match &self.res_conv {
             Some(c) => ops::add(gpu, &h, &c.forward(gpu, x)?),

@@ -35,10 +35,20 @@ pub struct ConditionalUNet {
     pub final_conv: Conv2d,
 }
 
-/// What every step shares: the time embedding (after the prompt) passed through SiLU, as
-/// each ResBlock's `mlp` starts with a SiLU.
-pub struct StepEmbedding {
-    pub silu_t: Tensor,
+/// The time conditioning of a whole sampling run, computed once before the first step:
+/// for every ResBlock (in [`ConditionalUNet::res_blocks`] order) its `mlp(silu(t_emb))`
+/// for every step's time, [steps, 2 dim_out]. A step then only selects its row, so steps
+/// upload nothing and run no per-step MLP.
+pub struct TimeConditioning {
+    tables: Vec<Tensor>,
+    times: Vec<f32>,
+}
+
+impl TimeConditioning {
+    /// The row of time `t` (which must be one of the times it was built for).
+    pub fn row(&self, t: f32) -> Result<usize> {
+        self.times.iter().position(|&x| x == t).ok_or_else(|| Error::Shape(format!("time {t} is not among the precomputed times")))
+    }
 }
 
 impl ConditionalUNet {
@@ -135,9 +145,10 @@ impl ConditionalUNet {
         freqs.iter().map(|f| (t * f).sin()).chain(freqs.iter().map(|f| (t * f).cos())).collect()
     }
 
-    /// `time_mlp(t)`: [1, time_dim] (fixture `unet_temb_t*`).
-    pub fn time_embedding(&self, gpu: &Gpu, t: f32) -> Result<Tensor> {
-        let emb = gpu.upload(&[1, self.config.nf], &self.sinusoidal(t))?;
+    /// `time_mlp(t)` for each time: [times, time_dim] (fixture `unet_temb_t*`).
+    pub fn time_embedding(&self, gpu: &Gpu, times: &[f32]) -> Result<Tensor> {
+        let sin: Vec<f32> = times.iter().flat_map(|&t| self.sinusoidal(t)).collect();
+        let emb = gpu.upload(&[times.len(), self.config.nf], &sin)?;
         let h = ops::gelu(gpu, &self.time_mlp.0.forward(gpu, &emb)?)?;
         self.time_mlp.1.forward(gpu, &h)
     }
@@ -151,19 +162,33 @@ impl ConditionalUNet {
         Ok(Some(prompt_mlp.forward(gpu, &ops::mul(gpu, &p, prompt)?)?))
     }
 
-    /// What every ResBlock needs from the step t: silu(time_mlp(t) + prompt embedding).
-    pub fn step_embedding(&self, gpu: &Gpu, t: f32, prompt: Option<&Tensor>) -> Result<StepEmbedding> {
-        let mut temb = self.time_embedding(gpu, t)?;
+    /// Every ResBlock in the order `forward` runs them.
+    pub fn res_blocks(&self) -> Vec<&ResBlock> {
+        let mut v: Vec<&ResBlock> = self.downs.iter().flat_map(|l| [&l.block1, &l.block2]).collect();
+        v.extend([&self.mid_block1, &self.mid_block2]);
+        v.extend(self.ups.iter().flat_map(|l| [&l.block1, &l.block2]));
+        v.push(&self.final_res_block);
+        v
+    }
+
+    /// The conditioning of every ResBlock for every time in `times`:
+    /// `mlp(silu(time_mlp(t) + prompt embedding))`.
+    pub fn time_conditioning(&self, gpu: &Gpu, times: &[f32], prompt: Option<&Tensor>) -> Result<TimeConditioning> {
+        let mut temb = self.time_embedding(gpu, times)?;
         if let Some(p) = prompt {
             temb = ops::add(gpu, &temb, p)?;
         }
-        Ok(StepEmbedding { silu_t: ops::silu(gpu, &temb)? })
+        let silu_t = ops::silu(gpu, &temb)?;
+        let tables = self.res_blocks().iter().map(|b| b.time_table(gpu, &silu_t)).collect::<Result<_>>()?;
+        Ok(TimeConditioning { tables, times: times.to_vec() })
     }
 
     /// The predicted noise for state `xt` [1, C, H, W] given `cond` (the LQ image), the
-    /// step embedding, and the image context [1, context_dim]. Any H, W: the input is
-    /// reflect-padded to a multiple of 2^depth and the output cropped back.
-    pub fn forward(&self, gpu: &Gpu, xt: &Tensor, cond: &Tensor, step: &StepEmbedding, image_context: &Tensor) -> Result<Tensor> {
+    /// time `t` (one of those `time` was built for), and the image context
+    /// [1, context_dim]. Any H, W: the input is reflect-padded to a multiple of 2^depth
+    /// and the output cropped back.
+    pub fn forward(&self, gpu: &Gpu, xt: &Tensor, cond: &Tensor, time: &TimeConditioning, t: f32, image_context: &Tensor) -> Result<Tensor> {
+        let row = time.row(t)?;
         if xt.shape() != cond.shape() || xt.shape().len() != 4 || xt.dim(1) != self.config.in_nc {
             return shape_err!("UNet input {:?} and condition {:?} must both be [1, {}, H, W]", xt.shape(), cond.shape(), self.config.in_nc);
         }
@@ -180,29 +205,31 @@ impl ConditionalUNet {
             Some((down, _)) => down.forward(gpu, &x0)?,
             None => x0.clone(),
         };
-        let t = &step.silu_t;
+        // The tables come in res_blocks() order, which is the order of the calls below.
+        let mut tables = time.tables.iter();
+        let mut table = || tables.next().ok_or_else(|| Error::Shape("time conditioning of another model".into()));
         let mut skips = Vec::with_capacity(2 * self.downs.len());
         for level in &self.downs {
-            x = level.block1.forward(gpu, &x, t)?;
+            x = level.block1.forward(gpu, &x, table()?, row)?;
             skips.push(x.clone());
-            x = level.block2.forward(gpu, &x, t)?;
+            x = level.block2.forward(gpu, &x, table()?, row)?;
             x = level.attn.forward(gpu, &x, image_context)?;
             skips.push(x.clone());
             x = level.resample.forward(gpu, &x)?;
         }
-        x = self.mid_block1.forward(gpu, &x, t)?;
+        x = self.mid_block1.forward(gpu, &x, table()?, row)?;
         x = self.mid_attn.forward(gpu, &x, image_context)?;
-        x = self.mid_block2.forward(gpu, &x, t)?;
+        x = self.mid_block2.forward(gpu, &x, table()?, row)?;
         for level in &self.ups {
-            x = level.block1.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, t)?;
-            x = level.block2.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, t)?;
+            x = level.block1.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, table()?, row)?;
+            x = level.block2.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, table()?, row)?;
             x = level.attn.forward(gpu, &x, image_context)?;
             x = level.resample.forward(gpu, &x)?;
         }
         if let Some((_, up)) = &self.downscale {
             x = up.forward(gpu, &ops::upsample_nearest2x(gpu, &x)?)?;
         }
-        x = self.final_res_block.forward(gpu, &ops::concat_channels(gpu, &x, &x0)?, t)?;
+        x = self.final_res_block.forward(gpu, &ops::concat_channels(gpu, &x, &x0)?, table()?, row)?;
         let out = self.final_conv.forward(gpu, &x)?;
         if (ph, pw) != (h, w) {
             ops::crop(gpu, &out, h, w)

@@ -149,3 +149,41 @@ impl IrSde {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_have_the_original_shape() {
+        for schedule in [Schedule::Cosine, Schedule::Linear, Schedule::Constant] {
+            let sde = IrSde::new(50.0 / 255.0, 100, schedule, 0.005).unwrap();
+            assert_eq!(sde.thetas.len(), 101);
+            assert_eq!(sde.thetas_cumsum[0], 0.0);
+            assert!(sde.dt > 0.0);
+            // At T the forward process has reached eps: sigma_bar = max_sigma sqrt(1 - eps^2).
+            let end = sde.sigma_bars[100] / sde.max_sigma;
+            assert!((end - (1.0f64 - 0.005 * 0.005).sqrt()).abs() < 1e-12, "{schedule:?}: {end}");
+            assert!(sde.sigma_bars.windows(2).all(|w| w[1] >= w[0]), "{schedule:?}: sigma_bars increase");
+        }
+        let cosine = IrSde::published(100).unwrap();
+        assert!((cosine.thetas[0] - 6.14e-4).abs() < 1e-6, "thetas[0] = {}", cosine.thetas[0]);
+        assert!((cosine.dt - 0.1040938).abs() < 1e-6, "dt = {}", cosine.dt);
+    }
+
+    #[test]
+    fn fewer_steps_scale_the_network_time() {
+        let sde = IrSde::published(10).unwrap();
+        let times: Vec<f32> = (1..=10).rev().map(|t| sde.network_time(t)).collect();
+        assert_eq!(times, [100.0, 90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0]);
+        assert!(IrSde::published(0).is_err());
+    }
+
+    #[test]
+    fn last_posterior_step_is_the_x0_prediction() {
+        // At t = 1 the posterior has (almost) no variance and its mean is x0.
+        let sde = IrSde::published(100).unwrap();
+        let (step, x0) = (sde.step(Sampler::Posterior, 1), sde.x0_update(1));
+        assert!((step.a - x0.a).abs() < 1e-9 && (step.b - x0.b).abs() < 1e-9 && step.c < 1e-8, "{step:?} vs {x0:?}");
+    }
+}

@@ -5,7 +5,10 @@
 
 use std::time::Instant;
 
+use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig, DEGRADATIONS};
+use daclip_webgpu::models::unet::{ConditionalUNet, UNetConfig};
+use daclip_webgpu::restore::{RestoreOptions, Restorer};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, GpuDType, ModelKind};
 use daclip_webgpu::{Gpu, Result, Tensor};
@@ -38,7 +41,13 @@ fn filled(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
     gpu.upload(shape, &data)
 }
 
-pub fn run() -> Result<()> {
+/// The published UNet: nf 64, ch_mult 1 2 4 8, 512-wide DA-CLIP context.
+fn published_unet() -> UNetConfig {
+    UNetConfig { in_nc: 3, out_nc: 3, nf: 64, ch_mult: vec![1, 2, 4, 8], context_dim: 512, use_degra_context: true, use_image_context: true, downscale: false }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let with_restore = args.iter().any(|a| a == "--restore");
     let gpu = Gpu::new_blocking()?;
     println!("adapter: {}", gpu.info());
     if gpu.info().is_software {
@@ -80,6 +89,49 @@ pub fn run() -> Result<()> {
     println!("|{:-<54}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
     for r in &rows {
         println!("| {:<52} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
+    }
+    unet_rows(&gpu, with_restore)
+}
+
+/// One step of the published UNet (seeded random f16 weights) at three sizes, with the
+/// most GPU memory held at once (weights included); with `--restore`, a whole restore.
+fn unet_rows(gpu: &Gpu, with_restore: bool) -> Result<()> {
+    let kind = ModelKind::UNet(published_unet());
+    let bytes = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
+    let unet = ConditionalUNet::load(gpu, &Checkpoint::parse(&bytes, None)?, GpuDType::F16)?;
+    drop(bytes);
+    let context = filled(gpu, &[1, 512])?;
+    let prompt = unet.prompt_embedding(gpu, &context)?;
+    let conditioning = unet.time_conditioning(gpu, &[50.0], prompt.as_ref())?;
+    gpu.sync_blocking()?;
+    let weights_mib = gpu.memory().live_bytes as f64 / (1 << 20) as f64;
+    println!();
+    println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB on the GPU)");
+    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak GPU MiB");
+    println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
+    for side in [64usize, 128, 256] {
+        let x = filled(gpu, &[1, 3, side, side])?;
+        gpu.release_free_buffers();
+        gpu.reset_peak_memory();
+        let ms = time(gpu, || unet.forward(gpu, &x, &x, &conditioning, 50.0, &context))?;
+        let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+        println!("| {:<52} | {:>10.1} | {:>14.0} |", format!("UNet step at {side}x{side}"), ms, peak);
+    }
+    if with_restore {
+        drop(unet);
+        let daclip_kind = ModelKind::DaClip(DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() });
+        let d = random_safetensors(&daclip_kind.expected_tensors(), 3, |n| n.contains("zero_modules"), daclip_kind.metadata());
+        let u = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
+        let restorer = Restorer::load(gpu, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, GpuDType::F16)?;
+        let img: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let image = ImageRef { width: 64, height: 64, channels: 3, data: &img };
+        gpu.release_free_buffers();
+        gpu.reset_peak_memory();
+        let start = Instant::now();
+        daclip_webgpu::gpu::block_on(restorer.restore(gpu, image, &RestoreOptions::default(), &mut |_| true))?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+        println!("| {:<52} | {:>10.0} | {:>14.0} |", "restore 64x64, posterior sampler, 100 steps", ms, peak);
     }
     Ok(())
 }

@@ -30,7 +30,10 @@ USAGE:
     daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
                           [--steps N] [--seed S] [--sampler posterior|sde]
                              restore an image (default: 100 posterior steps, seed 0)
-    daclip-webgpu bench      print kernel throughput on this machine's GPU adapter
+    daclip-webgpu bench [--restore]
+                             print kernel and model timings on this machine's GPU
+                             adapter (seeded random weights); --restore adds a whole
+                             100-step restore of a 64x64 image
     daclip-webgpu info       print the GPU adapter and its limits
 
 Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";
@@ -39,7 +42,7 @@ Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("convert") => convert::run(&args[1..]),
         Some("classify") => classify::run(&args[1..]),
         Some("restore") => restore::run(&args[1..]),

@@ -1,5 +1,6 @@
-//! The UNet's LinearAttention core (spec section 4): given the output of `to_qkv`
-//! [B, 3 * heads * dim_head, H, W], per head
+//! The UNet's LinearAttention core (spec section 4): given q, k and v, the three parts of
+//! `to_qkv`'s output, each [B, heads * dim_head, H, W] (kept apart so that no buffer
+//! holds all three at full resolution), per head
 //!   q = softmax over its dim_head channels (per pixel), times dim_head^-1/2,
 //!   k = softmax over the N = H W pixels (per channel),  v = v / N,
 //!   context[d, e] = sum_n k[d, n] v[e, n],   out[e, n] = sum_d context[d, e] q[d, n].
@@ -16,11 +17,11 @@ use crate::ops::{gemm, softmax_rows, Gemm, Operand};
 /// Pixels per partial context sum.
 const CHUNK: usize = 256;
 
-pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
-    let s = qkv.shape();
+pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
+    let s = q_in.shape();
     let hidden = heads * dim_head;
-    if s.len() != 4 || s[1] != 3 * hidden {
-        return shape_err!("linear_attention: expected [B, {}, H, W], got {s:?}", 3 * hidden);
+    if s.len() != 4 || s[1] != hidden || k_in.shape() != s || v_in.shape() != s {
+        return shape_err!("linear_attention: q, k, v must each be [B, {hidden}, H, W], got {s:?}, {:?}, {:?}", k_in.shape(), v_in.shape());
     }
     let (batch, n) = (s[0], s[2] * s[3]);
     let dd = dim_head * dim_head;
@@ -34,10 +35,10 @@ pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) 
     let ones = gpu.ones(chunks)?;
     let out = gpu.empty(&[batch, hidden, s[2], s[3]])?;
     for b in 0..batch {
-        let base = b * 3 * hidden * n;
-        softmax_rows(gpu, qkv, base, [heads, dim_head, n], &q)?;
-        softmax_rows(gpu, qkv, base + hidden * n, [hidden, n, 1], &k)?;
-        let v_base = base + 2 * hidden * n;
+        let base = b * hidden * n;
+        softmax_rows(gpu, q_in, base, [heads, dim_head, n], &q)?;
+        softmax_rows(gpu, k_in, base, [hidden, n, 1], &k)?;
+        let v_base = base;
         for h in 0..heads {
             // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T
             for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
@@ -52,7 +53,7 @@ pub fn linear_attention(gpu: &Gpu, qkv: &Tensor, heads: usize, dim_head: usize) 
                         n: dim_head,
                         k: len,
                         a: Operand { tensor: &k, offset: h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
-                        b: Operand { tensor: qkv, offset: v_base + h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
+                        b: Operand { tensor: v_in, offset: v_base + h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
                         bias: None,
                         alpha: 1.0,
                         out: &partial,

@@ -193,6 +193,15 @@ impl<'w, 'a> Vb<'w, 'a> {
         }
     }
 
+    /// Uploads values derived from the file's tensors (a split or a concatenation) in
+    /// this builder's GPU dtype.
+    pub fn upload(&self, shape: &[usize], values: &[f32]) -> Result<Tensor> {
+        match self.dtype {
+            GpuDType::F32 => self.gpu.upload(shape, values),
+            GpuDType::F16 => self.gpu.upload_f16(shape, values),
+        }
+    }
+
     /// Uploads `name` as f32 whatever this builder's dtype (for small vectors that kernels
     /// read as activations, e.g. embeddings added to a stream).
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {

@@ -296,7 +296,10 @@ pub async fn linear_attn(gpu: &Gpu) {
     for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3)] {
         let n = h * w;
         let qkv = rng.normals(b * 3 * heads * dh * n, 2.0);
-        let got = linear_attention(gpu, &up(gpu, &[b, 3 * heads * dh, h, w], &qkv), heads, dh).unwrap();
+        // The reference takes them stacked per batch as to_qkv makes them; the op, apart.
+        let part = |i: usize| -> Vec<f32> { (0..b).flat_map(|bt| qkv[(bt * 3 + i) * heads * dh * n..(bt * 3 + i + 1) * heads * dh * n].to_vec()).collect() };
+        let shape = [b, heads * dh, h, w];
+        let got = linear_attention(gpu, &up(gpu, &shape, &part(0)), &up(gpu, &shape, &part(1)), &up(gpu, &shape, &part(2)), heads, dh).unwrap();
         assert_eq!(got.shape(), &[b, heads * dh, h, w]);
         check(&format!("linear_attention b{b} {heads}x{dh} on {h}x{w}"), &read(gpu, &got).await, &cpu::linear_attention(&qkv, b, heads, dh, n), TOL);
     }

@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
 use crate::ops::{self, Conv2dArgs, Heads};
-use crate::weights::{Vb, GpuDType};
+use crate::weights::Vb;
 
 use super::config::LINEAR_ATTENTION_HIDDEN;
 
@@ -49,7 +49,10 @@ impl ResBlock {
 
 /// `LinearAttention(dim)`: 4 heads of 32, softmax of q over channels and of k over pixels.
 pub struct LinearAttention {
-    pub to_qkv: Conv2d,
+    /// `to_qkv` split at load into its q, k and v output channels: three 128-channel
+    /// results at full resolution fit the per-binding limit where one 384-channel one
+    /// would cap the image size at a third of the pixels.
+    pub to_qkv: [Conv2d; 3],
     pub to_out: Conv2d,
     /// `to_out.1.g`: the channel LayerNorm after the output conv.
     pub to_out_norm: Tensor,
@@ -58,16 +61,23 @@ pub struct LinearAttention {
 impl LinearAttention {
     pub fn load(vb: &Vb, dim: usize) -> Result<Self> {
         let h = LINEAR_ATTENTION_HIDDEN;
+        let qkv = vb.pp("to_qkv").host("weight", &[3 * h, dim, 1, 1])?.to_f32()?;
+        let part = |i: usize| -> Result<Conv2d> {
+            let w = &qkv[i * h * dim..(i + 1) * h * dim];
+            let weight = vb.upload(&[h, dim, 1, 1], w)?;
+            Ok(Conv2d { weight, bias: None, args: Conv2dArgs::same(1) })
+        };
         Ok(LinearAttention {
-            to_qkv: Conv2d::load(&vb.pp("to_qkv"), dim, 3 * h, 1, Conv2dArgs::same(1), false)?,
+            to_qkv: [part(0)?, part(1)?, part(2)?],
             to_out: Conv2d::load(&vb.pp("to_out.0"), h, dim, 1, Conv2dArgs::same(1), true)?,
             to_out_norm: vb.tensor("to_out.1.g", &[1, dim, 1, 1])?,
         })
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        let qkv = self.to_qkv.forward(gpu, x)?;
-        let out = linear_attention(gpu, &qkv, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
+        let [q, k, v] = &self.to_qkv;
+        let (q, k, v) = (q.forward(gpu, x)?, k.forward(gpu, x)?, v.forward(gpu, x)?);
+        let out = linear_attention(gpu, &q, &k, &v, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
         ops::channel_layer_norm(gpu, &self.to_out.forward(gpu, &out)?, &self.to_out_norm, CHANNEL_LN_EPS)
     }
 }
@@ -93,7 +103,7 @@ pub struct SpatialTransformer {
 }
 
 impl SpatialTransformer {
-    pub fn load(vb: &Vb, gpu: &Gpu, dtype: GpuDType, dim: usize, context_dim: usize) -> Result<Self> {
+    pub fn load(vb: &Vb, dim: usize, context_dim: usize) -> Result<Self> {
         let b = vb.pp("transformer_blocks.0");
         // attn2's to_q and to_k are checked but not used: see `forward`.
         b.host("attn2.to_q.weight", &[dim, dim])?;
@@ -102,10 +112,7 @@ impl SpatialTransformer {
         for name in ["attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight"] {
             qkv.extend(b.host(name, &[dim, dim])?.to_f32()?);
         }
-        let qkv = match dtype {
-            GpuDType::F32 => gpu.upload(&[3 * dim, dim], &qkv)?,
-            GpuDType::F16 => gpu.upload_f16(&[3 * dim, dim], &qkv)?,
-        };
+        let qkv = vb.upload(&[3 * dim, dim], &qkv)?;
         Ok(SpatialTransformer {
             norm: (vb.tensor("norm.weight", &[dim])?, vb.tensor("norm.bias", &[dim])?),
             proj_in: Conv2d::load(&vb.pp("proj_in"), dim, dim, 1, Conv2dArgs::same(1), true)?,

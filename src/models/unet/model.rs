@@ -64,7 +64,7 @@ impl ConditionalUNet {
             Ok(ResidualAttention {
                 norm: vb.tensor("fn.norm.g", &[1, dim, 1, 1])?,
                 attention: if spatial && cfg.use_image_context {
-                    Attention::Spatial(SpatialTransformer::load(&inner, gpu, dtype, dim, cfg.context_dim)?)
+                    Attention::Spatial(SpatialTransformer::load(&inner, dim, cfg.context_dim)?)
                 } else {
                     Attention::Linear(LinearAttention::load(&inner, dim)?)
                 },

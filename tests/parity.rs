@@ -181,12 +181,12 @@ fn sde_parity() {
         let (x, noise, z) = (up("xt"), up("noise"), up("z"));
         let run = |u: daclip_webgpu::sde::Update, with_z: bool| {
             let zn = if with_z { (Noise::Given(&z), u.c as f32) } else { (Noise::None, 0.0) };
-            gpu.read_blocking(&sde_update(&gpu, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), zn).unwrap()).unwrap()
+            gpu.read_blocking(&sde_update(&gpu, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), None, zn).unwrap()).unwrap()
         };
         r.check(&format!("post{k}_x0 (t={t})"), &run(sde.x0_update(t), false), &fx.get(&format!("post{k}_x0")).1);
         r.check(&format!("post{k}_mean"), &run(sde.posterior_mean_update(t), false), &fx.get(&format!("post{k}_mean")).1);
         r.check(&format!("post{k}_std"), &[sde.posterior_std(t) as f32], &fx.get(&format!("post{k}_std")).1);
-        r.check(&format!("post{k}_out"), &run(sde.step(daclip_webgpu::sde::Sampler::Posterior, t), true), &fx.get(&format!("post{k}_out")).1);
+        r.check(&format!("post{k}_out"), &run(sde.posterior_step(t), true), &fx.get(&format!("post{k}_out")).1);
     }
     assert!(r.failures.is_empty(), "parity failures:\n{}", r.failures.join("\n"));
 }

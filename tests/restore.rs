@@ -47,7 +47,7 @@ fn seeded_restores_are_reproducible() {
     let r = restorer(&gpu);
     let img = test_image();
     let run = |seed, sampler| {
-        let opts = RestoreOptions { steps: 4, seed, sampler, preview: false };
+        let opts = RestoreOptions { steps: 4, seed, sampler, ..Default::default() };
         block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).unwrap()
     };
     let a = run(1, Sampler::Posterior);
@@ -67,7 +67,7 @@ fn steps_reuse_buffers_and_report_progress() {
     let r = restorer(&gpu);
     let img = test_image();
     let mut seen = Vec::new();
-    let opts = RestoreOptions { steps: 5, seed: 3, sampler: Sampler::Posterior, preview: true };
+    let opts = RestoreOptions { steps: 5, seed: 3, preview: true, ..Default::default() };
     let out = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
         let p = s.preview.expect("preview requested");
         assert!(p.width <= 128 && p.height <= 128 && p.data.len() == 3 * p.width * p.height);

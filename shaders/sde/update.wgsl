@@ -1,14 +1,15 @@
-// One sampler update, element-wise on images: y = mu + a (x - mu) + b n + c z.
-// Every IR-SDE step has this form with per-step scalars computed on the CPU (in f64):
-// the posterior step (a, b from the posterior mean, c its standard deviation), the
-// Euler-Maruyama reverse SDE step, x0 prediction (c = 0), and the start x = mu + c z.
+// One sampler update, element-wise on images: y = mu + a (x - mu) + b n + d (p - mu) + c z.
+// Every step of every sampler has this form with per-step scalars computed on the CPU
+// (in f64): the posterior step (a, b from the posterior mean, c its standard deviation),
+// the Euler-Maruyama reverse SDE step, x0 prediction (c = 0), the start x = mu + c z, and
+// the MR Sampler's steps, where p is the previous data prediction (order 2).
 //
 // Z (override): 0 no noise term; 1 z read from a buffer; 2 z generated here, a standard
 // normal that depends only on (seed, stream, element index): a counter-based generator
 // (PCG hash of the three, two uniforms, Box-Muller), so no noise buffer is needed and a
 // seed reproduces the same noise on the same adapter.
 
-struct Params { n: u32, seed_lo: u32, seed_hi: u32, stream: u32, a: f32, b: f32, c: f32, _pad: u32 }
+struct Params { n: u32, seed_lo: u32, seed_hi: u32, stream: u32, a: f32, b: f32, c: f32, d: f32 }
 
 override WG: u32 = 256u;
 override Z: u32 = 0u;
@@ -18,7 +19,8 @@ override Z: u32 = 0u;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> noise: array<f32>;
 @group(0) @binding(4) var<storage, read> z: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> prev: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
@@ -47,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = (wid.x + wid.y * nwg.x) * WG + li;
     if (i >= p.n) { return; }
     let m = mu[i];
-    var v = m + p.a * (x[i] - m) + p.b * noise[i];
+    var v = m + p.a * (x[i] - m) + p.b * noise[i] + p.d * (prev[i] - m);
     if (Z == 1u) {
         v += p.c * z[i];
     } else if (Z == 2u) {

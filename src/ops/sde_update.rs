@@ -17,7 +17,7 @@ struct Params {
     a: f32,
     b: f32,
     c: f32,
-    _pad: u32,
+    d: f32,
 }
 
 /// The `z` of an update.
@@ -30,11 +30,11 @@ pub enum Noise<'a> {
     Seeded { seed: u64, stream: u32 },
 }
 
-/// `mu + a (x - mu) + b noise + c z` element-wise; `noise` None reads as zero. All
-/// tensors have the shape of `mu`.
-pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Tensor, f32)>, z: (Noise, f32)) -> Result<Tensor> {
+/// `mu + a (x - mu) + b noise + d (prev - mu) + c z` element-wise, the terms given as
+/// (tensor, coefficient); absent ones are zero. All tensors have the shape of `mu`.
+pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Tensor, f32)>, prev: Option<(&Tensor, f32)>, z: (Noise, f32)) -> Result<Tensor> {
     let shape = mu.shape();
-    let tensors = [Some(x), noise.map(|n| n.0), match z.0 { Noise::Given(t) => Some(t), _ => None }];
+    let tensors = [Some(x), noise.map(|n| n.0), prev.map(|p| p.0), match z.0 { Noise::Given(t) => Some(t), _ => None }];
     for t in tensors.into_iter().flatten() {
         t.expect_f32("sampler state")?;
         if t.shape() != shape {
@@ -55,14 +55,16 @@ pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Te
         a,
         b: noise.map_or(0.0, |n| n.1),
         c: z.1,
-        _pad: 0,
+        d: prev.map_or(0.0, |p| p.1),
     };
     let (z_mode, z_buf) = match z.0 {
         Noise::None => (0.0, mu),
         Noise::Given(t) => (1.0, t),
         Noise::Seeded { .. } => (2.0, mu),
     };
+    // Absent terms bind mu (with coefficient 0).
     let noise_buf = noise.map_or(mu, |n| n.0);
-    gpu.dispatch(Kernel::SdeUpdate, &[("WG", WG as f64), ("Z", z_mode)], &params, &[mu, x, noise_buf, z_buf, &out], grid_1d(n, WG)?)?;
+    let prev_buf = prev.map_or(mu, |p| p.0);
+    gpu.dispatch(Kernel::SdeUpdate, &[("WG", WG as f64), ("Z", z_mode)], &params, &[mu, x, noise_buf, z_buf, prev_buf, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -28,12 +28,16 @@ USAGE:
                              rank the degradations of an image (weights: .safetensors,
                              .pt); --json also prints both feature vectors
     daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
-                          [--steps N] [--seed S] [--sampler posterior|sde]
-                             restore an image (default: 100 posterior steps, seed 0)
+                          [--steps N] [--seed S] [--sampler NAME] [--grid linspace|logsnr]
+                             restore an image (default: the published posterior sampler,
+                             100 steps, seed 0). Samplers: posterior, sde, and the fast MR
+                             Sampler mr-ode1, mr-ode2, mr-sde1, mr-sde2 (10-20 steps);
+                             --grid picks the MR time grid (default logsnr)
     daclip-webgpu bench [--restore]
                              print kernel and model timings on this machine's GPU
-                             adapter (seeded random weights); --restore adds a whole
-                             100-step restore of a 64x64 image
+                             adapter (seeded random weights); --restore adds whole
+                             restores of a 64x64 image: the published posterior sampler
+                             (100 steps) against the MR Sampler (mr-ode2, 10 and 20)
     daclip-webgpu info       print the GPU adapter and its limits
 
 Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";

@@ -9,7 +9,7 @@ use daclip_webgpu::{gpu::block_on, Error, Gpu, Result};
 
 use crate::{load_image, read_file, usage_error};
 
-const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde]";
+const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde|mr-ode1|mr-ode2|mr-sde1|mr-sde2] [--grid linspace|logsnr]";
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut input, mut output, mut daclip, mut unet) = (None, None, None, None);
@@ -24,6 +24,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--steps" => options.steps = value(&mut it, "--steps")?.parse().map_err(|_| usage_error("--steps takes a number", USAGE))?,
             "--seed" => options.seed = value(&mut it, "--seed")?.parse().map_err(|_| usage_error("--seed takes a number", USAGE))?,
             "--sampler" => options.sampler = value(&mut it, "--sampler")?.parse()?,
+            "--grid" => options.grid = value(&mut it, "--grid")?.parse()?,
             s if s.starts_with('-') => return Err(usage_error(&format!("unknown option {s}"), USAGE)),
             s if input.is_none() => input = Some(s.to_string()),
             s => return Err(usage_error(&format!("unexpected argument {s}"), USAGE)),
@@ -58,6 +59,6 @@ pub fn run(args: &[String]) -> Result<()> {
         .expect("size matches")
         .save_with_format(&output, format)
         .map_err(|e| Error::Io(format!("{output}: {e}")))?;
-    println!("{input} -> {output} ({}x{}, {} steps, {:.1} s)", out.width, out.height, options.steps, start.elapsed().as_secs_f64());
+    println!("{input} -> {output} ({}x{}, {} {} steps, {:.1} s)", out.width, out.height, options.steps, options.sampler.name(), start.elapsed().as_secs_f64());
     Ok(())
 }

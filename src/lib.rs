@@ -13,6 +13,8 @@ pub mod restore;
 pub mod sde;
 pub mod shaders;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterInfo, DType, Gpu, MemoryStats, Tensor};

@@ -122,15 +122,15 @@ impl NoisePredictor for UNetPredictor<'_> {
     }
 }
 
-pub struct Restorer {
-    pub daclip: DaClip,
-    pub unet: ConditionalUNet,
+/// A DA-CLIP and a UNet that belong together.
+pub struct Restorer<'m> {
+    pub daclip: &'m DaClip,
+    pub unet: &'m ConditionalUNet,
 }
 
-impl Restorer {
-    pub fn load(gpu: &Gpu, daclip: &Checkpoint, unet: &Checkpoint, dtype: GpuDType) -> Result<Restorer> {
-        let daclip = DaClip::load(gpu, daclip, dtype)?;
-        let unet = ConditionalUNet::load(gpu, unet, dtype)?;
+impl<'m> Restorer<'m> {
+    /// Checks that the two models fit each other.
+    pub fn new(daclip: &'m DaClip, unet: &'m ConditionalUNet) -> Result<Restorer<'m>> {
         let (e, c) = (daclip.config.embed_dim, unet.config.context_dim);
         if (unet.config.use_degra_context || unet.config.use_image_context) && e != c {
             return Err(Error::WeightsMismatch(format!(
@@ -141,6 +141,13 @@ impl Restorer {
             return Err(Error::WeightsMismatch(format!("the UNet works on {} channels; RGB images need 3", unet.config.in_nc)));
         }
         Ok(Restorer { daclip, unet })
+    }
+
+    /// Loads both checkpoints (checked) and keeps them for [`Restorer::new`].
+    pub fn load_models(gpu: &Gpu, daclip: &Checkpoint, unet: &Checkpoint, dtype: GpuDType) -> Result<(DaClip, ConditionalUNet)> {
+        let models = (DaClip::load(gpu, daclip, dtype)?, ConditionalUNet::load(gpu, unet, dtype)?);
+        Restorer::new(&models.0, &models.1)?;
+        Ok(models)
     }
 
     /// Restores `image`. `on_step` is called after every step (once the GPU has finished
@@ -163,7 +170,7 @@ impl Restorer {
         }
         let lq = gpu.upload(&[1, 3, h, w], &lq)?;
         let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
-        let mut predictor = UNetPredictor::new(gpu, &self.unet, &lq, &enc.degra_features, &enc.image_features, &times)?;
+        let mut predictor = UNetPredictor::new(gpu, self.unet, &lq, &enc.degra_features, &enc.image_features, &times)?;
 
         let mut after_step = |step: usize, total: usize, state: Option<&[f32]>| {
             let preview = state.map(|v| to_rgb(v, w, h).map(|img| downsample(&img, PREVIEW_SIDE)));

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use daclip_webgpu::gpu::block_on;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
-use daclip_webgpu::models::clip::DaClipConfig;
+use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
+use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::restore::{RestoreOptions, Restorer, RgbImage};
 use daclip_webgpu::sde::Sampler;
 use daclip_webgpu::weights::{Checkpoint, GpuDType};
@@ -16,10 +17,10 @@ fn tiny(file: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)).unwrap()
 }
 
-fn restorer(gpu: &Gpu) -> Restorer {
+fn models(gpu: &Gpu) -> (DaClip, ConditionalUNet) {
     let config: DaClipConfig = serde_json::from_slice(&tiny("clip_config.json")).unwrap();
     let (d, u) = (tiny("daclip.pt"), tiny("universal-ir.pth"));
-    Restorer::load(gpu, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), GpuDType::F32).unwrap()
+    Restorer::load_models(gpu, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), GpuDType::F32).unwrap()
 }
 
 /// A 61 x 77 test image: smooth colours plus a fixed pseudo-random grain.
@@ -44,7 +45,8 @@ fn image_ref(img: &RgbImage) -> ImageRef<'_> {
 #[test]
 fn seeded_restores_are_reproducible() {
     let gpu = Gpu::new_blocking().unwrap();
-    let r = restorer(&gpu);
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let run = |seed, sampler| {
         let opts = RestoreOptions { steps: 4, seed, sampler, ..Default::default() };
@@ -64,7 +66,8 @@ fn seeded_restores_are_reproducible() {
 #[test]
 fn steps_reuse_buffers_and_report_progress() {
     let gpu = Gpu::new_blocking().unwrap();
-    let r = restorer(&gpu);
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let mut seen = Vec::new();
     let opts = RestoreOptions { steps: 5, seed: 3, preview: true, ..Default::default() };
@@ -90,7 +93,8 @@ fn steps_reuse_buffers_and_report_progress() {
 #[test]
 fn cancelling_stops_within_a_step_and_leaves_the_model_usable() {
     let gpu = Gpu::new_blocking().unwrap();
-    let r = restorer(&gpu);
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let opts = RestoreOptions { steps: 10, ..Default::default() };
     let mut steps = 0;
@@ -108,7 +112,8 @@ fn cancelling_stops_within_a_step_and_leaves_the_model_usable() {
 #[test]
 fn bad_images_are_refused_clearly() {
     let gpu = Gpu::new_blocking().unwrap();
-    let r = restorer(&gpu);
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
     let opts = RestoreOptions { steps: 1, ..Default::default() };
     for (w, h) in [(1, 1), (5, 40), (0, 10)] {
         let img = RgbImage { width: w, height: h, data: vec![128; w * h * 3] };

@@ -123,7 +123,8 @@ fn unet_rows(gpu: &Gpu, with_restore: bool) -> Result<()> {
         let daclip_kind = ModelKind::DaClip(DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() });
         let d = random_safetensors(&daclip_kind.expected_tensors(), 3, |n| n.contains("zero_modules"), daclip_kind.metadata());
         let u = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
-        let restorer = Restorer::load(gpu, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, GpuDType::F16)?;
+        let (daclip, unet) = Restorer::load_models(gpu, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, GpuDType::F16)?;
+        let restorer = Restorer::new(&daclip, &unet)?;
         let img: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 37 % 256) as u8).collect();
         let image = ImageRef { width: 64, height: 64, channels: 3, data: &img };
         let mut published_ms = 0.0;

@@ -42,7 +42,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let img = load_image(&input)?;
     let gpu = Gpu::new_blocking()?;
     let (daclip_bytes, unet_bytes) = (read_file(&daclip)?, read_file(&unet)?);
-    let restorer = Restorer::load(&gpu, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, GpuDType::F16)?;
+    let (daclip, unet) = Restorer::load_models(&gpu, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, GpuDType::F16)?;
+    let restorer = Restorer::new(&daclip, &unet)?;
     drop((daclip_bytes, unet_bytes));
 
     let start = Instant::now();

@@ -1,0 +1,170 @@
+//! The only wasm-bindgen surface: an `Engine` the browser worker drives (www/lib/worker.js).
+//! Everything heavy runs in that worker; the page talks to it through www/lib/daclip.js.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::error::Error;
+use crate::gpu::Gpu;
+use crate::models::clip::preprocess::{clip_input, ImageRef};
+use crate::models::clip::DaClip;
+use crate::models::unet::ConditionalUNet;
+use crate::restore::{RestoreOptions, Restorer};
+use crate::sde::{Grid, Sampler};
+use crate::weights::{Checkpoint, GpuDType};
+
+fn js_error(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+#[derive(Default)]
+struct Models {
+    daclip: Option<Rc<DaClip>>,
+    unet: Option<Rc<ConditionalUNet>>,
+}
+
+/// A GPU device and the loaded models.
+#[wasm_bindgen]
+pub struct Engine {
+    gpu: Gpu,
+    models: Rc<RefCell<Models>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdapterDescription {
+    name: String,
+    backend: String,
+    is_software: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct JsRestoreOptions {
+    steps: Option<usize>,
+    seed: Option<u64>,
+    sampler: Option<String>,
+    grid: Option<String>,
+    preview: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsClassification {
+    labels: Vec<String>,
+    probabilities: Vec<f32>,
+    image_features: Vec<f32>,
+    degradation_features: Vec<f32>,
+}
+
+fn image<'a>(rgba: &'a [u8], width: usize, height: usize) -> ImageRef<'a> {
+    ImageRef { width, height, channels: 4, data: rgba }
+}
+
+/// Opens the GPU. Fails with a message saying how to get WebGPU where there is none.
+#[wasm_bindgen(js_name = createEngine)]
+pub async fn create_engine() -> Result<Engine, JsError> {
+    console_error_panic_hook::set_once();
+    let gpu = Gpu::new().await.map_err(js_error)?;
+    Ok(Engine { gpu, models: Rc::default() })
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// `{ name, backend, isSoftware }` of the adapter.
+    #[wasm_bindgen(js_name = adapterInfo)]
+    pub fn adapter_info(&self) -> Result<JsValue, JsError> {
+        let i = self.gpu.info();
+        let d = AdapterDescription { name: i.name.clone(), backend: i.backend.clone(), is_software: i.is_software };
+        Ok(serde_wasm_bindgen::to_value(&d)?)
+    }
+
+    /// Loads DA-CLIP weights (safetensors or the original .pt), checked tensor by tensor,
+    /// uploaded as f16.
+    #[wasm_bindgen(js_name = loadDaclip)]
+    pub fn load_daclip(&self, bytes: Vec<u8>) -> Result<(), JsError> {
+        let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
+        let model = DaClip::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?;
+        self.models.borrow_mut().daclip = Some(Rc::new(model));
+        Ok(())
+    }
+
+    /// Loads the restoration UNet (safetensors or the original .pth), uploaded as f16.
+    #[wasm_bindgen(js_name = loadUnet)]
+    pub fn load_unet(&self, bytes: Vec<u8>) -> Result<(), JsError> {
+        let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
+        let model = ConditionalUNet::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?;
+        if let Some(d) = &self.models.borrow().daclip {
+            Restorer::new(d, &model).map_err(js_error)?;
+        }
+        self.models.borrow_mut().unet = Some(Rc::new(model));
+        Ok(())
+    }
+
+    /// Ranks `labels` (or the ten trained degradations when null) for an RGBA image.
+    pub async fn classify(&self, rgba: Vec<u8>, width: usize, height: usize, labels: Option<Vec<String>>) -> Result<JsValue, JsError> {
+        let daclip = self.models.borrow().daclip.clone().ok_or_else(|| JsError::new("no DA-CLIP weights are loaded"))?;
+        let size = daclip.config.vision_cfg.image_size;
+        let input = clip_input(image(&rgba, width, height), size).map_err(js_error)?;
+        let pixels = self.gpu.upload(&[1, 3, size, size], &input.pixels).map_err(js_error)?;
+        let refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
+        let c = daclip.classify(&self.gpu, &pixels, refs.as_deref()).await.map_err(js_error)?;
+        let out = JsClassification { labels: c.labels, probabilities: c.probabilities, image_features: c.image_features, degradation_features: c.degradation_features };
+        Ok(serde_wasm_bindgen::to_value(&out)?)
+    }
+
+    /// Restores an RGBA image; returns RGBA bytes of the same size. `on_step(step, total,
+    /// preview)` is called after every step (`preview` is `{ width, height, data }` RGBA or
+    /// undefined) and cancels the restore by returning false.
+    pub async fn restore(&self, rgba: Vec<u8>, width: usize, height: usize, options: JsValue, on_step: js_sys::Function) -> Result<Vec<u8>, JsError> {
+        let (daclip, unet) = {
+            let m = self.models.borrow();
+            (m.daclip.clone(), m.unet.clone())
+        };
+        let (Some(daclip), Some(unet)) = (daclip, unet) else {
+            return Err(JsError::new("restoring needs both the DA-CLIP and the UNet weights"));
+        };
+        let js: JsRestoreOptions = if options.is_undefined() || options.is_null() { JsRestoreOptions::default() } else { serde_wasm_bindgen::from_value(options)? };
+        let mut opts = RestoreOptions { preview: js.preview, ..Default::default() };
+        if let Some(s) = js.steps {
+            opts.steps = s;
+        }
+        if let Some(s) = js.seed {
+            opts.seed = s;
+        }
+        if let Some(s) = js.sampler {
+            opts.sampler = s.parse::<Sampler>().map_err(js_error)?;
+        }
+        if let Some(g) = js.grid {
+            opts.grid = g.parse::<Grid>().map_err(js_error)?;
+        }
+        let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
+        let mut callback = |s: crate::restore::StepInfo| {
+            let preview = match s.preview {
+                Some(p) => {
+                    let obj = js_sys::Object::new();
+                    let rgba: Vec<u8> = p.data.chunks(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect();
+                    let _ = js_sys::Reflect::set(&obj, &"width".into(), &(p.width as u32).into());
+                    let _ = js_sys::Reflect::set(&obj, &"height".into(), &(p.height as u32).into());
+                    let _ = js_sys::Reflect::set(&obj, &"data".into(), &js_sys::Uint8ClampedArray::from(&rgba[..]).into());
+                    obj.into()
+                }
+                None => JsValue::UNDEFINED,
+            };
+            let r = on_step.call3(&JsValue::NULL, &(s.step as u32).into(), &(s.total as u32).into(), &preview);
+            // Anything but an explicit `false` (or a throwing callback) continues.
+            matches!(r, Ok(v) if v != JsValue::FALSE)
+        };
+        let out = restorer.restore(&self.gpu, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?;
+        Ok(out.data.chunks(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect())
+    }
+
+    /// Frees the models and the pooled GPU memory; the engine can load again afterwards.
+    pub fn dispose(&self) {
+        *self.models.borrow_mut() = Models::default();
+        self.gpu.release_free_buffers();
+    }
+}

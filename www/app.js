@@ -1,0 +1,191 @@
+// The demo page: everything runs in this browser; the only requests go to this origin.
+import { DaClip, webgpuAvailable } from './lib/daclip.js';
+
+const $ = (id) => document.getElementById(id);
+let model = null;
+let image = null; // ImageData
+let restored = null; // ImageData
+let controller = null;
+
+function status(message, error = false) {
+  $('status').hidden = !message;
+  $('status').textContent = message ?? '';
+  $('status').classList.toggle('error', error);
+}
+
+function mib(n) {
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+async function loadWeights(daclip, unet) {
+  model?.dispose();
+  model = null;
+  $('restore').disabled = true;
+  $('load-text').textContent = 'loading...';
+  try {
+    model = await DaClip.load({
+      daclip,
+      unet,
+      onProgress: ({ stage, loaded, total }) => {
+        $('load-progress').value = total ? loaded / total : 0;
+        $('load-text').textContent = `${stage}: ${mib(loaded)}${total ? ` of ${mib(total)}` : ''}`;
+      },
+    });
+    $('load-text').textContent = `loaded on ${model.adapter.name || 'a WebGPU adapter'}`;
+    $('load-progress').value = 1;
+    if (model.adapter.isSoftware) {
+      status('This browser only offers a software WebGPU adapter (no GPU acceleration): everything works, but a restore takes minutes to hours.');
+    } else {
+      status(null);
+    }
+    await classify();
+  } catch (err) {
+    $('load-text').textContent = 'loading failed';
+    status(err.message, true);
+  }
+  updateButtons();
+}
+
+async function setImage(blob) {
+  const bitmap = await createImageBitmap(blob);
+  const canvas = $('before');
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(bitmap, 0, 0);
+  image = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  // Small images are shown enlarged (pixelated), large ones fit the page.
+  canvas.style.width = `${Math.max(bitmap.width, 360)}px`;
+  restored = null;
+  $('compare').hidden = false;
+  $('after').hidden = true;
+  $('result-controls').hidden = true;
+  updateButtons();
+  await classify();
+}
+
+async function classify() {
+  if (!model || !image) return;
+  try {
+    const r = await model.classify(image);
+    $('bars').replaceChildren(...r.labels.map((label, i) => {
+      const row = document.createElement('div');
+      const bar = document.createElement('span');
+      bar.className = 'bar';
+      bar.style.width = `${(100 * r.probabilities[i]).toFixed(1)}%`;
+      const name = document.createElement('span');
+      name.textContent = label;
+      const value = document.createElement('span');
+      value.textContent = `${(100 * r.probabilities[i]).toFixed(1)}%`;
+      const track = document.createElement('span');
+      track.append(bar);
+      row.append(name, track, value);
+      return row;
+    }));
+  } catch (err) {
+    status(err.message, true);
+  }
+}
+
+function updateButtons() {
+  $('restore').disabled = !(model && image) || Boolean(controller);
+  $('cancel').disabled = !controller;
+}
+
+function showRestored() {
+  const after = $('after');
+  after.width = restored.width;
+  after.height = restored.height;
+  after.getContext('2d').putImageData(restored, 0, 0);
+  after.hidden = false;
+  $('result-controls').hidden = false;
+  updateSlider();
+}
+
+function updateSlider() {
+  const v = $('slider').value;
+  $('after').style.clipPath = `inset(0 0 0 ${v}%)`;
+}
+
+async function restore() {
+  const [sampler, steps] = $('preset').value.split(':');
+  controller = new AbortController();
+  updateButtons();
+  $('preview').hidden = false;
+  const started = performance.now();
+  try {
+    restored = await model.restore(image, {
+      sampler,
+      steps: Number(steps),
+      seed: Number($('seed').value) || 0,
+      signal: controller.signal,
+      onStep: ({ step, total, preview }) => {
+        $('step-progress').value = step / total;
+        $('step-text').textContent = `step ${step} of ${total}`;
+        if (preview) {
+          const c = $('preview');
+          c.width = preview.width;
+          c.height = preview.height;
+          c.getContext('2d').putImageData(preview, 0, 0);
+        }
+      },
+    });
+    $('step-text').textContent = `done in ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    showRestored();
+  } catch (err) {
+    if (err.name === 'AbortError') $('step-text').textContent = 'cancelled';
+    else status(err.message, true);
+  } finally {
+    controller = null;
+    updateButtons();
+  }
+}
+
+$('load-files').onclick = () => {
+  const [d, u] = [$('daclip-file').files[0], $('unet-file').files[0]];
+  if (!d || !u) return status('Choose both weight files first.', true);
+  loadWeights(d, u);
+};
+$('load-tiny').onclick = () => loadWeights('tiny/daclip-tiny.safetensors', 'tiny/universal-ir-tiny.pth');
+$('load-local').onclick = () => loadWeights('../weights/daclip.safetensors', '../weights/universal-ir.safetensors');
+$('image-file').onchange = (e) => e.target.files[0] && setImage(e.target.files[0]);
+$('restore').onclick = restore;
+$('cancel').onclick = () => controller?.abort();
+$('slider').oninput = updateSlider;
+$('download').onclick = () => {
+  const c = document.createElement('canvas');
+  c.width = restored.width;
+  c.height = restored.height;
+  c.getContext('2d').putImageData(restored, 0, 0);
+  c.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = 'restored.png';
+    a.click();
+    URL.revokeObjectURL(a.href);
+  }, 'image/png');
+};
+const drop = $('drop');
+drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+drop.ondragleave = () => drop.classList.remove('over');
+drop.ondrop = (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  const f = [...e.dataTransfer.files].find((f) => f.type.startsWith('image/'));
+  if (f) setImage(f);
+};
+document.addEventListener('paste', (e) => {
+  const f = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
+  if (f) setImage(f);
+});
+
+webgpuAvailable().then((ok) => {
+  if (!ok) {
+    status('WebGPU is not available in this browser, and this page runs on WebGPU. Use a current Chrome or Edge (113 or later), Safari 26 or later, or Firefox 141 or later on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.', true);
+    for (const b of document.querySelectorAll('button')) b.disabled = true;
+  } else if (location.protocol !== 'file:') {
+    // Offer the converted real weights when the server has them (same origin only).
+    fetch('../weights/daclip.safetensors', { method: 'HEAD' }).then((r) => { $('local-weights').hidden = !r.ok; }).catch(() => {});
+  }
+});
+window.daclipDemo = { get model() { return model; }, get restored() { return restored; } };

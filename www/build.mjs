@@ -1,0 +1,43 @@
+// npm run build: the wasm engine (cargo, wasm-bindgen at the Cargo.lock version,
+// wasm-opt) into www/pkg/, and the tiny test weights for the demo into www/tiny/.
+// npm run build:single: also www/dist/daclip-webgpu.html, the demo in one file that
+// works when opened from disk.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, copyFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+
+run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib']);
+run('wasm-bindgen', ['--target', 'web', '--out-dir', 'www/pkg', '--out-name', 'daclip_webgpu', 'target/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
+run(join(root, 'node_modules/.bin/wasm-opt'), ['-O2', '--all-features', 'www/pkg/daclip_webgpu_bg.wasm', '-o', 'www/pkg/daclip_webgpu_bg.wasm']);
+
+// The tiny untrained weights of the test fixtures, so the demo can run without real ones.
+mkdirSync(join(root, 'www/tiny'), { recursive: true });
+run('cargo', ['run', '--release', '--quiet', '--', 'convert', 'tests/fixtures/tiny/daclip.pt', '--clip-config', 'tests/fixtures/tiny/clip_config.json', '-o', 'www/tiny/daclip-tiny.safetensors']);
+copyFileSync(join(root, 'tests/fixtures/tiny/universal-ir.pth'), join(root, 'www/tiny/universal-ir-tiny.pth'));
+
+if (process.argv.includes('--single')) {
+  // One HTML file: the wasm as base64, the glue and the worker as one module (a Blob URL
+  // the API is told to use), the API and the demo inlined. file:// pages may not fetch.
+  const read = (p) => readFileSync(join(root, p), 'utf8');
+  const wasm = readFileSync(join(root, 'www/pkg/daclip_webgpu_bg.wasm')).toString('base64');
+  const glue = read('www/pkg/daclip_webgpu.js').replace(/^export default [^;]+;$/m, '').replace(/^export (?:\{[^}]*\}|(?=async function|function|class|const|let))/gm, '');
+  const worker = read('www/lib/worker.js')
+    .replace(/^import init, \{ createEngine \} from .*$/m, `const WASM = Uint8Array.from(atob(${JSON.stringify(wasm)}), (c) => c.charCodeAt(0));`)
+    .replace('await init();', 'await __wbg_init({ module_or_path: WASM });');
+  const workerSource = `${glue}\n${worker}`;
+  const api = read('www/lib/daclip.js');
+  const app = read('www/app.js').replace(/^import .* from '\.\/lib\/daclip\.js';$/m, '');
+  const html = read('www/index.html')
+    .replace(/<script type="module" src="app.js"><\/script>/, () =>
+      `<script type="module">\nconst WORKER_SOURCE = ${JSON.stringify(workerSource)};\n` +
+      `globalThis.DACLIP_WORKER_URL = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: 'text/javascript' }));\n` +
+      `${api.replace(/^export /gm, '')}\n${app}\n</script>`);
+  mkdirSync(join(root, 'www/dist'), { recursive: true });
+  writeFileSync(join(root, 'www/dist/daclip-webgpu.html'), html);
+  console.log(`wrote www/dist/daclip-webgpu.html (${(html.length / 1e6).toFixed(1)} MB)`);
+}
+if (!existsSync(join(root, 'www/pkg/daclip_webgpu.js'))) throw new Error('the build produced no www/pkg/daclip_webgpu.js');

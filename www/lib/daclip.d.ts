@@ -1,0 +1,82 @@
+/** Weights: a URL (downloaded, cached), a File or Blob, or the bytes. Safetensors from
+ * `daclip-webgpu convert`, or the original `.pt` / `.pth` files. */
+export type WeightsSource = string | URL | Blob | File | ArrayBuffer | Uint8Array;
+
+export interface LoadProgress {
+  /** "daclip" / "unet" while reading or downloading, "daclip-upload" / "unet-upload" while sending to the GPU. */
+  stage: string;
+  loaded: number;
+  /** 0 when unknown. */
+  total: number;
+}
+
+export interface LoadOptions {
+  daclip: WeightsSource;
+  /** Needed for `restore`; `classify` works without. */
+  unet?: WeightsSource;
+  onProgress?: (progress: LoadProgress) => void;
+  /** Keep downloaded weights in Cache Storage for the next visit (default true). */
+  cache?: boolean;
+  /** Where `worker.js` is served, for bundlers that move it (default: beside this module). */
+  workerUrl?: string | URL;
+}
+
+export type ImageInput = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | File;
+
+export interface Classification {
+  /** Most likely first. */
+  labels: string[];
+  probabilities: number[];
+  imageFeatures: number[];
+  degradationFeatures: number[];
+}
+
+export type SamplerName = 'posterior' | 'sde' | 'mr-ode1' | 'mr-ode2' | 'mr-sde1' | 'mr-sde2';
+
+export interface StepProgress {
+  /** 1-based. */
+  step: number;
+  total: number;
+  /** The current state, at most 128 pixels on its longer side. */
+  preview?: ImageData;
+}
+
+export interface RestoreOptions {
+  /** Network evaluations (default 100 with the published posterior sampler; 10-20 with mr-ode2). */
+  steps?: number;
+  /** Seed of the sampler's noise (default 0). */
+  seed?: number;
+  /** Default "posterior" (the published sampler). */
+  sampler?: SamplerName;
+  /** Time grid of the MR samplers (default "logsnr"). */
+  grid?: 'linspace' | 'logsnr';
+  /** Aborting rejects with an AbortError within one step; the model stays usable. */
+  signal?: AbortSignal;
+  onStep?: (progress: StepProgress) => void;
+}
+
+export interface AdapterDescription {
+  name: string;
+  backend: string;
+  /** A software adapter (SwiftShader, WARP): it works, very slowly. */
+  isSoftware: boolean;
+}
+
+/** True when this browser exposes the WebGPU API. */
+export declare function hasWebGPU(): boolean;
+/** True when WebGPU can actually provide an adapter here. */
+export declare function webgpuAvailable(): Promise<boolean>;
+
+export declare class DaClip {
+  /** Starts the engine in a module worker and loads the weights. Rejects when WebGPU is
+   * unavailable (the message says how to get it) or when the weights do not fit the
+   * model (the message names the tensors). */
+  static load(options: LoadOptions): Promise<DaClip>;
+  readonly adapter: AdapterDescription | null;
+  /** Ranks the ten trained degradations, or `labels`, for an image. */
+  classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
+  /** Restores an image; the result has the input's size. */
+  restore(image: ImageInput, options?: RestoreOptions): Promise<ImageData>;
+  /** Frees the GPU memory and stops the worker. */
+  dispose(): void;
+}

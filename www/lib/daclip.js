@@ -1,0 +1,199 @@
+// daclip-webgpu: DA-CLIP image restoration in the browser, on the user's own GPU.
+// The main-thread API; all computation runs in a module worker (worker.js).
+
+const WEIGHTS_CACHE = 'daclip-webgpu-weights-v1';
+
+const NO_WEBGPU =
+  'WebGPU is not available in this browser, and daclip-webgpu runs on WebGPU. ' +
+  'Use a current Chrome or Edge (version 113 or later), Safari 26 or later, or Firefox 141 or later on Windows; ' +
+  'on Linux, Chrome needs the flag --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu).';
+
+/** True when this browser exposes the WebGPU API (an adapter may still be missing:
+ * see `webgpuAvailable`). */
+export function hasWebGPU() {
+  return typeof navigator !== 'undefined' && 'gpu' in navigator;
+}
+
+/** Resolves to true when WebGPU can actually give an adapter here. */
+export async function webgpuAvailable() {
+  if (!hasWebGPU()) return false;
+  try {
+    return (await navigator.gpu.requestAdapter()) !== null;
+  } catch {
+    return false;
+  }
+}
+
+async function readBody(response, stage, onProgress) {
+  const total = Number(response.headers.get('content-length')) || 0;
+  if (!response.body) return new Uint8Array(await response.arrayBuffer());
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    onProgress?.({ stage, loaded, total });
+  }
+  const out = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+async function readWeights(source, stage, onProgress, cache) {
+  if (source instanceof Uint8Array) return source;
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  if (typeof Blob !== 'undefined' && source instanceof Blob) {
+    const bytes = new Uint8Array(await source.arrayBuffer());
+    onProgress?.({ stage, loaded: bytes.length, total: bytes.length });
+    return bytes;
+  }
+  if (typeof source === 'string' || source instanceof URL) {
+    const url = new URL(source, globalThis.location?.href).href;
+    const store = cache && globalThis.caches ? await caches.open(WEIGHTS_CACHE) : null;
+    const cached = await store?.match(url);
+    if (cached) return readBody(cached, stage, onProgress);
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`could not download the ${stage} weights from ${url}: HTTP ${response.status}`);
+    // Cache a copy while reading the other for progress: the next visit loads offline.
+    const storing = store?.put(url, response.clone());
+    const bytes = await readBody(response, stage, onProgress);
+    await storing;
+    return bytes;
+  }
+  throw new TypeError(`${stage} weights must be a URL, File, Blob, ArrayBuffer or Uint8Array`);
+}
+
+async function toImageData(image) {
+  if (typeof ImageData !== 'undefined' && image instanceof ImageData) return image;
+  let source = image;
+  if (typeof Blob !== 'undefined' && image instanceof Blob) source = await createImageBitmap(image);
+  else if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement) {
+    if (!image.complete) await image.decode();
+  }
+  const width = source.naturalWidth ?? source.width;
+  const height = source.naturalHeight ?? source.height;
+  if (!width || !height) throw new Error('the image is empty or not decoded');
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(source, 0, 0);
+  return ctx.getImageData(0, 0, width, height);
+}
+
+function abortError() {
+  return new DOMException('The restore was aborted.', 'AbortError');
+}
+
+export class DaClip {
+  #worker;
+  #next = 1;
+  #pending = new Map();
+  /** The GPU adapter: `{ name, backend, isSoftware }`. */
+  adapter = null;
+
+  constructor(worker) {
+    this.#worker = worker;
+    worker.onmessage = (event) => {
+      const msg = event.data;
+      const pending = this.#pending.get(msg.id);
+      if (!pending) return;
+      if (msg.type === 'step') {
+        pending.onStep?.(msg);
+        return;
+      }
+      this.#pending.delete(msg.id);
+      if (msg.ok) pending.resolve(msg.result);
+      else if (msg.aborted) pending.reject(abortError());
+      else pending.reject(new Error(msg.error));
+    };
+    worker.onerror = (event) => {
+      for (const p of this.#pending.values()) p.reject(new Error(`the daclip-webgpu worker failed: ${event.message}`));
+      this.#pending.clear();
+    };
+  }
+
+  #call(type, payload = {}, transfer = [], onStep) {
+    const id = this.#next++;
+    return {
+      id,
+      promise: new Promise((resolve, reject) => {
+        this.#pending.set(id, { resolve, reject, onStep });
+        this.#worker.postMessage({ id, type, ...payload }, transfer);
+      }),
+    };
+  }
+
+  /**
+   * Starts the engine in a worker and loads the weights.
+   * @param {import('./daclip').LoadOptions} options
+   */
+  static async load({ daclip, unet, onProgress, cache = true, workerUrl } = {}) {
+    if (!(await webgpuAvailable())) throw new Error(NO_WEBGPU);
+    if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
+    const url = workerUrl ?? globalThis.DACLIP_WORKER_URL ?? new URL('./worker.js', import.meta.url);
+    const model = new DaClip(new Worker(url, { type: 'module' }));
+    try {
+      model.adapter = await model.#call('init').promise;
+      for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
+        if (!source) continue;
+        const bytes = await readWeights(source, kind, onProgress, cache);
+        onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
+        // Transfer a copy when the caller still owns the bytes; our own download is moved.
+        const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
+        await model.#call('load', { kind, bytes: owned.buffer }, [owned.buffer]).promise;
+        onProgress?.({ stage: `${kind}-upload`, loaded: bytes.length, total: bytes.length });
+      }
+    } catch (err) {
+      model.dispose();
+      if (/no GPU adapter/.test(err.message)) throw new Error(`${NO_WEBGPU} (${err.message})`);
+      throw err;
+    }
+    return model;
+  }
+
+  /**
+   * Ranks degradations (or `labels`) for an image, most likely first.
+   * @returns {Promise<import('./daclip').Classification>}
+   */
+  async classify(image, { labels } = {}) {
+    const img = await toImageData(image);
+    const rgba = new Uint8Array(img.data.buffer.slice(0));
+    const { promise } = this.#call('classify', { rgba, width: img.width, height: img.height, labels }, [rgba.buffer]);
+    const r = await promise;
+    return { labels: r.labels, probabilities: r.probabilities, imageFeatures: r.imageFeatures, degradationFeatures: r.degradationFeatures };
+  }
+
+  /**
+   * Restores an image; resolves to an ImageData of the same size.
+   * @returns {Promise<ImageData>}
+   */
+  async restore(image, { steps, seed, sampler, grid, signal, onStep } = {}) {
+    if (signal?.aborted) throw abortError();
+    const img = await toImageData(image);
+    const rgba = new Uint8Array(img.data.buffer.slice(0));
+    const options = { steps, seed, sampler, grid, preview: Boolean(onStep) };
+    const step = onStep && ((m) => onStep({ step: m.step, total: m.total, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
+    const { id, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options }, [rgba.buffer], step);
+    const abort = () => this.#worker.postMessage({ type: 'abort', target: id });
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      const out = await promise;
+      return new ImageData(new Uint8ClampedArray(out.buffer, out.byteOffset, out.length), img.width, img.height);
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  /** Frees the GPU memory and stops the worker. */
+  dispose() {
+    this.#worker.terminate();
+    for (const p of this.#pending.values()) p.reject(new Error('the model was disposed'));
+    this.#pending.clear();
+  }
+}

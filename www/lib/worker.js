@@ -1,0 +1,52 @@
+// The engine's module worker: owns the wasm module and the GPU, so the page never blocks.
+// Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
+// error, aborted }; restore also posts { id, type: 'step', step, total, preview }.
+import init, { createEngine } from '../pkg/daclip_webgpu.js';
+
+let engine = null;
+const aborted = new Set();
+
+async function handle(msg) {
+  switch (msg.type) {
+    case 'init':
+      await init();
+      engine = await createEngine();
+      return { result: engine.adapterInfo() };
+    case 'load':
+      if (msg.kind === 'daclip') engine.loadDaclip(new Uint8Array(msg.bytes));
+      else engine.loadUnet(new Uint8Array(msg.bytes));
+      return { result: null };
+    case 'classify':
+      return { result: await engine.classify(msg.rgba, msg.width, msg.height, msg.labels ?? undefined) };
+    case 'restore': {
+      const onStep = (step, total, preview) => {
+        if (aborted.has(msg.id)) return false;
+        self.postMessage({ id: msg.id, type: 'step', step, total, preview });
+        return true;
+      };
+      const rgba = await engine.restore(msg.rgba, msg.width, msg.height, msg.options, onStep);
+      return { result: rgba, transfer: [rgba.buffer] };
+    }
+    case 'dispose':
+      engine?.dispose();
+      return { result: null };
+    default:
+      throw new Error(`unknown request ${msg.type}`);
+  }
+}
+
+self.onmessage = async (event) => {
+  const msg = event.data;
+  if (msg.type === 'abort') {
+    aborted.add(msg.target);
+    return;
+  }
+  try {
+    const { result, transfer } = await handle(msg);
+    self.postMessage({ id: msg.id, ok: true, result }, transfer ?? []);
+  } catch (err) {
+    self.postMessage({ id: msg.id, ok: false, error: String(err?.message ?? err), aborted: aborted.has(msg.id) });
+  } finally {
+    aborted.delete(msg.id);
+  }
+};

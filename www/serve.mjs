@@ -1,0 +1,34 @@
+// A static server for the demo on 127.0.0.1 (npm start). It serves the repository root,
+// so the demo can offer the converted files in weights/ and the tiny test weights.
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg',
+};
+
+export function serve(port = Number(process.env.PORT ?? 8080)) {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    const file = join(root, path.endsWith('/') ? join(path, 'index.html') : path);
+    try {
+      const info = await stat(file);
+      if (!info.isFile() || !file.startsWith(root)) throw new Error('not a file');
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size });
+      if (req.method === 'HEAD') return res.end();
+      res.end(await readFile(file));
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const server = await serve();
+  console.log(`demo: http://127.0.0.1:${server.address().port}/www/`);
+}

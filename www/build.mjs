@@ -20,11 +20,14 @@ run('cargo', ['run', '--release', '--quiet', '--', 'convert', 'tests/fixtures/ti
 copyFileSync(join(root, 'tests/fixtures/tiny/universal-ir.pth'), join(root, 'www/tiny/universal-ir-tiny.pth'));
 
 if (process.argv.includes('--single')) {
-  // One HTML file: the wasm as base64, the glue and the worker as one module (a Blob URL
-  // the API is told to use), the API and the demo inlined. file:// pages may not fetch.
+  // One HTML file: the wasm as base64, the glue and the worker as one script (a Blob URL
+  // the API is told to use), the API and the demo inlined. Pages opened from file:// may
+  // not fetch, and Chromium refuses module workers there: the worker is a classic one.
   const read = (p) => readFileSync(join(root, p), 'utf8');
   const wasm = readFileSync(join(root, 'www/pkg/daclip_webgpu_bg.wasm')).toString('base64');
-  const glue = read('www/pkg/daclip_webgpu.js').replace(/^export default [^;]+;$/m, '').replace(/^export (?:\{[^}]*\}|(?=async function|function|class|const|let))/gm, '');
+  const glue = read('www/pkg/daclip_webgpu.js')
+    .replace(/^export (?:\{[^}]*\}|(?=async function|function|class|const|let))/gm, '')
+    .replaceAll('import.meta.url', 'self.location.href');
   const worker = read('www/lib/worker.js')
     .replace(/^import init, \{ createEngine \} from .*$/m, `const WASM = Uint8Array.from(atob(${JSON.stringify(wasm)}), (c) => c.charCodeAt(0));`)
     .replace('await init();', 'await __wbg_init({ module_or_path: WASM });');
@@ -35,6 +38,7 @@ if (process.argv.includes('--single')) {
     .replace(/<script type="module" src="app.js"><\/script>/, () =>
       `<script type="module">\nconst WORKER_SOURCE = ${JSON.stringify(workerSource)};\n` +
       `globalThis.DACLIP_WORKER_URL = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: 'text/javascript' }));\n` +
+      `globalThis.DACLIP_WORKER_TYPE = 'classic';\n` +
       `${api.replace(/^export /gm, '')}\n${app}\n</script>`);
   mkdirSync(join(root, 'www/dist'), { recursive: true });
   writeFileSync(join(root, 'www/dist/daclip-webgpu.html'), html);

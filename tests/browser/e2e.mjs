@@ -1,6 +1,6 @@
 // End-to-end tests of the npm package and the demo in headless Chromium (WebGPU on
-// SwiftShader). Needs `npm run build` and the native binary (target/release); run by
-// tests/run. Writes a screenshot of the demo to tests/browser-artifacts/.
+// SwiftShader). Needs `npm run build:single` and the native binary (target/release); run
+// by tests/run. Writes a screenshot of the demo to tests/browser-artifacts/.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -151,6 +151,20 @@ await check('wrong weights are refused with the loader\'s message', async () => 
 
 await check('the page makes no request outside its own origin', async () => {
   assert.deepEqual([...requests], [base]);
+});
+
+await check('the single-file build works opened from disk', async () => {
+  const p = await browser.newPage();
+  await p.goto(`file://${join(root, 'www/dist/daclip-webgpu.html')}`);
+  await p.setInputFiles('#daclip-file', join(root, 'www/tiny/daclip-tiny.safetensors'));
+  await p.setInputFiles('#unet-file', join(root, 'www/tiny/universal-ir-tiny.pth'));
+  await p.click('#load-files');
+  await p.waitForFunction(() => /loaded on|failed/.test(document.querySelector('#load-text').textContent), null, { timeout: 120000 });
+  assert.match(await p.textContent('#load-text'), /loaded on/, await p.textContent('#status'));
+  await p.setInputFiles('#image-file', inputPng);
+  await p.waitForFunction(() => document.querySelector('#bars').children.length === 10, null, { timeout: 60000 });
+  console.log(`     from file://: ${(await p.textContent('#bars div')).trim()}`);
+  await p.close();
 });
 await browser.close();
 

@@ -136,8 +136,9 @@ export class DaClip {
   static async load({ daclip, unet, onProgress, cache = true, workerUrl } = {}) {
     if (!(await webgpuAvailable())) throw new Error(NO_WEBGPU);
     if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
+    // DACLIP_WORKER_URL / _TYPE are set by the single-file build (www/build.mjs --single).
     const url = workerUrl ?? globalThis.DACLIP_WORKER_URL ?? new URL('./worker.js', import.meta.url);
-    const model = new DaClip(new Worker(url, { type: 'module' }));
+    const model = new DaClip(new Worker(url, { type: globalThis.DACLIP_WORKER_TYPE ?? 'module' }));
     try {
       model.adapter = await model.#call('init').promise;
       for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {

@@ -33,11 +33,12 @@ USAGE:
                              100 steps, seed 0). Samplers: posterior, sde, and the fast MR
                              Sampler mr-ode1, mr-ode2, mr-sde1, mr-sde2 (10-20 steps);
                              --grid picks the MR time grid (default logsnr)
-    daclip-webgpu bench [--restore]
+    daclip-webgpu bench [--kernels | --restore]
                              print kernel and model timings on this machine's GPU
-                             adapter (seeded random weights); --restore adds whole
-                             restores of a 64x64 image: the published posterior sampler
-                             (100 steps) against the MR Sampler (mr-ode2, 10 and 20)
+                             adapter (seeded random weights); --kernels stops after the
+                             kernels; --restore adds whole restores of a 64x64 image: the
+                             published posterior sampler (100 steps) against the MR
+                             Sampler (mr-ode2, 10 and 20)
     daclip-webgpu info       print the GPU adapter and its limits
 
 Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";

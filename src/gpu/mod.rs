@@ -243,6 +243,13 @@ impl Gpu {
         out
     }
 
+    /// Keeps an error for the next [`Gpu::sync`].
+    fn record(&self, e: Error) {
+        if let Ok(mut v) = self.inner.uncaptured.lock() {
+            v.push(e);
+        }
+    }
+
     /// Submits pending work, waits for the GPU to finish it, and reports the first error
     /// any scope or the uncaptured handler saw since the last sync.
     pub async fn sync(&self) -> Result<()> {
@@ -530,11 +537,11 @@ impl Gpu {
                 usage: wgpu::BufferUsages::UNIFORM,
                 mapped_at_creation: true,
             });
-            if let Ok(mut view) = uniforms.get_mapped_range_mut(..) {
-                view.copy_from_slice(&batch.uniforms);
+            match uniforms.get_mapped_range_mut(..) {
+                Ok(mut view) => view.copy_from_slice(&batch.uniforms),
+                // The kernels would read zeros: make the next sync fail instead.
+                Err(e) => self.record(Error::OutOfMemory(format!("mapping the parameter buffer failed: {e}"))),
             }
-            // A failed mapping was reported to the error scope; the kernels then read
-            // zeros and the next sync returns the error.
             uniforms.unmap();
             let groups: Vec<wgpu::BindGroup> = batch
                 .dispatches

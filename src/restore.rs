@@ -58,6 +58,10 @@ pub trait NoisePredictor {
     fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, t: f32) -> Result<Tensor>;
 }
 
+/// Called after each sampling step with (step, total, the state's values when asked
+/// for); returns whether to go on.
+pub type AfterStep<'a> = dyn FnMut(usize, usize, Option<&[f32]>) -> bool + 'a;
+
 /// Runs the steps of `plan` from `mu + max_sigma * z` and returns the final state.
 /// `after_step(step, total, state)` runs once the GPU has finished each step, with the
 /// state's values when `read_state` asks for them (a readback); returning false cancels
@@ -71,7 +75,7 @@ pub async fn sample(
     plan: &[PlannedStep],
     seed: u64,
     read_state: bool,
-    after_step: &mut dyn FnMut(usize, usize, Option<&[f32]>) -> bool,
+    after_step: &mut AfterStep<'_>,
 ) -> Result<Tensor> {
     // Noise streams: 0 for the start, i + 1 for step i.
     let seeded = |stream: usize| Noise::Seeded { seed, stream: stream as u32 };

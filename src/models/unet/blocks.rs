@@ -158,6 +158,7 @@ impl SpatialTransformer {
 }
 
 /// The attention of one level.
+#[allow(clippy::large_enum_variant)] // one per UNet level: the size does not matter
 pub enum Attention {
     Linear(LinearAttention),
     Spatial(SpatialTransformer),

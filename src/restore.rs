@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
-use crate::models::clip::preprocess::{clip_input, ImageRef};
+use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, TimeConditioning};
 use crate::ops::{sde_update, Noise};
@@ -162,9 +162,7 @@ impl<'m> Restorer<'m> {
         let sde = IrSde::published(PUBLISHED_T)?;
         let plan = sde.plan(options.sampler, options.steps, options.grid)?;
 
-        let size = self.daclip.config.vision_cfg.image_size;
-        let clip = clip_input(image, size)?;
-        let enc = self.daclip.encode_image(gpu, &gpu.upload(&[1, 3, size, size], &clip.pixels)?)?;
+        let enc = self.daclip.encode_image(gpu, &self.daclip.image_input(gpu, image)?)?;
 
         let mut lq = vec![0.0f32; 3 * w * h];
         for (i, px) in image.data.chunks(image.channels).enumerate() {

@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::models::clip::preprocess::{clip_input, ImageRef};
+use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{RestoreOptions, Restorer};
@@ -107,9 +107,7 @@ impl Engine {
     /// Ranks `labels` (or the ten trained degradations when null) for an RGBA image.
     pub async fn classify(&self, rgba: Vec<u8>, width: usize, height: usize, labels: Option<Vec<String>>) -> Result<JsValue, JsError> {
         let daclip = self.models.borrow().daclip.clone().ok_or_else(|| JsError::new("no DA-CLIP weights are loaded"))?;
-        let size = daclip.config.vision_cfg.image_size;
-        let input = clip_input(image(&rgba, width, height), size).map_err(js_error)?;
-        let pixels = self.gpu.upload(&[1, 3, size, size], &input.pixels).map_err(js_error)?;
+        let pixels = daclip.image_input(&self.gpu, image(&rgba, width, height)).map_err(js_error)?;
         let refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
         let c = daclip.classify(&self.gpu, &pixels, refs.as_deref()).await.map_err(js_error)?;
         let out = JsClassification { labels: c.labels, probabilities: c.probabilities, image_features: c.image_features, degradation_features: c.degradation_features };

@@ -1,6 +1,5 @@
 //! `daclip-webgpu classify <image> --daclip <weights> [--labels "a,b,..."] [--json]`
 
-use daclip_webgpu::models::clip::preprocess::clip_input;
 use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::weights::{Checkpoint, GpuDType};
 use daclip_webgpu::{gpu::block_on, Gpu, Result};
@@ -32,9 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let gpu = Gpu::new_blocking()?;
     let model = DaClip::load(&gpu, &ckpt, GpuDType::F16)?;
     drop(ckpt);
-    let size = model.config.vision_cfg.image_size;
-    let input = clip_input(img.as_ref(), size)?;
-    let pixels = gpu.upload(&[1, 3, size, size], &input.pixels)?;
+    let pixels = model.image_input(&gpu, img.as_ref())?;
     let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
     let result = block_on(model.classify(&gpu, &pixels, label_refs.as_deref()))?;
 

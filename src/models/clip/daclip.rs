@@ -4,6 +4,7 @@
 //! blocks in REVERSED order (block 0 gets the last controller layer's output), because the
 //! published code pops them off a Python list. The trained weights depend on that order.
 
+use super::preprocess::{clip_input, ImageRef};
 use super::text::TextTransformer;
 use super::tokenizer::tokenize;
 use super::vision::VisionTransformer;
@@ -68,6 +69,13 @@ impl DaClip {
             stored_text_features,
             config: config.clone(),
         })
+    }
+
+    /// An 8-bit image preprocessed for the image towers (resize, crop, normalise) and
+    /// uploaded: [1, 3, S, S].
+    pub fn image_input(&self, gpu: &Gpu, image: ImageRef) -> Result<Tensor> {
+        let size = self.config.vision_cfg.image_size;
+        gpu.upload(&[1, 3, size, size], &clip_input(image, size)?.pixels)
     }
 
     /// `encode_image(image, control=True)` on a preprocessed image [1, 3, S, S].

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod restore;
 pub mod sde;
 pub mod shaders;
+pub mod tiles;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

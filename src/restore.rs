@@ -2,13 +2,16 @@
 //! from `LQ + max_sigma * z` down to t = 0 with the UNet predicting the noise at every
 //! step, then clamp and round to 8 bits. Runs natively and in the browser.
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, TimeConditioning};
 use crate::ops::{sde_update, Noise};
-use crate::sde::{Grid, IrSde, PlannedStep, Sampler, PUBLISHED_T};
+use crate::sde::{Grid, IrSde, PlannedStep, Sampler, Update, PUBLISHED_T};
+use crate::tiles::{check_image_size, TileLayout, TileLimits, TiledSpace};
 use crate::weights::{Checkpoint, GpuDType};
 
 /// An 8-bit RGB image, row-major.
@@ -30,99 +33,186 @@ pub struct RestoreOptions {
     pub sampler: Sampler,
     /// Time grid of the MR samplers.
     pub grid: Grid,
+    /// Tile side in pixels for images larger than one tile (None: [`TileLimits`]'s
+    /// default for the adapter and model). An image that fits in one tile is restored
+    /// whole.
+    pub tile: Option<usize>,
+    /// Overlap of neighbouring tiles in pixels (None: a quarter of the tile).
+    pub overlap: Option<usize>,
     /// Read back a small preview of the state after every step (costs a readback).
     pub preview: bool,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { steps: PUBLISHED_T, seed: 0, sampler: Sampler::Posterior, grid: Grid::LogSnr, preview: false }
+        RestoreOptions { steps: PUBLISHED_T, seed: 0, sampler: Sampler::Posterior, grid: Grid::LogSnr, tile: None, overlap: None, preview: false }
     }
 }
 
-/// What the progress callback receives after each step.
-pub struct StepInfo<'a> {
-    /// 1-based.
+/// Where a sampling run is: step `step` of `total` (1-based), `tile` of its `tiles` tiles
+/// done. `tile == tiles` means the step is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
     pub step: usize,
     pub total: usize,
-    /// The current state, clamped, at most 128 pixels on its longer side.
+    pub tile: usize,
+    pub tiles: usize,
+}
+
+/// What the progress callback receives after each tile.
+pub struct StepInfo<'a> {
+    pub progress: Progress,
+    /// The current state, clamped, at most 128 pixels on its longer side (when asked
+    /// for, on finished steps).
     pub preview: Option<&'a RgbImage>,
 }
 
 /// Longest side of the step preview.
 const PREVIEW_SIDE: usize = 128;
 
-/// What a sampler calls at every step: the noise in state `x` at network time `t`. The
-/// UNet is one; tests use an oracle that knows the answer.
-pub trait NoisePredictor {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, t: f32) -> Result<Tensor>;
+/// A rectangle of the image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
 }
 
-/// Called after each sampling step with (step, total, the state's values when asked
-/// for); returns whether to go on.
-pub type AfterStep<'a> = dyn FnMut(usize, usize, Option<&[f32]>) -> bool + 'a;
+/// What a sampler calls for the noise in state `x` at network time `t`, on the region `at`
+/// of the image (the whole image, or one tile); `x` and `mu` (the LQ image there) are
+/// [1, 3, at.height, at.width]. The UNet is one; tests use an oracle that knows the answer.
+pub trait NoisePredictor {
+    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, mu: &Tensor, at: Rect, t: f32) -> Result<Tensor>;
+}
+
+/// Where a sampling run keeps its whole-image tensors (the state, the LQ image `mu`, the
+/// noise prediction) and how it computes a step on them: [`GpuSpace`] keeps them on the
+/// GPU (an image that fits in one tile), [`crate::tiles::TiledSpace`] in host memory with
+/// the network run tile by tile. [`sample`] is written once over both.
+#[allow(async_fn_in_trait)] // used with static dispatch on one thread; no Send bound wanted
+pub trait SamplingSpace {
+    type Field;
+    /// Tiles per network evaluation.
+    fn tiles(&self) -> usize;
+    /// `mu + c z`, z the seeded normals of `stream`.
+    fn start(&mut self, c: f32, stream: u32) -> Result<Self::Field>;
+    /// `mu + a (x - mu) + b noise + d (prev - mu) + c z` (z of stream `z.0`, coefficient
+    /// `z.1`); `x` is consumed, its memory may be reused.
+    fn update(&mut self, x: Self::Field, a: f32, noise: &Self::Field, b: f32, prev: Option<(&Self::Field, f32)>, z: Option<(u32, f32)>) -> Result<Self::Field>;
+    /// The data prediction `mu + p.a (x - mu) + p.b noise`.
+    fn prediction(&mut self, x: &Self::Field, noise: &Self::Field, p: Update) -> Result<Self::Field>;
+    /// The network's noise for the whole state; `on_tile(k)` after tile k < tiles
+    /// returns whether to go on.
+    async fn predict_noise(&mut self, x: &Self::Field, t: f32, on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Self::Field>;
+    /// Waits for the step's work; the state's values when `read`.
+    async fn finish_step<'f>(&'f mut self, x: &'f Self::Field, read: bool) -> Result<Option<Cow<'f, [f32]>>>;
+}
+
+/// Called after every tile with the progress and, on finished steps, the state's values
+/// when they were asked for; returns whether to go on.
+pub type AfterTile<'a> = dyn FnMut(Progress, Option<&[f32]>) -> bool + 'a;
 
 /// Runs the steps of `plan` from `mu + max_sigma * z` and returns the final state.
-/// `after_step(step, total, state)` runs once the GPU has finished each step, with the
-/// state's values when `read_state` asks for them (a readback); returning false cancels
+/// `after_tile` runs after each tile and once the work of each step has finished, with the
+/// state's values when `read_state` asks for them; returning false cancels
 /// ([`Error::Cancelled`]).
-#[allow(clippy::too_many_arguments)]
-pub async fn sample(
-    gpu: &Gpu,
-    predictor: &mut dyn NoisePredictor,
-    mu: &Tensor,
-    max_sigma: f64,
-    plan: &[PlannedStep],
-    seed: u64,
-    read_state: bool,
-    after_step: &mut AfterStep<'_>,
-) -> Result<Tensor> {
+pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[PlannedStep], read_state: bool, after_tile: &mut AfterTile<'_>) -> Result<S::Field> {
+    let tiles = space.tiles();
     // Noise streams: 0 for the start, i + 1 for step i.
-    let seeded = |stream: usize| Noise::Seeded { seed, stream: stream as u32 };
-    let mut x = sde_update(gpu, mu, mu, 0.0, None, None, (seeded(0), max_sigma as f32))?;
-    let mut prev: Option<Tensor> = None;
+    let mut x = space.start(max_sigma as f32, 0)?;
+    let mut prev: Option<S::Field> = None;
     for (i, step) in plan.iter().enumerate() {
-        let noise = predictor.predict_noise(gpu, &x, step.network_time)?;
-        let q = match step.prediction {
-            Some(p) => Some(sde_update(gpu, mu, &x, p.a as f32, Some((&noise, p.b as f32)), None, (Noise::None, 0.0))?),
-            None => None,
-        };
+        let progress = |tile| Progress { step: i + 1, total: plan.len(), tile, tiles };
+        let noise = space.predict_noise(&x, step.network_time, &mut |tile| after_tile(progress(tile), None)).await?;
+        let q = step.prediction.map(|p| space.prediction(&x, &noise, p)).transpose()?;
         let u = step.update;
-        let z = if u.c != 0.0 { seeded(i + 1) } else { Noise::None };
+        let z = (u.c != 0.0).then_some((i as u32 + 1, u.c as f32));
         let prev_term = prev.as_ref().filter(|_| step.d != 0.0).map(|p| (p, step.d as f32));
-        x = sde_update(gpu, mu, &x, u.a as f32, Some((&noise, u.b as f32)), prev_term, (z, u.c as f32))?;
+        x = space.update(x, u.a as f32, &noise, u.b as f32, prev_term, z)?;
+        drop(noise);
         prev = q;
         // Waiting here keeps progress truthful, the queue short and the page responsive.
-        gpu.sync().await?;
-        let state = if read_state { Some(gpu.read(&x).await?) } else { None };
-        if !after_step(i + 1, plan.len(), state.as_deref()) {
+        let state = space.finish_step(&x, read_state).await?;
+        if !after_tile(progress(tiles), state.as_deref()) {
             return Err(Error::Cancelled);
         }
     }
     Ok(x)
 }
 
-/// The UNet as a [`NoisePredictor`] for one image.
+/// The whole image on the GPU: one network evaluation per step, every update one kernel.
+pub struct GpuSpace<'a> {
+    gpu: &'a Gpu,
+    predictor: &'a mut dyn NoisePredictor,
+    mu: &'a Tensor,
+    seed: u64,
+}
+
+impl<'a> GpuSpace<'a> {
+    /// `mu` is the LQ image [1, 3, H, W].
+    pub fn new(gpu: &'a Gpu, predictor: &'a mut dyn NoisePredictor, mu: &'a Tensor, seed: u64) -> Self {
+        GpuSpace { gpu, predictor, mu, seed }
+    }
+
+    fn z(&self, z: Option<(u32, f32)>) -> (Noise<'static>, f32) {
+        match z {
+            Some((stream, c)) => (Noise::Seeded { seed: self.seed, stream }, c),
+            None => (Noise::None, 0.0),
+        }
+    }
+}
+
+impl SamplingSpace for GpuSpace<'_> {
+    type Field = Tensor;
+
+    fn tiles(&self) -> usize {
+        1
+    }
+
+    fn start(&mut self, c: f32, stream: u32) -> Result<Tensor> {
+        sde_update(self.gpu, self.mu, self.mu, 0.0, None, None, self.z(Some((stream, c))))
+    }
+
+    fn update(&mut self, x: Tensor, a: f32, noise: &Tensor, b: f32, prev: Option<(&Tensor, f32)>, z: Option<(u32, f32)>) -> Result<Tensor> {
+        sde_update(self.gpu, self.mu, &x, a, Some((noise, b)), prev, self.z(z))
+    }
+
+    fn prediction(&mut self, x: &Tensor, noise: &Tensor, p: Update) -> Result<Tensor> {
+        sde_update(self.gpu, self.mu, x, p.a as f32, Some((noise, p.b as f32)), None, (Noise::None, 0.0))
+    }
+
+    async fn predict_noise(&mut self, x: &Tensor, t: f32, _on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Tensor> {
+        let at = Rect { x: 0, y: 0, width: self.mu.dim(3), height: self.mu.dim(2) };
+        self.predictor.predict_noise(self.gpu, x, self.mu, at, t)
+    }
+
+    async fn finish_step<'f>(&'f mut self, x: &'f Tensor, read: bool) -> Result<Option<Cow<'f, [f32]>>> {
+        self.gpu.sync().await?;
+        Ok(if read { Some(Cow::Owned(self.gpu.read(x).await?)) } else { None })
+    }
+}
+
+/// The UNet as a [`NoisePredictor`], conditioned on one image's DA-CLIP embeddings.
 pub struct UNetPredictor<'a> {
     unet: &'a ConditionalUNet,
-    cond: &'a Tensor,
     time: TimeConditioning,
     image_context: &'a Tensor,
 }
 
 impl<'a> UNetPredictor<'a> {
-    /// For the LQ image `cond` and DA-CLIP's two embeddings, at the network `times` a
-    /// sampling plan will ask for (their conditioning is computed here, once).
-    pub fn new(gpu: &Gpu, unet: &'a ConditionalUNet, cond: &'a Tensor, degra_context: &Tensor, image_context: &'a Tensor, times: &[f32]) -> Result<Self> {
+    /// For DA-CLIP's two embeddings, at the network `times` a sampling plan will ask for
+    /// (their conditioning is computed here, once).
+    pub fn new(gpu: &Gpu, unet: &'a ConditionalUNet, degra_context: &Tensor, image_context: &'a Tensor, times: &[f32]) -> Result<Self> {
         let prompt = unet.prompt_embedding(gpu, degra_context)?;
         let time = unet.time_conditioning(gpu, times, prompt.as_ref())?;
-        Ok(UNetPredictor { unet, cond, time, image_context })
+        Ok(UNetPredictor { unet, time, image_context })
     }
 }
 
 impl NoisePredictor for UNetPredictor<'_> {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, t: f32) -> Result<Tensor> {
-        self.unet.forward(gpu, x, self.cond, &self.time, t, self.image_context)
+    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, mu: &Tensor, _at: Rect, t: f32) -> Result<Tensor> {
+        self.unet.forward(gpu, x, mu, &self.time, t, self.image_context)
     }
 }
 
@@ -154,37 +244,59 @@ impl<'m> Restorer<'m> {
         Ok(models)
     }
 
-    /// Restores `image`. `on_step` is called after every step (once the GPU has finished
-    /// it); returning false cancels, and `restore` returns [`Error::Cancelled`].
+    /// The tiles a restore of a `width` x `height` image with `options` would use (checks
+    /// the size and the tile options).
+    pub fn layout(&self, gpu: &Gpu, width: usize, height: usize, options: &RestoreOptions) -> Result<TileLayout> {
+        check_image_size(width, height, self.unet.min_side())?;
+        let (tile, overlap) = TileLimits::new(gpu, self.unet).resolve(options.tile, options.overlap)?;
+        Ok(TileLayout::new(width, height, tile, overlap))
+    }
+
+    /// Restores `image`. `on_step` is called after every tile and every finished step
+    /// (once the GPU has finished it); returning false cancels, and `restore` returns
+    /// [`Error::Cancelled`].
     pub async fn restore(&self, gpu: &Gpu, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<RgbImage> {
         image.check()?;
         let (w, h) = (image.width, image.height);
+        let layout = self.layout(gpu, w, h, options)?;
         let sde = IrSde::published(PUBLISHED_T)?;
         let plan = sde.plan(options.sampler, options.steps, options.grid)?;
 
         let enc = self.daclip.encode_image(gpu, &self.daclip.image_input(gpu, image)?)?;
-
-        let mut lq = vec![0.0f32; 3 * w * h];
-        for (i, px) in image.data.chunks(image.channels).enumerate() {
-            for c in 0..3 {
-                lq[c * w * h + i] = px[c] as f32 / 255.0;
-            }
-        }
-        let lq = gpu.upload(&[1, 3, h, w], &lq)?;
         let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
-        let mut predictor = UNetPredictor::new(gpu, self.unet, &lq, &enc.degra_features, &enc.image_features, &times)?;
+        let mut predictor = UNetPredictor::new(gpu, self.unet, &enc.degra_features, &enc.image_features, &times)?;
 
-        let mut after_step = |step: usize, total: usize, state: Option<&[f32]>| {
-            let preview = state.map(|v| to_rgb(v, w, h).map(|img| downsample(&img, PREVIEW_SIDE)));
-            match preview {
-                Some(Err(_)) => true, // a non-finite preview: the final check reports it
-                Some(Ok(img)) => on_step(StepInfo { step, total, preview: Some(&img) }),
-                None => on_step(StepInfo { step, total, preview: None }),
-            }
+        let mut after_tile = |progress: Progress, state: Option<&[f32]>| match state.map(|v| preview(v, w, h)) {
+            Some(Err(_)) => true, // a non-finite preview: the final check reports it
+            Some(Ok(img)) => on_step(StepInfo { progress, preview: Some(&img) }),
+            None => on_step(StepInfo { progress, preview: None }),
         };
-        let x = sample(gpu, &mut predictor, &lq, sde.max_sigma, &plan, options.seed, options.preview, &mut after_step).await?;
-        to_rgb(&gpu.read(&x).await?, w, h)
+        let lq = planar_lq(image);
+        let x = if layout.is_single() {
+            // The exact (parity) path: the whole image on the GPU.
+            let lq: Vec<f32> = lq.iter().map(|&v| v as f32 / 255.0).collect();
+            let lq = gpu.upload(&[1, 3, h, w], &lq)?;
+            let mut space = GpuSpace::new(gpu, &mut predictor, &lq, options.seed);
+            let x = sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?;
+            gpu.read(&x).await?
+        } else {
+            let mut space = TiledSpace::new(gpu, &mut predictor, layout, lq, options.seed)?;
+            sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?
+        };
+        to_rgb(&x, w, h)
     }
+}
+
+/// The image's RGB values, planar [3, H, W].
+fn planar_lq(image: ImageRef) -> Vec<u8> {
+    let n = image.width * image.height;
+    let mut lq = vec![0u8; 3 * n];
+    for (i, px) in image.data.chunks(image.channels).enumerate() {
+        for c in 0..3 {
+            lq[c * n + i] = px[c];
+        }
+    }
+    lq
 }
 
 /// [1, 3, H, W] values in [0, 1] to 8 bits: clamp, `round(x * 255)` (half to even, as
@@ -203,16 +315,18 @@ fn to_rgb(v: &[f32], w: usize, h: usize) -> Result<RgbImage> {
     Ok(RgbImage { width: w, height: h, data })
 }
 
-/// Nearest-neighbour reduction so that the longer side is at most `side`.
-fn downsample(img: &RgbImage, side: usize) -> RgbImage {
-    let step = img.width.max(img.height).div_ceil(side).max(1);
-    let (w, h) = (img.width.div_ceil(step), img.height.div_ceil(step));
-    let mut data = Vec::with_capacity(3 * w * h);
-    for y in 0..h {
-        for x in 0..w {
-            let i = 3 * (y * step * img.width + x * step);
-            data.extend_from_slice(&img.data[i..i + 3]);
+/// The planar [3, H, W] state as 8 bits, reduced (nearest neighbour) so that the longer
+/// side is at most [`PREVIEW_SIDE`].
+fn preview(v: &[f32], w: usize, h: usize) -> Result<RgbImage> {
+    let step = w.max(h).div_ceil(PREVIEW_SIDE).max(1);
+    let (pw, ph) = (w.div_ceil(step), h.div_ceil(step));
+    let mut picked = vec![0.0f32; 3 * pw * ph];
+    for c in 0..3 {
+        for y in 0..ph {
+            for x in 0..pw {
+                picked[(c * ph + y) * pw + x] = v[(c * h + y * step) * w + x * step];
+            }
         }
     }
-    RgbImage { width: w, height: h, data }
+    to_rgb(&picked, pw, ph)
 }

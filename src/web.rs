@@ -48,6 +48,8 @@ struct JsRestoreOptions {
     seed: Option<u64>,
     sampler: Option<String>,
     grid: Option<String>,
+    tile: Option<usize>,
+    overlap: Option<usize>,
     preview: bool,
 }
 
@@ -115,7 +117,8 @@ impl Engine {
     }
 
     /// Restores an RGBA image; returns RGBA bytes of the same size. `on_step(step, total,
-    /// preview)` is called after every step (`preview` is `{ width, height, data }` RGBA or
+    /// tile, tiles, preview)` is called after every tile (`tile == tiles`: the step is
+    /// finished; `preview` is then `{ width, height, data }` RGBA when asked for, else
     /// undefined) and cancels the restore by returning false.
     pub async fn restore(&self, rgba: Vec<u8>, width: usize, height: usize, options: JsValue, on_step: js_sys::Function) -> Result<Vec<u8>, JsError> {
         let (daclip, unet) = {
@@ -126,7 +129,7 @@ impl Engine {
             return Err(JsError::new("restoring needs both the DA-CLIP and the UNet weights"));
         };
         let js: JsRestoreOptions = if options.is_undefined() || options.is_null() { JsRestoreOptions::default() } else { serde_wasm_bindgen::from_value(options)? };
-        let mut opts = RestoreOptions { preview: js.preview, ..Default::default() };
+        let mut opts = RestoreOptions { preview: js.preview, tile: js.tile, overlap: js.overlap, ..Default::default() };
         if let Some(s) = js.steps {
             opts.steps = s;
         }
@@ -152,7 +155,9 @@ impl Engine {
                 }
                 None => JsValue::UNDEFINED,
             };
-            let r = on_step.call3(&JsValue::NULL, &(s.step as u32).into(), &(s.total as u32).into(), &preview);
+            let p = s.progress;
+            let args = js_sys::Array::of5(&(p.step as u32).into(), &(p.total as u32).into(), &(p.tile as u32).into(), &(p.tiles as u32).into(), &preview);
+            let r = on_step.apply(&JsValue::NULL, &args);
             // Anything but an explicit `false` (or a throwing callback) continues.
             matches!(r, Ok(v) if v != JsValue::FALSE)
         };

@@ -74,7 +74,7 @@ fn steps_reuse_buffers_and_report_progress() {
     let out = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
         let p = s.preview.expect("preview requested");
         assert!(p.width <= 128 && p.height <= 128 && p.data.len() == 3 * p.width * p.height);
-        seen.push((s.step, s.total, gpu.memory()));
+        seen.push((s.progress.step, s.progress.total, gpu.memory()));
         true
     }))
     .unwrap();
@@ -99,8 +99,8 @@ fn cancelling_stops_within_a_step_and_leaves_the_model_usable() {
     let opts = RestoreOptions { steps: 10, ..Default::default() };
     let mut steps = 0;
     let err = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
-        steps = s.step;
-        s.step < 2
+        steps = s.progress.step;
+        s.progress.step < 2
     }))
     .unwrap_err();
     assert_eq!(err, Error::Cancelled);

@@ -363,6 +363,18 @@ impl Gpu {
         self.upload_words(shape, DType::F32, bytemuck::cast_slice(data))
     }
 
+    /// Overwrites an f32 tensor with `data`. Pending work is submitted first: queue writes
+    /// run before the batch that is still being recorded, which may read this buffer, but
+    /// after everything already submitted. Lets a loop refill the same buffer (the tiles of
+    /// a tiled restore) instead of creating one per upload.
+    pub fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        t.expect_f32("a written tensor")?;
+        check_len(t.shape(), data.len())?;
+        self.flush();
+        self.scoped(|| self.inner.queue.write_buffer(t.buffer(), 0, bytemuck::cast_slice(data)));
+        Ok(())
+    }
+
     /// `n` ones, as a view of one cached tensor: kernels that need a constant vector (a
     /// sum as a product with ones) get it without an upload per call.
     pub(crate) fn ones(&self, n: usize) -> Result<Tensor> {

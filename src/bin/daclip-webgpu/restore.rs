@@ -1,4 +1,4 @@
-//! `daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <w> --unet <w> [--steps N] [--seed S] [--sampler posterior|sde]`
+//! `daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <w> --unet <w> [--steps N] [--seed S] [--sampler NAME] [--grid G] [--tile N] [--overlap N]`
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,7 +9,7 @@ use daclip_webgpu::{gpu::block_on, Error, Gpu, Result};
 
 use crate::{load_image, read_file, usage_error};
 
-const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde|mr-ode1|mr-ode2|mr-sde1|mr-sde2] [--grid linspace|logsnr]";
+const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde|mr-ode1|mr-ode2|mr-sde1|mr-sde2] [--grid linspace|logsnr] [--tile N] [--overlap N]";
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut input, mut output, mut daclip, mut unet) = (None, None, None, None);
@@ -25,6 +25,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "--seed" => options.seed = value(&mut it, "--seed")?.parse().map_err(|_| usage_error("--seed takes a number", USAGE))?,
             "--sampler" => options.sampler = value(&mut it, "--sampler")?.parse()?,
             "--grid" => options.grid = value(&mut it, "--grid")?.parse()?,
+            "--tile" => options.tile = Some(value(&mut it, "--tile")?.parse().map_err(|_| usage_error("--tile takes a number of pixels", USAGE))?),
+            "--overlap" => options.overlap = Some(value(&mut it, "--overlap")?.parse().map_err(|_| usage_error("--overlap takes a number of pixels", USAGE))?),
             s if s.starts_with('-') => return Err(usage_error(&format!("unknown option {s}"), USAGE)),
             s if input.is_none() => input = Some(s.to_string()),
             s => return Err(usage_error(&format!("unexpected argument {s}"), USAGE)),
@@ -46,11 +48,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let restorer = Restorer::new(&daclip, &unet)?;
     drop((daclip_bytes, unet_bytes));
 
+    let layout = restorer.layout(&gpu, img.width, img.height, &options)?;
+    if !layout.is_single() {
+        let r = layout.rect(0);
+        eprintln!("{}x{}: {} tiles of {}x{} per step", img.width, img.height, layout.len(), r.width, r.height);
+    }
     let start = Instant::now();
     let mut on_step = |s: daclip_webgpu::restore::StepInfo| {
-        let done = 30 * s.step / s.total;
-        let per_step = start.elapsed().as_secs_f64() / s.step as f64;
-        eprint!("\r[{}{}] {}/{} steps, {per_step:.2} s/step ", "#".repeat(done), ".".repeat(30 - done), s.step, s.total);
+        let p = s.progress;
+        let done = ((p.step - 1) * p.tiles + p.tile) as f64 / (p.total * p.tiles) as f64;
+        let elapsed = start.elapsed().as_secs_f64();
+        let bar = (30.0 * done) as usize;
+        let tiles = if p.tiles > 1 { format!(", tile {}/{}", p.tile, p.tiles) } else { String::new() };
+        eprint!("\r[{}{}] step {}/{}{tiles}, {} left ", "#".repeat(bar), ".".repeat(30 - bar), p.step, p.total, duration(elapsed / done * (1.0 - done)));
         std::io::stderr().flush().ok();
         true
     };
@@ -62,4 +72,14 @@ pub fn run(args: &[String]) -> Result<()> {
         .map_err(|e| Error::Io(format!("{output}: {e}")))?;
     println!("{input} -> {output} ({}x{}, {} {} steps, {:.1} s)", out.width, out.height, options.steps, options.sampler.name(), start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// "1 h 02 min", "3 min 07 s", "12 s".
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
 }

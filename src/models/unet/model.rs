@@ -2,6 +2,7 @@
 //! every step.
 
 use super::blocks::{Attention, LinearAttention, Resample, ResBlock, ResidualAttention, SpatialTransformer};
+use super::config::LINEAR_ATTENTION_HIDDEN;
 use super::UNetConfig;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -183,6 +184,26 @@ impl ConditionalUNet {
         Ok(TimeConditioning { tables, times: times.to_vec() })
     }
 
+    /// Inputs are reflect-padded to a multiple of this (2^depth).
+    pub fn padding_multiple(&self) -> usize {
+        1 << self.config.depth()
+    }
+
+    /// The shortest side an input may have: reflect padding needs more pixels than it adds.
+    pub fn min_side(&self) -> usize {
+        self.padding_multiple() / 2 + 1
+    }
+
+    /// Bytes per input pixel of the widest activation (the one that meets the binding
+    /// limit first): the skip concatenations of the up levels, LinearAttention's q, k and
+    /// v, the final concatenation, each at its level's resolution.
+    pub fn widest_bytes_per_pixel(&self) -> usize {
+        let dims = self.config.dims();
+        let shrink = if self.config.downscale { 4 } else { 1 };
+        let levels = (0..self.config.depth()).map(|i| (dims[i + 1] + dims[i]).max(LINEAR_ATTENTION_HIDDEN).div_ceil(shrink << (2 * i)));
+        4 * levels.chain([2 * self.config.nf]).max().unwrap_or(0)
+    }
+
     /// The predicted noise for state `xt` [1, C, H, W] given `cond` (the LQ image), the
     /// time `t` (one of those `time` was built for), and the image context
     /// [1, context_dim]. Any H, W: the input is reflect-padded to a multiple of 2^depth
@@ -193,10 +214,10 @@ impl ConditionalUNet {
             return shape_err!("UNet input {:?} and condition {:?} must both be [1, {}, H, W]", xt.shape(), cond.shape(), self.config.in_nc);
         }
         let (h, w) = (xt.dim(2), xt.dim(3));
-        let m = 1usize << self.config.depth();
+        let m = self.padding_multiple();
         let (ph, pw) = (h.next_multiple_of(m), w.next_multiple_of(m));
-        if ph - h >= h || pw - w >= w {
-            return shape_err!("an image of {w}x{h} is too small for this model: each side must be at least {} pixels", m / 2 + 1);
+        if h.min(w) < self.min_side() {
+            return shape_err!("an image of {w}x{h} is too small for this model: each side must be at least {} pixels", self.min_side());
         }
         let x = ops::concat_channels(gpu, &ops::sub(gpu, xt, cond)?, cond)?;
         let x = if (ph, pw) != (h, w) { ops::reflect_pad(gpu, &x, ph, pw)? } else { x };

@@ -78,7 +78,7 @@ pub fn check_image_size(width: usize, height: usize, min_side: usize) -> Result<
         return Err(Error::Shape(format!("an image of {width}x{height} is too small for this model: each side must be at least {min_side} pixels")));
     }
     if width.max(height) > MAX_SIDE || width * height > MAX_PIXELS {
-        return Err(Error::TooLarge(format!(
+        return Err(Error::Shape(format!(
             "an image of {width}x{height} is larger than restore takes ({} MP, each side at most {MAX_SIDE} pixels); scale it down first",
             MAX_PIXELS >> 20
         )));

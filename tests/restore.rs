@@ -1,5 +1,5 @@
 //! The restore pipeline on the tiny fixtures' weights: seeded reproducibility, no
-//! allocation per step, cancellation, the sde sampler, bad inputs.
+//! allocation per step, cancellation, the sde sampler, bad inputs, tiled restores.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
@@ -8,8 +8,9 @@ use daclip_webgpu::gpu::block_on;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
-use daclip_webgpu::restore::{RestoreOptions, Restorer, RgbImage};
-use daclip_webgpu::sde::Sampler;
+use daclip_webgpu::restore::{sample, GpuSpace, RestoreOptions, Restorer, RgbImage, UNetPredictor};
+use daclip_webgpu::sde::{IrSde, Sampler};
+use daclip_webgpu::tiles::TileLayout;
 use daclip_webgpu::weights::{Checkpoint, GpuDType};
 use daclip_webgpu::{Error, Gpu};
 
@@ -23,9 +24,13 @@ fn models(gpu: &Gpu) -> (DaClip, ConditionalUNet) {
     Restorer::load_models(gpu, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), GpuDType::F32).unwrap()
 }
 
-/// A 61 x 77 test image: smooth colours plus a fixed pseudo-random grain.
+/// A 61 x 77 test image.
 fn test_image() -> RgbImage {
-    let (w, h) = (61, 77);
+    image_of(61, 77)
+}
+
+/// Smooth colours plus a fixed pseudo-random grain.
+fn image_of(w: usize, h: usize) -> RgbImage {
     let data = (0..w * h * 3)
         .map(|i| {
             let (p, c) = (i / 3, i % 3);
@@ -126,4 +131,151 @@ fn bad_images_are_refused_clearly() {
     // The model stays usable after refusals.
     let img = test_image();
     assert!(block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).is_ok());
+}
+
+/// The 8-bit conversion of `restore`: clamp, round half to even.
+fn to_u8(v: &[f32], w: usize, h: usize) -> Vec<u8> {
+    (0..w * h).flat_map(|i| (0..3).map(move |c| (v[c * w * h + i].clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)).collect()
+}
+
+#[test]
+fn an_image_in_one_tile_takes_the_untiled_path_bit_for_bit() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
+    let img = test_image();
+    let opts = RestoreOptions { steps: 3, seed: 4, sampler: Sampler::MrSde2, ..Default::default() };
+    // The untiled computation written out: the whole image on the GPU.
+    let enc = m.0.encode_image(&gpu, &m.0.image_input(&gpu, image_ref(&img)).unwrap()).unwrap();
+    let sde = IrSde::published(100).unwrap();
+    let plan = sde.plan(opts.sampler, opts.steps, opts.grid).unwrap();
+    let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
+    let mut unet = UNetPredictor::new(&gpu, &m.1, &enc.degra_features, &enc.image_features, &times).unwrap();
+    let lq: Vec<f32> = (0..3).flat_map(|c| img.data.chunks(3).map(move |p| p[c] as f32 / 255.0)).collect();
+    let lq = gpu.upload(&[1, 3, img.height, img.width], &lq).unwrap();
+    let x = block_on(sample(&mut GpuSpace::new(&gpu, &mut unet, &lq, opts.seed), sde.max_sigma, &plan, false, &mut |_, _| true)).unwrap();
+    let want = to_u8(&gpu.read_blocking(&x).unwrap(), img.width, img.height);
+    for tile in [None, Some(77), Some(128)] {
+        let out = block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile, ..opts.clone() }, &mut |_| true)).unwrap();
+        assert!(out.data == want, "tile {tile:?}: not the untiled result");
+    }
+    let tiled = block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile: Some(48), overlap: Some(16), ..opts.clone() }, &mut |_| true)).unwrap();
+    assert!(tiled.data != want, "tile 48 is a tiled restore");
+}
+
+/// Mean |difference of neighbours| across the tile borders inside the image, divided by
+/// the same everywhere else: 1.0 when the borders cannot be told apart.
+fn seam_score(img: &RgbImage, layout: &TileLayout) -> f64 {
+    let (w, h) = (img.width, img.height);
+    let (mut cols, mut rows) = (vec![false; w], vec![false; h]);
+    for k in 0..layout.len() {
+        let t = layout.rect(k);
+        for (edges, start, end, len) in [(&mut cols, t.x, t.x + t.width, w), (&mut rows, t.y, t.y + t.height, h)] {
+            if start > 0 {
+                edges[start] = true; // between start - 1 and start
+            }
+            if end < len {
+                edges[end] = true;
+            }
+        }
+    }
+    let px = |x: usize, y: usize, c: usize| img.data[3 * (y * w + x) + c] as f64;
+    let (mut seam, mut ns, mut rest, mut nr) = (0.0, 0, 0.0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                for (on_edge, d) in [(x > 0 && cols[x], if x > 0 { Some((px(x, y, c) - px(x - 1, y, c)).abs()) } else { None }), (y > 0 && rows[y], if y > 0 { Some((px(x, y, c) - px(x, y - 1, c)).abs()) } else { None })] {
+                    let Some(d) = d else { continue };
+                    if on_edge {
+                        (seam, ns) = (seam + d, ns + 1);
+                    } else {
+                        (rest, nr) = (rest + d, nr + 1);
+                    }
+                }
+            }
+        }
+    }
+    (seam / ns as f64) / (rest / nr as f64)
+}
+
+#[test]
+fn tiles_of_a_256_image_blend_without_seams() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
+    let img = image_of(256, 256);
+    let opts = RestoreOptions { steps: 3, seed: 2, sampler: Sampler::MrOde2, ..Default::default() };
+    let run = |tile, overlap| block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile: Some(tile), overlap: Some(overlap), ..opts.clone() }, &mut |_| true)).unwrap();
+    let untiled = run(256, 0);
+    let grid_of = |overlap| TileLayout::new(256, 256, 128, overlap);
+    println!("tiny weights, 256x256, mr-ode2 3 steps; seam score 1.0 = no seam");
+    println!("untiled: seam score on the tile-128/overlap-32 borders {:.3}", seam_score(&untiled, &grid_of(32)));
+    for overlap in [16, 32, 64] {
+        let tiled = run(128, overlap);
+        let d: Vec<f64> = tiled.data.iter().zip(&untiled.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).collect();
+        let (max, mean) = (d.iter().fold(0.0f64, |a, b| a.max(*b)), d.iter().sum::<f64>() / d.len() as f64);
+        let score = seam_score(&tiled, &grid_of(overlap));
+        println!("tile 128, overlap {overlap:>2} ({} tiles): vs untiled max {max}/255, mean {mean:.2}/255; seam score {score:.3}", grid_of(overlap).len());
+        assert!(score < 1.25, "overlap {overlap}: seam score {score}");
+        assert!(mean < 10.0, "overlap {overlap}: mean difference {mean}");
+    }
+}
+
+#[test]
+fn tiled_restores_report_tiles_reuse_memory_and_cancel_between_tiles() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
+    let img = image_of(100, 70);
+    let opts = RestoreOptions { steps: 3, seed: 1, tile: Some(48), overlap: Some(12), preview: true, ..Default::default() };
+    let tiles = r.layout(&gpu, 100, 70, &opts).unwrap().len();
+    assert_eq!(tiles, 3 * 2);
+    let mut seen = Vec::new();
+    block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+        assert_eq!(s.preview.is_some(), s.progress.tile == s.progress.tiles, "a preview comes with each finished step");
+        seen.push((s.progress, gpu.memory()));
+        true
+    }))
+    .unwrap();
+    let want: Vec<(usize, usize)> = (1..=3).flat_map(|step| (1..=tiles).map(move |tile| (step, tile))).collect();
+    assert_eq!(seen.iter().map(|(p, _)| (p.step, p.tile)).collect::<Vec<_>>(), want);
+    assert!(seen.iter().all(|(p, _)| p.total == 3 && p.tiles == tiles));
+    let after_first = seen[tiles - 1].1;
+    for (p, mem) in &seen[tiles..] {
+        assert_eq!(mem.live_bytes + mem.free_bytes, after_first.live_bytes + after_first.free_bytes, "step {} tile {} allocated GPU memory", p.step, p.tile);
+    }
+    let mut calls = 0;
+    let err = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+        calls += 1;
+        !(s.progress.step == 2 && s.progress.tile == 2)
+    }))
+    .unwrap_err();
+    assert_eq!(err, Error::Cancelled);
+    assert_eq!(calls, tiles + 2, "cancelled right after the tile that asked");
+    assert!(block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { steps: 1, ..opts.clone() }, &mut |_| true)).is_ok());
+}
+
+#[test]
+fn tile_options_and_image_sizes_are_checked_before_any_work() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let m = models(&gpu);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
+    let opts = |tile, overlap| RestoreOptions { tile, overlap, ..Default::default() };
+    for (w, h, o, what) in [
+        (100, 100, opts(Some(8), None), "tile size"),
+        (100, 100, opts(Some(100_000), None), "tile size"),
+        (100, 100, opts(Some(64), Some(40)), "overlap"),
+        (20_000, 20_000, opts(None, None), "larger than restore takes"),
+        (16_385, 100, opts(None, None), "larger than restore takes"),
+        (3, 8000, opts(None, None), "too small"),
+    ] {
+        let err = r.layout(&gpu, w, h, &o).unwrap_err();
+        println!("{w}x{h}, tile {:?}, overlap {:?}: {err}", o.tile, o.overlap);
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    // 48 MP under WebGPU's default limits: every tile fits one binding.
+    let layout = r.layout(&gpu, 8000, 6000, &opts(None, None)).unwrap();
+    let t = layout.rect(0);
+    println!("8000x6000: {} tiles of {}x{}", layout.len(), t.width, t.height);
+    assert!(t.width <= 512 && t.height <= 512);
 }

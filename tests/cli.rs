@@ -67,7 +67,7 @@ fn convert_and_classify() {
 }
 
 #[test]
-fn restore_writes_the_input_size_and_is_seeded() {
+fn restore_writes_the_input_size_is_seeded_and_tiles() {
     let dir = std::env::temp_dir().join(format!("daclip-restore-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
@@ -90,6 +90,16 @@ fn restore_writes_the_input_size_and_is_seeded() {
     assert_eq!((decoded.width(), decoded.height()), (61, 77));
     assert_eq!(a, b, "the same seed gives an identical file");
     assert_ne!(a, c, "another seed gives another file");
+
+    // Tiles: the bar shows them, the output keeps the input's size.
+    let (ok, stdout, err) = run(&["restore", &p("in.png"), "-o", &p("t.png"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--steps", "2", "--tile", "40", "--overlap", "10"]);
+    assert!(ok, "{err}");
+    println!("{stdout}{}", err.rsplit('\r').next().unwrap_or(""));
+    assert!(err.contains("6 tiles of 40x40 per step") && err.contains("step 2/2, tile 6/6"), "{err}");
+    let tiled = image::open(p("t.png")).unwrap();
+    assert_eq!((tiled.width(), tiled.height()), (61, 77));
+    let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("t.png"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--tile", "40", "--overlap", "30"]);
+    assert!(!ok && err.contains("overlap must be at most half the tile"), "{err}");
 
     let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("x.png"), "--daclip", unet.to_str().unwrap(), "--unet", unet.to_str().unwrap()]);
     assert!(!ok && err.contains("expected a DA-CLIP checkpoint"), "{err}");

@@ -252,6 +252,19 @@ impl<'m> Restorer<'m> {
         Ok(TileLayout::new(width, height, tile, overlap))
     }
 
+    /// One network evaluation on a tile of `layout`'s size (zero inputs and embeddings),
+    /// waited for: what a caller times to say how long a restore will take.
+    pub async fn evaluate_tile(&self, gpu: &Gpu, layout: &TileLayout) -> Result<()> {
+        let r = layout.rect(0);
+        let shape = [1, 3, r.height, r.width];
+        let zeros = gpu.upload(&shape, &vec![0.0; 3 * r.width * r.height])?;
+        let context = gpu.upload(&[1, self.daclip.config.embed_dim], &vec![0.0; self.daclip.config.embed_dim])?;
+        let t = PUBLISHED_T as f32;
+        let mut unet = UNetPredictor::new(gpu, self.unet, &context, &context, &[t])?;
+        unet.predict_noise(gpu, &zeros, &zeros, r, t)?;
+        gpu.sync().await
+    }
+
     /// Restores `image`. `on_step` is called after every tile and every finished step
     /// (once the GPU has finished it); returning false cancels, and `restore` returns
     /// [`Error::Cancelled`].

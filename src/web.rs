@@ -2,6 +2,7 @@
 //! Everything heavy runs in that worker; the page talks to it through www/lib/daclip.js.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{RestoreOptions, Restorer};
-use crate::sde::{Grid, Sampler};
+use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use crate::weights::{Checkpoint, GpuDType};
 
 fn js_error(e: Error) -> JsError {
@@ -31,6 +32,19 @@ struct Models {
 pub struct Engine {
     gpu: Gpu,
     models: Rc<RefCell<Models>>,
+    /// Measured seconds of one network evaluation per tile size, for the loaded UNet.
+    tile_seconds: RefCell<HashMap<(usize, usize), f64>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Estimate {
+    tiles: usize,
+    tile_width: usize,
+    tile_height: usize,
+    steps: usize,
+    seconds_per_tile: f64,
+    seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -66,12 +80,31 @@ fn image<'a>(rgba: &'a [u8], width: usize, height: usize) -> ImageRef<'a> {
     ImageRef { width, height, channels: 4, data: rgba }
 }
 
+/// The JS restore options, checked.
+fn restore_options(options: JsValue) -> Result<RestoreOptions, JsError> {
+    let js: JsRestoreOptions = if options.is_undefined() || options.is_null() { JsRestoreOptions::default() } else { serde_wasm_bindgen::from_value(options)? };
+    let mut opts = RestoreOptions { preview: js.preview, tile: js.tile, overlap: js.overlap, ..Default::default() };
+    if let Some(s) = js.steps {
+        opts.steps = s;
+    }
+    if let Some(s) = js.seed {
+        opts.seed = s;
+    }
+    if let Some(s) = js.sampler {
+        opts.sampler = s.parse::<Sampler>().map_err(js_error)?;
+    }
+    if let Some(g) = js.grid {
+        opts.grid = g.parse::<Grid>().map_err(js_error)?;
+    }
+    Ok(opts)
+}
+
 /// Opens the GPU. Fails with a message saying how to get WebGPU where there is none.
 #[wasm_bindgen(js_name = createEngine)]
 pub async fn create_engine() -> Result<Engine, JsError> {
     console_error_panic_hook::set_once();
     let gpu = Gpu::new().await.map_err(js_error)?;
-    Ok(Engine { gpu, models: Rc::default() })
+    Ok(Engine { gpu, models: Rc::default(), tile_seconds: RefCell::default() })
 }
 
 #[wasm_bindgen]
@@ -103,6 +136,7 @@ impl Engine {
             Restorer::new(d, &model).map_err(js_error)?;
         }
         self.models.borrow_mut().unet = Some(Rc::new(model));
+        self.tile_seconds.borrow_mut().clear();
         Ok(())
     }
 
@@ -121,27 +155,8 @@ impl Engine {
     /// finished; `preview` is then `{ width, height, data }` RGBA when asked for, else
     /// undefined) and cancels the restore by returning false.
     pub async fn restore(&self, rgba: Vec<u8>, width: usize, height: usize, options: JsValue, on_step: js_sys::Function) -> Result<Vec<u8>, JsError> {
-        let (daclip, unet) = {
-            let m = self.models.borrow();
-            (m.daclip.clone(), m.unet.clone())
-        };
-        let (Some(daclip), Some(unet)) = (daclip, unet) else {
-            return Err(JsError::new("restoring needs both the DA-CLIP and the UNet weights"));
-        };
-        let js: JsRestoreOptions = if options.is_undefined() || options.is_null() { JsRestoreOptions::default() } else { serde_wasm_bindgen::from_value(options)? };
-        let mut opts = RestoreOptions { preview: js.preview, tile: js.tile, overlap: js.overlap, ..Default::default() };
-        if let Some(s) = js.steps {
-            opts.steps = s;
-        }
-        if let Some(s) = js.seed {
-            opts.seed = s;
-        }
-        if let Some(s) = js.sampler {
-            opts.sampler = s.parse::<Sampler>().map_err(js_error)?;
-        }
-        if let Some(g) = js.grid {
-            opts.grid = g.parse::<Grid>().map_err(js_error)?;
-        }
+        let (daclip, unet) = self.restore_models()?;
+        let opts = restore_options(options)?;
         let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
         let mut callback = |s: crate::restore::StepInfo| {
             let preview = match s.preview {
@@ -165,9 +180,51 @@ impl Engine {
         Ok(out.data.chunks(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect())
     }
 
+    /// How long a restore of a `width` x `height` image with `options` will take here:
+    /// `{ tiles, tileWidth, tileHeight, steps, secondsPerTile, seconds }`, from one timed
+    /// network evaluation on a tile (measured once per tile size and model).
+    pub async fn estimate(&self, width: usize, height: usize, options: JsValue) -> Result<JsValue, JsError> {
+        let (daclip, unet) = self.restore_models()?;
+        let opts = restore_options(options)?;
+        let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
+        let layout = restorer.layout(&self.gpu, width, height, &opts).map_err(js_error)?;
+        let steps = IrSde::published(PUBLISHED_T).and_then(|sde| sde.plan(opts.sampler, opts.steps, opts.grid)).map_err(js_error)?.len();
+        let r = layout.rect(0);
+        let cached = self.tile_seconds.borrow().get(&(r.width, r.height)).copied();
+        let seconds_per_tile = match cached {
+            Some(s) => s,
+            None => {
+                let mut seconds = 0.0;
+                // The first evaluation also compiles the pipelines: where that is quick,
+                // time a second one.
+                for _ in 0..2 {
+                    let started = js_sys::Date::now();
+                    restorer.evaluate_tile(&self.gpu, &layout).await.map_err(js_error)?;
+                    seconds = (js_sys::Date::now() - started) / 1000.0;
+                    if seconds > 3.0 {
+                        break;
+                    }
+                }
+                self.tile_seconds.borrow_mut().insert((r.width, r.height), seconds);
+                seconds
+            }
+        };
+        let out = Estimate { tiles: layout.len(), tile_width: r.width, tile_height: r.height, steps, seconds_per_tile, seconds: seconds_per_tile * (layout.len() * steps) as f64 };
+        Ok(serde_wasm_bindgen::to_value(&out)?)
+    }
+
+    fn restore_models(&self) -> Result<(Rc<DaClip>, Rc<ConditionalUNet>), JsError> {
+        let m = self.models.borrow();
+        match (&m.daclip, &m.unet) {
+            (Some(d), Some(u)) => Ok((d.clone(), u.clone())),
+            _ => Err(JsError::new("restoring needs both the DA-CLIP and the UNet weights")),
+        }
+    }
+
     /// Frees the models and the pooled GPU memory; the engine can load again afterwards.
     pub fn dispose(&self) {
         *self.models.borrow_mut() = Models::default();
+        self.tile_seconds.borrow_mut().clear();
         self.gpu.release_free_buffers();
     }
 }

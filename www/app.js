@@ -107,21 +107,35 @@ function updateSlider() {
   $('after').style.clipPath = `inset(0 0 0 ${v}%)`;
 }
 
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')} min`;
+}
+
 async function restore() {
   const [sampler, steps] = $('preset').value.split(':');
+  const options = { sampler, steps: Number(steps), seed: Number($('seed').value) || 0 };
   controller = new AbortController();
   updateButtons();
   $('preview').hidden = false;
-  const started = performance.now();
   try {
+    // Say how long it will take before it starts, from one timed tile step.
+    $('step-text').textContent = 'measuring one tile step on this adapter...';
+    const e = await model.estimate(image.width, image.height, options);
+    const tiles = e.tiles > 1 ? `${e.tiles} tiles of ${e.tileWidth}x${e.tileHeight} x ` : '';
+    $('estimate-text').textContent = `${image.width}x${image.height}: ${tiles}${e.steps} steps, about ${duration(e.seconds)} on ${model.adapter.name || 'this adapter'} (${e.secondsPerTile.toFixed(2)} s per tile step)`;
+    if (controller.signal.aborted) throw new DOMException('aborted', 'AbortError');
+    const started = performance.now();
     restored = await model.restore(image, {
-      sampler,
-      steps: Number(steps),
-      seed: Number($('seed').value) || 0,
+      ...options,
       signal: controller.signal,
-      onStep: ({ step, total, preview }) => {
-        $('step-progress').value = step / total;
-        $('step-text').textContent = `step ${step} of ${total}`;
+      onStep: ({ step, total, tile, tiles, preview }) => {
+        const done = ((step - 1) * tiles + tile) / (total * tiles);
+        const elapsed = (performance.now() - started) / 1000;
+        $('step-progress').value = done;
+        $('step-text').textContent = `step ${step} of ${total}${tiles > 1 ? `, tile ${tile} of ${tiles}` : ''}, ${duration((elapsed / done) * (1 - done))} left`;
         if (preview) {
           const c = $('preview');
           c.width = preview.width;

@@ -125,12 +125,54 @@ await check('restore matches the native command line for the same seed', async (
   assert.ok(result.worst <= 4 && result.beyondOne <= 0.005 * result.count, JSON.stringify(result));
 });
 
+await check('a restore in 6 tiles reports tile progress, and an abort mid-step stops it between tiles', async () => {
+  const r = await page.evaluate(async () => {
+    const { width, height } = { width: 80, height: 56 };
+    const data = new Uint8ClampedArray(width * height * 4);
+    for (let i = 0; i < width * height; i++) data.set([(i * 7) % 256, (i % width) * 3, ((i / width) | 0) * 4, 255], 4 * i);
+    const img = new ImageData(data, width, height);
+    const model = window.daclipDemo.model;
+    const options = { steps: 2, seed: 3, sampler: 'mr-ode2', tile: 32, overlap: 8 };
+    const estimate = await model.estimate(width, height, options);
+    const events = [];
+    const out = await model.restore(img, { ...options, onStep: ({ step, total, tile, tiles, preview }) => events.push([step, total, tile, tiles, Boolean(preview)]) });
+    const controller = new AbortController();
+    const abortedEvents = [];
+    let error = 'not aborted';
+    try {
+      await model.restore(img, {
+        ...options,
+        signal: controller.signal,
+        onStep: ({ step, tile }) => {
+          abortedEvents.push([step, tile]);
+          if (step === 1 && tile === 2) controller.abort();
+        },
+      });
+    } catch (e) {
+      error = e.name;
+    }
+    return { estimate, events, size: [out.width, out.height], abortedEvents, error };
+  });
+  console.log(`     estimate: ${JSON.stringify(r.estimate)}`);
+  console.log(`     ${r.events.length} progress reports; aborted at step 1 tile 2, reports seen: ${JSON.stringify(r.abortedEvents)}`);
+  assert.deepEqual(r.size, [80, 56]);
+  assert.equal(r.estimate.tiles, 6);
+  assert.equal(r.estimate.steps, 2);
+  assert.ok(r.estimate.seconds > 0 && r.estimate.secondsPerTile > 0);
+  const want = [];
+  for (let step = 1; step <= 2; step++) for (let tile = 1; tile <= 6; tile++) want.push([step, 2, tile, 6, tile === 6]);
+  assert.deepEqual(r.events, want);
+  assert.equal(r.error, 'AbortError');
+  // The abort message reaches the worker while it waits for a tile: it stops within a tile or two.
+  assert.ok(r.abortedEvents.every(([step, tile]) => step === 1 && tile <= 4), JSON.stringify(r.abortedEvents));
+});
+
 await check('cancelling a restore stops it, and the next restore succeeds', async () => {
   await page.setInputFiles('#image-file', inputPng);
   await page.waitForFunction(() => document.querySelector('#bars').children.length === 10);
   await page.selectOption('#preset', 'mr-ode2:20');
   await page.click('#restore');
-  await page.waitForFunction(() => /step [2-9]/.test(document.querySelector('#step-text').textContent), null, { timeout: 120000 });
+  await page.waitForFunction(() => /step [2-9] of/.test(document.querySelector('#step-text').textContent), null, { timeout: 120000 });
   await page.click('#cancel');
   await page.waitForFunction(() => document.querySelector('#step-text').textContent === 'cancelled', null, { timeout: 60000 });
   await page.selectOption('#preset', 'mr-ode2:10');

@@ -33,11 +33,16 @@ export interface Classification {
 
 export type SamplerName = 'posterior' | 'sde' | 'mr-ode1' | 'mr-ode2' | 'mr-sde1' | 'mr-sde2';
 
+/** Reported after every tile of every step. */
 export interface StepProgress {
   /** 1-based. */
   step: number;
   total: number;
-  /** The current state, at most 128 pixels on its longer side. */
+  /** Tiles of this step done (1-based); `tile === tiles` once the step is finished. */
+  tile: number;
+  /** Tiles per step (1 for an image that fits in one tile). */
+  tiles: number;
+  /** The current state, at most 128 pixels on its longer side; on finished steps only. */
   preview?: ImageData;
 }
 
@@ -50,9 +55,27 @@ export interface RestoreOptions {
   sampler?: SamplerName;
   /** Time grid of the MR samplers (default "logsnr"). */
   grid?: 'linspace' | 'logsnr';
-  /** Aborting rejects with an AbortError within one step; the model stays usable. */
+  /** Tile side in pixels for images larger than one tile (default: chosen from the
+   * adapter's limits and the model, 256 for the published UNet; 32 at least). An image
+   * that fits in one tile is restored whole. */
+  tile?: number;
+  /** Overlap of neighbouring tiles in pixels, at most half the tile (default: a quarter). */
+  overlap?: number;
+  /** Aborting rejects with an AbortError within one tile; the model stays usable. */
   signal?: AbortSignal;
   onStep?: (progress: StepProgress) => void;
+}
+
+export interface RestoreEstimate {
+  tiles: number;
+  tileWidth: number;
+  tileHeight: number;
+  /** Network evaluations. */
+  steps: number;
+  /** Measured time of one network evaluation on one tile. */
+  secondsPerTile: number;
+  /** secondsPerTile * tiles * steps. */
+  seconds: number;
 }
 
 export interface AdapterDescription {
@@ -75,8 +98,12 @@ export declare class DaClip {
   readonly adapter: AdapterDescription | null;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
-  /** Restores an image; the result has the input's size. */
+  /** Restores an image of any size up to 64 MP (each side 9 to 16384 pixels); the result
+   * has the input's size. Larger than one tile: tile by tile at every step, blended. */
   restore(image: ImageInput, options?: RestoreOptions): Promise<ImageData>;
+  /** How long `restore` of a `width` x `height` image would take on this adapter (one
+   * timed network evaluation on a tile; measured once per tile size). */
+  estimate(width: number, height: number, options?: RestoreOptions): Promise<RestoreEstimate>;
   /** Frees the GPU memory and stops the worker. */
   dispose(): void;
 }

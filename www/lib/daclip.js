@@ -171,15 +171,18 @@ export class DaClip {
   }
 
   /**
-   * Restores an image; resolves to an ImageData of the same size.
+   * Restores an image; resolves to an ImageData of the same size. Images larger than one
+   * tile are restored tile by tile at every step (see `tile`, `overlap`).
+   * @param {import('./daclip').ImageInput} image
+   * @param {import('./daclip').RestoreOptions} [options]
    * @returns {Promise<ImageData>}
    */
-  async restore(image, { steps, seed, sampler, grid, signal, onStep } = {}) {
+  async restore(image, { steps, seed, sampler, grid, tile, overlap, signal, onStep } = {}) {
     if (signal?.aborted) throw abortError();
     const img = await toImageData(image);
     const rgba = new Uint8Array(img.data.buffer.slice(0));
-    const options = { steps, seed, sampler, grid, preview: Boolean(onStep) };
-    const step = onStep && ((m) => onStep({ step: m.step, total: m.total, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
+    const options = { steps, seed, sampler, grid, tile, overlap, preview: Boolean(onStep) };
+    const step = onStep && ((m) => onStep({ step: m.step, total: m.total, tile: m.tile, tiles: m.tiles, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
     const { id, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options }, [rgba.buffer], step);
     const abort = () => this.#worker.postMessage({ type: 'abort', target: id });
     signal?.addEventListener('abort', abort, { once: true });
@@ -189,6 +192,18 @@ export class DaClip {
     } finally {
       signal?.removeEventListener('abort', abort);
     }
+  }
+
+  /**
+   * How long `restore` of a `width` x `height` image with these options will take on this
+   * adapter, from one timed network evaluation on a tile (measured once per tile size).
+   * @param {number} width
+   * @param {number} height
+   * @param {import('./daclip').RestoreOptions} [options]
+   * @returns {Promise<import('./daclip').RestoreEstimate>}
+   */
+  estimate(width, height, { steps, seed, sampler, grid, tile, overlap } = {}) {
+    return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
   }
 
   /** Frees the GPU memory and stops the worker. */

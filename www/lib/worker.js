@@ -1,6 +1,7 @@
 // The engine's module worker: owns the wasm module and the GPU, so the page never blocks.
 // Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
-// error, aborted }; restore also posts { id, type: 'step', step, total, preview }.
+// error, aborted }; restore also posts { id, type: 'step', step, total, tile, tiles, preview }
+// after every tile.
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
@@ -19,14 +20,17 @@ async function handle(msg) {
     case 'classify':
       return { result: await engine.classify(msg.rgba, msg.width, msg.height, msg.labels ?? undefined) };
     case 'restore': {
-      const onStep = (step, total, preview) => {
+      // Called after every tile: an abort takes effect between tiles.
+      const onStep = (step, total, tile, tiles, preview) => {
         if (aborted.has(msg.id)) return false;
-        self.postMessage({ id: msg.id, type: 'step', step, total, preview });
+        self.postMessage({ id: msg.id, type: 'step', step, total, tile, tiles, preview });
         return true;
       };
       const rgba = await engine.restore(msg.rgba, msg.width, msg.height, msg.options, onStep);
       return { result: rgba, transfer: [rgba.buffer] };
     }
+    case 'estimate':
+      return { result: await engine.estimate(msg.width, msg.height, msg.options) };
     case 'dispose':
       engine?.dispose();
       return { result: null };

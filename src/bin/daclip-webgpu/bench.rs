@@ -8,8 +8,9 @@ use std::time::Instant;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig, DEGRADATIONS};
 use daclip_webgpu::models::unet::{ConditionalUNet, UNetConfig};
-use daclip_webgpu::restore::{RestoreOptions, Restorer};
-use daclip_webgpu::sde::Sampler;
+use daclip_webgpu::restore::{sample, RestoreOptions, Restorer, UNetPredictor};
+use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
+use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, GpuDType, ModelKind};
 use daclip_webgpu::{Gpu, Result, Tensor};
@@ -56,11 +57,24 @@ fn published_unet() -> UNetConfig {
 
 pub fn run(args: &[String]) -> Result<()> {
     let with_restore = args.iter().any(|a| a == "--restore");
+    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    let tiled = match flag("--tiled") {
+        Some(size) => {
+            let parsed = size.split_once('x').and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)));
+            Some(parsed.ok_or_else(|| daclip_webgpu::Error::Usage(format!("--tiled takes WIDTHxHEIGHT, not `{size}`")))?)
+        }
+        None => None,
+    };
+    let tile = flag("--tile").map(|t| t.parse::<usize>().map_err(|_| daclip_webgpu::Error::Usage("--tile takes a number of pixels".into()))).transpose()?;
     let kernels_only = args.iter().any(|a| a == "--kernels");
     let gpu = Gpu::new_blocking()?;
     println!("adapter: {}", gpu.info());
     if gpu.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
+    }
+    if tiled.is_some() {
+        // Only the tiled step: on a software adapter it alone takes many minutes.
+        return unet_rows(&gpu, false, tiled.map(|size| (size, tile)));
     }
     let mut rows = Vec::new();
 
@@ -104,12 +118,14 @@ pub fn run(args: &[String]) -> Result<()> {
     if kernels_only {
         return Ok(());
     }
-    unet_rows(&gpu, with_restore)
+    unet_rows(&gpu, with_restore, None)
 }
 
 /// One step of the published UNet (seeded random f16 weights) at three sizes, with the
-/// most GPU memory held at once (weights included); with `--restore`, a whole restore.
-fn unet_rows(gpu: &Gpu, with_restore: bool) -> Result<()> {
+/// most GPU memory held at once (weights included), or with `--tiled WxH` instead one
+/// sampler step of an image that size in tiles (`--tile N`, default the adapter's); with
+/// `--restore`, whole restores.
+fn unet_rows(gpu: &Gpu, with_restore: bool, tiled: Option<((usize, usize), Option<usize>)>) -> Result<()> {
     let kind = ModelKind::UNet(published_unet());
     let bytes = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
     let unet = ConditionalUNet::load(gpu, &Checkpoint::parse(&bytes, None)?, GpuDType::F16)?;
@@ -123,6 +139,9 @@ fn unet_rows(gpu: &Gpu, with_restore: bool) -> Result<()> {
     println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB on the GPU)");
     println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak GPU MiB");
     println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
+    if let Some(((w, h), tile)) = tiled {
+        return tiled_step_row(gpu, &unet, &context, w, h, tile);
+    }
     for side in [64usize, 128, 256] {
         let x = filled(gpu, &[1, 3, side, side])?;
         gpu.release_free_buffers();
@@ -158,6 +177,28 @@ fn unet_rows(gpu: &Gpu, with_restore: bool) -> Result<()> {
             println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("restore 64x64, {} {steps} steps{speedup}", sampler.name()), ms, peak);
         }
     }
+    Ok(())
+}
+
+/// One sampler step (network on every tile, blending, update) of a `w` x `h` image, and
+/// the GPU memory it holds at most (weights included): what a tile size costs.
+fn tiled_step_row(gpu: &Gpu, unet: &ConditionalUNet, context: &Tensor, w: usize, h: usize, tile: Option<usize>) -> Result<()> {
+    let limits = TileLimits::new(gpu, unet);
+    let (tile, overlap) = limits.resolve(tile, None)?;
+    let layout = TileLayout::new(w, h, tile, overlap);
+    let tiles = layout.len();
+    let sde = IrSde::published(PUBLISHED_T)?;
+    let plan = sde.plan(Sampler::MrOde1, 1, Grid::LogSnr)?;
+    let mut predictor = UNetPredictor::new(gpu, unet, context, context, &[plan[0].network_time])?;
+    let lq: Vec<u8> = (0..3 * w * h).map(|i| (i * 37 % 256) as u8).collect();
+    let mut space = TiledSpace::new(gpu, &mut predictor, layout, lq, 0)?;
+    gpu.release_free_buffers();
+    gpu.reset_peak_memory();
+    let start = Instant::now();
+    daclip_webgpu::gpu::block_on(sample(&mut space, sde.max_sigma, &plan, false, &mut |_, _| true))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+    println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("tiled step {w}x{h}: {tiles} tiles of {tile}, overlap {overlap}"), ms, peak);
     Ok(())
 }
 

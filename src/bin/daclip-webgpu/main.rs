@@ -29,16 +29,20 @@ USAGE:
                              .pt); --json also prints both feature vectors
     daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
                           [--steps N] [--seed S] [--sampler NAME] [--grid linspace|logsnr]
+                          [--tile N] [--overlap N]
                              restore an image (default: the published posterior sampler,
                              100 steps, seed 0). Samplers: posterior, sde, and the fast MR
                              Sampler mr-ode1, mr-ode2, mr-sde1, mr-sde2 (10-20 steps);
-                             --grid picks the MR time grid (default logsnr)
-    daclip-webgpu bench [--kernels | --restore]
+                             --grid picks the MR time grid (default logsnr). Images larger
+                             than a tile (default 256 px for the published UNet, overlap
+                             a quarter of it) are restored in tiles blended at every step
+    daclip-webgpu bench [--kernels | --restore | --tiled WxH [--tile N]]
                              print kernel and model timings on this machine's GPU
                              adapter (seeded random weights); --kernels stops after the
                              kernels; --restore adds whole restores of a 64x64 image: the
                              published posterior sampler (100 steps) against the MR
-                             Sampler (mr-ode2, 10 and 20)
+                             Sampler (mr-ode2, 10 and 20); --tiled WxH times only one
+                             sampler step of a WxH image in tiles, with its peak memory
     daclip-webgpu info       print the GPU adapter and its limits
 
 Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";

@@ -275,7 +275,7 @@ impl<'m> Restorer<'m> {
         let sde = IrSde::published(PUBLISHED_T)?;
         let plan = sde.plan(options.sampler, options.steps, options.grid)?;
 
-        let enc = self.daclip.encode_image(gpu, &self.daclip.image_input(gpu, image)?)?;
+        let enc = self.daclip.encode(gpu, image)?;
         let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
         let mut predictor = UNetPredictor::new(gpu, self.unet, &enc.degra_features, &enc.image_features, &times)?;
 

@@ -30,7 +30,8 @@ const TILE_MEMORY_BUDGET: usize = 512 << 20;
 pub const MIN_TILE: usize = 32;
 
 /// The largest image `restore` accepts: 64 MP, each side at most 16384 pixels. Host memory
-/// for the whole-image tensors is about 27 bytes per pixel (39 for second-order samplers).
+/// for the whole-image tensors and the image is about 31 bytes per pixel (55 for
+/// second-order samplers, which keep two more fields).
 pub const MAX_PIXELS: usize = 64 << 20;
 pub const MAX_SIDE: usize = 16384;
 

@@ -15,7 +15,7 @@ use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{RestoreOptions, Restorer};
 use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
-use crate::weights::{Checkpoint, GpuDType};
+use crate::weights::{self, is_torch_archive, Checkpoint, ConvertOptions, GpuDType, StoreDType};
 
 fn js_error(e: Error) -> JsError {
     JsError::new(&e.to_string())
@@ -118,34 +118,53 @@ impl Engine {
     }
 
     /// Loads DA-CLIP weights (safetensors or the original .pt), checked tensor by tensor,
-    /// uploaded as f16.
+    /// uploaded as f16; the ten trained names' text features are computed now when the
+    /// file does not store them. With `convert`, an original .pt also comes back as f16
+    /// safetensors for the caller to cache (the text tower replaced by those features
+    /// unless `keep_text`); otherwise undefined.
     #[wasm_bindgen(js_name = loadDaclip)]
-    pub fn load_daclip(&self, bytes: Vec<u8>) -> Result<(), JsError> {
-        let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
-        let model = DaClip::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?;
+    pub async fn load_daclip(&self, bytes: Vec<u8>, convert: bool, keep_text: bool) -> Result<Option<Vec<u8>>, JsError> {
+        let model = {
+            let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
+            DaClip::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?
+        };
+        model.prepare_degradation_features(&self.gpu).await.map_err(js_error)?;
+        let converted = if convert && is_torch_archive(&bytes) {
+            let mut options = ConvertOptions::new(StoreDType::F16);
+            if !keep_text {
+                let features = model.label_features(&self.gpu, None).await.map_err(js_error)?;
+                options.text_features = Some(features.concat());
+            }
+            Some(weights::convert(&bytes, options).map_err(js_error)?.bytes)
+        } else {
+            None
+        };
         self.models.borrow_mut().daclip = Some(Rc::new(model));
-        Ok(())
+        Ok(converted)
     }
 
     /// Loads the restoration UNet (safetensors or the original .pth), uploaded as f16.
+    /// With `convert`, an original .pth also comes back as f16 safetensors for the caller
+    /// to cache; otherwise undefined.
     #[wasm_bindgen(js_name = loadUnet)]
-    pub fn load_unet(&self, bytes: Vec<u8>) -> Result<(), JsError> {
+    pub fn load_unet(&self, bytes: Vec<u8>, convert: bool) -> Result<Option<Vec<u8>>, JsError> {
         let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
         let model = ConditionalUNet::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?;
         if let Some(d) = &self.models.borrow().daclip {
             Restorer::new(d, &model).map_err(js_error)?;
         }
+        drop(ckpt);
+        let converted = if convert && is_torch_archive(&bytes) { Some(weights::convert(&bytes, ConvertOptions::new(StoreDType::F16)).map_err(js_error)?.bytes) } else { None };
         self.models.borrow_mut().unet = Some(Rc::new(model));
         self.tile_seconds.borrow_mut().clear();
-        Ok(())
+        Ok(converted)
     }
 
     /// Ranks `labels` (or the ten trained degradations when null) for an RGBA image.
     pub async fn classify(&self, rgba: Vec<u8>, width: usize, height: usize, labels: Option<Vec<String>>) -> Result<JsValue, JsError> {
         let daclip = self.models.borrow().daclip.clone().ok_or_else(|| JsError::new("no DA-CLIP weights are loaded"))?;
-        let pixels = daclip.image_input(&self.gpu, image(&rgba, width, height)).map_err(js_error)?;
         let refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
-        let c = daclip.classify(&self.gpu, &pixels, refs.as_deref()).await.map_err(js_error)?;
+        let c = daclip.classify(&self.gpu, image(&rgba, width, height), refs.as_deref()).await.map_err(js_error)?;
         let out = JsClassification { labels: c.labels, probabilities: c.probabilities, image_features: c.image_features, degradation_features: c.degradation_features };
         Ok(serde_wasm_bindgen::to_value(&out)?)
     }

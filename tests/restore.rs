@@ -146,7 +146,7 @@ fn an_image_in_one_tile_takes_the_untiled_path_bit_for_bit() {
     let img = test_image();
     let opts = RestoreOptions { steps: 3, seed: 4, sampler: Sampler::MrSde2, ..Default::default() };
     // The untiled computation written out: the whole image on the GPU.
-    let enc = m.0.encode_image(&gpu, &m.0.image_input(&gpu, image_ref(&img)).unwrap()).unwrap();
+    let enc = m.0.encode(&gpu, image_ref(&img)).unwrap();
     let sde = IrSde::published(100).unwrap();
     let plan = sde.plan(opts.sampler, opts.steps, opts.grid).unwrap();
     let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
@@ -278,4 +278,37 @@ fn tile_options_and_image_sizes_are_checked_before_any_work() {
     let t = layout.rect(0);
     println!("8000x6000: {} tiles of {}x{}", layout.len(), t.width, t.height);
     assert!(t.width <= 512 && t.height <= 512);
+}
+
+#[test]
+fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let (daclip, unet) = models(&gpu); // the original .pt: text tower, no stored features
+    let work = |f: &mut dyn FnMut()| {
+        let before = gpu.dispatch_count();
+        f();
+        gpu.dispatch_count() - before
+    };
+    let (a, b, c) = (image_of(61, 77), image_of(80, 60), image_of(70, 70));
+    let classify = |img: &RgbImage, labels: Option<&[&str]>| block_on(daclip.classify(&gpu, image_ref(img), labels)).unwrap();
+    let first = work(&mut || drop(classify(&a, None)));
+    let again = work(&mut || drop(classify(&a, None)));
+    let image_only = work(&mut || drop(daclip.encode(&gpu, image_ref(&b)).unwrap()));
+    let new_image = work(&mut || drop(classify(&c, None)));
+    println!("kernels: first classify {first} (image and the ten names), same image again {again}, another image {new_image}, its towers alone {image_only}");
+    assert_eq!(again, 0, "the same image again: nothing recomputed");
+    assert_eq!(new_image, image_only, "the ten names' text features are computed once");
+    assert!(first > image_only);
+    let custom = work(&mut || drop(classify(&a, Some(&["rain", "fog", "rain"]))));
+    let custom_again = work(&mut || drop(classify(&a, Some(&["fog", "rain"]))));
+    assert!(custom > image_only && custom_again == 0, "custom labels: the text tower once ({custom} kernels), then cached ({custom_again})");
+    // restore reuses the embeddings of the image just classified.
+    drop(classify(&a, None));
+    let r = Restorer::new(&daclip, &unet).unwrap();
+    let opts = RestoreOptions { steps: 1, ..Default::default() };
+    let restore = work(&mut || drop(block_on(r.restore(&gpu, image_ref(&a), &opts, &mut |_| true)).unwrap()));
+    drop(classify(&b, None));
+    let restore_new = work(&mut || drop(block_on(r.restore(&gpu, image_ref(&a), &opts, &mut |_| true)).unwrap()));
+    println!("kernels: 1-step restore of the image just classified {restore}, of the same image after classifying another {restore_new}");
+    assert_eq!(restore_new, restore + image_only, "restore after classify skips the image towers");
 }

@@ -109,6 +109,8 @@ struct Inner {
     uncaptured: Arc<Mutex<Vec<Error>>>,
     /// A tensor of ones, grown on demand (see [`Gpu::ones`]).
     ones: RefCell<Option<Tensor>>,
+    /// Kernels recorded since the device was opened.
+    dispatched: std::cell::Cell<u64>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -202,6 +204,7 @@ impl Gpu {
                 scopes: RefCell::default(),
                 uncaptured,
                 ones: RefCell::default(),
+                dispatched: Default::default(),
             }),
         })
     }
@@ -212,6 +215,12 @@ impl Gpu {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.info.limits
+    }
+
+    /// Kernels recorded since the device was opened: lets tests tell whether a call did
+    /// GPU work at all.
+    pub fn dispatch_count(&self) -> u64 {
+        self.inner.dispatched.get()
     }
 
     pub fn memory(&self) -> MemoryStats {
@@ -529,6 +538,7 @@ impl Gpu {
             });
             batch.dispatches.len() >= MAX_PENDING_DISPATCHES
         };
+        self.inner.dispatched.set(self.inner.dispatched.get() + 1);
         if full {
             self.flush();
         }

@@ -84,11 +84,16 @@ pub struct Weights<'a> {
     metadata: BTreeMap<String, String>,
 }
 
+/// Whether `bytes` look like a `torch.save` file (a zip archive) rather than safetensors.
+pub fn is_torch_archive(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+}
+
 impl<'a> Weights<'a> {
     /// Reads a `torch.save` archive (.pt/.pth) or a safetensors file, told apart by
     /// their first bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<Weights<'a>> {
-        if bytes.starts_with(b"PK\x03\x04") {
+        if is_torch_archive(bytes) {
             let tensors = torch::read(bytes)?.into_iter().collect();
             return Ok(Weights { format: Format::Torch, tensors, metadata: BTreeMap::new() });
         }

@@ -182,6 +182,20 @@ await check('cancelling a restore stops it, and the next restore succeeds', asyn
   await page.screenshot({ path: join(artifacts, 'demo-after-restore.png'), fullPage: true });
 });
 
+await check('the demo takes a 12 MP photo and says how long its restore would take', async () => {
+  const bigPng = join(artifacts, 'big-input.png');
+  const [bw, bh] = [4000, 3000];
+  const rgb = Buffer.alloc(bw * bh * 3);
+  for (let i = 0; i < bw * bh; i++) { rgb[3 * i] = (i % bw) & 255; rgb[3 * i + 1] = ((i / bw) | 0) & 255; rgb[3 * i + 2] = 128; }
+  writeFileSync(bigPng, png(bw, bh, rgb));
+  await page.evaluate(() => document.querySelector('#bars').replaceChildren());
+  await page.setInputFiles('#image-file', bigPng);
+  await page.waitForFunction(() => document.querySelector('#bars').children.length === 10, null, { timeout: 120000 });
+  const e = await page.evaluate(() => window.daclipDemo.model.estimate(4000, 3000, { steps: 10, tile: 128 }));
+  console.log(`     4000x3000 classified; estimate at tile 128: ${e.tiles} tiles x ${e.steps} steps, ${e.seconds.toFixed(0)} s on SwiftShader`);
+  assert.equal(e.tiles, 42 * 31);
+});
+
 await check('wrong weights are refused with the loader\'s message', async () => {
   const msg = await page.evaluate(async () => {
     const { DaClip } = await import('/www/lib/daclip.js');

@@ -15,8 +15,14 @@ export interface LoadOptions {
   /** Needed for `restore`; `classify` works without. */
   unet?: WeightsSource;
   onProgress?: (progress: LoadProgress) => void;
-  /** Keep downloaded weights in Cache Storage for the next visit (default true). */
+  /** Keep downloaded weights in Cache Storage for the next visit (default true). An
+   * original `.pt` / `.pth` is kept converted (f16 safetensors, DA-CLIP's text tower
+   * replaced by the ten trained names' text features unless `customLabels`): about a
+   * third of the download, and no unpickling on the next visit. */
   cache?: boolean;
+  /** Keep DA-CLIP's text tower in the cached conversion, for `classify(..., { labels })`
+   * on later visits (default false). */
+  customLabels?: boolean;
   /** Where `worker.js` is served, for bundlers that move it (default: beside this module). */
   workerUrl?: string | URL;
 }

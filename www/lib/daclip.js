@@ -46,26 +46,45 @@ async function readBody(response, stage, onProgress) {
   return out;
 }
 
-async function readWeights(source, stage, onProgress, cache) {
-  if (source instanceof Uint8Array) return source;
-  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+/** Where a URL's weights are kept converted (f16 safetensors): the key of a URL whose
+ * original .pt/.pth was converted after its first load. */
+function convertedKey(url, keepText) {
+  const u = new URL(url);
+  u.searchParams.set('daclip-webgpu', keepText ? 'f16-text' : 'f16');
+  return u.href;
+}
+
+function isTorchArchive(bytes) {
+  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+}
+
+/** Reads weights from any source. For URLs with `cache`, Cache Storage is looked up
+ * first (the converted form of an original checkpoint, then the download itself);
+ * returns the bytes and, where the converted form should be stored after loading, the
+ * key to store it under. */
+async function readWeights(source, stage, onProgress, cache, keepText) {
+  if (source instanceof Uint8Array) return { bytes: source };
+  if (source instanceof ArrayBuffer) return { bytes: new Uint8Array(source) };
   if (typeof Blob !== 'undefined' && source instanceof Blob) {
     const bytes = new Uint8Array(await source.arrayBuffer());
     onProgress?.({ stage, loaded: bytes.length, total: bytes.length });
-    return bytes;
+    return { bytes };
   }
   if (typeof source === 'string' || source instanceof URL) {
     const url = new URL(source, globalThis.location?.href).href;
     const store = cache && globalThis.caches ? await caches.open(WEIGHTS_CACHE) : null;
-    const cached = await store?.match(url);
-    if (cached) return readBody(cached, stage, onProgress);
+    const key = convertedKey(url, stage === 'daclip' && keepText);
+    const cached = (await store?.match(key)) ?? (await store?.match(url));
+    if (cached) return { bytes: await readBody(cached, stage, onProgress) };
     const response = await fetch(url);
     if (!response.ok) throw new Error(`could not download the ${stage} weights from ${url}: HTTP ${response.status}`);
-    // Cache a copy while reading the other for progress: the next visit loads offline.
-    const storing = store?.put(url, response.clone());
     const bytes = await readBody(response, stage, onProgress);
-    await storing;
-    return bytes;
+    if (!store) return { bytes };
+    // An original checkpoint is cached in its converted form once loaded (smaller, and
+    // no unpickling next time); anything else as downloaded.
+    if (isTorchArchive(bytes)) return { bytes, convertedKey: key };
+    await store.put(url, new Response(bytes));
+    return { bytes };
   }
   throw new TypeError(`${stage} weights must be a URL, File, Blob, ArrayBuffer or Uint8Array`);
 }
@@ -133,7 +152,7 @@ export class DaClip {
    * Starts the engine in a worker and loads the weights.
    * @param {import('./daclip').LoadOptions} options
    */
-  static async load({ daclip, unet, onProgress, cache = true, workerUrl } = {}) {
+  static async load({ daclip, unet, onProgress, cache = true, customLabels = false, workerUrl } = {}) {
     if (!(await webgpuAvailable())) throw new Error(NO_WEBGPU);
     if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
     // DACLIP_WORKER_URL / _TYPE are set by the single-file build (www/build.mjs --single).
@@ -143,12 +162,15 @@ export class DaClip {
       model.adapter = await model.#call('init').promise;
       for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
         if (!source) continue;
-        const bytes = await readWeights(source, kind, onProgress, cache);
+        const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
         onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
         // Transfer a copy when the caller still owns the bytes; our own download is moved.
         const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
-        await model.#call('load', { kind, bytes: owned.buffer }, [owned.buffer]).promise;
-        onProgress?.({ stage: `${kind}-upload`, loaded: bytes.length, total: bytes.length });
+        const total = bytes.length;
+        const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
+        const converted = await model.#call('load', request, [owned.buffer]).promise;
+        if (converted && convertedKey) await (await caches.open(WEIGHTS_CACHE)).put(convertedKey, new Response(converted));
+        onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
       }
     } catch (err) {
       model.dispose();

@@ -13,10 +13,13 @@ async function handle(msg) {
       await init();
       engine = await createEngine();
       return { result: engine.adapterInfo() };
-    case 'load':
-      if (msg.kind === 'daclip') engine.loadDaclip(new Uint8Array(msg.bytes));
-      else engine.loadUnet(new Uint8Array(msg.bytes));
-      return { result: null };
+    case 'load': {
+      // An original .pt/.pth comes back converted (f16 safetensors) when asked, for the
+      // page to cache in its place.
+      const bytes = new Uint8Array(msg.bytes);
+      const converted = msg.kind === 'daclip' ? await engine.loadDaclip(bytes, msg.convert, msg.keepText) : engine.loadUnet(bytes, msg.convert);
+      return converted ? { result: converted, transfer: [converted.buffer] } : { result: null };
+    }
     case 'classify':
       return { result: await engine.classify(msg.rgba, msg.width, msg.height, msg.labels ?? undefined) };
     case 'restore': {

@@ -31,9 +31,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let gpu = Gpu::new_blocking()?;
     let model = DaClip::load(&gpu, &ckpt, GpuDType::F16)?;
     drop(ckpt);
-    let pixels = model.image_input(&gpu, img.as_ref())?;
     let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
-    let result = block_on(model.classify(&gpu, &pixels, label_refs.as_deref()))?;
+    let result = block_on(model.classify(&gpu, img.as_ref(), label_refs.as_deref()))?;
 
     if json {
         let out = serde_json::json!({

@@ -4,6 +4,9 @@
 //! blocks in REVERSED order (block 0 gets the last controller layer's output), because the
 //! published code pops them off a Python list. The trained weights depend on that order.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use super::preprocess::{clip_input, ImageRef};
 use super::text::TextTransformer;
 use super::tokenizer::tokenize;
@@ -16,6 +19,7 @@ use crate::ops;
 use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
 
 /// The two unnormalised embeddings of one image.
+#[derive(Clone)]
 pub struct ImageEncoding {
     /// Content features of the would-be clean image: [1, embed_dim].
     pub image_features: Tensor,
@@ -46,7 +50,15 @@ pub struct DaClip {
     pub text: Option<TextTransformer>,
     /// Text features of [`DEGRADATIONS`], [10, embed_dim], when the file carries them.
     stored_text_features: Option<Vec<Vec<f32>>>,
+    /// Text features computed so far, by label: the text tower runs once per label.
+    text_features: RefCell<HashMap<String, Vec<f32>>>,
+    /// The last image encoded, keyed by what the towers saw (the 8-bit crop): classify
+    /// then restore of one image runs the towers once.
+    last_encoding: RefCell<Option<(Vec<u8>, ImageEncoding)>>,
 }
+
+/// Custom labels whose text features are kept (beyond that the cache starts over).
+const TEXT_FEATURE_CACHE: usize = 256;
 
 impl DaClip {
     /// Uploads a checked DA-CLIP checkpoint, one tensor at a time.
@@ -67,15 +79,25 @@ impl DaClip {
             zero_modules: (0..v.layers).map(|i| Linear::load(&zero.pp(i), v.width, v.width, true)).collect::<Result<_>>()?,
             text: config.text_cfg.as_ref().map(|t| TextTransformer::load(&vb.pp("clip"), t, e)).transpose()?,
             stored_text_features,
+            text_features: RefCell::default(),
+            last_encoding: RefCell::default(),
             config: config.clone(),
         })
     }
 
-    /// An 8-bit image preprocessed for the image towers (resize, crop, normalise) and
-    /// uploaded: [1, 3, S, S].
-    pub fn image_input(&self, gpu: &Gpu, image: ImageRef) -> Result<Tensor> {
-        let size = self.config.vision_cfg.image_size;
-        gpu.upload(&[1, 3, size, size], &clip_input(image, size)?.pixels)
+    /// The embeddings of an 8-bit image: preprocessed, uploaded and encoded, or taken from
+    /// the last call when the image the towers see is the same.
+    pub fn encode(&self, gpu: &Gpu, image: ImageRef) -> Result<ImageEncoding> {
+        let input = clip_input(image, self.config.vision_cfg.image_size)?;
+        if let Some((key, enc)) = &*self.last_encoding.borrow() {
+            if *key == input.resized_u8 {
+                return Ok(enc.clone());
+            }
+        }
+        let pixels = gpu.upload(&[1, 3, input.size, input.size], &input.pixels)?;
+        let enc = self.encode_image(gpu, &pixels)?;
+        *self.last_encoding.borrow_mut() = Some((input.resized_u8, enc.clone()));
+        Ok(enc)
     }
 
     /// `encode_image(image, control=True)` on a preprocessed image [1, 3, S, S].
@@ -105,24 +127,58 @@ impl DaClip {
         text.forward(gpu, &tokens)
     }
 
+    /// Runs the text tower for the ten trained names now when the file does not store
+    /// their features (an original `.pt`), so that no `classify` waits for it.
+    pub async fn prepare_degradation_features(&self, gpu: &Gpu) -> Result<()> {
+        if self.stored_text_features.is_none() && self.text.is_some() {
+            self.label_features(gpu, None).await?;
+        }
+        Ok(())
+    }
+
     /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken
-    /// from the file when it stores them, else computed).
+    /// from the file when it stores them, else computed). Each label goes through the
+    /// text tower once per model; later calls take it from a cache.
     pub async fn label_features(&self, gpu: &Gpu, labels: Option<&[&str]>) -> Result<Vec<Vec<f32>>> {
         if let (None, Some(stored)) = (labels, &self.stored_text_features) {
             return Ok(stored.clone());
         }
         let labels = labels.unwrap_or(&DEGRADATIONS);
-        let t = self.encode_text(gpu, labels)?;
-        Ok(gpu.read(&t).await?.chunks(self.config.embed_dim).map(<[f32]>::to_vec).collect())
+        let mut unique: Vec<&str> = Vec::new();
+        for l in labels {
+            if !unique.contains(l) {
+                unique.push(l);
+            }
+        }
+        let missing: Vec<&str> = {
+            let mut cache = self.text_features.borrow_mut();
+            let missing: Vec<&str> = unique.iter().copied().filter(|l| !cache.contains_key(*l)).collect();
+            if cache.len() + missing.len() > TEXT_FEATURE_CACHE {
+                cache.clear();
+                unique
+            } else {
+                missing
+            }
+        };
+        if !missing.is_empty() {
+            let t = self.encode_text(gpu, &missing)?;
+            let features = gpu.read(&t).await?;
+            let mut cache = self.text_features.borrow_mut();
+            for (label, f) in missing.iter().zip(features.chunks(self.config.embed_dim)) {
+                cache.insert(label.to_string(), f.to_vec());
+            }
+        }
+        let cache = self.text_features.borrow();
+        Ok(labels.iter().map(|l| cache[*l].clone()).collect())
     }
 
-    /// Ranks `labels` (default: the ten trained degradations) for a preprocessed image:
+    /// Ranks `labels` (default: the ten trained degradations) for an 8-bit image:
     /// `softmax(100 * cos(degradation features, text features))`.
-    pub async fn classify(&self, gpu: &Gpu, image: &Tensor, labels: Option<&[&str]>) -> Result<Classification> {
+    pub async fn classify(&self, gpu: &Gpu, image: ImageRef<'_>, labels: Option<&[&str]>) -> Result<Classification> {
         if labels.is_some_and(|l| l.is_empty()) {
             return Err(Error::Shape("classify needs at least one label".into()));
         }
-        let enc = self.encode_image(gpu, image)?;
+        let enc = self.encode(gpu, image)?;
         let text = self.label_features(gpu, labels).await?;
         let image_features = gpu.read(&enc.image_features).await?;
         let degradation_features = gpu.read(&enc.degra_features).await?;

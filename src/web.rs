@@ -129,16 +129,7 @@ impl Engine {
             DaClip::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?
         };
         model.prepare_degradation_features(&self.gpu).await.map_err(js_error)?;
-        let converted = if convert && is_torch_archive(&bytes) {
-            let mut options = ConvertOptions::new(StoreDType::F16);
-            if !keep_text {
-                let features = model.label_features(&self.gpu, None).await.map_err(js_error)?;
-                options.text_features = Some(features.concat());
-            }
-            Some(weights::convert(&bytes, options).map_err(js_error)?.bytes)
-        } else {
-            None
-        };
+        let converted = if convert && is_torch_archive(&bytes) { Some(model.converted(&self.gpu, &bytes, keep_text).await.map_err(js_error)?) } else { None };
         self.models.borrow_mut().daclip = Some(Rc::new(model));
         Ok(converted)
     }

@@ -312,3 +312,22 @@ fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
     println!("kernels: 1-step restore of the image just classified {restore}, of the same image after classifying another {restore_new}");
     assert_eq!(restore_new, restore + image_only, "restore after classify skips the image towers");
 }
+
+#[test]
+fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let (daclip, _) = models(&gpu);
+    let original = tiny("daclip.pt");
+    let img = image_of(61, 77);
+    let want = block_on(daclip.classify(&gpu, image_ref(&img), None)).unwrap();
+    for keep_text in [false, true] {
+        let bytes = block_on(daclip.converted(&gpu, &original, keep_text)).unwrap();
+        let reloaded = DaClip::load(&gpu, &Checkpoint::parse(&bytes, None).unwrap(), GpuDType::F32).unwrap();
+        let got = block_on(reloaded.classify(&gpu, image_ref(&img), None)).unwrap();
+        let worst = want.labels.iter().zip(&want.probabilities).map(|(l, p)| (got.probabilities[got.labels.iter().position(|g| g == l).unwrap()] - p).abs()).fold(0.0f32, f32::max);
+        println!("converted for the cache (keep_text {keep_text}): {} of {} bytes, max probability difference {worst:.1e} (f16 storage)", bytes.len(), original.len());
+        assert!(worst < 1e-2, "{worst}");
+        assert!(bytes.len() < original.len());
+        assert_eq!(reloaded.text.is_some(), keep_text);
+    }
+}

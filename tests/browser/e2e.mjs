@@ -196,6 +196,34 @@ await check('the demo takes a 12 MP photo and says how long its restore would ta
   assert.equal(e.tiles, 42 * 31);
 });
 
+await check('an original .pth is cached converted: the second visit reads less and unpickles nothing', async () => {
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${base}/www/index.html`);
+  const visit = () => p.evaluate(async () => {
+    const { DaClip } = await import('/www/lib/daclip.js');
+    const read = {};
+    const started = performance.now();
+    const model = await DaClip.load({
+      daclip: '/www/tiny/daclip-tiny.safetensors',
+      unet: '/www/tiny/universal-ir-tiny.pth',
+      onProgress: ({ stage, loaded }) => { if (!stage.endsWith('-upload')) read[stage] = loaded; },
+    });
+    const seconds = (performance.now() - started) / 1000;
+    model.dispose();
+    const keys = (await (await caches.open('daclip-webgpu-weights-v1')).keys()).map((r) => new URL(r.url).pathname + new URL(r.url).search);
+    return { seconds, read, keys };
+  });
+  const first = await visit();
+  const second = await visit();
+  console.log(`     first visit: ${first.seconds.toFixed(2)} s, read ${JSON.stringify(first.read)}; second: ${second.seconds.toFixed(2)} s, read ${JSON.stringify(second.read)}`);
+  console.log(`     cached: ${second.keys.join(', ')}`);
+  assert.ok(second.keys.includes('/www/tiny/universal-ir-tiny.pth?daclip-webgpu=f16'), 'the converted UNet is cached');
+  assert.ok(!second.keys.includes('/www/tiny/universal-ir-tiny.pth'), 'the original is not');
+  assert.ok(second.read.unet < first.read.unet / 1.5, 'the converted file is smaller');
+  await ctx.close();
+});
+
 await check('wrong weights are refused with the loader\'s message', async () => {
   const msg = await page.evaluate(async () => {
     const { DaClip } = await import('/www/lib/daclip.js');

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::nn::Linear;
 use crate::ops;
-use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
+use crate::weights::{convert, Checkpoint, ConvertOptions, GpuDType, ModelKind, StoreDType, Vb};
 
 /// The two unnormalised embeddings of one image.
 #[derive(Clone)]
@@ -134,6 +134,18 @@ impl DaClip {
             self.label_features(gpu, None).await?;
         }
         Ok(())
+    }
+
+    /// This model's original checkpoint `bytes` as f16 safetensors, for a cache: with the
+    /// ten trained names' text features (as this model computes them) in place of the
+    /// text tower, unless `keep_text`.
+    pub async fn converted(&self, gpu: &Gpu, bytes: &[u8], keep_text: bool) -> Result<Vec<u8>> {
+        let mut options = ConvertOptions::new(StoreDType::F16);
+        options.clip_config = Some(self.config.clone());
+        if !keep_text {
+            options.text_features = Some(self.label_features(gpu, None).await?.concat());
+        }
+        Ok(convert(bytes, options)?.bytes)
     }
 
     /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken

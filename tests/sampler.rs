@@ -232,3 +232,30 @@ fn the_tile_grid_never_changes_the_noise_a_pixel_receives() {
     // (about 200 at t = 100) amplifies them.
     assert!(worst <= 1e-3, "{worst}");
 }
+
+#[test]
+fn a_48_mp_image_samples_in_tiles_with_gpu_memory_set_by_the_tile() {
+    let gpu = Gpu::new_blocking().unwrap();
+    let sde = IrSde::published(100).unwrap();
+    let (w, h) = (8000, 6000);
+    let lq: Vec<u8> = (0..3 * w * h).map(|i| (i % 253) as u8).collect();
+    let plan = sde.plan(Sampler::MrSde2, 2, Grid::LogSnr).unwrap();
+    let layout = TileLayout::new(w, h, 512, 128);
+    let tiles = layout.len();
+    gpu.release_free_buffers();
+    gpu.reset_peak_memory();
+    let held = gpu.memory().live_bytes;
+    let started = std::time::Instant::now();
+    let x = sample_tiled(&gpu, &mut NoNoise, layout, &lq, &sde, &plan, 1);
+    let peak = gpu.memory().peak_bytes - held;
+    println!(
+        "{w}x{h} ({} MB of f32 state), mr-sde2 2 steps in {tiles} tiles of 512: peak GPU memory {:.1} MiB above what was held before, {:.1} s",
+        4 * x.len() >> 20,
+        peak as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(x.len(), 3 * w * h);
+    assert!(x.iter().all(|v| v.is_finite()));
+    // The GPU holds one tile's state, LQ and prediction (3 MiB each), not the image.
+    assert!(peak <= 16 << 20, "{peak} bytes");
+}

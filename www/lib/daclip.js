@@ -54,6 +54,16 @@ function convertedKey(url, keepText) {
   return u.href;
 }
 
+/** Stores weights in Cache Storage. Caching is an optimisation: where it fails (quota,
+ * a private window), the weights were still loaded, so the failure is only reported. */
+async function keep(store, key, bytes) {
+  try {
+    await store.put(key, new Response(bytes));
+  } catch (err) {
+    console.warn(`daclip-webgpu: could not keep the weights in Cache Storage (${err.message}); they will be downloaded again next time`);
+  }
+}
+
 function isTorchArchive(bytes) {
   return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
 }
@@ -83,7 +93,7 @@ async function readWeights(source, stage, onProgress, cache, keepText) {
     // An original checkpoint is cached in its converted form once loaded (smaller, and
     // no unpickling next time); anything else as downloaded.
     if (isTorchArchive(bytes)) return { bytes, convertedKey: key };
-    await store.put(url, new Response(bytes));
+    await keep(store, url, bytes);
     return { bytes };
   }
   throw new TypeError(`${stage} weights must be a URL, File, Blob, ArrayBuffer or Uint8Array`);
@@ -169,7 +179,7 @@ export class DaClip {
         const total = bytes.length;
         const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
         const converted = await model.#call('load', request, [owned.buffer]).promise;
-        if (converted && convertedKey) await (await caches.open(WEIGHTS_CACHE)).put(convertedKey, new Response(converted));
+        if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
         onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
       }
     } catch (err) {

@@ -153,13 +153,13 @@ impl TileLayout {
         TileLayout { width, height, rows: Axis::new(height, tile, overlap), cols: Axis::new(width, tile, overlap) }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn tile_count(&self) -> usize {
         self.rows.starts.len() * self.cols.starts.len()
     }
 
     /// One tile covers the image: the untiled path.
     pub fn is_single(&self) -> bool {
-        self.len() == 1
+        self.tile_count() == 1
     }
 
     /// Tile `k`, row by row.
@@ -265,7 +265,7 @@ impl SamplingSpace for TiledSpace<'_> {
     type Field = Vec<f32>;
 
     fn tiles(&self) -> usize {
-        self.layout.len()
+        self.layout.tile_count()
     }
 
     fn start(&mut self, c: f32, stream: u32) -> Result<Vec<f32>> {
@@ -289,7 +289,7 @@ impl SamplingSpace for TiledSpace<'_> {
     async fn predict_noise(&mut self, x: &Vec<f32>, t: f32, on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Vec<f32>> {
         let mut blended = zeroed(x.len())?;
         let (mut xs, mut mus) = (Vec::new(), Vec::new());
-        let tiles = self.layout.len();
+        let tiles = self.layout.tile_count();
         for k in 0..tiles {
             self.layout.crop(k, x, &mut xs);
             self.layout.crop(k, &self.lq, &mut mus);
@@ -351,11 +351,11 @@ mod tests {
     #[test]
     fn crop_and_blend_of_a_constant_field_give_it_back() {
         let layout = TileLayout::new(300, 200, 128, 32);
-        assert_eq!(layout.len(), 3 * 2);
+        assert_eq!(layout.tile_count(), 3 * 2);
         let field: Vec<f32> = (0..3 * 300 * 200).map(|i| (i % 977) as f32).collect();
         let mut blended = vec![0.0f32; field.len()];
         let mut tile = Vec::new();
-        for k in 0..layout.len() {
+        for k in 0..layout.tile_count() {
             layout.crop(k, &field, &mut tile);
             assert_eq!(tile.len(), 3 * 128 * 128);
             layout.blend(k, &tile, &mut blended);

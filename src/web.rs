@@ -219,7 +219,7 @@ impl Engine {
                 seconds
             }
         };
-        let out = Estimate { tiles: layout.len(), tile_width: r.width, tile_height: r.height, steps, seconds_per_tile, seconds: seconds_per_tile * (layout.len() * steps) as f64 };
+        let out = Estimate { tiles: layout.tile_count(), tile_width: r.width, tile_height: r.height, steps, seconds_per_tile, seconds: seconds_per_tile * (layout.tile_count() * steps) as f64 };
         Ok(serde_wasm_bindgen::to_value(&out)?)
     }
 

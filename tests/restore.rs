@@ -168,7 +168,7 @@ fn an_image_in_one_tile_takes_the_untiled_path_bit_for_bit() {
 fn seam_score(img: &RgbImage, layout: &TileLayout) -> f64 {
     let (w, h) = (img.width, img.height);
     let (mut cols, mut rows) = (vec![false; w], vec![false; h]);
-    for k in 0..layout.len() {
+    for k in 0..layout.tile_count() {
         let t = layout.rect(k);
         for (edges, start, end, len) in [(&mut cols, t.x, t.x + t.width, w), (&mut rows, t.y, t.y + t.height, h)] {
             if start > 0 {
@@ -181,11 +181,13 @@ fn seam_score(img: &RgbImage, layout: &TileLayout) -> f64 {
     }
     let px = |x: usize, y: usize, c: usize| img.data[3 * (y * w + x) + c] as f64;
     let (mut seam, mut ns, mut rest, mut nr) = (0.0, 0, 0.0, 0);
-    for y in 0..h {
-        for x in 0..w {
+    for (y, &row_edge) in rows.iter().enumerate() {
+        for (x, &col_edge) in cols.iter().enumerate() {
             for c in 0..3 {
-                for (on_edge, d) in [(x > 0 && cols[x], if x > 0 { Some((px(x, y, c) - px(x - 1, y, c)).abs()) } else { None }), (y > 0 && rows[y], if y > 0 { Some((px(x, y, c) - px(x, y - 1, c)).abs()) } else { None })] {
-                    let Some(d) = d else { continue };
+                // Differences with the left and the upper neighbour, where there is one.
+                let left = (x > 0).then(|| (col_edge, (px(x, y, c) - px(x - 1, y, c)).abs()));
+                let up = (y > 0).then(|| (row_edge, (px(x, y, c) - px(x, y - 1, c)).abs()));
+                for (on_edge, d) in [left, up].into_iter().flatten() {
                     if on_edge {
                         (seam, ns) = (seam + d, ns + 1);
                     } else {
@@ -215,7 +217,7 @@ fn tiles_of_a_256_image_blend_without_seams() {
         let d: Vec<f64> = tiled.data.iter().zip(&untiled.data).map(|(a, b)| (*a as f64 - *b as f64).abs()).collect();
         let (max, mean) = (d.iter().fold(0.0f64, |a, b| a.max(*b)), d.iter().sum::<f64>() / d.len() as f64);
         let score = seam_score(&tiled, &grid_of(overlap));
-        println!("tile 128, overlap {overlap:>2} ({} tiles): vs untiled max {max}/255, mean {mean:.2}/255; seam score {score:.3}", grid_of(overlap).len());
+        println!("tile 128, overlap {overlap:>2} ({} tiles): vs untiled max {max}/255, mean {mean:.2}/255; seam score {score:.3}", grid_of(overlap).tile_count());
         assert!(score < 1.25, "overlap {overlap}: seam score {score}");
         assert!(mean < 10.0, "overlap {overlap}: mean difference {mean}");
     }
@@ -228,7 +230,7 @@ fn tiled_restores_report_tiles_reuse_memory_and_cancel_between_tiles() {
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = image_of(100, 70);
     let opts = RestoreOptions { steps: 3, seed: 1, tile: Some(48), overlap: Some(12), preview: true, ..Default::default() };
-    let tiles = r.layout(&gpu, 100, 70, &opts).unwrap().len();
+    let tiles = r.layout(&gpu, 100, 70, &opts).unwrap().tile_count();
     assert_eq!(tiles, 3 * 2);
     let mut seen = Vec::new();
     block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
@@ -276,7 +278,7 @@ fn tile_options_and_image_sizes_are_checked_before_any_work() {
     // 48 MP under WebGPU's default limits: every tile fits one binding.
     let layout = r.layout(&gpu, 8000, 6000, &opts(None, None)).unwrap();
     let t = layout.rect(0);
-    println!("8000x6000: {} tiles of {}x{}", layout.len(), t.width, t.height);
+    println!("8000x6000: {} tiles of {}x{}", layout.tile_count(), t.width, t.height);
     assert!(t.width <= 512 && t.height <= 512);
 }
 

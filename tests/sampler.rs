@@ -192,7 +192,7 @@ fn oracle_gives_back_x0_through_tiles_of_a_3000_x_2000_image() {
     let (lq, x0) = random_images(w, h, 21);
     let mu = gpu.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
     let layout = TileLayout::new(w, h, 256, 64);
-    println!("{w}x{h}, tile 256, overlap 64: {} tiles", layout.len());
+    println!("{w}x{h}, tile 256, overlap 64: {} tiles", layout.tile_count());
     for sampler in [Sampler::Posterior, Sampler::Sde, Sampler::MrOde1, Sampler::MrOde2, Sampler::MrSde1, Sampler::MrSde2] {
         let steps = 5;
         let plan = sde.plan(sampler, steps, Grid::LogSnr).unwrap();
@@ -241,7 +241,7 @@ fn a_48_mp_image_samples_in_tiles_with_gpu_memory_set_by_the_tile() {
     let lq: Vec<u8> = (0..3 * w * h).map(|i| (i % 253) as u8).collect();
     let plan = sde.plan(Sampler::MrSde2, 2, Grid::LogSnr).unwrap();
     let layout = TileLayout::new(w, h, 512, 128);
-    let tiles = layout.len();
+    let tiles = layout.tile_count();
     gpu.release_free_buffers();
     gpu.reset_peak_memory();
     let held = gpu.memory().live_bytes;
@@ -250,7 +250,7 @@ fn a_48_mp_image_samples_in_tiles_with_gpu_memory_set_by_the_tile() {
     let peak = gpu.memory().peak_bytes - held;
     println!(
         "{w}x{h} ({} MB of f32 state), mr-sde2 2 steps in {tiles} tiles of 512: peak GPU memory {:.1} MiB above what was held before, {:.1} s",
-        4 * x.len() >> 20,
+        (4 * x.len()) >> 20,
         peak as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );

@@ -187,7 +187,7 @@ fn tiled_step_row(gpu: &Gpu, unet: &ConditionalUNet, context: &Tensor, w: usize,
     let limits = TileLimits::new(gpu, unet);
     let (tile, overlap) = limits.resolve(tile, None)?;
     let layout = TileLayout::new(w, h, tile, overlap);
-    let tiles = layout.len();
+    let tiles = layout.tile_count();
     let sde = IrSde::published(PUBLISHED_T)?;
     let plan = sde.plan(Sampler::MrOde1, 1, Grid::LogSnr)?;
     let mut predictor = UNetPredictor::new(gpu, unet, context, context, &[plan[0].network_time])?;

@@ -51,7 +51,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let layout = restorer.layout(&gpu, img.width, img.height, &options)?;
     if !layout.is_single() {
         let r = layout.rect(0);
-        eprintln!("{}x{}: {} tiles of {}x{} per step", img.width, img.height, layout.len(), r.width, r.height);
+        eprintln!("{}x{}: {} tiles of {}x{} per step", img.width, img.height, layout.tile_count(), r.width, r.height);
     }
     let start = Instant::now();
     let mut on_step = |s: daclip_webgpu::restore::StepInfo| {

@@ -111,8 +111,9 @@ pub struct IrSde {
 /// The published settings: max_sigma 50/255, T = 100, cosine schedule, eps = 0.005.
 pub const PUBLISHED_T: usize = 100;
 
-/// The MR Sampler works on any grid; beyond 100 evaluations it is a reference solver.
-pub const MAX_MR_EVALUATIONS: usize = 1000;
+/// The most network evaluations a sampler takes (the MR Sampler works on any grid; beyond
+/// 100 evaluations it is a reference solver).
+pub const MAX_STEPS: usize = 1000;
 
 impl IrSde {
     pub fn new(max_sigma: f64, t: usize, schedule: Schedule, eps: f64) -> Result<IrSde> {
@@ -241,8 +242,8 @@ impl IrSde {
     /// The times `t_0 = 100 > t_1 > ... > t_M = 0` of an M-evaluation grid.
     pub fn grid(&self, grid: Grid, evaluations: usize) -> Result<Vec<f64>> {
         let m = evaluations;
-        if m == 0 || m > MAX_MR_EVALUATIONS {
-            return Err(Error::Usage(format!("the MR sampler takes 1 to {MAX_MR_EVALUATIONS} network evaluations, not {m}")));
+        if m == 0 || m > MAX_STEPS {
+            return Err(steps_error(m));
         }
         let top = self.t as f64;
         let mut times: Vec<f64> = match grid {
@@ -268,6 +269,9 @@ impl IrSde {
     /// scaled to 100); `grid` applies to the MR samplers. `self` must be the published
     /// 100-step schedule for the MR samplers.
     pub fn plan(&self, sampler: Sampler, evaluations: usize, grid: Grid) -> Result<Vec<PlannedStep>> {
+        if evaluations == 0 || evaluations > MAX_STEPS {
+            return Err(steps_error(evaluations));
+        }
         let (ode, order2) = match sampler {
             Sampler::Posterior | Sampler::Sde => {
                 let sde = IrSde::new(self.max_sigma, evaluations, Schedule::Cosine, (-self.thetas_cumsum[self.t] * self.dt).exp())?;
@@ -312,6 +316,10 @@ impl IrSde {
         }
         Ok(steps)
     }
+}
+
+fn steps_error(steps: usize) -> Error {
+    Error::Usage(format!("steps must be an integer from 1 to {MAX_STEPS}, not {steps}"))
 }
 
 /// The sampler's seeded standard normals on the CPU, the same generator as
@@ -392,6 +400,18 @@ mod tests {
             let cq = sde.alpha(t) * -(-h).exp_m1();
             let cd = if i == 0 { 0.0 } else { sde.alpha(t) * (1.0 - -(-h).exp_m1() / h) / ((sde.lambda(s) - sde.lambda(times[i - 1])) / h) };
             assert!((cx - want[i].0).abs() < 1e-4 && (cq - want[i].1).abs() < 1e-4 && (cd - want[i].2).abs() < 1e-4, "step {i}: {cx} {cq} {cd}");
+        }
+    }
+
+    #[test]
+    fn step_counts_outside_1_to_1000_are_refused_before_any_allocation() {
+        let sde = IrSde::published(100).unwrap();
+        for sampler in [Sampler::Posterior, Sampler::Sde, Sampler::MrOde2] {
+            for steps in [0, 1001, 1_000_000_000] {
+                let err = sde.plan(sampler, steps, Grid::LogSnr).unwrap_err();
+                assert_eq!(err, Error::Usage(format!("steps must be an integer from 1 to 1000, not {steps}")));
+            }
+            assert_eq!(sde.plan(sampler, 1000, Grid::LogSnr).unwrap().len(), 1000);
         }
     }
 

@@ -224,6 +224,32 @@ await check('an original .pth is cached converted: the second visit reads less a
   await ctx.close();
 });
 
+await check('bad restore options are refused in the caller\'s terms; a disposed model rejects at once', async () => {
+  const r = await page.evaluate(async () => {
+    const model = window.daclipDemo.model;
+    const img = new ImageData(16, 16);
+    const message = (p) => p.then(() => 'accepted', (e) => e.message);
+    const out = {};
+    for (const [name, options] of [['steps 1e9', { steps: 1e9 }], ['steps -3', { steps: -3 }], ['seed 1.5', { seed: 1.5 }], ['sampler', { sampler: 'ddim' }], ['unknown', { step: 4, tiles: 2 }]]) out[name] = await message(model.restore(img, options));
+    out['estimate steps 0'] = await message(model.estimate(100, 100, { steps: 0 }));
+    const { DaClip } = await import('/www/lib/daclip.js');
+    const other = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', cache: false });
+    other.dispose();
+    out['classify after dispose'] = await message(other.classify(img));
+    out['restore after dispose'] = await message(other.restore(img));
+    out['estimate after dispose'] = await message(other.estimate(16, 16));
+    return out;
+  });
+  for (const [k, v] of Object.entries(r)) console.log(`     ${k}: ${v}`);
+  assert.equal(r['steps 1e9'], 'steps must be an integer from 1 to 1000, not 1000000000');
+  assert.equal(r['steps -3'], 'steps must be an integer from 1 to 1000, not -3');
+  assert.match(r['seed 1.5'], /seed must be a non-negative integer/);
+  assert.match(r.sampler, /sampler must be one of posterior/);
+  assert.match(r.unknown, /unknown restore options step, tiles/);
+  assert.match(r['estimate steps 0'], /steps must be an integer from 1 to 1000/);
+  for (const k of ['classify after dispose', 'restore after dispose', 'estimate after dispose']) assert.equal(r[k], 'the model was disposed');
+});
+
 await check('wrong weights are refused with the loader\'s message', async () => {
   const msg = await page.evaluate(async () => {
     const { DaClip } = await import('/www/lib/daclip.js');

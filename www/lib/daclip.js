@@ -119,8 +119,27 @@ function abortError() {
   return new DOMException('The restore was aborted.', 'AbortError');
 }
 
+const SAMPLERS = ['posterior', 'sde', 'mr-ode1', 'mr-ode2', 'mr-sde1', 'mr-sde2'];
+const RESTORE_OPTIONS = ['steps', 'seed', 'sampler', 'grid', 'tile', 'overlap', 'signal', 'onStep'];
+
+/** Checks restore options in the caller's terms before anything reaches the engine. */
+function checkRestoreOptions(options) {
+  const unknown = Object.keys(options).filter((k) => !RESTORE_OPTIONS.includes(k));
+  if (unknown.length) throw new TypeError(`unknown restore option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: the options are ${RESTORE_OPTIONS.join(', ')}`);
+  const { steps, seed, sampler, grid, tile, overlap, onStep } = options;
+  const integer = (v, min, max) => v === undefined || (Number.isInteger(v) && v >= min && v <= max);
+  if (!integer(steps, 1, 1000)) throw new RangeError(`steps must be an integer from 1 to 1000, not ${steps}`);
+  if (!integer(seed, 0, Number.MAX_SAFE_INTEGER)) throw new RangeError(`seed must be a non-negative integer, not ${seed}`);
+  if (sampler !== undefined && !SAMPLERS.includes(sampler)) throw new RangeError(`sampler must be one of ${SAMPLERS.join(', ')}, not ${sampler}`);
+  if (grid !== undefined && grid !== 'logsnr' && grid !== 'linspace') throw new RangeError(`grid must be 'logsnr' or 'linspace', not ${grid}`);
+  if (!integer(tile, 32, 16384)) throw new RangeError(`tile must be an integer number of pixels, at least 32, not ${tile}`);
+  if (!integer(overlap, 0, 8192)) throw new RangeError(`overlap must be a non-negative integer number of pixels, not ${overlap}`);
+  if (onStep !== undefined && typeof onStep !== 'function') throw new TypeError('onStep must be a function');
+}
+
 export class DaClip {
   #worker;
+  #disposed = false;
   #next = 1;
   #pending = new Map();
   /** The GPU adapter: `{ name, backend, isSoftware }`. */
@@ -148,6 +167,7 @@ export class DaClip {
   }
 
   #call(type, payload = {}, transfer = [], onStep) {
+    if (this.#disposed) return { id: 0, promise: Promise.reject(new Error('the model was disposed')) };
     const id = this.#next++;
     return {
       id,
@@ -195,6 +215,7 @@ export class DaClip {
    * @returns {Promise<import('./daclip').Classification>}
    */
   async classify(image, { labels } = {}) {
+    if (this.#disposed) throw new Error('the model was disposed');
     const img = await toImageData(image);
     const rgba = new Uint8Array(img.data.buffer.slice(0));
     const { promise } = this.#call('classify', { rgba, width: img.width, height: img.height, labels }, [rgba.buffer]);
@@ -209,13 +230,16 @@ export class DaClip {
    * @param {import('./daclip').RestoreOptions} [options]
    * @returns {Promise<ImageData>}
    */
-  async restore(image, { steps, seed, sampler, grid, tile, overlap, signal, onStep } = {}) {
+  async restore(image, options = {}) {
+    if (this.#disposed) throw new Error('the model was disposed');
+    checkRestoreOptions(options);
+    const { steps, seed, sampler, grid, tile, overlap, signal, onStep } = options;
     if (signal?.aborted) throw abortError();
     const img = await toImageData(image);
     const rgba = new Uint8Array(img.data.buffer.slice(0));
-    const options = { steps, seed, sampler, grid, tile, overlap, preview: Boolean(onStep) };
+    const engineOptions = { steps, seed, sampler, grid, tile, overlap, preview: Boolean(onStep) };
     const step = onStep && ((m) => onStep({ step: m.step, total: m.total, tile: m.tile, tiles: m.tiles, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
-    const { id, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options }, [rgba.buffer], step);
+    const { id, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options: engineOptions }, [rgba.buffer], step);
     const abort = () => this.#worker.postMessage({ type: 'abort', target: id });
     signal?.addEventListener('abort', abort, { once: true });
     try {
@@ -234,12 +258,15 @@ export class DaClip {
    * @param {import('./daclip').RestoreOptions} [options]
    * @returns {Promise<import('./daclip').RestoreEstimate>}
    */
-  estimate(width, height, { steps, seed, sampler, grid, tile, overlap } = {}) {
+  async estimate(width, height, options = {}) {
+    checkRestoreOptions(options);
+    const { steps, seed, sampler, grid, tile, overlap } = options;
     return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
   }
 
   /** Frees the GPU memory and stops the worker. */
   dispose() {
+    this.#disposed = true;
     this.#worker.terminate();
     for (const p of this.#pending.values()) p.reject(new Error('the model was disposed'));
     this.#pending.clear();

@@ -1,11 +1,12 @@
 //! daclip-webgpu: DA-CLIP image restoration on WebGPU.
 //!
 //! The crate is a library of hand-written WGSL compute kernels ([`ops`]), the plumbing that
-//! drives them through wgpu ([`gpu`]), and building blocks composed from them ([`nn`]).
+//! drives them through wgpu ([`dev`]), and building blocks composed from them ([`nn`]).
 //! The same code runs natively (Vulkan, Metal, DX12) and in the browser (WebGPU).
 
 pub mod error;
-pub mod gpu;
+pub(crate) mod cpu;
+pub mod device;
 pub mod models;
 pub mod nn;
 pub mod ops;
@@ -18,4 +19,4 @@ pub mod weights;
 pub mod web;
 
 pub use error::{Error, Result};
-pub use gpu::{AdapterInfo, DType, Gpu, MemoryStats, Tensor};
+pub use device::{AdapterInfo, DType, Device, MemoryStats, Tensor};

@@ -5,14 +5,14 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, TimeConditioning};
 use crate::ops::{sde_update, Noise};
 use crate::sde::{Grid, IrSde, PlannedStep, Sampler, Update, PUBLISHED_T};
 use crate::tiles::{check_image_size, TileLayout, TileLimits, TiledSpace};
-use crate::weights::{Checkpoint, GpuDType};
+use crate::weights::{Checkpoint, DeviceDType};
 
 /// An 8-bit RGB image, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +83,11 @@ pub struct Rect {
 /// of the image (the whole image, or one tile); `x` and `mu` (the LQ image there) are
 /// [1, 3, at.height, at.width]. The UNet is one; tests use an oracle that knows the answer.
 pub trait NoisePredictor {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, mu: &Tensor, at: Rect, t: f32) -> Result<Tensor>;
+    fn predict_noise(&mut self, dev: &Device, x: &Tensor, mu: &Tensor, at: Rect, t: f32) -> Result<Tensor>;
 }
 
 /// Where a sampling run keeps its whole-image tensors (the state, the LQ image `mu`, the
-/// noise prediction) and how it computes a step on them: [`GpuSpace`] keeps them on the
+/// noise prediction) and how it computes a step on them: [`DeviceSpace`] keeps them on the
 /// GPU (an image that fits in one tile), [`crate::tiles::TiledSpace`] in host memory with
 /// the network run tile by tile. [`sample`] is written once over both.
 #[allow(async_fn_in_trait)] // used with static dispatch on one thread; no Send bound wanted
@@ -142,17 +142,17 @@ pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[Pla
 }
 
 /// The whole image on the GPU: one network evaluation per step, every update one kernel.
-pub struct GpuSpace<'a> {
-    gpu: &'a Gpu,
+pub struct DeviceSpace<'a> {
+    dev: &'a Device,
     predictor: &'a mut dyn NoisePredictor,
     mu: &'a Tensor,
     seed: u64,
 }
 
-impl<'a> GpuSpace<'a> {
+impl<'a> DeviceSpace<'a> {
     /// `mu` is the LQ image [1, 3, H, W].
-    pub fn new(gpu: &'a Gpu, predictor: &'a mut dyn NoisePredictor, mu: &'a Tensor, seed: u64) -> Self {
-        GpuSpace { gpu, predictor, mu, seed }
+    pub fn new(dev: &'a Device, predictor: &'a mut dyn NoisePredictor, mu: &'a Tensor, seed: u64) -> Self {
+        DeviceSpace { dev, predictor, mu, seed }
     }
 
     fn z(&self, z: Option<(u32, f32)>) -> (Noise<'static>, f32) {
@@ -163,7 +163,7 @@ impl<'a> GpuSpace<'a> {
     }
 }
 
-impl SamplingSpace for GpuSpace<'_> {
+impl SamplingSpace for DeviceSpace<'_> {
     type Field = Tensor;
 
     fn tiles(&self) -> usize {
@@ -171,25 +171,25 @@ impl SamplingSpace for GpuSpace<'_> {
     }
 
     fn start(&mut self, c: f32, stream: u32) -> Result<Tensor> {
-        sde_update(self.gpu, self.mu, self.mu, 0.0, None, None, self.z(Some((stream, c))))
+        sde_update(self.dev, self.mu, self.mu, 0.0, None, None, self.z(Some((stream, c))))
     }
 
     fn update(&mut self, x: Tensor, a: f32, noise: &Tensor, b: f32, prev: Option<(&Tensor, f32)>, z: Option<(u32, f32)>) -> Result<Tensor> {
-        sde_update(self.gpu, self.mu, &x, a, Some((noise, b)), prev, self.z(z))
+        sde_update(self.dev, self.mu, &x, a, Some((noise, b)), prev, self.z(z))
     }
 
     fn prediction(&mut self, x: &Tensor, noise: &Tensor, p: Update) -> Result<Tensor> {
-        sde_update(self.gpu, self.mu, x, p.a as f32, Some((noise, p.b as f32)), None, (Noise::None, 0.0))
+        sde_update(self.dev, self.mu, x, p.a as f32, Some((noise, p.b as f32)), None, (Noise::None, 0.0))
     }
 
     async fn predict_noise(&mut self, x: &Tensor, t: f32, _on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Tensor> {
         let at = Rect { x: 0, y: 0, width: self.mu.dim(3), height: self.mu.dim(2) };
-        self.predictor.predict_noise(self.gpu, x, self.mu, at, t)
+        self.predictor.predict_noise(self.dev, x, self.mu, at, t)
     }
 
     async fn finish_step<'f>(&'f mut self, x: &'f Tensor, read: bool) -> Result<Option<Cow<'f, [f32]>>> {
-        self.gpu.sync().await?;
-        Ok(if read { Some(Cow::Owned(self.gpu.read(x).await?)) } else { None })
+        self.dev.sync().await?;
+        Ok(if read { Some(Cow::Owned(self.dev.read(x).await?)) } else { None })
     }
 }
 
@@ -203,16 +203,16 @@ pub struct UNetPredictor<'a> {
 impl<'a> UNetPredictor<'a> {
     /// For DA-CLIP's two embeddings, at the network `times` a sampling plan will ask for
     /// (their conditioning is computed here, once).
-    pub fn new(gpu: &Gpu, unet: &'a ConditionalUNet, degra_context: &Tensor, image_context: &'a Tensor, times: &[f32]) -> Result<Self> {
-        let prompt = unet.prompt_embedding(gpu, degra_context)?;
-        let time = unet.time_conditioning(gpu, times, prompt.as_ref())?;
+    pub fn new(dev: &Device, unet: &'a ConditionalUNet, degra_context: &Tensor, image_context: &'a Tensor, times: &[f32]) -> Result<Self> {
+        let prompt = unet.prompt_embedding(dev, degra_context)?;
+        let time = unet.time_conditioning(dev, times, prompt.as_ref())?;
         Ok(UNetPredictor { unet, time, image_context })
     }
 }
 
 impl NoisePredictor for UNetPredictor<'_> {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, mu: &Tensor, _at: Rect, t: f32) -> Result<Tensor> {
-        self.unet.forward(gpu, x, mu, &self.time, t, self.image_context)
+    fn predict_noise(&mut self, dev: &Device, x: &Tensor, mu: &Tensor, _at: Rect, t: f32) -> Result<Tensor> {
+        self.unet.forward(dev, x, mu, &self.time, t, self.image_context)
     }
 }
 
@@ -238,46 +238,46 @@ impl<'m> Restorer<'m> {
     }
 
     /// Loads both checkpoints (checked) and keeps them for [`Restorer::new`].
-    pub fn load_models(gpu: &Gpu, daclip: &Checkpoint, unet: &Checkpoint, dtype: GpuDType) -> Result<(DaClip, ConditionalUNet)> {
-        let models = (DaClip::load(gpu, daclip, dtype)?, ConditionalUNet::load(gpu, unet, dtype)?);
+    pub fn load_models(dev: &Device, daclip: &Checkpoint, unet: &Checkpoint, dtype: DeviceDType) -> Result<(DaClip, ConditionalUNet)> {
+        let models = (DaClip::load(dev, daclip, dtype)?, ConditionalUNet::load(dev, unet, dtype)?);
         Restorer::new(&models.0, &models.1)?;
         Ok(models)
     }
 
     /// The tiles a restore of a `width` x `height` image with `options` would use (checks
     /// the size and the tile options).
-    pub fn layout(&self, gpu: &Gpu, width: usize, height: usize, options: &RestoreOptions) -> Result<TileLayout> {
+    pub fn layout(&self, dev: &Device, width: usize, height: usize, options: &RestoreOptions) -> Result<TileLayout> {
         check_image_size(width, height, self.unet.min_side())?;
-        let (tile, overlap) = TileLimits::new(gpu, self.unet).resolve(options.tile, options.overlap)?;
+        let (tile, overlap) = TileLimits::new(dev, self.unet).resolve(options.tile, options.overlap)?;
         Ok(TileLayout::new(width, height, tile, overlap))
     }
 
     /// One network evaluation on a tile of `layout`'s size (zero inputs and embeddings),
     /// waited for: what a caller times to say how long a restore will take.
-    pub async fn evaluate_tile(&self, gpu: &Gpu, layout: &TileLayout) -> Result<()> {
+    pub async fn evaluate_tile(&self, dev: &Device, layout: &TileLayout) -> Result<()> {
         let r = layout.rect(0);
         let shape = [1, 3, r.height, r.width];
-        let zeros = gpu.upload(&shape, &vec![0.0; 3 * r.width * r.height])?;
-        let context = gpu.upload(&[1, self.daclip.config.embed_dim], &vec![0.0; self.daclip.config.embed_dim])?;
+        let zeros = dev.upload(&shape, &vec![0.0; 3 * r.width * r.height])?;
+        let context = dev.upload(&[1, self.daclip.config.embed_dim], &vec![0.0; self.daclip.config.embed_dim])?;
         let t = PUBLISHED_T as f32;
-        let mut unet = UNetPredictor::new(gpu, self.unet, &context, &context, &[t])?;
-        unet.predict_noise(gpu, &zeros, &zeros, r, t)?;
-        gpu.sync().await
+        let mut unet = UNetPredictor::new(dev, self.unet, &context, &context, &[t])?;
+        unet.predict_noise(dev, &zeros, &zeros, r, t)?;
+        dev.sync().await
     }
 
     /// Restores `image`. `on_step` is called after every tile and every finished step
     /// (once the GPU has finished it); returning false cancels, and `restore` returns
     /// [`Error::Cancelled`].
-    pub async fn restore(&self, gpu: &Gpu, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<RgbImage> {
+    pub async fn restore(&self, dev: &Device, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<RgbImage> {
         image.check()?;
         let (w, h) = (image.width, image.height);
-        let layout = self.layout(gpu, w, h, options)?;
+        let layout = self.layout(dev, w, h, options)?;
         let sde = IrSde::published(PUBLISHED_T)?;
         let plan = sde.plan(options.sampler, options.steps, options.grid)?;
 
-        let enc = self.daclip.encode(gpu, image)?;
+        let enc = self.daclip.encode(dev, image)?;
         let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
-        let mut predictor = UNetPredictor::new(gpu, self.unet, &enc.degra_features, &enc.image_features, &times)?;
+        let mut predictor = UNetPredictor::new(dev, self.unet, &enc.degra_features, &enc.image_features, &times)?;
 
         let mut after_tile = |progress: Progress, state: Option<&[f32]>| match state.map(|v| preview(v, w, h)) {
             Some(Err(_)) => true, // a non-finite preview: the final check reports it
@@ -288,12 +288,12 @@ impl<'m> Restorer<'m> {
         let x = if layout.is_single() {
             // The exact (parity) path: the whole image on the GPU.
             let lq: Vec<f32> = lq.iter().map(|&v| v as f32 / 255.0).collect();
-            let lq = gpu.upload(&[1, 3, h, w], &lq)?;
-            let mut space = GpuSpace::new(gpu, &mut predictor, &lq, options.seed);
+            let lq = dev.upload(&[1, 3, h, w], &lq)?;
+            let mut space = DeviceSpace::new(dev, &mut predictor, &lq, options.seed);
             let x = sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?;
-            gpu.read(&x).await?
+            dev.read(&x).await?
         } else {
-            let mut space = TiledSpace::new(gpu, &mut predictor, layout, lq, options.seed)?;
+            let mut space = TiledSpace::new(dev, &mut predictor, layout, lq, options.seed)?;
             sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?
         };
         to_rgb(&x, w, h)

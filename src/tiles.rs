@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{NoisePredictor, Rect, SamplingSpace};
 use crate::sde::{seeded_normal_pair, Update};
@@ -35,7 +35,7 @@ pub const MIN_TILE: usize = 32;
 pub const MAX_PIXELS: usize = 64 << 20;
 pub const MAX_SIDE: usize = 16384;
 
-/// Tile sizes that fit `unet` on `gpu`, and the default one.
+/// Tile sizes that fit `unet` on `dev`, and the default one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileLimits {
     /// The largest tile whose widest tensor fits one storage binding.
@@ -46,8 +46,8 @@ pub struct TileLimits {
 }
 
 impl TileLimits {
-    pub fn new(gpu: &Gpu, unet: &ConditionalUNet) -> TileLimits {
-        let limits = gpu.limits();
+    pub fn new(dev: &Device, unet: &ConditionalUNet) -> TileLimits {
+        let limits = dev.limits();
         let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
         let widest = unet.widest_bytes_per_pixel();
         let m = unet.padding_multiple();
@@ -207,7 +207,7 @@ fn zeroed(n: usize) -> Result<Vec<f32>> {
 
 /// The sampler's whole-image tensors in host memory, the network run tile by tile.
 pub struct TiledSpace<'a> {
-    gpu: &'a Gpu,
+    dev: &'a Device,
     predictor: &'a mut dyn NoisePredictor,
     layout: TileLayout,
     /// The LQ image, planar [3, H, W] 8-bit: mu = value / 255.
@@ -220,13 +220,13 @@ pub struct TiledSpace<'a> {
 
 impl<'a> TiledSpace<'a> {
     /// `lq` is the planar [3, H, W] 8-bit LQ image of `layout`'s size.
-    pub fn new(gpu: &'a Gpu, predictor: &'a mut dyn NoisePredictor, layout: TileLayout, lq: Vec<u8>, seed: u64) -> Result<Self> {
+    pub fn new(dev: &'a Device, predictor: &'a mut dyn NoisePredictor, layout: TileLayout, lq: Vec<u8>, seed: u64) -> Result<Self> {
         if lq.len() != 3 * layout.width * layout.height {
             return Err(Error::Shape(format!("the LQ image has {} values, not 3 x {} x {}", lq.len(), layout.height, layout.width)));
         }
         let r = layout.rect(0);
         let shape = [1, 3, r.height, r.width];
-        Ok(TiledSpace { gpu, predictor, layout, lq, seed, x_tile: gpu.empty(&shape)?, mu_tile: gpu.empty(&shape)? })
+        Ok(TiledSpace { dev, predictor, layout, lq, seed, x_tile: dev.empty(&shape)?, mu_tile: dev.empty(&shape)? })
     }
 
     fn mu(&self, i: usize) -> f32 {
@@ -294,10 +294,10 @@ impl SamplingSpace for TiledSpace<'_> {
             self.layout.crop(k, x, &mut xs);
             self.layout.crop(k, &self.lq, &mut mus);
             let mu: Vec<f32> = mus.iter().map(|&v| v as f32 / 255.0).collect();
-            self.gpu.write(&self.x_tile, &xs)?;
-            self.gpu.write(&self.mu_tile, &mu)?;
-            let noise = self.predictor.predict_noise(self.gpu, &self.x_tile, &self.mu_tile, self.layout.rect(k), t)?;
-            self.layout.blend(k, &self.gpu.read(&noise).await?, &mut blended);
+            self.dev.write(&self.x_tile, &xs)?;
+            self.dev.write(&self.mu_tile, &mu)?;
+            let noise = self.predictor.predict_noise(self.dev, &self.x_tile, &self.mu_tile, self.layout.rect(k), t)?;
+            self.layout.blend(k, &self.dev.read(&noise).await?, &mut blended);
             // The last tile is reported with the finished step.
             if k + 1 < tiles && !on_tile(k + 1) {
                 return Err(Error::Cancelled);

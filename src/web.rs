@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
-use crate::gpu::Gpu;
+use crate::device::{Device, DeviceChoice};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{RestoreOptions, Restorer};
 use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
-use crate::weights::{self, is_torch_archive, Checkpoint, ConvertOptions, GpuDType, StoreDType};
+use crate::weights::{self, is_torch_archive, Checkpoint, ConvertOptions, DeviceDType, StoreDType};
 
 fn js_error(e: Error) -> JsError {
     JsError::new(&e.to_string())
@@ -30,7 +30,7 @@ struct Models {
 /// A GPU device and the loaded models.
 #[wasm_bindgen]
 pub struct Engine {
-    gpu: Gpu,
+    dev: Device,
     models: Rc<RefCell<Models>>,
     /// Measured seconds of one network evaluation per tile size, for the loaded UNet.
     tile_seconds: RefCell<HashMap<(usize, usize), f64>>,
@@ -50,9 +50,13 @@ struct Estimate {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AdapterDescription {
+    /// "webgpu" or "cpu".
+    device: &'static str,
     name: String,
     backend: String,
     is_software: bool,
+    /// Why this device runs.
+    reason: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,21 +103,24 @@ fn restore_options(options: JsValue) -> Result<RestoreOptions, JsError> {
     Ok(opts)
 }
 
-/// Opens the GPU. Fails with a message saying how to get WebGPU where there is none.
+/// Opens the device `choice` names ("auto", "webgpu" or "cpu"): "auto" takes a hardware
+/// WebGPU adapter and the CPU backend where WebGPU is missing or only a fallback adapter
+/// exists. "webgpu" fails with a message saying how to get WebGPU where there is none.
 #[wasm_bindgen(js_name = createEngine)]
-pub async fn create_engine() -> Result<Engine, JsError> {
+pub async fn create_engine(choice: String) -> Result<Engine, JsError> {
     console_error_panic_hook::set_once();
-    let gpu = Gpu::new().await.map_err(js_error)?;
-    Ok(Engine { gpu, models: Rc::default(), tile_seconds: RefCell::default() })
+    let dev = Device::open(DeviceChoice::parse(&choice).map_err(js_error)?).await.map_err(js_error)?;
+    Ok(Engine { dev, models: Rc::default(), tile_seconds: RefCell::default() })
 }
 
 #[wasm_bindgen]
 impl Engine {
-    /// `{ name, backend, isSoftware }` of the adapter.
+    /// `{ device, name, backend, isSoftware, reason }` of the device.
     #[wasm_bindgen(js_name = adapterInfo)]
     pub fn adapter_info(&self) -> Result<JsValue, JsError> {
-        let i = self.gpu.info();
-        let d = AdapterDescription { name: i.name.clone(), backend: i.backend.clone(), is_software: i.is_software };
+        let i = self.dev.info();
+        let device = if self.dev.is_cpu() { "cpu" } else { "webgpu" };
+        let d = AdapterDescription { device, name: i.name.clone(), backend: i.backend.clone(), is_software: i.is_software, reason: self.dev.reason().to_string() };
         Ok(serde_wasm_bindgen::to_value(&d)?)
     }
 
@@ -126,10 +133,10 @@ impl Engine {
     pub async fn load_daclip(&self, bytes: Vec<u8>, convert: bool, keep_text: bool) -> Result<Option<Vec<u8>>, JsError> {
         let model = {
             let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
-            DaClip::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?
+            DaClip::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?
         };
-        model.prepare_degradation_features(&self.gpu).await.map_err(js_error)?;
-        let converted = if convert && is_torch_archive(&bytes) { Some(model.converted(&self.gpu, &bytes, keep_text).await.map_err(js_error)?) } else { None };
+        model.prepare_degradation_features(&self.dev).await.map_err(js_error)?;
+        let converted = if convert && is_torch_archive(&bytes) { Some(model.converted(&self.dev, &bytes, keep_text).await.map_err(js_error)?) } else { None };
         self.models.borrow_mut().daclip = Some(Rc::new(model));
         Ok(converted)
     }
@@ -140,7 +147,7 @@ impl Engine {
     #[wasm_bindgen(js_name = loadUnet)]
     pub fn load_unet(&self, bytes: Vec<u8>, convert: bool) -> Result<Option<Vec<u8>>, JsError> {
         let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
-        let model = ConditionalUNet::load(&self.gpu, &ckpt, GpuDType::F16).map_err(js_error)?;
+        let model = ConditionalUNet::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?;
         if let Some(d) = &self.models.borrow().daclip {
             Restorer::new(d, &model).map_err(js_error)?;
         }
@@ -155,7 +162,7 @@ impl Engine {
     pub async fn classify(&self, rgba: Vec<u8>, width: usize, height: usize, labels: Option<Vec<String>>) -> Result<JsValue, JsError> {
         let daclip = self.models.borrow().daclip.clone().ok_or_else(|| JsError::new("no DA-CLIP weights are loaded"))?;
         let refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
-        let c = daclip.classify(&self.gpu, image(&rgba, width, height), refs.as_deref()).await.map_err(js_error)?;
+        let c = daclip.classify(&self.dev, image(&rgba, width, height), refs.as_deref()).await.map_err(js_error)?;
         let out = JsClassification { labels: c.labels, probabilities: c.probabilities, image_features: c.image_features, degradation_features: c.degradation_features };
         Ok(serde_wasm_bindgen::to_value(&out)?)
     }
@@ -186,7 +193,7 @@ impl Engine {
             // Anything but an explicit `false` (or a throwing callback) continues.
             matches!(r, Ok(v) if v != JsValue::FALSE)
         };
-        let out = restorer.restore(&self.gpu, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?;
+        let out = restorer.restore(&self.dev, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?;
         Ok(out.data.chunks(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect())
     }
 
@@ -197,7 +204,7 @@ impl Engine {
         let (daclip, unet) = self.restore_models()?;
         let opts = restore_options(options)?;
         let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
-        let layout = restorer.layout(&self.gpu, width, height, &opts).map_err(js_error)?;
+        let layout = restorer.layout(&self.dev, width, height, &opts).map_err(js_error)?;
         let steps = IrSde::published(PUBLISHED_T).and_then(|sde| sde.plan(opts.sampler, opts.steps, opts.grid)).map_err(js_error)?.len();
         let r = layout.rect(0);
         let cached = self.tile_seconds.borrow().get(&(r.width, r.height)).copied();
@@ -209,7 +216,7 @@ impl Engine {
                 // time a second one.
                 for _ in 0..2 {
                     let started = js_sys::Date::now();
-                    restorer.evaluate_tile(&self.gpu, &layout).await.map_err(js_error)?;
+                    restorer.evaluate_tile(&self.dev, &layout).await.map_err(js_error)?;
                     seconds = (js_sys::Date::now() - started) / 1000.0;
                     if seconds > 3.0 {
                         break;
@@ -235,6 +242,6 @@ impl Engine {
     pub fn dispose(&self) {
         *self.models.borrow_mut() = Models::default();
         self.tile_seconds.borrow_mut().clear();
-        self.gpu.release_free_buffers();
+        self.dev.release_free_buffers();
     }
 }

@@ -4,30 +4,30 @@
 
 mod common;
 
-use daclip_webgpu::Gpu;
+use daclip_webgpu::Device;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-async fn gpu() -> Gpu {
-    let gpu = Gpu::new().await.expect("WebGPU adapter");
-    report!("adapter: {}", gpu.info());
-    gpu
+async fn dev() -> Device {
+    let dev = Device::new().await.expect("WebGPU adapter");
+    report!("adapter: {}", dev.info());
+    dev
 }
 
 #[wasm_bindgen_test]
 async fn matmul_in_browser() {
-    let gpu = gpu().await;
-    common::cases::matmul(&gpu).await;
-    common::cases::linear(&gpu).await;
+    let dev = dev().await;
+    common::cases::matmul(&dev).await;
+    common::cases::linear(&dev).await;
 }
 
 #[wasm_bindgen_test]
 async fn conv2d_in_browser() {
-    common::cases::conv2d(&gpu().await).await;
+    common::cases::conv2d(&dev().await).await;
 }
 
 #[wasm_bindgen_test]
 async fn attention_in_browser() {
-    common::cases::attention(&gpu().await).await;
+    common::cases::attention(&dev().await).await;
 }

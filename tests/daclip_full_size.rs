@@ -7,8 +7,8 @@
 mod common;
 
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
-use daclip_webgpu::weights::{random_safetensors, Checkpoint, GpuDType, ModelKind};
-use daclip_webgpu::Gpu;
+use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
+use daclip_webgpu::Device;
 
 #[test]
 fn vit_b_32_runs_and_zero_control_changes_nothing() {
@@ -18,16 +18,16 @@ fn vit_b_32_runs_and_zero_control_changes_nothing() {
     let kind = ModelKind::DaClip(config);
     let bytes = random_safetensors(&kind.expected_tensors(), 7, |name| name.contains("zero_modules"), kind.metadata());
     let ckpt = Checkpoint::parse(&bytes, None).unwrap();
-    let gpu = Gpu::new_blocking().unwrap();
-    let model = DaClip::load(&gpu, &ckpt, GpuDType::F16).unwrap();
+    let dev = Device::new_blocking().unwrap();
+    let model = DaClip::load(&dev, &ckpt, DeviceDType::F16).unwrap();
     drop(ckpt);
     let mut rng = common::Rng::new(8);
-    let image = gpu.upload(&[1, 3, 224, 224], &rng.normals(3 * 224 * 224, 1.0)).unwrap();
+    let image = dev.upload(&[1, 3, 224, 224], &rng.normals(3 * 224 * 224, 1.0)).unwrap();
 
-    let enc = model.encode_image(&gpu, &image).unwrap();
-    let image_features = gpu.read_blocking(&enc.image_features).unwrap();
-    let degra = gpu.read_blocking(&enc.degra_features).unwrap();
-    let plain = gpu.read_blocking(&model.visual.forward(&gpu, &image).unwrap()).unwrap();
+    let enc = model.encode_image(&dev, &image).unwrap();
+    let image_features = dev.read_blocking(&enc.image_features).unwrap();
+    let degra = dev.read_blocking(&enc.degra_features).unwrap();
+    let plain = dev.read_blocking(&model.visual.forward(&dev, &image).unwrap()).unwrap();
     assert_eq!(image_features.len(), 512);
     assert!(image_features.iter().chain(&degra).all(|v| v.is_finite()), "non-finite features");
     let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();

@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use daclip_webgpu::gpu::block_on;
+use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::ops::{sde_update, Noise};
 use daclip_webgpu::sde::IrSde;
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, GpuDType, StoreDType};
-use daclip_webgpu::Gpu;
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, StoreDType};
+use daclip_webgpu::Device;
 
 const TOL_F32: f64 = 1e-4;
 const TOL_F16: f64 = 1e-2;
@@ -83,25 +83,25 @@ impl Report {
 /// The weights to check, named `<stem>.pt|.pth` / `<stem>.safetensors` in the fixture
 /// directory: the original file converted in memory to f32 and to f16 when it is there,
 /// else the converted file as it is.
-fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, GpuDType, f64)> {
+fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, DeviceDType, f64)> {
     let d = dir();
     let config: Option<DaClipConfig> = std::fs::read(d.join("clip_config.json")).ok().map(|b| serde_json::from_slice(&b).expect("clip_config.json"));
     if let Ok(pt) = std::fs::read(d.join(original)) {
         return vec![
-            ("f32", convert(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().bytes, GpuDType::F32, TOL_F32),
-            ("f16", convert(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().bytes, GpuDType::F16, TOL_F16),
+            ("f32", convert(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().bytes, DeviceDType::F32, TOL_F32),
+            ("f16", convert(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().bytes, DeviceDType::F16, TOL_F16),
         ];
     }
     let st = std::fs::read(d.join(converted)).unwrap_or_else(|_| panic!("neither {original} nor {converted} in the fixture directory"));
     let f16 = Checkpoint::parse(&st, config).unwrap().weights.tensors().any(|(_, t)| t.dtype != daclip_webgpu::weights::HostDType::F32);
-    vec![if f16 { ("file f16", st, GpuDType::F16, TOL_F16) } else { ("file f32", st, GpuDType::F32, TOL_F32) }]
+    vec![if f16 { ("file f16", st, DeviceDType::F16, TOL_F16) } else { ("file f32", st, DeviceDType::F32, TOL_F32) }]
 }
 
 #[test]
 fn daclip_parity() {
     let fx = Fixtures::load();
-    let gpu = Gpu::new_blocking().unwrap();
-    println!("fixtures: {}\nadapter: {}", dir().display(), gpu.info());
+    let dev = Device::new_blocking().unwrap();
+    println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
     let mut failures = Vec::new();
 
     // Preprocessing: bicubic resize + crop within one 8-bit level of PIL.
@@ -132,26 +132,26 @@ fn daclip_parity() {
     for (label, bytes, dtype, tol) in variants("daclip.pt", "daclip.safetensors") {
         let mut r = Report { label, tol, failures: Vec::new() };
         let ckpt = Checkpoint::parse(&bytes, None).unwrap();
-        let model = DaClip::load(&gpu, &ckpt, dtype).unwrap();
+        let model = DaClip::load(&dev, &ckpt, dtype).unwrap();
         // The model's input is the fixture's own clip_input, so that model errors are not
         // mixed with the (separately checked) resampling.
         let (shape, pixels) = fx.get("clip_input");
-        let image = gpu.upload(shape, pixels).unwrap();
-        let enc = model.encode_image(&gpu, &image).unwrap();
-        let read = |t: &daclip_webgpu::Tensor| gpu.read_blocking(t).unwrap();
+        let image = dev.upload(shape, pixels).unwrap();
+        let enc = model.encode_image(&dev, &image).unwrap();
+        let read = |t: &daclip_webgpu::Tensor| dev.read_blocking(t).unwrap();
         let image_features = read(&enc.image_features);
         let degra = read(&enc.degra_features);
         r.check("image_features", &image_features, &fx.get("image_features").1);
         r.check("degra_features", &degra, &fx.get("degra_features").1);
         let hiddens: Vec<f32> = enc.control_hiddens.iter().flat_map(read).collect();
         r.check("control_hiddens", &hiddens, &fx.get("control_hiddens").1);
-        let plain = model.visual.forward(&gpu, &image).unwrap();
+        let plain = model.visual.forward(&dev, &image).unwrap();
         r.check("image_features_nocontrol", &read(&plain), &fx.get("image_features_nocontrol").1);
         if model.text.is_some() {
-            let text = read(&model.encode_text(&gpu, &DEGRADATIONS).unwrap());
+            let text = read(&model.encode_text(&dev, &DEGRADATIONS).unwrap());
             r.check("text_features", &text, &fx.get("text_features").1);
         }
-        let text = block_on(model.label_features(&gpu, None)).unwrap();
+        let text = block_on(model.label_features(&dev, None)).unwrap();
         r.check("text_probs", &probabilities(&degra, &text), &fx.get("text_probs").1);
         failures.extend(r.failures);
     }
@@ -172,16 +172,16 @@ fn sde_parity() {
     r.check("sde_max_sigma", &[sde.max_sigma as f32], &fx.get("sde_max_sigma").1);
 
     // The three posterior steps, from the stored state, noise and z.
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let (shape, cond) = fx.get("unet_cond");
-    let mu = gpu.upload(shape, cond).unwrap();
+    let mu = dev.upload(shape, cond).unwrap();
     for k in 0..3 {
         let t = fx.get(&format!("post{k}_t")).1[0] as usize;
-        let up = |key: &str| gpu.upload(shape, &fx.get(&format!("post{k}_{key}")).1).unwrap();
+        let up = |key: &str| dev.upload(shape, &fx.get(&format!("post{k}_{key}")).1).unwrap();
         let (x, noise, z) = (up("xt"), up("noise"), up("z"));
         let run = |u: daclip_webgpu::sde::Update, with_z: bool| {
             let zn = if with_z { (Noise::Given(&z), u.c as f32) } else { (Noise::None, 0.0) };
-            gpu.read_blocking(&sde_update(&gpu, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), None, zn).unwrap()).unwrap()
+            dev.read_blocking(&sde_update(&dev, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), None, zn).unwrap()).unwrap()
         };
         r.check(&format!("post{k}_x0 (t={t})"), &run(sde.x0_update(t), false), &fx.get(&format!("post{k}_x0")).1);
         r.check(&format!("post{k}_mean"), &run(sde.posterior_mean_update(t), false), &fx.get(&format!("post{k}_mean")).1);
@@ -194,9 +194,9 @@ fn sde_parity() {
 #[test]
 fn unet_parity() {
     let fx = Fixtures::load();
-    let gpu = Gpu::new_blocking().unwrap();
-    println!("fixtures: {}\nadapter: {}", dir().display(), gpu.info());
-    let up = |key: &str| { let (s, v) = fx.get(key); gpu.upload(s, v).unwrap() };
+    let dev = Device::new_blocking().unwrap();
+    println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
+    let up = |key: &str| { let (s, v) = fx.get(key); dev.upload(s, v).unwrap() };
     // The contexts are the fixture's own DA-CLIP outputs, so that UNet errors are not mixed
     // with DA-CLIP's (checked by daclip_parity).
     let degra = up("degra_features");
@@ -204,23 +204,23 @@ fn unet_parity() {
     let mut failures = Vec::new();
     for (label, bytes, dtype, tol) in variants("universal-ir.pth", "universal-ir.safetensors") {
         let mut r = Report { label, tol, failures: Vec::new() };
-        let model = ConditionalUNet::load(&gpu, &Checkpoint::parse(&bytes, None).unwrap(), dtype).unwrap();
-        let read = |t: &daclip_webgpu::Tensor| gpu.read_blocking(t).unwrap();
-        let prompt = model.prompt_embedding(&gpu, &degra).unwrap();
+        let model = ConditionalUNet::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), dtype).unwrap();
+        let read = |t: &daclip_webgpu::Tensor| dev.read_blocking(t).unwrap();
+        let prompt = model.prompt_embedding(&dev, &degra).unwrap();
         if let Some(p) = &prompt {
             r.check("unet_prompt_emb", &read(p), &fx.get("unet_prompt_emb").1);
         }
         let (xt, cond) = (up("unet_xt"), up("unet_cond"));
         let times = [1.0f32, 50.0, 100.0];
-        let temb = read(&model.time_embedding(&gpu, &times).unwrap());
-        let time = model.time_conditioning(&gpu, &times, prompt.as_ref()).unwrap();
+        let temb = read(&model.time_embedding(&dev, &times).unwrap());
+        let time = model.time_conditioning(&dev, &times, prompt.as_ref()).unwrap();
         for (i, t) in times.iter().enumerate() {
             let width = temb.len() / times.len();
             r.check(&format!("unet_temb_t{t}"), &temb[i * width..(i + 1) * width], &fx.get(&format!("unet_temb_t{t}")).1);
-            let out = model.forward(&gpu, &xt, &cond, &time, *t, &image).unwrap();
+            let out = model.forward(&dev, &xt, &cond, &time, *t, &image).unwrap();
             r.check(&format!("unet_out_t{t}"), &read(&out), &fx.get(&format!("unet_out_t{t}")).1);
         }
-        let out = model.forward(&gpu, &up("odd_xt"), &up("odd_cond"), &time, 50.0, &image).unwrap();
+        let out = model.forward(&dev, &up("odd_xt"), &up("odd_cond"), &time, 50.0, &image).unwrap();
         r.check(&format!("odd_out_t50 {:?}", &fx.get("odd_xt").0[2..]), &read(&out), &fx.get("odd_out_t50").1);
         failures.extend(r.failures);
     }

@@ -4,24 +4,24 @@
 
 use std::path::Path;
 
-use daclip_webgpu::gpu::block_on;
+use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
-use daclip_webgpu::restore::{sample, GpuSpace, RestoreOptions, Restorer, RgbImage, UNetPredictor};
+use daclip_webgpu::restore::{sample, DeviceSpace, RestoreOptions, Restorer, RgbImage, UNetPredictor};
 use daclip_webgpu::sde::{IrSde, Sampler};
 use daclip_webgpu::tiles::TileLayout;
-use daclip_webgpu::weights::{Checkpoint, GpuDType};
-use daclip_webgpu::{Error, Gpu};
+use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::{Error, Device};
 
 fn tiny(file: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)).unwrap()
 }
 
-fn models(gpu: &Gpu) -> (DaClip, ConditionalUNet) {
+fn models(dev: &Device) -> (DaClip, ConditionalUNet) {
     let config: DaClipConfig = serde_json::from_slice(&tiny("clip_config.json")).unwrap();
     let (d, u) = (tiny("daclip.pt"), tiny("universal-ir.pth"));
-    Restorer::load_models(gpu, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), GpuDType::F32).unwrap()
+    Restorer::load_models(dev, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), DeviceDType::F32).unwrap()
 }
 
 /// A 61 x 77 test image.
@@ -49,13 +49,13 @@ fn image_ref(img: &RgbImage) -> ImageRef<'_> {
 
 #[test]
 fn seeded_restores_are_reproducible() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let run = |seed, sampler| {
         let opts = RestoreOptions { steps: 4, seed, sampler, ..Default::default() };
-        block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).unwrap()
+        block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).unwrap()
     };
     let a = run(1, Sampler::Posterior);
     assert_eq!((a.width, a.height), (61, 77));
@@ -70,16 +70,16 @@ fn seeded_restores_are_reproducible() {
 
 #[test]
 fn steps_reuse_buffers_and_report_progress() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let mut seen = Vec::new();
     let opts = RestoreOptions { steps: 5, seed: 3, preview: true, ..Default::default() };
-    let out = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+    let out = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         let p = s.preview.expect("preview requested");
         assert!(p.width <= 128 && p.height <= 128 && p.data.len() == 3 * p.width * p.height);
-        seen.push((s.progress.step, s.progress.total, gpu.memory()));
+        seen.push((s.progress.step, s.progress.total, dev.memory()));
         true
     }))
     .unwrap();
@@ -97,40 +97,40 @@ fn steps_reuse_buffers_and_report_progress() {
 
 #[test]
 fn cancelling_stops_within_a_step_and_leaves_the_model_usable() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let opts = RestoreOptions { steps: 10, ..Default::default() };
     let mut steps = 0;
-    let err = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+    let err = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         steps = s.progress.step;
         s.progress.step < 2
     }))
     .unwrap_err();
     assert_eq!(err, Error::Cancelled);
     assert_eq!(steps, 2, "cancelled right after the step that asked");
-    let again = block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { steps: 2, ..Default::default() }, &mut |_| true));
+    let again = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { steps: 2, ..Default::default() }, &mut |_| true));
     assert!(again.is_ok());
 }
 
 #[test]
 fn bad_images_are_refused_clearly() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let opts = RestoreOptions { steps: 1, ..Default::default() };
     for (w, h) in [(1, 1), (5, 40), (0, 10)] {
         let img = RgbImage { width: w, height: h, data: vec![128; w * h * 3] };
-        let err = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).unwrap_err();
+        let err = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).unwrap_err();
         println!("{w}x{h}: {err}");
         assert!(matches!(err, Error::Shape(_)), "{err:?}");
     }
     let bad = ImageRef { width: 10, height: 10, channels: 3, data: &[0; 10] };
-    assert!(matches!(block_on(r.restore(&gpu, bad, &opts, &mut |_| true)), Err(Error::Shape(_))));
+    assert!(matches!(block_on(r.restore(&dev, bad, &opts, &mut |_| true)), Err(Error::Shape(_))));
     // The model stays usable after refusals.
     let img = test_image();
-    assert!(block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).is_ok());
+    assert!(block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).is_ok());
 }
 
 /// The 8-bit conversion of `restore`: clamp, round half to even.
@@ -140,26 +140,26 @@ fn to_u8(v: &[f32], w: usize, h: usize) -> Vec<u8> {
 
 #[test]
 fn an_image_in_one_tile_takes_the_untiled_path_bit_for_bit() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
     let opts = RestoreOptions { steps: 3, seed: 4, sampler: Sampler::MrSde2, ..Default::default() };
     // The untiled computation written out: the whole image on the GPU.
-    let enc = m.0.encode(&gpu, image_ref(&img)).unwrap();
+    let enc = m.0.encode(&dev, image_ref(&img)).unwrap();
     let sde = IrSde::published(100).unwrap();
     let plan = sde.plan(opts.sampler, opts.steps, opts.grid).unwrap();
     let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
-    let mut unet = UNetPredictor::new(&gpu, &m.1, &enc.degra_features, &enc.image_features, &times).unwrap();
+    let mut unet = UNetPredictor::new(&dev, &m.1, &enc.degra_features, &enc.image_features, &times).unwrap();
     let lq: Vec<f32> = (0..3).flat_map(|c| img.data.chunks(3).map(move |p| p[c] as f32 / 255.0)).collect();
-    let lq = gpu.upload(&[1, 3, img.height, img.width], &lq).unwrap();
-    let x = block_on(sample(&mut GpuSpace::new(&gpu, &mut unet, &lq, opts.seed), sde.max_sigma, &plan, false, &mut |_, _| true)).unwrap();
-    let want = to_u8(&gpu.read_blocking(&x).unwrap(), img.width, img.height);
+    let lq = dev.upload(&[1, 3, img.height, img.width], &lq).unwrap();
+    let x = block_on(sample(&mut DeviceSpace::new(&dev, &mut unet, &lq, opts.seed), sde.max_sigma, &plan, false, &mut |_, _| true)).unwrap();
+    let want = to_u8(&dev.read_blocking(&x).unwrap(), img.width, img.height);
     for tile in [None, Some(77), Some(128)] {
-        let out = block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile, ..opts.clone() }, &mut |_| true)).unwrap();
+        let out = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile, ..opts.clone() }, &mut |_| true)).unwrap();
         assert!(out.data == want, "tile {tile:?}: not the untiled result");
     }
-    let tiled = block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile: Some(48), overlap: Some(16), ..opts.clone() }, &mut |_| true)).unwrap();
+    let tiled = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(48), overlap: Some(16), ..opts.clone() }, &mut |_| true)).unwrap();
     assert!(tiled.data != want, "tile 48 is a tiled restore");
 }
 
@@ -202,12 +202,12 @@ fn seam_score(img: &RgbImage, layout: &TileLayout) -> f64 {
 
 #[test]
 fn tiles_of_a_256_image_blend_without_seams() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = image_of(256, 256);
     let opts = RestoreOptions { steps: 3, seed: 2, sampler: Sampler::MrOde2, ..Default::default() };
-    let run = |tile, overlap| block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { tile: Some(tile), overlap: Some(overlap), ..opts.clone() }, &mut |_| true)).unwrap();
+    let run = |tile, overlap| block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(tile), overlap: Some(overlap), ..opts.clone() }, &mut |_| true)).unwrap();
     let untiled = run(256, 0);
     let grid_of = |overlap| TileLayout::new(256, 256, 128, overlap);
     println!("tiny weights, 256x256, mr-ode2 3 steps; seam score 1.0 = no seam");
@@ -225,17 +225,17 @@ fn tiles_of_a_256_image_blend_without_seams() {
 
 #[test]
 fn tiled_restores_report_tiles_reuse_memory_and_cancel_between_tiles() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = image_of(100, 70);
     let opts = RestoreOptions { steps: 3, seed: 1, tile: Some(48), overlap: Some(12), preview: true, ..Default::default() };
-    let tiles = r.layout(&gpu, 100, 70, &opts).unwrap().tile_count();
+    let tiles = r.layout(&dev, 100, 70, &opts).unwrap().tile_count();
     assert_eq!(tiles, 3 * 2);
     let mut seen = Vec::new();
-    block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+    block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         assert_eq!(s.preview.is_some(), s.progress.tile == s.progress.tiles, "a preview comes with each finished step");
-        seen.push((s.progress, gpu.memory()));
+        seen.push((s.progress, dev.memory()));
         true
     }))
     .unwrap();
@@ -247,20 +247,20 @@ fn tiled_restores_report_tiles_reuse_memory_and_cancel_between_tiles() {
         assert_eq!(mem.live_bytes + mem.free_bytes, after_first.live_bytes + after_first.free_bytes, "step {} tile {} allocated GPU memory", p.step, p.tile);
     }
     let mut calls = 0;
-    let err = block_on(r.restore(&gpu, image_ref(&img), &opts, &mut |s| {
+    let err = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         calls += 1;
         !(s.progress.step == 2 && s.progress.tile == 2)
     }))
     .unwrap_err();
     assert_eq!(err, Error::Cancelled);
     assert_eq!(calls, tiles + 2, "cancelled right after the tile that asked");
-    assert!(block_on(r.restore(&gpu, image_ref(&img), &RestoreOptions { steps: 1, ..opts.clone() }, &mut |_| true)).is_ok());
+    assert!(block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { steps: 1, ..opts.clone() }, &mut |_| true)).is_ok());
 }
 
 #[test]
 fn tile_options_and_image_sizes_are_checked_before_any_work() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let m = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let opts = |tile, overlap| RestoreOptions { tile, overlap, ..Default::default() };
     for (w, h, o, what) in [
@@ -271,12 +271,12 @@ fn tile_options_and_image_sizes_are_checked_before_any_work() {
         (16_385, 100, opts(None, None), "larger than restore takes"),
         (3, 8000, opts(None, None), "too small"),
     ] {
-        let err = r.layout(&gpu, w, h, &o).unwrap_err();
+        let err = r.layout(&dev, w, h, &o).unwrap_err();
         println!("{w}x{h}, tile {:?}, overlap {:?}: {err}", o.tile, o.overlap);
         assert!(err.to_string().contains(what), "{err}");
     }
     // 48 MP under WebGPU's default limits: every tile fits one binding.
-    let layout = r.layout(&gpu, 8000, 6000, &opts(None, None)).unwrap();
+    let layout = r.layout(&dev, 8000, 6000, &opts(None, None)).unwrap();
     let t = layout.rect(0);
     println!("8000x6000: {} tiles of {}x{}", layout.tile_count(), t.width, t.height);
     assert!(t.width <= 512 && t.height <= 512);
@@ -284,18 +284,18 @@ fn tile_options_and_image_sizes_are_checked_before_any_work() {
 
 #[test]
 fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let (daclip, unet) = models(&gpu); // the original .pt: text tower, no stored features
+    let dev = Device::new_blocking().unwrap();
+    let (daclip, unet) = models(&dev); // the original .pt: text tower, no stored features
     let work = |f: &mut dyn FnMut()| {
-        let before = gpu.dispatch_count();
+        let before = dev.dispatch_count();
         f();
-        gpu.dispatch_count() - before
+        dev.dispatch_count() - before
     };
     let (a, b, c) = (image_of(61, 77), image_of(80, 60), image_of(70, 70));
-    let classify = |img: &RgbImage, labels: Option<&[&str]>| block_on(daclip.classify(&gpu, image_ref(img), labels)).unwrap();
+    let classify = |img: &RgbImage, labels: Option<&[&str]>| block_on(daclip.classify(&dev, image_ref(img), labels)).unwrap();
     let first = work(&mut || drop(classify(&a, None)));
     let again = work(&mut || drop(classify(&a, None)));
-    let image_only = work(&mut || drop(daclip.encode(&gpu, image_ref(&b)).unwrap()));
+    let image_only = work(&mut || drop(daclip.encode(&dev, image_ref(&b)).unwrap()));
     let new_image = work(&mut || drop(classify(&c, None)));
     println!("kernels: first classify {first} (image and the ten names), same image again {again}, another image {new_image}, its towers alone {image_only}");
     assert_eq!(again, 0, "the same image again: nothing recomputed");
@@ -308,24 +308,24 @@ fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
     drop(classify(&a, None));
     let r = Restorer::new(&daclip, &unet).unwrap();
     let opts = RestoreOptions { steps: 1, ..Default::default() };
-    let restore = work(&mut || drop(block_on(r.restore(&gpu, image_ref(&a), &opts, &mut |_| true)).unwrap()));
+    let restore = work(&mut || drop(block_on(r.restore(&dev, image_ref(&a), &opts, &mut |_| true)).unwrap()));
     drop(classify(&b, None));
-    let restore_new = work(&mut || drop(block_on(r.restore(&gpu, image_ref(&a), &opts, &mut |_| true)).unwrap()));
+    let restore_new = work(&mut || drop(block_on(r.restore(&dev, image_ref(&a), &opts, &mut |_| true)).unwrap()));
     println!("kernels: 1-step restore of the image just classified {restore}, of the same image after classifying another {restore_new}");
     assert_eq!(restore_new, restore + image_only, "restore after classify skips the image towers");
 }
 
 #[test]
 fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
-    let gpu = Gpu::new_blocking().unwrap();
-    let (daclip, _) = models(&gpu);
+    let dev = Device::new_blocking().unwrap();
+    let (daclip, _) = models(&dev);
     let original = tiny("daclip.pt");
     let img = image_of(61, 77);
-    let want = block_on(daclip.classify(&gpu, image_ref(&img), None)).unwrap();
+    let want = block_on(daclip.classify(&dev, image_ref(&img), None)).unwrap();
     for keep_text in [false, true] {
-        let bytes = block_on(daclip.converted(&gpu, &original, keep_text)).unwrap();
-        let reloaded = DaClip::load(&gpu, &Checkpoint::parse(&bytes, None).unwrap(), GpuDType::F32).unwrap();
-        let got = block_on(reloaded.classify(&gpu, image_ref(&img), None)).unwrap();
+        let bytes = block_on(daclip.converted(&dev, &original, keep_text)).unwrap();
+        let reloaded = DaClip::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), DeviceDType::F32).unwrap();
+        let got = block_on(reloaded.classify(&dev, image_ref(&img), None)).unwrap();
         let worst = want.labels.iter().zip(&want.probabilities).map(|(l, p)| (got.probabilities[got.labels.iter().position(|g| g == l).unwrap()] - p).abs()).fold(0.0f32, f32::max);
         println!("converted for the cache (keep_text {keep_text}): {} of {} bytes, max probability difference {worst:.1e} (f16 storage)", bytes.len(), original.len());
         assert!(worst < 1e-2, "{worst}");

@@ -8,14 +8,14 @@ mod common;
 
 use std::path::Path;
 
-use daclip_webgpu::gpu::block_on;
+use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::ops::{self, sde_update, Noise};
-use daclip_webgpu::restore::{sample, GpuSpace, NoisePredictor, Rect, UNetPredictor};
+use daclip_webgpu::restore::{sample, DeviceSpace, NoisePredictor, Rect, UNetPredictor};
 use daclip_webgpu::sde::{seeded_normal_pair, Grid, IrSde, PlannedStep, Sampler};
 use daclip_webgpu::tiles::{TileLayout, TiledSpace};
-use daclip_webgpu::weights::{Checkpoint, GpuDType};
-use daclip_webgpu::{Gpu, Result, Tensor};
+use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::{Device, Result, Tensor};
 
 const MR: [Sampler; 4] = [Sampler::MrOde1, Sampler::MrOde2, Sampler::MrSde1, Sampler::MrSde2];
 
@@ -38,28 +38,28 @@ impl<'a> Oracle<'a> {
 }
 
 impl NoisePredictor for Oracle<'_> {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, mu: &Tensor, at: Rect, t: f32) -> Result<Tensor> {
+    fn predict_noise(&mut self, dev: &Device, x: &Tensor, mu: &Tensor, at: Rect, t: f32) -> Result<Tensor> {
         let region: Vec<f32> = (0..3)
             .flat_map(|c| (at.y..at.y + at.height).flat_map(move |y| (at.x..at.x + at.width).map(move |x| (c, y, x))))
             .map(|(c, y, x)| self.x0[(c * self.height + y) * self.width + x])
             .collect();
         if self.x0_region.as_ref().is_none_or(|t| t.shape() != mu.shape()) {
-            self.x0_region = Some(gpu.empty(mu.shape())?);
+            self.x0_region = Some(dev.empty(mu.shape())?);
         }
         let x0 = self.x0_region.as_ref().unwrap();
-        gpu.write(x0, &region)?;
+        dev.write(x0, &region)?;
         let (a, sb) = (self.sde.alpha(t as f64), self.sde.sigbar(t as f64));
         // mu + (x - mu)/sb - (a/sb)(x0 - mu), minus mu
-        let y = sde_update(gpu, mu, x, (1.0 / sb) as f32, None, Some((x0, (-a / sb) as f32)), (Noise::None, 0.0))?;
-        ops::sub(gpu, &y, mu)
+        let y = sde_update(dev, mu, x, (1.0 / sb) as f32, None, Some((x0, (-a / sb) as f32)), (Noise::None, 0.0))?;
+        ops::sub(dev, &y, mu)
     }
 }
 
 /// Runs `plan` on the GPU, the whole image at once.
-fn sample_untiled(gpu: &Gpu, predictor: &mut dyn NoisePredictor, mu: &Tensor, sde: &IrSde, plan: &[PlannedStep], seed: u64) -> Vec<f32> {
-    let mut space = GpuSpace::new(gpu, predictor, mu, seed);
+fn sample_untiled(dev: &Device, predictor: &mut dyn NoisePredictor, mu: &Tensor, sde: &IrSde, plan: &[PlannedStep], seed: u64) -> Vec<f32> {
+    let mut space = DeviceSpace::new(dev, predictor, mu, seed);
     let x = block_on(sample(&mut space, sde.max_sigma, plan, false, &mut |_, _| true)).unwrap();
-    gpu.read_blocking(&x).unwrap()
+    dev.read_blocking(&x).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -68,13 +68,13 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn oracle_gives_back_x0_for_every_solver_grid_and_step_count() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
     let mut rng = common::Rng::new(11);
     let n = 3 * 4 * 4;
     let mu_v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
     let x0_v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
-    let mu = gpu.upload(&[1, 3, 4, 4], &mu_v).unwrap();
+    let mu = dev.upload(&[1, 3, 4, 4], &mu_v).unwrap();
     let mut worst = 0.0f32;
     for sampler in MR {
         for grid in [Grid::Linspace, Grid::LogSnr] {
@@ -83,7 +83,7 @@ fn oracle_gives_back_x0_for_every_solver_grid_and_step_count() {
                 let plan = sde.plan(sampler, steps, grid).unwrap();
                 assert_eq!(plan.len(), steps);
                 let mut oracle = Oracle::new(&sde, &x0_v, 4, 4);
-                let err = max_abs_diff(&sample_untiled(&gpu, &mut oracle, &mu, &sde, &plan, steps as u64), &x0_v);
+                let err = max_abs_diff(&sample_untiled(&dev, &mut oracle, &mu, &sde, &plan, steps as u64), &x0_v);
                 if err > worst_here.0 {
                     worst_here = (err, steps);
                 }
@@ -97,21 +97,21 @@ fn oracle_gives_back_x0_for_every_solver_grid_and_step_count() {
 
 #[test]
 fn sde1_on_the_integer_grid_is_the_posterior_sampler() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
     let posterior = sde.plan(Sampler::Posterior, 100, Grid::Linspace).unwrap();
     let mr = sde.plan(Sampler::MrSde1, 100, Grid::Linspace).unwrap();
     let mut rng = common::Rng::new(12);
     let shape = [1, 3, 8, 8];
-    let up = |v: Vec<f32>| gpu.upload(&shape, &v).unwrap();
+    let up = |v: Vec<f32>| dev.upload(&shape, &v).unwrap();
     let mu = up((0..192).map(|_| rng.uniform() as f32).collect());
     let mut worst = 0.0f64;
     for (i, (p, m)) in posterior.iter().zip(&mr).enumerate() {
         assert_eq!(p.network_time, m.network_time);
         let (x, noise, z) = (up(rng.normals(192, 0.3)), up(rng.normals(192, 1.0)), up(rng.normals(192, 1.0)));
         let run = |u: daclip_webgpu::sde::Update| {
-            let y = sde_update(&gpu, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), None, (Noise::Given(&z), u.c as f32)).unwrap();
-            gpu.read_blocking(&y).unwrap()
+            let y = sde_update(&dev, &mu, &x, u.a as f32, Some((&noise, u.b as f32)), None, (Noise::Given(&z), u.c as f32)).unwrap();
+            dev.read_blocking(&y).unwrap()
         };
         let (a, b) = (run(p.update), run(m.update));
         let rms = (a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
@@ -127,22 +127,22 @@ fn sde1_on_the_integer_grid_is_the_posterior_sampler() {
 
 #[test]
 fn ode_solvers_converge_at_their_order_with_the_tiny_unet() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/universal-ir.pth")).unwrap();
-    let unet = ConditionalUNet::load(&gpu, &Checkpoint::parse(&bytes, None).unwrap(), GpuDType::F32).unwrap();
+    let unet = ConditionalUNet::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), DeviceDType::F32).unwrap();
     let sde = IrSde::published(100).unwrap();
     let mut rng = common::Rng::new(13);
     let side = 16;
-    let mu = gpu.upload(&[1, 3, side, side], &(0..3 * side * side).map(|_| rng.uniform() as f32).collect::<Vec<_>>()).unwrap();
-    let ctx = gpu.upload(&[1, 32], &rng.normals(32, 1.0)).unwrap();
+    let mu = dev.upload(&[1, 3, side, side], &(0..3 * side * side).map(|_| rng.uniform() as f32).collect::<Vec<_>>()).unwrap();
+    let ctx = dev.upload(&[1, 32], &rng.normals(32, 1.0)).unwrap();
     let run = |sampler, steps| {
         let plan = sde.plan(sampler, steps, Grid::LogSnr).unwrap();
         let times: Vec<f32> = plan.iter().map(|s| s.network_time).collect();
-        let mut unet_p = UNetPredictor::new(&gpu, &unet, &ctx, &ctx, &times).unwrap();
-        sample_untiled(&gpu, &mut unet_p, &mu, &sde, &plan, 5)
+        let mut unet_p = UNetPredictor::new(&dev, &unet, &ctx, &ctx, &times).unwrap();
+        sample_untiled(&dev, &mut unet_p, &mu, &sde, &plan, 5)
     };
     let reference = run(Sampler::MrOde2, 400);
-    let mu_v = gpu.read_blocking(&mu).unwrap();
+    let mu_v = dev.read_blocking(&mu).unwrap();
     let scale = (reference.iter().zip(&mu_v).map(|(r, m)| ((r - m) as f64).powi(2)).sum::<f64>() / reference.len() as f64).sqrt();
     let err = |x: &[f32]| (x.iter().zip(&reference).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt() / scale;
     for (sampler, min_ratio) in [(Sampler::MrOde2, 3.0), (Sampler::MrOde1, 1.6)] {
@@ -154,24 +154,24 @@ fn ode_solvers_converge_at_their_order_with_the_tiny_unet() {
 
 /// Runs `plan` with the whole-image tensors in host memory and the predictor on the tiles
 /// of `layout`.
-fn sample_tiled(gpu: &Gpu, predictor: &mut dyn NoisePredictor, layout: TileLayout, lq: &[u8], sde: &IrSde, plan: &[PlannedStep], seed: u64) -> Vec<f32> {
-    let mut space = TiledSpace::new(gpu, predictor, layout, lq.to_vec(), seed).unwrap();
+fn sample_tiled(dev: &Device, predictor: &mut dyn NoisePredictor, layout: TileLayout, lq: &[u8], sde: &IrSde, plan: &[PlannedStep], seed: u64) -> Vec<f32> {
+    let mut space = TiledSpace::new(dev, predictor, layout, lq.to_vec(), seed).unwrap();
     block_on(sample(&mut space, sde.max_sigma, plan, false, &mut |_, _| true)).unwrap()
 }
 
 #[test]
 fn host_noise_is_the_gpu_noise() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let shape = [1, 3, 33, 65]; // an odd element count: the last pair is cut
     let n = shape.iter().product::<usize>();
-    let zeros = gpu.upload(&shape, &vec![0.0; n]).unwrap();
+    let zeros = dev.upload(&shape, &vec![0.0; n]).unwrap();
     for (seed, stream) in [(0u64, 0u32), (7, 3), (u64::MAX - 5, 101)] {
-        let z = sde_update(&gpu, &zeros, &zeros, 0.0, None, None, (Noise::Seeded { seed, stream }, 1.0)).unwrap();
-        let gpu_z = gpu.read_blocking(&z).unwrap();
+        let z = sde_update(&dev, &zeros, &zeros, 0.0, None, None, (Noise::Seeded { seed, stream }, 1.0)).unwrap();
+        let gpu_z = dev.read_blocking(&z).unwrap();
         let host_z: Vec<f32> = (0..n.div_ceil(2) as u32).flat_map(|p| { let (a, b) = seeded_normal_pair(seed, stream, p); [a, b] }).take(n).collect();
         let worst = max_abs_diff(&gpu_z, &host_z);
         let mean = host_z.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
-        println!("seed {seed}, stream {stream}: max |gpu - host| {worst:.2e} over {n} normals (mean {mean:.3})");
+        println!("seed {seed}, stream {stream}: max |dev - host| {worst:.2e} over {n} normals (mean {mean:.3})");
         assert!(worst <= 1e-4, "{worst}");
     }
 }
@@ -186,18 +186,18 @@ fn random_images(width: usize, height: usize, seed: u64) -> (Vec<u8>, Vec<f32>) 
 
 #[test]
 fn oracle_gives_back_x0_through_tiles_of_a_3000_x_2000_image() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
     let (w, h) = (3000, 2000);
     let (lq, x0) = random_images(w, h, 21);
-    let mu = gpu.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
     let layout = TileLayout::new(w, h, 256, 64);
     println!("{w}x{h}, tile 256, overlap 64: {} tiles", layout.tile_count());
     for sampler in [Sampler::Posterior, Sampler::Sde, Sampler::MrOde1, Sampler::MrOde2, Sampler::MrSde1, Sampler::MrSde2] {
         let steps = 5;
         let plan = sde.plan(sampler, steps, Grid::LogSnr).unwrap();
-        let untiled = max_abs_diff(&sample_untiled(&gpu, &mut Oracle::new(&sde, &x0, w, h), &mu, &sde, &plan, 9), &x0);
-        let tiled = max_abs_diff(&sample_tiled(&gpu, &mut Oracle::new(&sde, &x0, w, h), layout.clone(), &lq, &sde, &plan, 9), &x0);
+        let untiled = max_abs_diff(&sample_untiled(&dev, &mut Oracle::new(&sde, &x0, w, h), &mu, &sde, &plan, 9), &x0);
+        let tiled = max_abs_diff(&sample_tiled(&dev, &mut Oracle::new(&sde, &x0, w, h), layout.clone(), &lq, &sde, &plan, 9), &x0);
         println!("{:<9} {steps:>3} steps: max |x - x0| untiled {untiled:.2e}, tiled {tiled:.2e}", sampler.name());
         assert!(tiled <= untiled * 1.05 + 2e-6, "{}: tiled {tiled:e} vs untiled {untiled:e}", sampler.name());
     }
@@ -207,25 +207,25 @@ fn oracle_gives_back_x0_through_tiles_of_a_3000_x_2000_image() {
 struct NoNoise;
 
 impl NoisePredictor for NoNoise {
-    fn predict_noise(&mut self, gpu: &Gpu, x: &Tensor, _mu: &Tensor, _at: Rect, _t: f32) -> Result<Tensor> {
-        ops::sub(gpu, x, x)
+    fn predict_noise(&mut self, dev: &Device, x: &Tensor, _mu: &Tensor, _at: Rect, _t: f32) -> Result<Tensor> {
+        ops::sub(dev, x, x)
     }
 }
 
 #[test]
 fn the_tile_grid_never_changes_the_noise_a_pixel_receives() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
     let (w, h) = (200, 150);
     let (lq, _) = random_images(w, h, 22);
     let plan = sde.plan(Sampler::MrSde2, 6, Grid::LogSnr).unwrap();
-    let run = |tile, overlap| sample_tiled(&gpu, &mut NoNoise, TileLayout::new(w, h, tile, overlap), &lq, &sde, &plan, 5);
+    let run = |tile, overlap| sample_tiled(&dev, &mut NoNoise, TileLayout::new(w, h, tile, overlap), &lq, &sde, &plan, 5);
     let a = run(64, 16);
     for (tile, overlap) in [(96, 32), (128, 0), (150, 64)] {
         assert!(a == run(tile, overlap), "tile {tile}, overlap {overlap}: another tile grid changed the result");
     }
-    let mu = gpu.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
-    let untiled = sample_untiled(&gpu, &mut NoNoise, &mu, &sde, &plan, 5);
+    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let untiled = sample_untiled(&dev, &mut NoNoise, &mu, &sde, &plan, 5);
     let worst = max_abs_diff(&a, &untiled);
     println!("mr-sde2, 6 steps, no predicted noise: tiles of 64/96/128/150 give identical states; vs untiled (GPU noise) max difference {worst:.2e}");
     // The GPU's log/cos differ from the CPU's in the last bits; the first step's 1/alpha
@@ -235,19 +235,19 @@ fn the_tile_grid_never_changes_the_noise_a_pixel_receives() {
 
 #[test]
 fn a_48_mp_image_samples_in_tiles_with_gpu_memory_set_by_the_tile() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
     let (w, h) = (8000, 6000);
     let lq: Vec<u8> = (0..3 * w * h).map(|i| (i % 253) as u8).collect();
     let plan = sde.plan(Sampler::MrSde2, 2, Grid::LogSnr).unwrap();
     let layout = TileLayout::new(w, h, 512, 128);
     let tiles = layout.tile_count();
-    gpu.release_free_buffers();
-    gpu.reset_peak_memory();
-    let held = gpu.memory().live_bytes;
+    dev.release_free_buffers();
+    dev.reset_peak_memory();
+    let held = dev.memory().live_bytes;
     let started = std::time::Instant::now();
-    let x = sample_tiled(&gpu, &mut NoNoise, layout, &lq, &sde, &plan, 1);
-    let peak = gpu.memory().peak_bytes - held;
+    let x = sample_tiled(&dev, &mut NoNoise, layout, &lq, &sde, &plan, 1);
+    let peak = dev.memory().peak_bytes - held;
     println!(
         "{w}x{h} ({} MB of f32 state), mr-sde2 2 steps in {tiles} tiles of 512: peak GPU memory {:.1} MiB above what was held before, {:.1} s",
         (4 * x.len()) >> 20,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use daclip_webgpu::models::clip::DaClipConfig;
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, GpuDType, ModelKind, StoreDType, Vb, Weights};
-use daclip_webgpu::{Error, Gpu};
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
+use daclip_webgpu::{Error, Device};
 
 fn tiny(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
@@ -95,15 +95,15 @@ fn unet_config_is_inferred_from_shapes() {
 
 #[test]
 fn loader_uploads_named_tensors() {
-    let gpu = Gpu::new_blocking().unwrap();
+    let dev = Device::new_blocking().unwrap();
     let bytes = read("universal-ir.pth");
     let w = Weights::parse(&bytes).unwrap();
     let want = w.get("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight").unwrap().to_f32().unwrap();
-    for dtype in [GpuDType::F32, GpuDType::F16] {
-        let vb = Vb::new(&w, &gpu, dtype).pp("downs").pp(3).pp("2.fn.fn").pp("transformer_blocks.0");
+    for dtype in [DeviceDType::F32, DeviceDType::F16] {
+        let vb = Vb::new(&w, &dev, dtype).pp("downs").pp(3).pp("2.fn.fn").pp("transformer_blocks.0");
         let t = vb.pp("attn2").tensor("to_k.weight", &[32, 32]).unwrap();
-        let got = gpu.read_blocking(&t).unwrap();
-        let tol = if dtype == GpuDType::F16 { 1e-3 } else { 0.0 };
+        let got = dev.read_blocking(&t).unwrap();
+        let tol = if dtype == DeviceDType::F16 { 1e-3 } else { 0.0 };
         assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= tol * b.abs().max(1e-3)), "{dtype:?}");
         let err = vb.pp("attn2").tensor("to_k.weight", &[32, 16]).unwrap_err();
         assert!(err.to_string().contains("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight"), "{err}");

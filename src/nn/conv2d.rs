@@ -1,5 +1,5 @@
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::ops::{self, Conv2dArgs};
 use crate::weights::Vb;
 
@@ -19,7 +19,7 @@ impl Conv2d {
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d(gpu, x, &self.weight, self.bias.as_ref(), self.args)
+    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(dev, x, &self.weight, self.bias.as_ref(), self.args)
     }
 }

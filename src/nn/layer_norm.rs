@@ -1,5 +1,5 @@
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::ops;
 use crate::weights::Vb;
 
@@ -15,7 +15,7 @@ impl LayerNorm {
         Ok(LayerNorm { weight: vb.tensor("weight", &[dim])?, bias: vb.tensor("bias", &[dim])?, eps })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(gpu, x, Some((&self.weight, &self.bias)), self.eps)
+    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(dev, x, Some((&self.weight, &self.bias)), self.eps)
     }
 }

@@ -1,5 +1,5 @@
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::ops;
 use crate::weights::Vb;
 
@@ -20,7 +20,7 @@ impl Linear {
         Ok(Linear { weight: vb.tensor(weight, &[dout, din])?, bias: bias.map(|b| vb.tensor(b, &[dout])).transpose()? })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        ops::linear(gpu, x, &self.weight, self.bias.as_ref())
+    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
+        ops::linear(dev, x, &self.weight, self.bias.as_ref())
     }
 }

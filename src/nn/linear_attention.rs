@@ -11,13 +11,13 @@
 //! `to_out` (a 1x1 conv and the channel LayerNorm), which the model applies.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::ops::{gemm, softmax_rows, Gemm, Operand};
 
 /// Pixels per partial context sum.
 const CHUNK: usize = 256;
 
-pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
+pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
     let s = q_in.shape();
     let hidden = heads * dim_head;
     if s.len() != 4 || s[1] != hidden || k_in.shape() != s || v_in.shape() != s {
@@ -28,16 +28,16 @@ pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, 
     let plane = dim_head * n; // elements of one head's q (or k, or v)
     let (full, rest) = (n / CHUNK, n % CHUNK);
     let chunks = full + (rest > 0) as usize;
-    let q = gpu.empty(&[heads, dim_head, n])?;
-    let k = gpu.empty(&[heads, dim_head, n])?;
-    let partial = gpu.empty(&[heads, chunks, dd])?;
-    let context = gpu.empty(&[heads, dim_head, dim_head])?;
-    let ones = gpu.ones(chunks)?;
-    let out = gpu.empty(&[batch, hidden, s[2], s[3]])?;
+    let q = dev.empty(&[heads, dim_head, n])?;
+    let k = dev.empty(&[heads, dim_head, n])?;
+    let partial = dev.empty(&[heads, chunks, dd])?;
+    let context = dev.empty(&[heads, dim_head, dim_head])?;
+    let ones = dev.ones(chunks)?;
+    let out = dev.empty(&[batch, hidden, s[2], s[3]])?;
     for b in 0..batch {
         let base = b * hidden * n;
-        softmax_rows(gpu, q_in, base, [heads, dim_head, n], &q)?;
-        softmax_rows(gpu, k_in, base, [hidden, n, 1], &k)?;
+        softmax_rows(dev, q_in, base, [heads, dim_head, n], &q)?;
+        softmax_rows(dev, k_in, base, [hidden, n, 1], &k)?;
         let v_base = base;
         for h in 0..heads {
             // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T
@@ -46,7 +46,7 @@ pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, 
                     continue;
                 }
                 gemm(
-                    gpu,
+                    dev,
                     Gemm {
                         batch: count,
                         m: dim_head,
@@ -65,7 +65,7 @@ pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, 
         }
         // context[h] = (1/N) sum over chunks: ones [1, chunks] . partial[h] [chunks, d*e]
         gemm(
-            gpu,
+            dev,
             Gemm {
                 batch: heads,
                 m: 1,
@@ -82,7 +82,7 @@ pub fn linear_attention(gpu: &Gpu, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, 
         )?;
         // out[h] (e x n) = context[h]^T (e x d) . q[h] (d x n) * dim_head^-1/2
         gemm(
-            gpu,
+            dev,
             Gemm {
                 batch: heads,
                 m: dim_head,

@@ -2,17 +2,17 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) d: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// The `OP` override values of activation.wgsl.
@@ -23,32 +23,32 @@ enum Op {
     Geglu = 2,
 }
 
-fn launch(gpu: &Gpu, op: Op, x: &Tensor, out_shape: &[usize], d: usize) -> Result<Tensor> {
+fn launch(dev: &Device, op: Op, x: &Tensor, out_shape: &[usize], d: usize) -> Result<Tensor> {
     x.expect_f32("activation input")?;
-    let out = gpu.empty(out_shape)?;
+    let out = dev.empty(out_shape)?;
     let n = out.numel();
     let params = Params { n: u32_of(n, "elements")?, d: u32_of(d, "width")?, _pad: [0; 2] };
-    gpu.dispatch(Kernel::Activation, &[("WG", WG as f64), ("OP", op as u32 as f64)], &params, &[x, &out], grid_1d(n, WG)?)?;
+    dev.dispatch(Kernel::Activation, &[("WG", WG as f64), ("OP", op as u32 as f64)], &params, &[x, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }
 
 /// Exact GELU (erf form, PyTorch's `nn.GELU()`).
-pub fn gelu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-    launch(gpu, Op::Gelu, x, x.shape(), 1)
+pub fn gelu(dev: &Device, x: &Tensor) -> Result<Tensor> {
+    launch(dev, Op::Gelu, x, x.shape(), 1)
 }
 
 /// SiLU, `x * sigmoid(x)`.
-pub fn silu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-    launch(gpu, Op::Silu, x, x.shape(), 1)
+pub fn silu(dev: &Device, x: &Tensor) -> Result<Tensor> {
+    launch(dev, Op::Silu, x, x.shape(), 1)
 }
 
 /// GEGLU: for `x` [.., 2D], `a, g = x.chunk(2, -1)` and the result [.., D] is `a * gelu(g)`.
-pub fn geglu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn geglu(dev: &Device, x: &Tensor) -> Result<Tensor> {
     let last = x.shape().last().copied().unwrap_or(0);
     if last == 0 || last % 2 != 0 {
         return shape_err!("geglu needs an even last dimension, got {:?}", x.shape());
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = last / 2;
-    launch(gpu, Op::Geglu, x, &shape, last / 2)
+    launch(dev, Op::Geglu, x, &shape, last / 2)
 }

@@ -2,7 +2,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::u32_of;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const BLOCK_Q: u32 = 64;
@@ -12,23 +12,23 @@ pub const MAX_HEAD_DIM: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    nq: u32,
-    nk: u32,
-    _pad0: u32,
-    causal: u32,
-    q_off: u32,
-    q_sb: u32,
-    q_row: u32,
-    scale: f32,
-    k_off: u32,
-    k_sb: u32,
-    k_row: u32,
-    heads: u32,
-    v_off: u32,
-    v_sb: u32,
-    v_row: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) nq: u32,
+    pub(crate) nk: u32,
+    pub(crate) _pad0: u32,
+    pub(crate) causal: u32,
+    pub(crate) q_off: u32,
+    pub(crate) q_sb: u32,
+    pub(crate) q_row: u32,
+    pub(crate) scale: f32,
+    pub(crate) k_off: u32,
+    pub(crate) k_sb: u32,
+    pub(crate) k_row: u32,
+    pub(crate) heads: u32,
+    pub(crate) v_off: u32,
+    pub(crate) v_sb: u32,
+    pub(crate) v_row: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Columns `start .. start + width` of a token-major tensor [B, N, C]: where the q, k or v
@@ -65,7 +65,7 @@ impl<'a> Heads<'a> {
 /// an online softmax (no Nq x Nk matrix). q is [B, Nq, H*D]-shaped columns, k and v
 /// [B, Nk, H*D]; the result is [B, Nq, H*D]. `causal` masks key j > query i. Head
 /// dimensions are multiples of 4 up to 64.
-pub fn attention(gpu: &Gpu, q: Heads, k: Heads, v: Heads, heads: usize, causal: bool) -> Result<Tensor> {
+pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causal: bool) -> Result<Tensor> {
     let (bq, nq, q_off, q_sb, q_row) = q.layout("query")?;
     let (bk, nk, k_off, k_sb, k_row) = k.layout("key")?;
     let (bv, nv, v_off, v_sb, v_row) = v.layout("value")?;
@@ -82,7 +82,7 @@ pub fn attention(gpu: &Gpu, q: Heads, k: Heads, v: Heads, heads: usize, causal: 
     if d > MAX_HEAD_DIM || d % 4 != 0 {
         return shape_err!("attention: head dimension {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}");
     }
-    let out = gpu.empty(&[bq, nq, q.width])?;
+    let out = dev.empty(&[bq, nq, q.width])?;
     let params = Params {
         nq: u32_of(nq, "queries")?,
         nk: u32_of(nk, "keys")?,
@@ -103,6 +103,6 @@ pub fn attention(gpu: &Gpu, q: Heads, k: Heads, v: Heads, heads: usize, causal: 
     };
     let overrides = [("BLOCK_Q", BLOCK_Q as f64), ("BLOCK_K", BLOCK_K as f64), ("D4", (d / 4) as f64)];
     let groups = [params.nq.div_ceil(BLOCK_Q), params.heads, u32_of(bq, "batch")?];
-    gpu.dispatch(Kernel::FlashAttention, &overrides, &params, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
+    dev.dispatch(Kernel::FlashAttention, &overrides, &params, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
     Ok(out)
 }

@@ -2,18 +2,18 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    b_len: u32,
-    b_inner: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) b_len: u32,
+    pub(crate) b_inner: u32,
+    pub(crate) _pad: u32,
 }
 
 /// How `b` repeats over `a` under PyTorch broadcasting, when its non-1 dimensions form
@@ -33,32 +33,32 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<(usize, usize)> {
     Some((padded[first..end].iter().product(), a[end..].iter().product()))
 }
 
-fn launch(gpu: &Gpu, op: u32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn launch(dev: &Device, op: u32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.expect_f32("left operand")?;
     b.expect_f32("right operand")?;
     let Some((b_len, b_inner)) = broadcast(a.shape(), b.shape()) else {
         return shape_err!("cannot broadcast {:?} onto {:?}", b.shape(), a.shape());
     };
-    let out = gpu.empty(a.shape())?;
+    let out = dev.empty(a.shape())?;
     let n = a.numel();
     let params = Params { n: u32_of(n, "elements")?, b_len: u32_of(b_len, "elements")?, b_inner: u32_of(b_inner, "elements")?, _pad: 0 };
-    gpu.dispatch(Kernel::Binary, &[("WG", WG as f64), ("OP", op as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
+    dev.dispatch(Kernel::Binary, &[("WG", WG as f64), ("OP", op as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }
 
 /// `a + b`, with `b` broadcast as PyTorch would (see [`broadcast`] for the forms).
-pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    launch(gpu, 0, a, b)
+pub fn add(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch(dev, 0, a, b)
 }
 
 /// `a * b`, with `b` broadcast as in [`add`].
-pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    launch(gpu, 1, a, b)
+pub fn mul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch(dev, 1, a, b)
 }
 
 /// `a - b`, with `b` broadcast as in [`add`].
-pub fn sub(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    launch(gpu, 2, a, b)
+pub fn sub(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch(dev, 2, a, b)
 }
 
 #[cfg(test)]

@@ -2,22 +2,22 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, grid_1d, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    c1: u32,
-    c2: u32,
-    hw: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) c1: u32,
+    pub(crate) c2: u32,
+    pub(crate) hw: u32,
 }
 
 /// `torch.cat([a, b], dim=1)` for NCHW tensors of equal batch and size.
-pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn concat_channels(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     expect_rank(a, 4, "concat input")?;
     expect_rank(b, 4, "concat input")?;
     a.expect_f32("concat input")?;
@@ -26,9 +26,9 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return shape_err!("concat along channels needs equal batch and size, got {:?} and {:?}", a.shape(), b.shape());
     }
     let (c1, c2) = (a.dim(1), b.dim(1));
-    let out = gpu.empty(&[a.dim(0), c1 + c2, a.dim(2), a.dim(3)])?;
+    let out = dev.empty(&[a.dim(0), c1 + c2, a.dim(2), a.dim(3)])?;
     let n = out.numel();
     let params = Params { n: u32_of(n, "elements")?, c1: c1 as u32, c2: c2 as u32, hw: u32_of(a.dim(2) * a.dim(3), "pixels")? };
-    gpu.dispatch(Kernel::Concat, &[("WG", WG as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
+    dev.dispatch(Kernel::Concat, &[("WG", WG as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

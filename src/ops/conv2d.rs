@@ -3,25 +3,25 @@ use bytemuck::{Pod, Zeroable};
 use super::matmul::tile_shape;
 use super::{expect_len, expect_rank, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    has_bias: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) has_bias: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Stride and zero padding of a convolution (the same on both axes, as in every
@@ -41,7 +41,7 @@ impl Conv2dArgs {
 
 /// PyTorch's `F.conv2d` on NCHW `x` [B, Cin, H, W] with weight [Cout, Cin, kh, kw] and
 /// optional bias [Cout]; weight and bias may be f32 or packed f16.
-pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
+pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
     expect_rank(x, 4, "conv2d input")?;
     expect_rank(w, 4, "conv2d weight")?;
     x.expect_f32("conv2d input")?;
@@ -58,7 +58,7 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Co
     }
     let ho = (h + 2 * args.padding - kh) / args.stride + 1;
     let wo = (wd + 2 * args.padding - kw) / args.stride + 1;
-    let out = gpu.empty(&[b, cout, ho, wo])?;
+    let out = dev.empty(&[b, cout, ho, wo])?;
     let params = Params {
         cin: u32_of(cin, "channels")?,
         h: u32_of(h, "height")?,
@@ -84,6 +84,6 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Co
     ];
     let pixels = u32_of(ho * wo, "output pixels")?;
     let groups = [pixels.div_ceil(4 * wg_x), params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?];
-    gpu.dispatch(Kernel::Conv2d, &overrides, &params, &[x, w, or_placeholder(bias, w), &out], groups)?;
+    dev.dispatch(Kernel::Conv2d, &overrides, &params, &[x, w, or_placeholder(bias, w), &out], groups)?;
     Ok(out)
 }

@@ -2,33 +2,33 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, grid_1d, is_f16, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::device::{DType, Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    table_rows: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) table_rows: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `table[index]` for a [rows, C] table (f32 or packed f16) and u32 indices [M]: [M, C].
 /// The caller checks the indices (they come from the CPU); out-of-range ones read the
 /// last row rather than out of bounds.
-pub fn gather_rows(gpu: &Gpu, table: &Tensor, index: &Tensor) -> Result<Tensor> {
+pub fn gather_rows(dev: &Device, table: &Tensor, index: &Tensor) -> Result<Tensor> {
     expect_rank(table, 2, "gather table")?;
     if index.dtype() != DType::U32 || index.shape().len() != 1 {
         return shape_err!("gather indices must be a 1-D u32 tensor, got {:?} {:?}", index.shape(), index.dtype());
     }
     let (rows, c) = (table.dim(0), table.dim(1));
-    let out = gpu.empty(&[index.numel(), c])?;
+    let out = dev.empty(&[index.numel(), c])?;
     let n = out.numel();
     let params = Params { n: u32_of(n, "elements")?, c: u32_of(c, "columns")?, table_rows: u32_of(rows, "rows")?, _pad: 0 };
     let overrides = [("WG", WG as f64), ("TABLE_F16", is_f16(Some(table)))];
-    gpu.dispatch(Kernel::GatherRows, &overrides, &params, &[table, index, &out], grid_1d(n, WG)?)?;
+    dev.dispatch(Kernel::GatherRows, &overrides, &params, &[table, index, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -2,28 +2,28 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, expect_rank, is_f16, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    c: u32,
-    hw: u32,
-    groups: u32,
-    eps: f32,
-    has_affine: u32,
-    silu: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) batch: u32,
+    pub(crate) c: u32,
+    pub(crate) hw: u32,
+    pub(crate) groups: u32,
+    pub(crate) eps: f32,
+    pub(crate) has_affine: u32,
+    pub(crate) silu: u32,
+    pub(crate) _pad: u32,
 }
 
 /// PyTorch's `nn.GroupNorm` on NCHW `x`, with optional affine (weight, bias) [C] and an
 /// optional SiLU fused after it.
 pub fn group_norm(
-    gpu: &Gpu,
+    dev: &Device,
     x: &Tensor,
     groups: usize,
     affine: Option<(&Tensor, &Tensor)>,
@@ -43,7 +43,7 @@ pub fn group_norm(
             return shape_err!("group_norm weight and bias must share a dtype");
         }
     }
-    let out = gpu.empty(x.shape())?;
+    let out = dev.empty(x.shape())?;
     let params = Params {
         batch: u32_of(b, "batch")?,
         c: u32_of(c, "channels")?,
@@ -56,6 +56,6 @@ pub fn group_norm(
     };
     let (g, bb) = affine.unwrap_or((x, x));
     let overrides = [("WG", WG as f64), ("AFFINE_F16", is_f16(affine.map(|a| a.0)))];
-    gpu.dispatch(Kernel::GroupNorm, &overrides, &params, &[x, g, bb, &out], [params.groups, params.batch, 1])?;
+    dev.dispatch(Kernel::GroupNorm, &overrides, &params, &[x, g, bb, &out], [params.groups, params.batch, 1])?;
     Ok(out)
 }

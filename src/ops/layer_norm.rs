@@ -2,23 +2,23 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, grid_1d, is_f16, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 128;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    c: u32,
-    eps: f32,
-    has_affine: u32,
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) c: u32,
+    pub(crate) eps: f32,
+    pub(crate) has_affine: u32,
 }
 
 /// PyTorch's `nn.LayerNorm` over the last dimension; `affine` is (weight, bias), both
 /// [C] and of one dtype (f32 or packed f16).
-pub fn layer_norm(gpu: &Gpu, x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(dev: &Device, x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps: f32) -> Result<Tensor> {
     x.expect_f32("layer_norm input")?;
     if x.shape().is_empty() {
         return shape_err!("layer_norm needs at least one dimension");
@@ -32,10 +32,10 @@ pub fn layer_norm(gpu: &Gpu, x: &Tensor, affine: Option<(&Tensor, &Tensor)>, eps
         }
     }
     let rows = x.numel() / c.max(1);
-    let out = gpu.empty(x.shape())?;
+    let out = dev.empty(x.shape())?;
     let params = Params { rows: u32_of(rows, "rows")?, c: u32_of(c, "channels")?, eps, has_affine: affine.is_some() as u32 };
     let (g, b) = affine.unwrap_or((x, x));
     let overrides = [("WG", WG as f64), ("AFFINE_F16", is_f16(affine.map(|a| a.0)))];
-    gpu.dispatch(Kernel::LayerNorm, &overrides, &params, &[x, g, b, &out], grid_1d(rows, 1)?)?;
+    dev.dispatch(Kernel::LayerNorm, &overrides, &params, &[x, g, b, &out], grid_1d(rows, 1)?)?;
     Ok(out)
 }

@@ -2,7 +2,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 /// Workgroup shape (WG_X, WG_Y, TILE_K) for a product with `m` rows: 256 invocations
@@ -19,23 +19,23 @@ pub(crate) fn tile_shape(m: usize) -> (u32, u32, u32) {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    a_off: u32,
-    a_sb: u32,
-    a_sm: u32,
-    a_sk: u32,
-    b_off: u32,
-    b_sb: u32,
-    b_sk: u32,
-    b_sn: u32,
-    c_off: u32,
-    c_sb: u32,
-    c_sm: u32,
-    alpha: f32,
+pub(crate) struct Params {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) has_bias: u32,
+    pub(crate) a_off: u32,
+    pub(crate) a_sb: u32,
+    pub(crate) a_sm: u32,
+    pub(crate) a_sk: u32,
+    pub(crate) b_off: u32,
+    pub(crate) b_sb: u32,
+    pub(crate) b_sk: u32,
+    pub(crate) b_sn: u32,
+    pub(crate) c_off: u32,
+    pub(crate) c_sb: u32,
+    pub(crate) c_sm: u32,
+    pub(crate) alpha: f32,
 }
 
 /// A matrix operand seen through strides (in elements): entry (batch, row, col) is at
@@ -65,7 +65,7 @@ pub(crate) struct Gemm<'a> {
     pub out_batch_stride: usize,
 }
 
-pub(crate) fn gemm(gpu: &Gpu, g: Gemm) -> Result<()> {
+pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     g.a.tensor.expect_f32("matmul left operand")?;
     g.out.expect_f32("matmul output")?;
     if let Some(bias) = g.bias {
@@ -99,12 +99,12 @@ pub(crate) fn gemm(gpu: &Gpu, g: Gemm) -> Result<()> {
     ];
     let bias = or_placeholder(g.bias, g.b.tensor);
     let groups = [params.n.div_ceil(4 * wg_x), params.m.div_ceil(4 * wg_y), u32_of(g.batch, "batch")?];
-    gpu.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, g.out], groups)
+    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, g.out], groups)
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same
 /// leading dimensions or 2-D (shared by every batch; f32 or packed f16).
-pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (ar, br) = (a.shape().len(), b.shape().len());
     if ar < 2 || br < 2 {
         return shape_err!("matmul needs matrices, got {:?} and {:?}", a.shape(), b.shape());
@@ -118,9 +118,9 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let mut shape = a.shape()[..ar - 2].to_vec();
     shape.extend([m, n]);
-    let out = gpu.empty(&shape)?;
+    let out = dev.empty(&shape)?;
     gemm(
-        gpu,
+        dev,
         Gemm {
             batch,
             m,
@@ -140,7 +140,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// PyTorch's `nn.Linear`: `y = x W^T + b` for `x` [.., K], `W` [N, K], `b` [N]; the
 /// weight and bias may be f32 or packed f16.
-pub fn linear(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+pub fn linear(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if w.shape().len() != 2 || x.shape().is_empty() || x.dim(-1) != w.dim(1) {
         return shape_err!("linear: input {:?} does not fit weight {:?} ([out, in])", x.shape(), w.shape());
     }
@@ -148,9 +148,9 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<T
     let m = x.numel() / k;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
-    let out = gpu.empty(&shape)?;
+    let out = dev.empty(&shape)?;
     gemm(
-        gpu,
+        dev,
         Gemm {
             batch: 1,
             m,

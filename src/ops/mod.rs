@@ -1,23 +1,23 @@
 //! One launcher per kernel: each file pairs the Rust `Params` struct with the `struct
 //! Params` of its WGSL file, checks shapes, allocates the output and records the dispatch.
-//! Launchers never wait for the GPU; results are read with [`crate::Gpu::read`].
+//! Launchers never wait for the GPU; results are read with [`crate::Device::read`].
 
-mod activation;
-mod attention;
-mod binary;
-mod concat;
-mod conv2d;
-mod gather_rows;
-mod group_norm;
-mod layer_norm;
-mod channel_layer_norm;
+pub(crate) mod activation;
+pub(crate) mod attention;
+pub(crate) mod binary;
+pub(crate) mod concat;
+pub(crate) mod conv2d;
+pub(crate) mod gather_rows;
+pub(crate) mod group_norm;
+pub(crate) mod layer_norm;
+pub(crate) mod channel_layer_norm;
 pub(crate) mod matmul;
-mod pad_crop;
-mod scale_shift;
-mod sde_update;
-mod softmax;
-mod transpose;
-mod upsample;
+pub(crate) mod pad_crop;
+pub(crate) mod scale_shift;
+pub(crate) mod sde_update;
+pub(crate) mod softmax;
+pub(crate) mod transpose;
+pub(crate) mod upsample;
 
 pub use activation::{geglu, gelu, silu};
 pub use attention::{attention, Heads};
@@ -39,7 +39,7 @@ pub use transpose::transpose;
 pub use upsample::upsample_nearest2x;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Tensor};
+use crate::device::{DType, Tensor};
 
 /// Workgroup count for `n` items handled `per_group` at a time, spread over x and y so
 /// that no dimension exceeds WebGPU's 65535 (kernels rebuild the linear index from

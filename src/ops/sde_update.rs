@@ -2,22 +2,22 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    stream: u32,
-    a: f32,
-    b: f32,
-    c: f32,
-    d: f32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) seed_lo: u32,
+    pub(crate) seed_hi: u32,
+    pub(crate) stream: u32,
+    pub(crate) a: f32,
+    pub(crate) b: f32,
+    pub(crate) c: f32,
+    pub(crate) d: f32,
 }
 
 /// The `z` of an update.
@@ -32,7 +32,7 @@ pub enum Noise<'a> {
 
 /// `mu + a (x - mu) + b noise + d (prev - mu) + c z` element-wise, the terms given as
 /// (tensor, coefficient); absent ones are zero. All tensors have the shape of `mu`.
-pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Tensor, f32)>, prev: Option<(&Tensor, f32)>, z: (Noise, f32)) -> Result<Tensor> {
+pub fn sde_update(dev: &Device, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Tensor, f32)>, prev: Option<(&Tensor, f32)>, z: (Noise, f32)) -> Result<Tensor> {
     let shape = mu.shape();
     let tensors = [Some(x), noise.map(|n| n.0), prev.map(|p| p.0), match z.0 { Noise::Given(t) => Some(t), _ => None }];
     for t in tensors.into_iter().flatten() {
@@ -41,7 +41,7 @@ pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Te
             return shape_err!("sampler update: {:?} does not match {:?}", t.shape(), shape);
         }
     }
-    let out = gpu.empty(shape)?;
+    let out = dev.empty(shape)?;
     let n = out.numel();
     let (seed, stream) = match z.0 {
         Noise::Seeded { seed, stream } => (seed, stream),
@@ -65,6 +65,6 @@ pub fn sde_update(gpu: &Gpu, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(&Te
     // Absent terms bind mu (with coefficient 0).
     let noise_buf = noise.map_or(mu, |n| n.0);
     let prev_buf = prev.map_or(mu, |p| p.0);
-    gpu.dispatch(Kernel::SdeUpdate, &[("WG", WG as f64), ("Z", z_mode)], &params, &[mu, x, noise_buf, z_buf, prev_buf, &out], grid_1d(n, WG)?)?;
+    dev.dispatch(Kernel::SdeUpdate, &[("WG", WG as f64), ("Z", z_mode)], &params, &[mu, x, noise_buf, z_buf, prev_buf, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

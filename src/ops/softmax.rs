@@ -2,22 +2,22 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const WG: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    outer: u32,
-    dim: u32,
-    inner: u32,
-    in_off: u32,
+pub(crate) struct Params {
+    pub(crate) outer: u32,
+    pub(crate) dim: u32,
+    pub(crate) inner: u32,
+    pub(crate) in_off: u32,
 }
 
 /// Softmax along dimension `dim` (negative counts from the end).
-pub fn softmax(gpu: &Gpu, x: &Tensor, dim: isize) -> Result<Tensor> {
+pub fn softmax(dev: &Device, x: &Tensor, dim: isize) -> Result<Tensor> {
     let rank = x.shape().len() as isize;
     let d = if dim < 0 { rank + dim } else { dim };
     if d < 0 || d >= rank {
@@ -26,14 +26,14 @@ pub fn softmax(gpu: &Gpu, x: &Tensor, dim: isize) -> Result<Tensor> {
     let d = d as usize;
     let outer: usize = x.shape()[..d].iter().product();
     let inner: usize = x.shape()[d + 1..].iter().product();
-    let out = gpu.empty(x.shape())?;
-    softmax_rows(gpu, x, 0, [outer, x.shape()[d], inner], &out)?;
+    let out = dev.empty(x.shape())?;
+    softmax_rows(dev, x, 0, [outer, x.shape()[d], inner], &out)?;
     Ok(out)
 }
 
 /// Softmax of the block of `x` starting at element `offset`, seen as [outer, dim, inner]
 /// and reduced along `dim`, written contiguous into `out`.
-pub(crate) fn softmax_rows(gpu: &Gpu, x: &Tensor, offset: usize, [outer, dim, inner]: [usize; 3], out: &Tensor) -> Result<()> {
+pub(crate) fn softmax_rows(dev: &Device, x: &Tensor, offset: usize, [outer, dim, inner]: [usize; 3], out: &Tensor) -> Result<()> {
     x.expect_f32("softmax input")?;
     if offset + outer * dim * inner > x.numel() || out.numel() < outer * dim * inner {
         return shape_err!("softmax: block [{outer}, {dim}, {inner}] at {offset} does not fit");
@@ -48,5 +48,5 @@ pub(crate) fn softmax_rows(gpu: &Gpu, x: &Tensor, offset: usize, [outer, dim, in
     let per_invocation = inner > 1;
     let overrides = [("WG", WG as f64), ("ROW_PER_INVOCATION", per_invocation as u32 as f64)];
     let groups = grid_1d(outer * inner, if per_invocation { WG } else { 1 })?;
-    gpu.dispatch(Kernel::Softmax, &overrides, &params, &[x, out], groups)
+    dev.dispatch(Kernel::Softmax, &overrides, &params, &[x, out], groups)
 }

@@ -2,22 +2,22 @@ use bytemuck::{Pod, Zeroable};
 
 use super::u32_of;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
 const TILE: usize = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// Swaps the last two dimensions: [.., R, C] -> [.., C, R] (e.g. NCHW channels to
 /// token-major rows).
-pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn transpose(dev: &Device, x: &Tensor) -> Result<Tensor> {
     x.expect_f32("transpose input")?;
     let rank = x.shape().len();
     if rank < 2 {
@@ -27,9 +27,9 @@ pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     let batch: usize = x.shape()[..rank - 2].iter().product();
     let mut shape = x.shape().to_vec();
     shape.swap(rank - 2, rank - 1);
-    let out = gpu.empty(&shape)?;
+    let out = dev.empty(&shape)?;
     let params = Params { rows: u32_of(r, "rows")?, cols: u32_of(c, "columns")?, _pad: [0; 2] };
     let groups = [c.div_ceil(TILE) as u32, r.div_ceil(TILE) as u32, u32_of(batch, "batch")?];
-    gpu.dispatch(Kernel::Transpose, &[], &params, &[x, &out], groups)?;
+    dev.dispatch(Kernel::Transpose, &[], &params, &[x, &out], groups)?;
     Ok(out)
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 
 /// Element types a weights file may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ impl<'a> Weights<'a> {
 
 /// How weights are kept on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuDType {
+pub enum DeviceDType {
     F32,
     /// Packed two per u32: half the memory, read in f32 by the kernels.
     F16,
@@ -156,14 +156,14 @@ pub enum GpuDType {
 #[derive(Clone)]
 pub struct Vb<'w, 'a> {
     weights: &'w Weights<'a>,
-    gpu: &'w Gpu,
-    dtype: GpuDType,
+    dev: &'w Device,
+    dtype: DeviceDType,
     prefix: String,
 }
 
 impl<'w, 'a> Vb<'w, 'a> {
-    pub fn new(weights: &'w Weights<'a>, gpu: &'w Gpu, dtype: GpuDType) -> Self {
-        Vb { weights, gpu, dtype, prefix: String::new() }
+    pub fn new(weights: &'w Weights<'a>, dev: &'w Device, dtype: DeviceDType) -> Self {
+        Vb { weights, dev, dtype, prefix: String::new() }
     }
 
     /// The builder one level down: `pp("downs").pp(3)` is `downs.3.`.
@@ -193,8 +193,8 @@ impl<'w, 'a> Vb<'w, 'a> {
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.host(name, shape)?;
         match self.dtype {
-            GpuDType::F32 => self.gpu.upload(shape, &t.to_f32()?),
-            GpuDType::F16 => self.gpu.upload_f16_bits(shape, &t.to_f16()?),
+            DeviceDType::F32 => self.dev.upload(shape, &t.to_f32()?),
+            DeviceDType::F16 => self.dev.upload_f16_bits(shape, &t.to_f16()?),
         }
     }
 
@@ -202,14 +202,14 @@ impl<'w, 'a> Vb<'w, 'a> {
     /// this builder's GPU dtype.
     pub fn upload(&self, shape: &[usize], values: &[f32]) -> Result<Tensor> {
         match self.dtype {
-            GpuDType::F32 => self.gpu.upload(shape, values),
-            GpuDType::F16 => self.gpu.upload_f16(shape, values),
+            DeviceDType::F32 => self.dev.upload(shape, values),
+            DeviceDType::F16 => self.dev.upload_f16(shape, values),
         }
     }
 
     /// Uploads `name` as f32 whatever this builder's dtype (for small vectors that kernels
     /// read as activations, e.g. embeddings added to a stream).
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.gpu.upload(shape, &self.host(name, shape)?.to_f32()?)
+        self.dev.upload(shape, &self.host(name, shape)?.to_f32()?)
     }
 }

@@ -4,7 +4,7 @@
 use super::{check, f16_rounded, reference as cpu, Rng};
 use daclip_webgpu::nn::linear_attention;
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
-use daclip_webgpu::{Gpu, Tensor};
+use daclip_webgpu::{Device, Tensor};
 
 /// f32 results of sums over up to a few thousand terms stay within this of the f64
 /// reference (relative to the output's rms).
@@ -13,19 +13,19 @@ const TOL: f64 = 1e-5;
 /// rms shrinks as 1/sqrt(N)): the parity fixtures' float32 bound.
 const TOL_LONG: f64 = 1e-4;
 
-async fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
-    gpu.read(t).await.expect("GPU read failed")
+async fn read(dev: &Device, t: &Tensor) -> Vec<f32> {
+    dev.read(t).await.expect("GPU read failed")
 }
 
-fn up(gpu: &Gpu, shape: &[usize], v: &[f32]) -> Tensor {
-    gpu.upload(shape, v).expect("upload")
+fn up(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
+    dev.upload(shape, v).expect("upload")
 }
 
-fn up16(gpu: &Gpu, shape: &[usize], v: &[f32]) -> Tensor {
-    gpu.upload_f16(shape, v).expect("upload f16")
+fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
+    dev.upload_f16(shape, v).expect("upload f16")
 }
 
-pub async fn matmul(gpu: &Gpu) {
+pub async fn matmul(dev: &Device) {
     let mut rng = Rng::new(1);
     // The last case has a long K: 288 tiles, more loop iterations than llvmpipe allows one
     // invocation unless the inner loops are unrolled.
@@ -33,30 +33,30 @@ pub async fn matmul(gpu: &Gpu) {
         let a = rng.normals(batch * m * k, 1.0);
         let bb = rng.normals(if shared { k * n } else { batch * k * n }, 1.0);
         let bshape: Vec<usize> = if shared { vec![k, n] } else { vec![batch, k, n] };
-        let got = ops::matmul(gpu, &up(gpu, &[batch, m, k], &a), &up(gpu, &bshape, &bb)).unwrap();
+        let got = ops::matmul(dev, &up(dev, &[batch, m, k], &a), &up(dev, &bshape, &bb)).unwrap();
         assert_eq!(got.shape(), &[batch, m, n]);
         let want = cpu::matmul(&a, &bb, batch, m, k, n, !shared);
         let tol = if k > 1000 { TOL_LONG } else { TOL };
-        check(&format!("matmul [{batch}, {m}, {k}] x {bshape:?}"), &read(gpu, &got).await, &want, tol);
+        check(&format!("matmul [{batch}, {m}, {k}] x {bshape:?}"), &read(dev, &got).await, &want, tol);
     }
 }
 
-pub async fn linear(gpu: &Gpu) {
+pub async fn linear(dev: &Device) {
     let mut rng = Rng::new(2);
     for &(m, k, n, f16, bias) in &[(50, 768, 97, false, true), (50, 77, 130, true, true), (7, 33, 5, false, false), (3, 512, 256, true, false)] {
         let x = rng.normals(m * k, 1.0);
         let w = rng.normals(n * k, 0.05);
         let b = rng.normals(n, 0.5);
-        let (wt, bt) = if f16 { (up16(gpu, &[n, k], &w), up16(gpu, &[n], &b)) } else { (up(gpu, &[n, k], &w), up(gpu, &[n], &b)) };
-        let got = ops::linear(gpu, &up(gpu, &[m, k], &x), &wt, bias.then_some(&bt)).unwrap();
+        let (wt, bt) = if f16 { (up16(dev, &[n, k], &w), up16(dev, &[n], &b)) } else { (up(dev, &[n, k], &w), up(dev, &[n], &b)) };
+        let got = ops::linear(dev, &up(dev, &[m, k], &x), &wt, bias.then_some(&bt)).unwrap();
         let (w, b) = if f16 { (f16_rounded(&w), f16_rounded(&b)) } else { (w, b) };
         let want = cpu::linear(&x, &w, bias.then_some(&b[..]), m, k, n);
         let name = format!("linear {m}x{k} -> {n} ({} weights{})", if f16 { "f16" } else { "f32" }, if bias { ", bias" } else { "" });
-        check(&name, &read(gpu, &got).await, &want, TOL);
+        check(&name, &read(dev, &got).await, &want, TOL);
     }
 }
 
-pub async fn conv2d(gpu: &Gpu) {
+pub async fn conv2d(dev: &Device) {
     let mut rng = Rng::new(3);
     // (batch, cin, h, w, cout, k, stride, pad, bias, f16)
     let cases = [
@@ -71,98 +71,98 @@ pub async fn conv2d(gpu: &Gpu) {
         let x = rng.normals(b * cin * h * w, 1.0);
         let wv = rng.normals(cout * cin * k * k, 0.2);
         let bv = rng.normals(cout, 0.5);
-        let (wt, bt) = if f16 { (up16(gpu, &[cout, cin, k, k], &wv), up16(gpu, &[cout], &bv)) } else { (up(gpu, &[cout, cin, k, k], &wv), up(gpu, &[cout], &bv)) };
-        let got = ops::conv2d(gpu, &up(gpu, &[b, cin, h, w], &x), &wt, bias.then_some(&bt), Conv2dArgs { stride, padding: pad }).unwrap();
+        let (wt, bt) = if f16 { (up16(dev, &[cout, cin, k, k], &wv), up16(dev, &[cout], &bv)) } else { (up(dev, &[cout, cin, k, k], &wv), up(dev, &[cout], &bv)) };
+        let got = ops::conv2d(dev, &up(dev, &[b, cin, h, w], &x), &wt, bias.then_some(&bt), Conv2dArgs { stride, padding: pad }).unwrap();
         let (wv, bv) = if f16 { (f16_rounded(&wv), f16_rounded(&bv)) } else { (wv, bv) };
         let (want, [ho, wo]) = cpu::conv2d(&x, &wv, bias.then_some(&bv[..]), [b, cin, h, w], [cout, k, k], stride, pad);
         assert_eq!(got.shape(), &[b, cout, ho, wo]);
         let name = format!("conv2d [{b},{cin},{h},{w}] -> {cout} k{k} s{stride} p{pad}{}{}", if bias { " bias" } else { "" }, if f16 { " f16" } else { "" });
         let tol = if cin * k * k > 1000 { TOL_LONG } else { TOL };
-        check(&name, &read(gpu, &got).await, &want, tol);
+        check(&name, &read(dev, &got).await, &want, tol);
     }
 }
 
-pub async fn norms(gpu: &Gpu) {
+pub async fn norms(dev: &Device) {
     let mut rng = Rng::new(4);
     for &(rows, c, f16) in &[(50, 768, false), (7, 77, true), (3, 1000, false)] {
         let x: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v + 0.7).collect();
         let g = rng.normals(c, 1.0);
         let b = rng.normals(c, 1.0);
-        let (gt, bt) = if f16 { (up16(gpu, &[c], &g), up16(gpu, &[c], &b)) } else { (up(gpu, &[c], &g), up(gpu, &[c], &b)) };
-        let got = ops::layer_norm(gpu, &up(gpu, &[rows, c], &x), Some((&gt, &bt)), 1e-5).unwrap();
+        let (gt, bt) = if f16 { (up16(dev, &[c], &g), up16(dev, &[c], &b)) } else { (up(dev, &[c], &g), up(dev, &[c], &b)) };
+        let got = ops::layer_norm(dev, &up(dev, &[rows, c], &x), Some((&gt, &bt)), 1e-5).unwrap();
         let (g, b) = if f16 { (f16_rounded(&g), f16_rounded(&b)) } else { (g, b) };
-        check(&format!("layer_norm [{rows}, {c}]{}", if f16 { " f16" } else { "" }), &read(gpu, &got).await, &cpu::layer_norm(&x, c, Some((&g, &b)), 1e-5), TOL);
+        check(&format!("layer_norm [{rows}, {c}]{}", if f16 { " f16" } else { "" }), &read(dev, &got).await, &cpu::layer_norm(&x, c, Some((&g, &b)), 1e-5), TOL);
     }
     let x = rng.normals(5 * 3, 1.0);
-    let got = ops::layer_norm(gpu, &up(gpu, &[5, 3], &x), None, 1e-5).unwrap();
-    check("layer_norm [5, 3] without affine", &read(gpu, &got).await, &cpu::layer_norm(&x, 3, None, 1e-5), TOL);
+    let got = ops::layer_norm(dev, &up(dev, &[5, 3], &x), None, 1e-5).unwrap();
+    check("layer_norm [5, 3] without affine", &read(dev, &got).await, &cpu::layer_norm(&x, 3, None, 1e-5), TOL);
 
     for &(b, c, h, w) in &[(1, 64, 9, 13), (2, 3, 5, 5)] {
         let x: Vec<f32> = rng.normals(b * c * h * w, 1.5).iter().map(|v| v - 0.3).collect();
         let g = rng.normals(c, 1.0);
-        let got = ops::channel_layer_norm(gpu, &up(gpu, &[b, c, h, w], &x), &up(gpu, &[1, c, 1, 1], &g), 1e-5).unwrap();
-        check(&format!("channel_layer_norm [{b}, {c}, {h}, {w}]"), &read(gpu, &got).await, &cpu::channel_layer_norm(&x, [b, c, h * w], &g, 1e-5), TOL);
+        let got = ops::channel_layer_norm(dev, &up(dev, &[b, c, h, w], &x), &up(dev, &[1, c, 1, 1], &g), 1e-5).unwrap();
+        check(&format!("channel_layer_norm [{b}, {c}, {h}, {w}]"), &read(dev, &got).await, &cpu::channel_layer_norm(&x, [b, c, h * w], &g, 1e-5), TOL);
     }
 
     for &(b, c, h, w, groups, affine, act) in &[(1, 64, 9, 13, 32, true, false), (2, 96, 7, 5, 32, true, true), (1, 6, 3, 3, 3, false, true)] {
         let x: Vec<f32> = rng.normals(b * c * h * w, 1.5).iter().map(|v| v + 0.4).collect();
         let g = rng.normals(c, 1.0);
         let bb = rng.normals(c, 1.0);
-        let (gt, bt) = (up(gpu, &[c], &g), up(gpu, &[c], &bb));
-        let got = ops::group_norm(gpu, &up(gpu, &[b, c, h, w], &x), groups, affine.then_some((&gt, &bt)), 1e-6, act).unwrap();
+        let (gt, bt) = (up(dev, &[c], &g), up(dev, &[c], &bb));
+        let got = ops::group_norm(dev, &up(dev, &[b, c, h, w], &x), groups, affine.then_some((&gt, &bt)), 1e-6, act).unwrap();
         let want = cpu::group_norm(&x, [b, c, h * w], groups, affine.then_some((&g[..], &bb[..])), 1e-6, act);
-        check(&format!("group_norm [{b}, {c}, {h}, {w}] / {groups}{}{}", if affine { " affine" } else { "" }, if act { " + silu" } else { "" }), &read(gpu, &got).await, &want, TOL);
+        check(&format!("group_norm [{b}, {c}, {h}, {w}] / {groups}{}{}", if affine { " affine" } else { "" }, if act { " + silu" } else { "" }), &read(dev, &got).await, &want, TOL);
     }
 }
 
-pub async fn softmax(gpu: &Gpu) {
+pub async fn softmax(dev: &Device) {
     let mut rng = Rng::new(5);
     let shape = [3, 37, 29];
     let x = rng.normals(3 * 37 * 29, 3.0);
-    let t = up(gpu, &shape, &x);
+    let t = up(dev, &shape, &x);
     for dim in [2isize, 1, 0] {
         let d = dim as usize;
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();
-        let got = ops::softmax(gpu, &t, dim).unwrap();
-        check(&format!("softmax {shape:?} along dim {dim}"), &read(gpu, &got).await, &cpu::softmax(&x, [outer, shape[d], inner]), TOL);
+        let got = ops::softmax(dev, &t, dim).unwrap();
+        check(&format!("softmax {shape:?} along dim {dim}"), &read(dev, &got).await, &cpu::softmax(&x, [outer, shape[d], inner]), TOL);
     }
     let long = rng.normals(2 * 5000, 2.0);
-    let got = ops::softmax(gpu, &up(gpu, &[2, 5000], &long), -1).unwrap();
-    check("softmax [2, 5000] along dim -1", &read(gpu, &got).await, &cpu::softmax(&long, [2, 5000, 1]), TOL);
+    let got = ops::softmax(dev, &up(dev, &[2, 5000], &long), -1).unwrap();
+    check("softmax [2, 5000] along dim -1", &read(dev, &got).await, &cpu::softmax(&long, [2, 5000, 1]), TOL);
 }
 
-pub async fn activations(gpu: &Gpu) {
+pub async fn activations(dev: &Device) {
     let mut rng = Rng::new(6);
     // GELU over a dense grid of [-10, 10] plus random values: absolute error < 1e-6.
     let mut x: Vec<f32> = (0..20001).map(|i| -10.0 + i as f32 * 0.001).collect();
     x.extend(rng.normals(5000, 3.0));
-    let got = read(gpu, &ops::gelu(gpu, &up(gpu, &[x.len()], &x)).unwrap()).await;
+    let got = read(dev, &ops::gelu(dev, &up(dev, &[x.len()], &x)).unwrap()).await;
     let max_abs = got.iter().zip(&x).map(|(g, &v)| (*g as f64 - cpu::gelu(v as f64)).abs()).fold(0.0, f64::max);
     crate::report!("{:<52} max abs err {max_abs:.3e}   (tol 1e-6)", "gelu (erf) on [-10, 10] and N(0, 9)");
     assert!(max_abs < 1e-6, "gelu max abs error {max_abs:.3e}");
 
-    let got = read(gpu, &ops::silu(gpu, &up(gpu, &[x.len()], &x)).unwrap()).await;
+    let got = read(dev, &ops::silu(dev, &up(dev, &[x.len()], &x)).unwrap()).await;
     let want: Vec<f64> = x.iter().map(|&v| cpu::silu(v as f64)).collect();
     check("silu", &got, &want, TOL);
 
     let (rows, d) = (37, 45);
     let x = rng.normals(rows * 2 * d, 2.0);
-    let got = ops::geglu(gpu, &up(gpu, &[rows, 2 * d], &x)).unwrap();
+    let got = ops::geglu(dev, &up(dev, &[rows, 2 * d], &x)).unwrap();
     assert_eq!(got.shape(), &[rows, d]);
     let want: Vec<f64> = (0..rows * d).map(|i| {
         let (r, j) = (i / d, i % d);
         x[r * 2 * d + j] as f64 * cpu::gelu(x[r * 2 * d + d + j] as f64)
     }).collect();
-    check(&format!("geglu [{rows}, {}]", 2 * d), &read(gpu, &got).await, &want, TOL);
+    check(&format!("geglu [{rows}, {}]", 2 * d), &read(dev, &got).await, &want, TOL);
 }
 
-pub async fn elementwise(gpu: &Gpu) {
+pub async fn elementwise(dev: &Device) {
     let mut rng = Rng::new(7);
     let (b, c, h, w) = (2, 5, 7, 3);
     let n = b * c * h * w;
     let a = rng.normals(n, 1.0);
-    let at = up(gpu, &[b, c, h, w], &a);
+    let at = up(dev, &[b, c, h, w], &a);
     let forms: [(&str, Vec<usize>, Box<dyn Fn(usize) -> usize>); 4] = [
         ("full", vec![b, c, h, w], Box::new(|i| i)),
         ("per channel [C, 1, 1]", vec![c, 1, 1], Box::new(move |i| (i / (h * w)) % c)),
@@ -171,91 +171,91 @@ pub async fn elementwise(gpu: &Gpu) {
     ];
     for (name, shape, index) in &forms {
         let bv = rng.normals(shape.iter().product(), 1.0);
-        let bt = up(gpu, shape, &bv);
+        let bt = up(dev, shape, &bv);
         let sum: Vec<f64> = (0..n).map(|i| a[i] as f64 + bv[index(i)] as f64).collect();
         let prod: Vec<f64> = (0..n).map(|i| a[i] as f64 * bv[index(i)] as f64).collect();
-        check(&format!("add {name}"), &read(gpu, &ops::add(gpu, &at, &bt).unwrap()).await, &sum, TOL);
-        check(&format!("mul {name}"), &read(gpu, &ops::mul(gpu, &at, &bt).unwrap()).await, &prod, TOL);
+        check(&format!("add {name}"), &read(dev, &ops::add(dev, &at, &bt).unwrap()).await, &sum, TOL);
+        check(&format!("mul {name}"), &read(dev, &ops::mul(dev, &at, &bt).unwrap()).await, &prod, TOL);
     }
-    assert!(ops::add(gpu, &at, &up(gpu, &[b], &[1.0, 2.0])).is_err(), "a shape that does not broadcast must be refused");
+    assert!(ops::add(dev, &at, &up(dev, &[b], &[1.0, 2.0])).is_err(), "a shape that does not broadcast must be refused");
 
     // Rows 3 and 4 of a 6-row table (one row per sampling step, batch 2 from row 3).
     let t = rng.normals(6 * 2 * c, 1.0);
     for act in [false, true] {
-        let got = ops::scale_shift(gpu, &at, &up(gpu, &[6, 2 * c], &t), 3, act).unwrap();
+        let got = ops::scale_shift(dev, &at, &up(dev, &[6, 2 * c], &t), 3, act).unwrap();
         let want: Vec<f64> = (0..n).map(|i| {
             let (r, ch) = (3 + i / (c * h * w), (i / (h * w)) % c);
             let v = a[i] as f64 * (t[r * 2 * c + ch] as f64 + 1.0) + t[r * 2 * c + c + ch] as f64;
             if act { cpu::silu(v) } else { v }
         }).collect();
-        check(&format!("scale_shift rows 3.. of 6{}", if act { " + silu" } else { "" }), &read(gpu, &got).await, &want, TOL);
+        check(&format!("scale_shift rows 3.. of 6{}", if act { " + silu" } else { "" }), &read(dev, &got).await, &want, TOL);
     }
 }
 
-pub async fn layout(gpu: &Gpu) {
+pub async fn layout(dev: &Device) {
     let mut rng = Rng::new(8);
     let (b, c1, c2, h, w) = (2, 3, 5, 7, 9);
     let a = rng.normals(b * c1 * h * w, 1.0);
     let bb = rng.normals(b * c2 * h * w, 1.0);
-    let got = ops::concat_channels(gpu, &up(gpu, &[b, c1, h, w], &a), &up(gpu, &[b, c2, h, w], &bb)).unwrap();
+    let got = ops::concat_channels(dev, &up(dev, &[b, c1, h, w], &a), &up(dev, &[b, c2, h, w], &bb)).unwrap();
     let hw = h * w;
     let want: Vec<f64> = (0..b).flat_map(|bt| {
         let a = &a;
         let bb = &bb;
         a[bt * c1 * hw..(bt + 1) * c1 * hw].iter().chain(&bb[bt * c2 * hw..(bt + 1) * c2 * hw]).map(|&v| v as f64).collect::<Vec<_>>()
     }).collect();
-    check("concat channels [2,3,7,9] ++ [2,5,7,9]", &read(gpu, &got).await, &want, 0.0);
+    check("concat channels [2,3,7,9] ++ [2,5,7,9]", &read(dev, &got).await, &want, 0.0);
 
     let x = rng.normals(2 * 3 * 5 * 7, 1.0);
-    let xt = up(gpu, &[2, 3, 5, 7], &x);
-    let got = ops::upsample_nearest2x(gpu, &xt).unwrap();
+    let xt = up(dev, &[2, 3, 5, 7], &x);
+    let got = ops::upsample_nearest2x(dev, &xt).unwrap();
     let want: Vec<f64> = (0..6 * 10 * 14).map(|i| {
         let (p, y, xx) = (i / 140, (i / 14) % 10, i % 14);
         x[(p * 5 + y / 2) * 7 + xx / 2] as f64
     }).collect();
-    check("upsample nearest 2x [2,3,5,7]", &read(gpu, &got).await, &want, 0.0);
+    check("upsample nearest 2x [2,3,5,7]", &read(dev, &got).await, &want, 0.0);
 
-    let got = ops::reflect_pad(gpu, &xt, 8, 12).unwrap();
+    let got = ops::reflect_pad(dev, &xt, 8, 12).unwrap();
     let refl = |i: usize, n: usize| if i < n { i } else { 2 * (n - 1) - i };
     let want: Vec<f64> = (0..6 * 8 * 12).map(|i| {
         let (p, y, xx) = (i / 96, (i / 12) % 8, i % 12);
         x[(p * 5 + refl(y, 5)) * 7 + refl(xx, 7)] as f64
     }).collect();
-    check("reflect pad [2,3,5,7] -> 8x12", &read(gpu, &got).await, &want, 0.0);
-    assert!(ops::reflect_pad(gpu, &xt, 10, 7).is_err(), "a pad as large as the size must be refused");
+    check("reflect pad [2,3,5,7] -> 8x12", &read(dev, &got).await, &want, 0.0);
+    assert!(ops::reflect_pad(dev, &xt, 10, 7).is_err(), "a pad as large as the size must be refused");
 
-    let got = ops::crop(gpu, &xt, 4, 3).unwrap();
+    let got = ops::crop(dev, &xt, 4, 3).unwrap();
     let want: Vec<f64> = (0..6 * 4 * 3).map(|i| {
         let (p, y, xx) = (i / 12, (i / 3) % 4, i % 3);
         x[(p * 5 + y) * 7 + xx] as f64
     }).collect();
-    check("crop [2,3,5,7] -> 4x3", &read(gpu, &got).await, &want, 0.0);
+    check("crop [2,3,5,7] -> 4x3", &read(dev, &got).await, &want, 0.0);
 
     let (b, r, c) = (3, 37, 50);
     let x = rng.normals(b * r * c, 1.0);
-    let got = ops::transpose(gpu, &up(gpu, &[b, r, c], &x)).unwrap();
+    let got = ops::transpose(dev, &up(dev, &[b, r, c], &x)).unwrap();
     assert_eq!(got.shape(), &[b, c, r]);
     let want: Vec<f64> = (0..b * c * r).map(|i| {
         let (bt, j, k) = (i / (c * r), (i / r) % c, i % r);
         x[(bt * r + k) * c + j] as f64
     }).collect();
-    check("transpose [3, 37, 50]", &read(gpu, &got).await, &want, 0.0);
+    check("transpose [3, 37, 50]", &read(dev, &got).await, &want, 0.0);
 
     let (rows, c) = (1000, 24);
     let table = rng.normals(rows * c, 1.0);
     let ids: Vec<u32> = vec![0, 999, 17, 17, 500, 3];
     for f16 in [false, true] {
-        let t = if f16 { up16(gpu, &[rows, c], &table) } else { up(gpu, &[rows, c], &table) };
-        let got = ops::gather_rows(gpu, &t, &gpu.upload_u32(&[ids.len()], &ids).unwrap()).unwrap();
+        let t = if f16 { up16(dev, &[rows, c], &table) } else { up(dev, &[rows, c], &table) };
+        let got = ops::gather_rows(dev, &t, &dev.upload_u32(&[ids.len()], &ids).unwrap()).unwrap();
         let src = if f16 { f16_rounded(&table) } else { table.clone() };
         let want: Vec<f64> = ids.iter().flat_map(|&i| src[i as usize * c..(i as usize + 1) * c].iter().map(|&v| v as f64)).collect();
-        check(&format!("gather_rows {} of [1000, 24]{}", ids.len(), if f16 { " f16" } else { "" }), &read(gpu, &got).await, &want, 0.0);
+        check(&format!("gather_rows {} of [1000, 24]{}", ids.len(), if f16 { " f16" } else { "" }), &read(dev, &got).await, &want, 0.0);
     }
 }
 
 /// Attention on [b, nq/nk, heads*d] data, q/k/v either separate or (self-attention) one
 /// fused [b, n, 3C] tensor as CLIP's in_proj produces.
-pub async fn attention_case(gpu: &Gpu, b: usize, nq: usize, nk: usize, heads: usize, d: usize, causal: bool, fused: bool) {
+pub async fn attention_case(dev: &Device, b: usize, nq: usize, nk: usize, heads: usize, d: usize, causal: bool, fused: bool) {
     let mut rng = Rng::new((b * 1000 + nq * 7 + nk * 3 + heads + d) as u64);
     let c = heads * d;
     let q = rng.normals(b * nq * c, 1.0);
@@ -269,29 +269,29 @@ pub async fn attention_case(gpu: &Gpu, b: usize, nq: usize, nk: usize, heads: us
                 qkv.extend_from_slice(&part[row * c..(row + 1) * c]);
             }
         }
-        let t = up(gpu, &[b, nq, 3 * c], &qkv);
+        let t = up(dev, &[b, nq, 3 * c], &qkv);
         let h = |i: usize| Heads { tensor: &t, start: i * c, width: c };
-        ops::attention(gpu, h(0), h(1), h(2), heads, causal).unwrap()
+        ops::attention(dev, h(0), h(1), h(2), heads, causal).unwrap()
     } else {
-        let (qt, kt, vt) = (up(gpu, &[b, nq, c], &q), up(gpu, &[b, nk, c], &k), up(gpu, &[b, nk, c], &v));
-        ops::attention(gpu, Heads::all(&qt), Heads::all(&kt), Heads::all(&vt), heads, causal).unwrap()
+        let (qt, kt, vt) = (up(dev, &[b, nq, c], &q), up(dev, &[b, nk, c], &k), up(dev, &[b, nk, c], &v));
+        ops::attention(dev, Heads::all(&qt), Heads::all(&kt), Heads::all(&vt), heads, causal).unwrap()
     };
     let want = cpu::attention(&q, &k, &v, [b, nq, nk], heads, d, causal);
     let name = format!("attention b{b} q{nq} k{nk} {heads}x{d}{}{}", if causal { " causal" } else { "" }, if fused { " fused qkv" } else { "" });
-    check(&name, &read(gpu, &got).await, &want, if nk > 1000 { TOL_LONG } else { TOL });
+    check(&name, &read(dev, &got).await, &want, if nk > 1000 { TOL_LONG } else { TOL });
 }
 
-pub async fn attention(gpu: &Gpu) {
-    attention_case(gpu, 1, 50, 50, 4, 64, false, true).await; // ViT: 50 tokens, fused in_proj
-    attention_case(gpu, 2, 77, 77, 2, 32, true, true).await; // text tower: causal
-    attention_case(gpu, 1, 100, 1, 4, 32, false, false).await; // cross-attention on one context token
-    attention_case(gpu, 1, 37, 130, 3, 16, false, false).await;
-    attention_case(gpu, 1, 20, 45, 2, 24, true, false).await;
-    attention_case(gpu, 1, 4096, 4096, 2, 32, false, false).await; // long sequences: no N x N
-    attention_case(gpu, 1, 300, 4096, 1, 64, true, false).await;
+pub async fn attention(dev: &Device) {
+    attention_case(dev, 1, 50, 50, 4, 64, false, true).await; // ViT: 50 tokens, fused in_proj
+    attention_case(dev, 2, 77, 77, 2, 32, true, true).await; // text tower: causal
+    attention_case(dev, 1, 100, 1, 4, 32, false, false).await; // cross-attention on one context token
+    attention_case(dev, 1, 37, 130, 3, 16, false, false).await;
+    attention_case(dev, 1, 20, 45, 2, 24, true, false).await;
+    attention_case(dev, 1, 4096, 4096, 2, 32, false, false).await; // long sequences: no N x N
+    attention_case(dev, 1, 300, 4096, 1, 64, true, false).await;
 }
 
-pub async fn linear_attn(gpu: &Gpu) {
+pub async fn linear_attn(dev: &Device) {
     let mut rng = Rng::new(9);
     for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3)] {
         let n = h * w;
@@ -299,8 +299,8 @@ pub async fn linear_attn(gpu: &Gpu) {
         // The reference takes them stacked per batch as to_qkv makes them; the op, apart.
         let part = |i: usize| -> Vec<f32> { (0..b).flat_map(|bt| qkv[(bt * 3 + i) * heads * dh * n..(bt * 3 + i + 1) * heads * dh * n].to_vec()).collect() };
         let shape = [b, heads * dh, h, w];
-        let got = linear_attention(gpu, &up(gpu, &shape, &part(0)), &up(gpu, &shape, &part(1)), &up(gpu, &shape, &part(2)), heads, dh).unwrap();
+        let got = linear_attention(dev, &up(dev, &shape, &part(0)), &up(dev, &shape, &part(1)), &up(dev, &shape, &part(2)), heads, dh).unwrap();
         assert_eq!(got.shape(), &[b, heads * dh, h, w]);
-        check(&format!("linear_attention b{b} {heads}x{dh} on {h}x{w}"), &read(gpu, &got).await, &cpu::linear_attention(&qkv, b, heads, dh, n), TOL);
+        check(&format!("linear_attention b{b} {heads}x{dh} on {h}x{w}"), &read(dev, &got).await, &cpu::linear_attention(&qkv, b, heads, dh, n), TOL);
     }
 }

@@ -1,5 +1,5 @@
 //! CPU references (f64 accumulation), a seeded generator and the kernel test cases.
-//! The cases are async functions over a `Gpu`, shared by the native tests
+//! The cases are async functions over a `Device`, shared by the native tests
 //! (tests/kernels.rs, on lavapipe) and the browser tests (tests/browser.rs, Chromium).
 #![allow(dead_code)]
 

@@ -25,6 +25,11 @@ export interface LoadOptions {
   customLabels?: boolean;
   /** Where `worker.js` is served, for bundlers that move it (default: beside this module). */
   workerUrl?: string | URL;
+  /** Where to compute (default "auto"): "auto" uses WebGPU on a hardware adapter and the
+   * CPU backend (wasm SIMD, one thread in the worker) where WebGPU is missing or only a
+   * fallback (software) adapter exists; "webgpu" insists on WebGPU (rejects without it);
+   * "cpu" always uses the CPU backend. `model.adapter` says which runs and why. */
+  device?: 'auto' | 'webgpu' | 'cpu';
 }
 
 export type ImageInput = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | File;
@@ -85,10 +90,16 @@ export interface RestoreEstimate {
 }
 
 export interface AdapterDescription {
+  /** What computes: a WebGPU adapter or the CPU backend. */
+  device: 'webgpu' | 'cpu';
   name: string;
+  /** The WebGPU backend, or "cpu". */
   backend: string;
-  /** A software adapter (SwiftShader, WARP): it works, very slowly. */
+  /** A software WebGPU adapter (SwiftShader, WARP), chosen only with device: "webgpu":
+   * it works, very slowly. */
   isSoftware: boolean;
+  /** Why this device runs, e.g. "no GPU adapter: ...". */
+  reason: string;
 }
 
 /** True when this browser exposes the WebGPU API. */
@@ -97,9 +108,9 @@ export declare function hasWebGPU(): boolean;
 export declare function webgpuAvailable(): Promise<boolean>;
 
 export declare class DaClip {
-  /** Starts the engine in a module worker and loads the weights. Rejects when WebGPU is
-   * unavailable (the message says how to get it) or when the weights do not fit the
-   * model (the message names the tensors). */
+  /** Starts the engine in a module worker and loads the weights. Rejects when
+   * device: "webgpu" was asked for and WebGPU is unavailable (the message says how to get
+   * it) or when the weights do not fit the model (the message names the tensors). */
   static load(options: LoadOptions): Promise<DaClip>;
   readonly adapter: AdapterDescription | null;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
@@ -110,6 +121,6 @@ export declare class DaClip {
   /** How long `restore` of a `width` x `height` image would take on this adapter (one
    * timed network evaluation on a tile; measured once per tile size). */
   estimate(width: number, height: number, options?: RestoreOptions): Promise<RestoreEstimate>;
-  /** Frees the GPU memory and stops the worker. */
+  /** Frees the device's memory and stops the worker. */
   dispose(): void;
 }

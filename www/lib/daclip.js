@@ -1,10 +1,11 @@
-// daclip-webgpu: DA-CLIP image restoration in the browser, on the user's own GPU.
+// daclip-webgpu: DA-CLIP image restoration in the browser, on the user's own GPU (or
+// its CPU where there is no WebGPU).
 // The main-thread API; all computation runs in a module worker (worker.js).
 
 const WEIGHTS_CACHE = 'daclip-webgpu-weights-v1';
 
 const NO_WEBGPU =
-  'WebGPU is not available in this browser, and daclip-webgpu runs on WebGPU. ' +
+  "WebGPU is not available in this browser (device: 'webgpu' was asked for; device: 'auto' runs on the CPU instead). " +
   'Use a current Chrome or Edge (version 113 or later), Safari 26 or later, or Firefox 141 or later on Windows; ' +
   'on Linux, Chrome needs the flag --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu).';
 
@@ -119,6 +120,7 @@ function abortError() {
   return new DOMException('The restore was aborted.', 'AbortError');
 }
 
+const DEVICES = ['auto', 'webgpu', 'cpu'];
 const SAMPLERS = ['posterior', 'sde', 'mr-ode1', 'mr-ode2', 'mr-sde1', 'mr-sde2'];
 const RESTORE_OPTIONS = ['steps', 'seed', 'sampler', 'grid', 'tile', 'overlap', 'signal', 'onStep'];
 
@@ -142,7 +144,7 @@ export class DaClip {
   #disposed = false;
   #next = 1;
   #pending = new Map();
-  /** The GPU adapter: `{ name, backend, isSoftware }`. */
+  /** The device that runs: `{ device: 'webgpu' | 'cpu', name, backend, isSoftware, reason }`. */
   adapter = null;
 
   constructor(worker) {
@@ -182,14 +184,15 @@ export class DaClip {
    * Starts the engine in a worker and loads the weights.
    * @param {import('./daclip').LoadOptions} options
    */
-  static async load({ daclip, unet, onProgress, cache = true, customLabels = false, workerUrl } = {}) {
-    if (!(await webgpuAvailable())) throw new Error(NO_WEBGPU);
+  static async load({ daclip, unet, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto' } = {}) {
+    if (!DEVICES.includes(device)) throw new RangeError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
+    if (device === 'webgpu' && !(await webgpuAvailable())) throw new Error(NO_WEBGPU);
     if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
     // DACLIP_WORKER_URL / _TYPE are set by the single-file build (www/build.mjs --single).
     const url = workerUrl ?? globalThis.DACLIP_WORKER_URL ?? new URL('./worker.js', import.meta.url);
     const model = new DaClip(new Worker(url, { type: globalThis.DACLIP_WORKER_TYPE ?? 'module' }));
     try {
-      model.adapter = await model.#call('init').promise;
+      model.adapter = await model.#call('init', { device }).promise;
       for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
         if (!source) continue;
         const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
@@ -264,7 +267,7 @@ export class DaClip {
     return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
   }
 
-  /** Frees the GPU memory and stops the worker. */
+  /** Frees the device's memory and stops the worker. */
   dispose() {
     this.#disposed = true;
     this.#worker.terminate();

@@ -1,4 +1,5 @@
-// The engine's module worker: owns the wasm module and the GPU, so the page never blocks.
+// The engine's module worker: owns the wasm module and the device (WebGPU or the CPU
+// backend), so the page never blocks.
 // Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
 // error, aborted }; restore also posts { id, type: 'step', step, total, tile, tiles, preview }
 // after every tile.
@@ -11,7 +12,7 @@ async function handle(msg) {
   switch (msg.type) {
     case 'init':
       await init();
-      engine = await createEngine();
+      engine = await createEngine(msg.device);
       return { result: engine.adapterInfo() };
     case 'load': {
       // An original .pt/.pth comes back converted (f16 safetensors) when asked, for the

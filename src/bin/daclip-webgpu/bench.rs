@@ -13,8 +13,8 @@ use daclip_webgpu::restore::{sample, RestoreOptions, Restorer, UNetPredictor};
 use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
-use daclip_webgpu::weights::{random_safetensors, Checkpoint, GpuDType, ModelKind};
-use daclip_webgpu::{Gpu, Result, Tensor};
+use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
+use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
     name: String,
@@ -27,10 +27,10 @@ struct Row {
 /// its pipelines, then three rounds of back-to-back repeats (about half a second each,
 /// at least one call), and the fastest round's mean per call in ms. The best round
 /// rather than the mean: these machines are shared, and interference only adds time.
-fn time(gpu: &Gpu, mut op: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+fn time(dev: &Device, mut op: impl FnMut() -> Result<Tensor>) -> Result<f64> {
     let start = Instant::now();
     drop(op()?);
-    gpu.sync_blocking()?;
+    dev.sync_blocking()?;
     let warm = start.elapsed().as_secs_f64();
     let reps = ((0.5 / warm.max(1e-4)) as usize).clamp(1, 50);
     let mut best = f64::MAX;
@@ -39,16 +39,16 @@ fn time(gpu: &Gpu, mut op: impl FnMut() -> Result<Tensor>) -> Result<f64> {
         for _ in 0..reps {
             drop(op()?);
         }
-        gpu.sync_blocking()?;
+        dev.sync_blocking()?;
         best = best.min(start.elapsed().as_secs_f64() * 1e3 / reps as f64);
     }
     Ok(best)
 }
 
-fn filled(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+fn filled(dev: &Device, shape: &[usize]) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    gpu.upload(shape, &data)
+    dev.upload(shape, &data)
 }
 
 /// The published UNet: nf 64, ch_mult 1 2 4 8, 512-wide DA-CLIP context.
@@ -68,46 +68,46 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let tile = flag("--tile").map(|t| t.parse::<usize>().map_err(|_| daclip_webgpu::Error::Usage("--tile takes a number of pixels".into()))).transpose()?;
     let kernels_only = args.iter().any(|a| a == "--kernels");
-    let gpu = Gpu::new_blocking()?;
-    println!("adapter: {}", gpu.info());
-    if gpu.info().is_software {
+    let dev = crate::open_device(flag("--device").as_deref())?;
+    println!("device: {}", dev.info());
+    if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
     }
     if tiled.is_some() {
         // Only the tiled step: on a software adapter it alone takes many minutes.
-        return unet_rows(&gpu, false, tiled.map(|size| (size, tile)));
+        return unet_rows(&dev, false, tiled.map(|size| (size, tile)));
     }
     let mut rows = Vec::new();
 
     for n in [512usize, 1024] {
-        let a = filled(&gpu, &[n, n])?;
-        let b = filled(&gpu, &[n, n])?;
-        let ms = time(&gpu, || ops::matmul(&gpu, &a, &b))?;
+        let a = filled(&dev, &[n, n])?;
+        let b = filled(&dev, &[n, n])?;
+        let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
         rows.push(Row { name: format!("matmul {n}x{n}x{n} f32"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
     }
     {
         let n = 1024;
-        let x = filled(&gpu, &[n, n])?;
-        let w = gpu.upload_f16(&[n, n], &vec![0.01; n * n])?;
-        let ms = time(&gpu, || ops::linear(&gpu, &x, &w, None))?;
+        let x = filled(&dev, &[n, n])?;
+        let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
+        let ms = time(&dev, || ops::linear(&dev, &x, &w, None))?;
         rows.push(Row { name: format!("linear {n}x{n} -> {n}, f16 weights"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
-        let x = filled(&gpu, &[1, c, side, side])?;
-        let w = gpu.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
-        let ms = time(&gpu, || ops::conv2d(&gpu, &x, &w, None, Conv2dArgs::same(3)))?;
+        let x = filled(&dev, &[1, c, side, side])?;
+        let w = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+        let ms = time(&dev, || ops::conv2d(&dev, &x, &w, None, Conv2dArgs::same(3)))?;
         let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
         rows.push(Row { name: format!("conv2d 3x3 {c}->{c} at {side}x{side}, f16 weights"), gflop, ms });
     }
     {
         let (tokens, heads, d) = (1024usize, 16usize, 32usize);
-        let q = filled(&gpu, &[1, tokens, heads * d])?;
-        let ms = time(&gpu, || ops::attention(&gpu, Heads::all(&q), Heads::all(&q), Heads::all(&q), heads, false))?;
+        let q = filled(&dev, &[1, tokens, heads * d])?;
+        let ms = time(&dev, || ops::attention(&dev, Heads::all(&q), Heads::all(&q), Heads::all(&q), heads, false))?;
         let gflop = 4.0 * (tokens * tokens * heads * d) as f64 / 1e9;
         rows.push(Row { name: format!("attention {tokens} tokens x {heads} heads x {d}"), gflop, ms });
     }
     if !kernels_only {
-        daclip_rows(&gpu, &mut rows)?;
+        daclip_rows(&dev, &mut rows)?;
     }
 
     println!();
@@ -119,36 +119,36 @@ pub fn run(args: &[String]) -> Result<()> {
     if kernels_only {
         return Ok(());
     }
-    unet_rows(&gpu, with_restore, None)
+    unet_rows(&dev, with_restore, None)
 }
 
 /// One step of the published UNet (seeded random f16 weights) at three sizes, with the
 /// most GPU memory held at once (weights included), or with `--tiled WxH` instead one
 /// sampler step of an image that size in tiles (`--tile N`, default the adapter's); with
 /// `--restore`, whole restores.
-fn unet_rows(gpu: &Gpu, with_restore: bool, tiled: Option<((usize, usize), Option<usize>)>) -> Result<()> {
+fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Option<usize>)>) -> Result<()> {
     let kind = ModelKind::UNet(published_unet());
     let bytes = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
-    let unet = ConditionalUNet::load(gpu, &Checkpoint::parse(&bytes, None)?, GpuDType::F16)?;
+    let unet = ConditionalUNet::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
     drop(bytes);
-    let context = filled(gpu, &[1, 512])?;
-    let prompt = unet.prompt_embedding(gpu, &context)?;
-    let conditioning = unet.time_conditioning(gpu, &[50.0], prompt.as_ref())?;
-    gpu.sync_blocking()?;
-    let weights_mib = gpu.memory().live_bytes as f64 / (1 << 20) as f64;
+    let context = filled(dev, &[1, 512])?;
+    let prompt = unet.prompt_embedding(dev, &context)?;
+    let conditioning = unet.time_conditioning(dev, &[50.0], prompt.as_ref())?;
+    dev.sync_blocking()?;
+    let weights_mib = dev.memory().live_bytes as f64 / (1 << 20) as f64;
     println!();
     println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB on the GPU)");
     println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak GPU MiB");
     println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
     if let Some(((w, h), tile)) = tiled {
-        return tiled_step_row(gpu, &unet, &context, w, h, tile);
+        return tiled_step_row(dev, &unet, &context, w, h, tile);
     }
     for side in [64usize, 128, 256] {
-        let x = filled(gpu, &[1, 3, side, side])?;
-        gpu.release_free_buffers();
-        gpu.reset_peak_memory();
-        let ms = time(gpu, || unet.forward(gpu, &x, &x, &conditioning, 50.0, &context))?;
-        let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+        let x = filled(dev, &[1, 3, side, side])?;
+        dev.release_free_buffers();
+        dev.reset_peak_memory();
+        let ms = time(dev, || unet.forward(dev, &x, &x, &conditioning, 50.0, &context))?;
+        let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
         println!("| {:<52} | {:>10.1} | {:>14.0} |", format!("UNet step at {side}x{side}"), ms, peak);
     }
     if with_restore {
@@ -156,19 +156,19 @@ fn unet_rows(gpu: &Gpu, with_restore: bool, tiled: Option<((usize, usize), Optio
         let daclip_kind = ModelKind::DaClip(DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() });
         let d = random_safetensors(&daclip_kind.expected_tensors(), 3, |n| n.contains("zero_modules"), daclip_kind.metadata());
         let u = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
-        let (daclip, unet) = Restorer::load_models(gpu, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, GpuDType::F16)?;
+        let (daclip, unet) = Restorer::load_models(dev, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, DeviceDType::F16)?;
         let restorer = Restorer::new(&daclip, &unet)?;
         let img: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 37 % 256) as u8).collect();
         let image = ImageRef { width: 64, height: 64, channels: 3, data: &img };
         let mut published_ms = 0.0;
         for (sampler, steps) in [(Sampler::Posterior, 100), (Sampler::MrOde2, 10), (Sampler::MrOde2, 20)] {
-            gpu.release_free_buffers();
-            gpu.reset_peak_memory();
+            dev.release_free_buffers();
+            dev.reset_peak_memory();
             let options = RestoreOptions { sampler, steps, ..Default::default() };
             let start = Instant::now();
-            daclip_webgpu::gpu::block_on(restorer.restore(gpu, image, &options, &mut |_| true))?;
+            daclip_webgpu::device::block_on(restorer.restore(dev, image, &options, &mut |_| true))?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
-            let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+            let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
             let speedup = if sampler == Sampler::Posterior {
                 published_ms = ms;
                 String::new()
@@ -183,35 +183,35 @@ fn unet_rows(gpu: &Gpu, with_restore: bool, tiled: Option<((usize, usize), Optio
 
 /// One sampler step (network on every tile, blending, update) of a `w` x `h` image, and
 /// the GPU memory it holds at most (weights included): what a tile size costs.
-fn tiled_step_row(gpu: &Gpu, unet: &ConditionalUNet, context: &Tensor, w: usize, h: usize, tile: Option<usize>) -> Result<()> {
-    let limits = TileLimits::new(gpu, unet);
+fn tiled_step_row(dev: &Device, unet: &ConditionalUNet, context: &Tensor, w: usize, h: usize, tile: Option<usize>) -> Result<()> {
+    let limits = TileLimits::new(dev, unet);
     let (tile, overlap) = limits.resolve(tile, None)?;
     let layout = TileLayout::new(w, h, tile, overlap);
     let tiles = layout.tile_count();
     let sde = IrSde::published(PUBLISHED_T)?;
     let plan = sde.plan(Sampler::MrOde1, 1, Grid::LogSnr)?;
-    let mut predictor = UNetPredictor::new(gpu, unet, context, context, &[plan[0].network_time])?;
+    let mut predictor = UNetPredictor::new(dev, unet, context, context, &[plan[0].network_time])?;
     let lq: Vec<u8> = (0..3 * w * h).map(|i| (i * 37 % 256) as u8).collect();
-    let mut space = TiledSpace::new(gpu, &mut predictor, layout, lq, 0)?;
-    gpu.release_free_buffers();
-    gpu.reset_peak_memory();
+    let mut space = TiledSpace::new(dev, &mut predictor, layout, lq, 0)?;
+    dev.release_free_buffers();
+    dev.reset_peak_memory();
     let start = Instant::now();
-    daclip_webgpu::gpu::block_on(sample(&mut space, sde.max_sigma, &plan, false, &mut |_, _| true))?;
+    daclip_webgpu::device::block_on(sample(&mut space, sde.max_sigma, &plan, false, &mut |_, _| true))?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
-    let peak = gpu.memory().peak_bytes as f64 / (1 << 20) as f64;
+    let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
     println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("tiled step {w}x{h}: {tiles} tiles of {tile}, overlap {overlap}"), ms, peak);
     Ok(())
 }
 
 /// DA-CLIP ViT-B/32 with seeded random f16 weights: the image path and the text tower.
-fn daclip_rows(gpu: &Gpu, rows: &mut Vec<Row>) -> Result<()> {
+fn daclip_rows(dev: &Device, rows: &mut Vec<Row>) -> Result<()> {
     let kind = ModelKind::DaClip(DaClipConfig::vit_b_32());
     let bytes = random_safetensors(&kind.expected_tensors(), 1, |_| false, kind.metadata());
-    let model = DaClip::load(gpu, &Checkpoint::parse(&bytes, None)?, GpuDType::F16)?;
+    let model = DaClip::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
     drop(bytes);
-    let image = filled(gpu, &[1, 3, 224, 224])?;
+    let image = filled(dev, &[1, 3, 224, 224])?;
     // Counted with PyTorch's FLOP counter (shared/guide/performance.md).
-    let ms = time(gpu, || Ok(model.encode_image(gpu, &image)?.degra_features))?;
+    let ms = time(dev, || Ok(model.encode_image(dev, &image)?.degra_features))?;
     rows.push(Row { name: "DA-CLIP encode_image with controller, 224x224".into(), gflop: 18.3, ms });
     // The tower runs up to the last end-of-text token: all 77 positions for ten labels of
     // 75 words, a few for the ten degradation names.
@@ -219,10 +219,10 @@ fn daclip_rows(gpu: &Gpu, rows: &mut Vec<Row>) -> Result<()> {
     let flops = |m: usize| 10.0 * text.layers as f64 * (24.0 * (m * text.width * text.width) as f64 + 4.0 * (m * m * text.width) as f64) / 1e9;
     let long = ["word "; 75].concat();
     let long_labels = [long.as_str(); 10];
-    let ms = time(gpu, || model.encode_text(gpu, &long_labels))?;
+    let ms = time(dev, || model.encode_text(dev, &long_labels))?;
     rows.push(Row { name: "DA-CLIP text tower, 10 labels x 77 positions".into(), gflop: flops(77), ms });
     let m = TextTransformer::positions(&DEGRADATIONS.map(|d| tokenize(d, text.context_length)));
-    let ms = time(gpu, || model.encode_text(gpu, &DEGRADATIONS))?;
+    let ms = time(dev, || model.encode_text(dev, &DEGRADATIONS))?;
     rows.push(Row { name: format!("DA-CLIP text tower, the 10 names x {m} positions"), gflop: flops(m), ms });
     Ok(())
 }

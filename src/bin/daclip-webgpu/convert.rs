@@ -1,15 +1,15 @@
-//! `daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]`
+//! `daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text] [--device auto|gpu|cpu]`
 
 use daclip_webgpu::models::clip::{degradation_text_features, DaClipConfig};
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, StoreDType};
-use daclip_webgpu::{gpu::block_on, Error, Gpu, Result};
+use daclip_webgpu::{device::block_on, Error, Result};
 
-use crate::{read_file, usage_error};
+use crate::{open_device, read_file, usage_error};
 
-const USAGE: &str = "daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]";
+const USAGE: &str = "daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text] [--device auto|gpu|cpu]";
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut input, mut output, mut options, mut no_text) = (None, None, ConvertOptions::new(StoreDType::F16), false);
+    let (mut input, mut output, mut options, mut no_text, mut device) = (None, None, ConvertOptions::new(StoreDType::F16), false, None::<String>);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -28,6 +28,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 options.clip_config = Some(cfg);
             }
             "--no-text" => no_text = true,
+            "--device" => device = Some(it.next().ok_or_else(|| usage_error("--device needs auto, gpu or cpu", USAGE))?.clone()),
             s if s.starts_with('-') => return Err(usage_error(&format!("unknown option {s}"), USAGE)),
             s if input.is_none() => input = Some(s.to_string()),
             s => return Err(usage_error(&format!("unexpected argument {s}"), USAGE)),
@@ -38,9 +39,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let bytes = read_file(&input)?;
     if no_text {
         // The ten degradation names' text features, computed once by the tower being dropped.
-        let gpu = Gpu::new_blocking()?;
+        let dev = open_device(device.as_deref())?;
         let ckpt = Checkpoint::parse(&bytes, options.clip_config.clone())?;
-        options.text_features = Some(block_on(degradation_text_features(&gpu, &ckpt))?);
+        options.text_features = Some(block_on(degradation_text_features(&dev, &ckpt))?);
     }
     let converted = convert(&bytes, options)?;
     std::fs::write(&output, &converted.bytes).map_err(|e| Error::Checkpoint(format!("{output}: {e}")))?;

@@ -24,28 +24,30 @@ USAGE:
                              write it as safetensors (default f16) with its config;
                              --no-text drops DA-CLIP's text tower and keeps the text
                              features of the ten trained degradation names
-    daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json]
+    daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json] [--device D]
                              rank the degradations of an image (weights: .safetensors,
                              .pt); --json also prints both feature vectors
     daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
                           [--steps N] [--seed S] [--sampler NAME] [--grid linspace|logsnr]
-                          [--tile N] [--overlap N]
+                          [--tile N] [--overlap N] [--device D]
                              restore an image (default: the published posterior sampler,
                              100 steps, seed 0). Samplers: posterior, sde, and the fast MR
                              Sampler mr-ode1, mr-ode2, mr-sde1, mr-sde2 (10-20 steps);
                              --grid picks the MR time grid (default logsnr). Images larger
                              than a tile (default 256 px for the published UNet, overlap
                              a quarter of it) are restored in tiles blended at every step
-    daclip-webgpu bench [--kernels | --restore | --tiled WxH [--tile N]]
-                             print kernel and model timings on this machine's GPU
-                             adapter (seeded random weights); --kernels stops after the
+    daclip-webgpu bench [--kernels | --restore | --tiled WxH [--tile N]] [--device D]
+                             print kernel and model timings on the device (seeded random weights); --kernels stops after the
                              kernels; --restore adds whole restores of a 64x64 image: the
                              published posterior sampler (100 steps) against the MR
                              Sampler (mr-ode2, 10 and 20); --tiled WxH times only one
                              sampler step of a WxH image in tiles, with its peak memory
-    daclip-webgpu info       print the GPU adapter and its limits
+    daclip-webgpu info       print the device, its limits and features
 
-Set WGPU_BACKEND=vulkan|metal|dx12|gl to choose a backend.";
+Every command that computes takes --device auto|gpu|cpu: auto (the default) runs on a
+hardware GPU and on the CPU backend where there is none or only a software adapter
+(lavapipe); stderr says which runs and why. Set WGPU_BACKEND=vulkan|metal|dx12|gl to
+choose the GPU backend.";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> ExitCode {
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
         Some("convert") => convert::run(&args[1..]),
         Some("classify") => classify::run(&args[1..]),
         Some("restore") => restore::run(&args[1..]),
-        Some("info") => info(),
+        Some("info") => info(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -107,10 +109,25 @@ fn load_image(path: &str) -> daclip_webgpu::Result<LoadedImage> {
     Ok(LoadedImage { width: rgb.width() as usize, height: rgb.height() as usize, rgb: rgb.into_raw() })
 }
 
+/// Opens the device `--device` names (`auto` unless given) and says on stderr which one
+/// runs and why.
 #[cfg(not(target_arch = "wasm32"))]
-fn info() -> daclip_webgpu::Result<()> {
-    let gpu = daclip_webgpu::Gpu::new_blocking()?;
-    let info = gpu.info();
+fn open_device(choice: Option<&str>) -> daclip_webgpu::Result<daclip_webgpu::Device> {
+    let choice = daclip_webgpu::device::DeviceChoice::parse(choice.unwrap_or("auto"))?;
+    let dev = daclip_webgpu::Device::open_blocking(choice)?;
+    eprintln!("device: {} ({})", dev.info(), dev.reason());
+    Ok(dev)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn info(args: &[String]) -> daclip_webgpu::Result<()> {
+    let device = match args {
+        [] => None,
+        [flag, d] if flag == "--device" => Some(d.as_str()),
+        _ => return Err(usage_error("unexpected arguments", "daclip-webgpu info [--device auto|gpu|cpu]")),
+    };
+    let dev = open_device(device)?;
+    let info = dev.info();
     let l = &info.limits;
     println!("adapter:   {info}");
     println!("software:  {}", info.is_software);

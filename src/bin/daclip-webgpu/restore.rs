@@ -1,18 +1,18 @@
-//! `daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <w> --unet <w> [--steps N] [--seed S] [--sampler NAME] [--grid G] [--tile N] [--overlap N]`
+//! `daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <w> --unet <w> [--steps N] [--seed S] [--sampler NAME] [--grid G] [--tile N] [--overlap N] [--device auto|gpu|cpu]`
 
 use std::io::Write;
 use std::time::Instant;
 
 use daclip_webgpu::restore::{RestoreOptions, Restorer};
-use daclip_webgpu::weights::{Checkpoint, GpuDType};
-use daclip_webgpu::{gpu::block_on, Error, Gpu, Result};
+use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::{device::block_on, Error, Result};
 
-use crate::{load_image, read_file, usage_error};
+use crate::{load_image, open_device, read_file, usage_error};
 
-const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde|mr-ode1|mr-ode2|mr-sde1|mr-sde2] [--grid linspace|logsnr] [--tile N] [--overlap N]";
+const USAGE: &str = "daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights> [--steps N] [--seed S] [--sampler posterior|sde|mr-ode1|mr-ode2|mr-sde1|mr-sde2] [--grid linspace|logsnr] [--tile N] [--overlap N] [--device auto|gpu|cpu]";
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut input, mut output, mut daclip, mut unet) = (None, None, None, None);
+    let (mut input, mut output, mut daclip, mut unet, mut device) = (None, None, None, None, None);
     let mut options = RestoreOptions::default();
     let mut it = args.iter();
     let value = |it: &mut std::slice::Iter<String>, what: &str| it.next().cloned().ok_or_else(|| usage_error(&format!("{what} needs a value"), USAGE));
@@ -21,6 +21,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "-o" | "--output" => output = Some(value(&mut it, "-o")?),
             "--daclip" => daclip = Some(value(&mut it, "--daclip")?),
             "--unet" => unet = Some(value(&mut it, "--unet")?),
+            "--device" => device = Some(value(&mut it, "--device")?),
             "--steps" => options.steps = value(&mut it, "--steps")?.parse().map_err(|_| usage_error("--steps takes a number", USAGE))?,
             "--seed" => options.seed = value(&mut it, "--seed")?.parse().map_err(|_| usage_error("--seed takes a number", USAGE))?,
             "--sampler" => options.sampler = value(&mut it, "--sampler")?.parse()?,
@@ -42,13 +43,13 @@ pub fn run(args: &[String]) -> Result<()> {
         .ok_or_else(|| usage_error(&format!("{output}: the output must end in .png, .jpg or .jpeg"), USAGE))?;
 
     let img = load_image(&input)?;
-    let gpu = Gpu::new_blocking()?;
+    let dev = open_device(device.as_deref())?;
     let (daclip_bytes, unet_bytes) = (read_file(&daclip)?, read_file(&unet)?);
-    let (daclip, unet) = Restorer::load_models(&gpu, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, GpuDType::F16)?;
+    let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, DeviceDType::F16)?;
     let restorer = Restorer::new(&daclip, &unet)?;
     drop((daclip_bytes, unet_bytes));
 
-    let layout = restorer.layout(&gpu, img.width, img.height, &options)?;
+    let layout = restorer.layout(&dev, img.width, img.height, &options)?;
     if !layout.is_single() {
         let r = layout.rect(0);
         eprintln!("{}x{}: {} tiles of {}x{} per step", img.width, img.height, layout.tile_count(), r.width, r.height);
@@ -64,7 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
         std::io::stderr().flush().ok();
         true
     };
-    let out = block_on(restorer.restore(&gpu, img.as_ref(), &options, &mut on_step))?;
+    let out = block_on(restorer.restore(&dev, img.as_ref(), &options, &mut on_step))?;
     eprintln!();
     image::RgbImage::from_raw(out.width as u32, out.height as u32, out.data)
         .expect("size matches")

@@ -13,10 +13,10 @@ use super::tokenizer::tokenize;
 use super::vision::VisionTransformer;
 use super::{DaClipConfig, DEGRADATIONS, STORED_TEXT_FEATURES};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::nn::Linear;
 use crate::ops;
-use crate::weights::{convert, Checkpoint, ConvertOptions, GpuDType, ModelKind, StoreDType, Vb};
+use crate::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb};
 
 /// The two unnormalised embeddings of one image.
 #[derive(Clone)]
@@ -62,11 +62,11 @@ const TEXT_FEATURE_CACHE: usize = 256;
 
 impl DaClip {
     /// Uploads a checked DA-CLIP checkpoint, one tensor at a time.
-    pub fn load(gpu: &Gpu, ckpt: &Checkpoint, dtype: GpuDType) -> Result<DaClip> {
+    pub fn load(dev: &Device, ckpt: &Checkpoint, dtype: DeviceDType) -> Result<DaClip> {
         let ModelKind::DaClip(config) = &ckpt.kind else {
             return Err(Error::WeightsMismatch(format!("expected a DA-CLIP checkpoint, got a {} one", ckpt.kind.name())));
         };
-        let vb = Vb::new(&ckpt.weights, gpu, dtype);
+        let vb = Vb::new(&ckpt.weights, dev, dtype);
         let (v, e) = (&config.vision_cfg, config.embed_dim);
         let zero = vb.pp("visual_control.transformer.zero_modules");
         let stored_text_features = match ckpt.weights.get(STORED_TEXT_FEATURES) {
@@ -74,8 +74,8 @@ impl DaClip {
             None => None,
         };
         Ok(DaClip {
-            visual: VisionTransformer::load(gpu, &vb.pp("clip.visual"), v, e, "transformer")?,
-            visual_control: VisionTransformer::load(gpu, &vb.pp("visual_control"), v, e, "transformer.transformer")?,
+            visual: VisionTransformer::load(dev, &vb.pp("clip.visual"), v, e, "transformer")?,
+            visual_control: VisionTransformer::load(dev, &vb.pp("visual_control"), v, e, "transformer.transformer")?,
             zero_modules: (0..v.layers).map(|i| Linear::load(&zero.pp(i), v.width, v.width, true)).collect::<Result<_>>()?,
             text: config.text_cfg.as_ref().map(|t| TextTransformer::load(&vb.pp("clip"), t, e)).transpose()?,
             stored_text_features,
@@ -87,51 +87,51 @@ impl DaClip {
 
     /// The embeddings of an 8-bit image: preprocessed, uploaded and encoded, or taken from
     /// the last call when the image the towers see is the same.
-    pub fn encode(&self, gpu: &Gpu, image: ImageRef) -> Result<ImageEncoding> {
+    pub fn encode(&self, dev: &Device, image: ImageRef) -> Result<ImageEncoding> {
         let input = clip_input(image, self.config.vision_cfg.image_size)?;
         if let Some((key, enc)) = &*self.last_encoding.borrow() {
             if *key == input.resized_u8 {
                 return Ok(enc.clone());
             }
         }
-        let pixels = gpu.upload(&[1, 3, input.size, input.size], &input.pixels)?;
-        let enc = self.encode_image(gpu, &pixels)?;
+        let pixels = dev.upload(&[1, 3, input.size, input.size], &input.pixels)?;
+        let enc = self.encode_image(dev, &pixels)?;
         *self.last_encoding.borrow_mut() = Some((input.resized_u8, enc.clone()));
         Ok(enc)
     }
 
     /// `encode_image(image, control=True)` on a preprocessed image [1, 3, S, S].
-    pub fn encode_image(&self, gpu: &Gpu, image: &Tensor) -> Result<ImageEncoding> {
-        let mut x = self.visual_control.embed(gpu, image)?;
+    pub fn encode_image(&self, dev: &Device, image: &Tensor) -> Result<ImageEncoding> {
+        let mut x = self.visual_control.embed(dev, image)?;
         let mut hiddens = Vec::with_capacity(self.zero_modules.len());
         for (block, zero) in self.visual_control.transformer.resblocks.iter().zip(&self.zero_modules) {
-            x = block.forward(gpu, &x, false)?;
-            hiddens.push(zero.forward(gpu, &x)?);
+            x = block.forward(dev, &x, false)?;
+            hiddens.push(zero.forward(dev, &x)?);
         }
-        let degra_features = self.visual_control.pool(gpu, &x)?;
+        let degra_features = self.visual_control.pool(dev, &x)?;
 
-        let mut x = self.visual.embed(gpu, image)?;
+        let mut x = self.visual.embed(dev, image)?;
         for (block, hidden) in self.visual.transformer.resblocks.iter().zip(hiddens.iter().rev()) {
-            x = ops::add(gpu, &block.forward(gpu, &x, false)?, hidden)?;
+            x = ops::add(dev, &block.forward(dev, &x, false)?, hidden)?;
         }
-        let image_features = self.visual.pool(gpu, &x)?;
+        let image_features = self.visual.pool(dev, &x)?;
         Ok(ImageEncoding { image_features, degra_features, control_hiddens: hiddens })
     }
 
     /// Unnormalised text features [texts, embed_dim] (needs the text tower).
-    pub fn encode_text(&self, gpu: &Gpu, texts: &[&str]) -> Result<Tensor> {
+    pub fn encode_text(&self, dev: &Device, texts: &[&str]) -> Result<Tensor> {
         let text = self.text.as_ref().ok_or_else(|| {
             Error::WeightsMismatch("this DA-CLIP file was converted without its text tower (--no-text): it can only rank the ten built-in degradations".into())
         })?;
         let tokens: Vec<Vec<u32>> = texts.iter().map(|t| tokenize(t, text.context_length())).collect();
-        text.forward(gpu, &tokens)
+        text.forward(dev, &tokens)
     }
 
     /// Runs the text tower for the ten trained names now when the file does not store
     /// their features (an original `.pt`), so that no `classify` waits for it.
-    pub async fn prepare_degradation_features(&self, gpu: &Gpu) -> Result<()> {
+    pub async fn prepare_degradation_features(&self, dev: &Device) -> Result<()> {
         if self.stored_text_features.is_none() && self.text.is_some() {
-            self.label_features(gpu, None).await?;
+            self.label_features(dev, None).await?;
         }
         Ok(())
     }
@@ -139,11 +139,11 @@ impl DaClip {
     /// This model's original checkpoint `bytes` as f16 safetensors, for a cache: with the
     /// ten trained names' text features (as this model computes them) in place of the
     /// text tower, unless `keep_text`.
-    pub async fn converted(&self, gpu: &Gpu, bytes: &[u8], keep_text: bool) -> Result<Vec<u8>> {
+    pub async fn converted(&self, dev: &Device, bytes: &[u8], keep_text: bool) -> Result<Vec<u8>> {
         let mut options = ConvertOptions::new(StoreDType::F16);
         options.clip_config = Some(self.config.clone());
         if !keep_text {
-            options.text_features = Some(self.label_features(gpu, None).await?.concat());
+            options.text_features = Some(self.label_features(dev, None).await?.concat());
         }
         Ok(convert(bytes, options)?.bytes)
     }
@@ -151,7 +151,7 @@ impl DaClip {
     /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken
     /// from the file when it stores them, else computed). Each label goes through the
     /// text tower once per model; later calls take it from a cache.
-    pub async fn label_features(&self, gpu: &Gpu, labels: Option<&[&str]>) -> Result<Vec<Vec<f32>>> {
+    pub async fn label_features(&self, dev: &Device, labels: Option<&[&str]>) -> Result<Vec<Vec<f32>>> {
         if let (None, Some(stored)) = (labels, &self.stored_text_features) {
             return Ok(stored.clone());
         }
@@ -173,8 +173,8 @@ impl DaClip {
             }
         };
         if !missing.is_empty() {
-            let t = self.encode_text(gpu, &missing)?;
-            let features = gpu.read(&t).await?;
+            let t = self.encode_text(dev, &missing)?;
+            let features = dev.read(&t).await?;
             let mut cache = self.text_features.borrow_mut();
             for (label, f) in missing.iter().zip(features.chunks(self.config.embed_dim)) {
                 cache.insert(label.to_string(), f.to_vec());
@@ -186,14 +186,14 @@ impl DaClip {
 
     /// Ranks `labels` (default: the ten trained degradations) for an 8-bit image:
     /// `softmax(100 * cos(degradation features, text features))`.
-    pub async fn classify(&self, gpu: &Gpu, image: ImageRef<'_>, labels: Option<&[&str]>) -> Result<Classification> {
+    pub async fn classify(&self, dev: &Device, image: ImageRef<'_>, labels: Option<&[&str]>) -> Result<Classification> {
         if labels.is_some_and(|l| l.is_empty()) {
             return Err(Error::Shape("classify needs at least one label".into()));
         }
-        let enc = self.encode(gpu, image)?;
-        let text = self.label_features(gpu, labels).await?;
-        let image_features = gpu.read(&enc.image_features).await?;
-        let degradation_features = gpu.read(&enc.degra_features).await?;
+        let enc = self.encode(dev, image)?;
+        let text = self.label_features(dev, labels).await?;
+        let image_features = dev.read(&enc.image_features).await?;
+        let degradation_features = dev.read(&enc.degra_features).await?;
         let probs = probabilities(&degradation_features, &text);
         let names: Vec<String> = labels.unwrap_or(&DEGRADATIONS).iter().map(|s| s.to_string()).collect();
         let mut order: Vec<usize> = (0..names.len()).collect();
@@ -209,15 +209,15 @@ impl DaClip {
 
 /// The text features of [`DEGRADATIONS`] computed by the text tower of a DA-CLIP
 /// checkpoint (what `convert --no-text` stores), [10 * embed_dim].
-pub async fn degradation_text_features(gpu: &Gpu, ckpt: &Checkpoint<'_>) -> Result<Vec<f32>> {
+pub async fn degradation_text_features(dev: &Device, ckpt: &Checkpoint<'_>) -> Result<Vec<f32>> {
     let ModelKind::DaClip(config) = &ckpt.kind else {
         return Err(Error::WeightsMismatch("text features need a DA-CLIP checkpoint".into()));
     };
     let text_cfg = config.text_cfg.as_ref().ok_or_else(|| Error::WeightsMismatch("this DA-CLIP file has no text tower".into()))?;
-    let vb = Vb::new(&ckpt.weights, gpu, GpuDType::F32);
+    let vb = Vb::new(&ckpt.weights, dev, DeviceDType::F32);
     let text = TextTransformer::load(&vb.pp("clip"), text_cfg, config.embed_dim)?;
     let tokens: Vec<Vec<u32>> = DEGRADATIONS.iter().map(|t| tokenize(t, text.context_length())).collect();
-    gpu.read(&text.forward(gpu, &tokens)?).await
+    dev.read(&text.forward(dev, &tokens)?).await
 }
 
 /// `softmax(100 * d_hat . t_hat)` over the texts, in f64.

@@ -4,7 +4,7 @@
 use super::transformer::Transformer;
 use super::TextConfig;
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::nn::LayerNorm;
 use crate::ops;
 use crate::weights::Vb;
@@ -43,7 +43,7 @@ impl TextTransformer {
     }
 
     /// Features of tokenised texts (each `context_length` ids): [texts, embed_dim].
-    pub fn forward(&self, gpu: &Gpu, tokens: &[Vec<u32>]) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, tokens: &[Vec<u32>]) -> Result<Tensor> {
         let (n, w) = (self.cfg.context_length, self.cfg.width);
         if tokens.is_empty() || tokens.iter().any(|t| t.len() != n) {
             return shape_err!("the text tower takes texts of exactly {n} token ids");
@@ -58,17 +58,17 @@ impl TextTransformer {
         let m = Self::positions(tokens);
         let l = tokens.len();
         let ids: Vec<u32> = tokens.iter().flat_map(|t| &t[..m]).copied().collect();
-        let x = ops::gather_rows(gpu, &self.token_embedding, &gpu.upload_u32(&[l * m], &ids)?)?;
+        let x = ops::gather_rows(dev, &self.token_embedding, &dev.upload_u32(&[l * m], &ids)?)?;
         let positions = self.positional_embedding.prefix(m * w).reshape(&[m, w])?;
-        let mut x = ops::add(gpu, &x.reshape(&[l, m, w])?, &positions)?;
+        let mut x = ops::add(dev, &x.reshape(&[l, m, w])?, &positions)?;
         for block in &self.transformer.resblocks {
-            x = block.forward(gpu, &x, true)?;
+            x = block.forward(dev, &x, true)?;
         }
         // LayerNorm is per row, so picking the end-of-text rows first and normalising them
         // after gives the same result for less work.
         let rows: Vec<u32> = eot.iter().enumerate().map(|(i, &j)| (i * m + j) as u32).collect();
-        let eot = ops::gather_rows(gpu, &x.reshape(&[l * m, w])?, &gpu.upload_u32(&[l], &rows)?)?;
-        ops::matmul(gpu, &self.ln_final.forward(gpu, &eot)?, &self.text_projection)
+        let eot = ops::gather_rows(dev, &x.reshape(&[l * m, w])?, &dev.upload_u32(&[l], &rows)?)?;
+        ops::matmul(dev, &self.ln_final.forward(dev, &eot)?, &self.text_projection)
     }
 }
 

@@ -2,7 +2,7 @@
 //! towers, the controller and the text tower.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::{self, Heads};
 use crate::weights::Vb;
@@ -24,12 +24,12 @@ impl MultiheadAttention {
     }
 
     /// Self-attention on x [B, N, W].
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, causal: bool) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, x: &Tensor, causal: bool) -> Result<Tensor> {
         let w = x.dim(-1);
-        let qkv = self.in_proj.forward(gpu, x)?;
+        let qkv = self.in_proj.forward(dev, x)?;
         let part = |i: usize| Heads { tensor: &qkv, start: i * w, width: w };
-        let o = ops::attention(gpu, part(0), part(1), part(2), self.heads, causal)?;
-        self.out_proj.forward(gpu, &o)
+        let o = ops::attention(dev, part(0), part(1), part(2), self.heads, causal)?;
+        self.out_proj.forward(dev, &o)
     }
 }
 
@@ -54,11 +54,11 @@ impl ResidualAttentionBlock {
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let h = self.attn.forward(gpu, &self.ln_1.forward(gpu, x)?, causal)?;
-        let x = ops::add(gpu, x, &h)?;
-        let h = ops::gelu(gpu, &self.c_fc.forward(gpu, &self.ln_2.forward(gpu, &x)?)?)?;
-        ops::add(gpu, &x, &self.c_proj.forward(gpu, &h)?)
+    pub fn forward(&self, dev: &Device, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let h = self.attn.forward(dev, &self.ln_1.forward(dev, x)?, causal)?;
+        let x = ops::add(dev, x, &h)?;
+        let h = ops::gelu(dev, &self.c_fc.forward(dev, &self.ln_2.forward(dev, &x)?)?)?;
+        ops::add(dev, &x, &self.c_proj.forward(dev, &h)?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The UNet's modules (spec section 4), named and nested as in the state dict.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
 use crate::ops::{self, Conv2dArgs, Heads};
 use crate::weights::Vb;
@@ -32,17 +32,17 @@ impl ResBlock {
     }
 
     /// `mlp(silu(t_emb))` for rows of time embeddings [steps, time_dim] -> [steps, 2 dout].
-    pub fn time_table(&self, gpu: &Gpu, silu_t: &Tensor) -> Result<Tensor> {
-        self.mlp.forward(gpu, silu_t)
+    pub fn time_table(&self, dev: &Device, silu_t: &Tensor) -> Result<Tensor> {
+        self.mlp.forward(dev, silu_t)
     }
 
     /// `table` is this block's [`ResBlock::time_table`]; `row` selects the step.
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, table: &Tensor, row: usize) -> Result<Tensor> {
-        let h = ops::scale_shift(gpu, &self.block1.forward(gpu, x)?, table, row, true)?;
-        let h = ops::silu(gpu, &self.block2.forward(gpu, &h)?)?;
+    pub fn forward(&self, dev: &Device, x: &Tensor, table: &Tensor, row: usize) -> Result<Tensor> {
+        let h = ops::scale_shift(dev, &self.block1.forward(dev, x)?, table, row, true)?;
+        let h = ops::silu(dev, &self.block2.forward(dev, &h)?)?;
         match &self.res_conv {
-            Some(c) => ops::add(gpu, &h, &c.forward(gpu, x)?),
-            None => ops::add(gpu, &h, x),
+            Some(c) => ops::add(dev, &h, &c.forward(dev, x)?),
+            None => ops::add(dev, &h, x),
         }
     }
 }
@@ -74,11 +74,11 @@ impl LinearAttention {
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
         let [q, k, v] = &self.to_qkv;
-        let (q, k, v) = (q.forward(gpu, x)?, k.forward(gpu, x)?, v.forward(gpu, x)?);
-        let out = linear_attention(gpu, &q, &k, &v, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
-        ops::channel_layer_norm(gpu, &self.to_out.forward(gpu, &out)?, &self.to_out_norm, CHANNEL_LN_EPS)
+        let (q, k, v) = (q.forward(dev, x)?, k.forward(dev, x)?, v.forward(dev, x)?);
+        let out = linear_attention(dev, &q, &k, &v, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
+        ops::channel_layer_norm(dev, &self.to_out.forward(dev, &out)?, &self.to_out_norm, CHANNEL_LN_EPS)
     }
 }
 
@@ -131,29 +131,29 @@ impl SpatialTransformer {
     }
 
     /// `context` is the image embedding [1, context_dim], the single context token.
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (c, h, w) = (x.dim(1), x.dim(2), x.dim(3));
-        let t = ops::group_norm(gpu, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
-        let t = self.proj_in.forward(gpu, &t)?;
-        let t = ops::transpose(gpu, &t.reshape(&[1, c, h * w])?)?; // tokens [1, HW, C]
+        let t = ops::group_norm(dev, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
+        let t = self.proj_in.forward(dev, &t)?;
+        let t = ops::transpose(dev, &t.reshape(&[1, c, h * w])?)?; // tokens [1, HW, C]
 
-        let qkv = self.attn1_qkv.forward(gpu, &self.norm1.forward(gpu, &t)?)?;
+        let qkv = self.attn1_qkv.forward(dev, &self.norm1.forward(dev, &t)?)?;
         let part = |i: usize| Heads { tensor: &qkv, start: i * c, width: c };
-        let a = ops::attention(gpu, part(0), part(1), part(2), self.heads, false)?;
-        let t = ops::add(gpu, &t, &self.attn1_out.forward(gpu, &a)?)?;
+        let a = ops::attention(dev, part(0), part(1), part(2), self.heads, false)?;
+        let t = ops::add(dev, &t, &self.attn1_out.forward(dev, &a)?)?;
 
         // Cross-attention on ONE context token: the softmax over a single key is exactly 1,
         // so every query receives that token's value whatever q and k are. attn2 therefore
         // adds the same vector to_out(to_v(context)) to every token; norm2 and to_q/to_k
         // cannot change it and are skipped.
-        let cross = self.attn2_out.forward(gpu, &self.attn2_v.forward(gpu, context)?)?;
-        let t = ops::add(gpu, &t, &cross)?;
+        let cross = self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)?;
+        let t = ops::add(dev, &t, &cross)?;
 
-        let f = ops::geglu(gpu, &self.ff_in.forward(gpu, &self.norm3.forward(gpu, &t)?)?)?;
-        let t = ops::add(gpu, &t, &self.ff_out.forward(gpu, &f)?)?;
+        let f = ops::geglu(dev, &self.ff_in.forward(dev, &self.norm3.forward(dev, &t)?)?)?;
+        let t = ops::add(dev, &t, &self.ff_out.forward(dev, &f)?)?;
 
-        let t = ops::transpose(gpu, &t)?.reshape(&[1, c, h, w])?;
-        ops::add(gpu, &self.proj_out.forward(gpu, &t)?, x)
+        let t = ops::transpose(dev, &t)?.reshape(&[1, c, h, w])?;
+        ops::add(dev, &self.proj_out.forward(dev, &t)?, x)
     }
 }
 
@@ -173,13 +173,13 @@ pub struct ResidualAttention {
 }
 
 impl ResidualAttention {
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let n = ops::channel_layer_norm(gpu, x, &self.norm, CHANNEL_LN_EPS)?;
+    pub fn forward(&self, dev: &Device, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let n = ops::channel_layer_norm(dev, x, &self.norm, CHANNEL_LN_EPS)?;
         let y = match &self.attention {
-            Attention::Linear(a) => a.forward(gpu, &n)?,
-            Attention::Spatial(s) => s.forward(gpu, &n, context)?,
+            Attention::Linear(a) => a.forward(dev, &n)?,
+            Attention::Spatial(s) => s.forward(dev, &n, context)?,
         };
-        ops::add(gpu, &y, x)
+        ops::add(dev, &y, x)
     }
 }
 
@@ -194,10 +194,10 @@ pub enum Resample {
 }
 
 impl Resample {
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
         match self {
-            Resample::Down(c) | Resample::Plain(c) => c.forward(gpu, x),
-            Resample::Up(c) => c.forward(gpu, &ops::upsample_nearest2x(gpu, x)?),
+            Resample::Down(c) | Resample::Plain(c) => c.forward(dev, x),
+            Resample::Up(c) => c.forward(dev, &ops::upsample_nearest2x(dev, x)?),
         }
     }
 }

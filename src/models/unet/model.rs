@@ -5,10 +5,10 @@ use super::blocks::{Attention, LinearAttention, Resample, ResBlock, ResidualAtte
 use super::config::LINEAR_ATTENTION_HIDDEN;
 use super::UNetConfig;
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::device::{Device, Tensor};
 use crate::nn::{Conv2d, Linear};
 use crate::ops::{self, Conv2dArgs};
-use crate::weights::{Checkpoint, GpuDType, ModelKind, Vb};
+use crate::weights::{Checkpoint, DeviceDType, ModelKind, Vb};
 
 /// One entry of `downs` or `ups`: two ResBlocks, the level's attention, the resampling.
 pub struct Level {
@@ -53,11 +53,11 @@ impl TimeConditioning {
 }
 
 impl ConditionalUNet {
-    pub fn load(gpu: &Gpu, ckpt: &Checkpoint, dtype: GpuDType) -> Result<Self> {
+    pub fn load(dev: &Device, ckpt: &Checkpoint, dtype: DeviceDType) -> Result<Self> {
         let ModelKind::UNet(cfg) = &ckpt.kind else {
             return Err(Error::WeightsMismatch(format!("expected a restoration UNet checkpoint, got a {} one", ckpt.kind.name())));
         };
-        let vb = Vb::new(&ckpt.weights, gpu, dtype);
+        let vb = Vb::new(&ckpt.weights, dev, dtype);
         let (nf, td, depth) = (cfg.nf, cfg.time_dim(), cfg.depth());
         let dims = cfg.dims();
         let attention = |vb: &Vb, dim: usize, spatial: bool| -> Result<ResidualAttention> {
@@ -147,20 +147,20 @@ impl ConditionalUNet {
     }
 
     /// `time_mlp(t)` for each time: [times, time_dim] (fixture `unet_temb_t*`).
-    pub fn time_embedding(&self, gpu: &Gpu, times: &[f32]) -> Result<Tensor> {
+    pub fn time_embedding(&self, dev: &Device, times: &[f32]) -> Result<Tensor> {
         let sin: Vec<f32> = times.iter().flat_map(|&t| self.sinusoidal(t)).collect();
-        let emb = gpu.upload(&[times.len(), self.config.nf], &sin)?;
-        let h = ops::gelu(gpu, &self.time_mlp.0.forward(gpu, &emb)?)?;
-        self.time_mlp.1.forward(gpu, &h)
+        let emb = dev.upload(&[times.len(), self.config.nf], &sin)?;
+        let h = ops::gelu(dev, &self.time_mlp.0.forward(dev, &emb)?)?;
+        self.time_mlp.1.forward(dev, &h)
     }
 
     /// `prompt_mlp(softmax(text_mlp(degra)) * prompt)`: [1, time_dim] (fixture
     /// `unet_prompt_emb`); None without use_degra_context.
-    pub fn prompt_embedding(&self, gpu: &Gpu, text_context: &Tensor) -> Result<Option<Tensor>> {
+    pub fn prompt_embedding(&self, dev: &Device, text_context: &Tensor) -> Result<Option<Tensor>> {
         let Some((prompt, mlp0, mlp2, prompt_mlp)) = &self.prompt else { return Ok(None) };
-        let h = ops::silu(gpu, &mlp0.forward(gpu, text_context)?)?;
-        let p = ops::softmax(gpu, &mlp2.forward(gpu, &h)?, -1)?;
-        Ok(Some(prompt_mlp.forward(gpu, &ops::mul(gpu, &p, prompt)?)?))
+        let h = ops::silu(dev, &mlp0.forward(dev, text_context)?)?;
+        let p = ops::softmax(dev, &mlp2.forward(dev, &h)?, -1)?;
+        Ok(Some(prompt_mlp.forward(dev, &ops::mul(dev, &p, prompt)?)?))
     }
 
     /// Every ResBlock in the order `forward` runs them.
@@ -174,13 +174,13 @@ impl ConditionalUNet {
 
     /// The conditioning of every ResBlock for every time in `times`:
     /// `mlp(silu(time_mlp(t) + prompt embedding))`.
-    pub fn time_conditioning(&self, gpu: &Gpu, times: &[f32], prompt: Option<&Tensor>) -> Result<TimeConditioning> {
-        let mut temb = self.time_embedding(gpu, times)?;
+    pub fn time_conditioning(&self, dev: &Device, times: &[f32], prompt: Option<&Tensor>) -> Result<TimeConditioning> {
+        let mut temb = self.time_embedding(dev, times)?;
         if let Some(p) = prompt {
-            temb = ops::add(gpu, &temb, p)?;
+            temb = ops::add(dev, &temb, p)?;
         }
-        let silu_t = ops::silu(gpu, &temb)?;
-        let tables = self.res_blocks().iter().map(|b| b.time_table(gpu, &silu_t)).collect::<Result<_>>()?;
+        let silu_t = ops::silu(dev, &temb)?;
+        let tables = self.res_blocks().iter().map(|b| b.time_table(dev, &silu_t)).collect::<Result<_>>()?;
         Ok(TimeConditioning { tables, times: times.to_vec() })
     }
 
@@ -208,7 +208,7 @@ impl ConditionalUNet {
     /// time `t` (one of those `time` was built for), and the image context
     /// [1, context_dim]. Any H, W: the input is reflect-padded to a multiple of 2^depth
     /// and the output cropped back.
-    pub fn forward(&self, gpu: &Gpu, xt: &Tensor, cond: &Tensor, time: &TimeConditioning, t: f32, image_context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, dev: &Device, xt: &Tensor, cond: &Tensor, time: &TimeConditioning, t: f32, image_context: &Tensor) -> Result<Tensor> {
         let row = time.row(t)?;
         if xt.shape() != cond.shape() || xt.shape().len() != 4 || xt.dim(1) != self.config.in_nc {
             return shape_err!("UNet input {:?} and condition {:?} must both be [1, {}, H, W]", xt.shape(), cond.shape(), self.config.in_nc);
@@ -219,11 +219,11 @@ impl ConditionalUNet {
         if h.min(w) < self.min_side() {
             return shape_err!("an image of {w}x{h} is too small for this model: each side must be at least {} pixels", self.min_side());
         }
-        let x = ops::concat_channels(gpu, &ops::sub(gpu, xt, cond)?, cond)?;
-        let x = if (ph, pw) != (h, w) { ops::reflect_pad(gpu, &x, ph, pw)? } else { x };
-        let x0 = self.init_conv.forward(gpu, &x)?;
+        let x = ops::concat_channels(dev, &ops::sub(dev, xt, cond)?, cond)?;
+        let x = if (ph, pw) != (h, w) { ops::reflect_pad(dev, &x, ph, pw)? } else { x };
+        let x0 = self.init_conv.forward(dev, &x)?;
         let mut x = match &self.downscale {
-            Some((down, _)) => down.forward(gpu, &x0)?,
+            Some((down, _)) => down.forward(dev, &x0)?,
             None => x0.clone(),
         };
         // The tables come in res_blocks() order, which is the order of the calls below.
@@ -231,29 +231,29 @@ impl ConditionalUNet {
         let mut table = || tables.next().ok_or_else(|| Error::Shape("time conditioning of another model".into()));
         let mut skips = Vec::with_capacity(2 * self.downs.len());
         for level in &self.downs {
-            x = level.block1.forward(gpu, &x, table()?, row)?;
+            x = level.block1.forward(dev, &x, table()?, row)?;
             skips.push(x.clone());
-            x = level.block2.forward(gpu, &x, table()?, row)?;
-            x = level.attn.forward(gpu, &x, image_context)?;
+            x = level.block2.forward(dev, &x, table()?, row)?;
+            x = level.attn.forward(dev, &x, image_context)?;
             skips.push(x.clone());
-            x = level.resample.forward(gpu, &x)?;
+            x = level.resample.forward(dev, &x)?;
         }
-        x = self.mid_block1.forward(gpu, &x, table()?, row)?;
-        x = self.mid_attn.forward(gpu, &x, image_context)?;
-        x = self.mid_block2.forward(gpu, &x, table()?, row)?;
+        x = self.mid_block1.forward(dev, &x, table()?, row)?;
+        x = self.mid_attn.forward(dev, &x, image_context)?;
+        x = self.mid_block2.forward(dev, &x, table()?, row)?;
         for level in &self.ups {
-            x = level.block1.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, table()?, row)?;
-            x = level.block2.forward(gpu, &ops::concat_channels(gpu, &x, &skips.pop().unwrap())?, table()?, row)?;
-            x = level.attn.forward(gpu, &x, image_context)?;
-            x = level.resample.forward(gpu, &x)?;
+            x = level.block1.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
+            x = level.block2.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
+            x = level.attn.forward(dev, &x, image_context)?;
+            x = level.resample.forward(dev, &x)?;
         }
         if let Some((_, up)) = &self.downscale {
-            x = up.forward(gpu, &ops::upsample_nearest2x(gpu, &x)?)?;
+            x = up.forward(dev, &ops::upsample_nearest2x(dev, &x)?)?;
         }
-        x = self.final_res_block.forward(gpu, &ops::concat_channels(gpu, &x, &x0)?, table()?, row)?;
-        let out = self.final_conv.forward(gpu, &x)?;
+        x = self.final_res_block.forward(dev, &ops::concat_channels(dev, &x, &x0)?, table()?, row)?;
+        let out = self.final_conv.forward(dev, &x)?;
         if (ph, pw) != (h, w) {
-            ops::crop(gpu, &out, h, w)
+            ops::crop(dev, &out, h, w)
         } else {
             Ok(out)
         }

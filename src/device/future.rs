@@ -28,7 +28,7 @@ pub struct Sender<T> {
 }
 
 // SAFETY: wgpu invokes map/work-done callbacks on the thread that calls `device.poll`
-// (native) or on the JS event loop (wasm, single-threaded). `Gpu` is neither Send nor Sync,
+// (native) or on the JS event loop (wasm, single-threaded). `Device` is neither Send nor Sync,
 // so the thread that created the callback is the one that polls.
 unsafe impl<T> Send for Sender<T> {}
 

@@ -1,4 +1,5 @@
-//! Tensors on the GPU: a shape, an element type and a storage buffer.
+//! Tensors: a shape, an element type and storage on the device that made them (a GPU
+//! buffer, or host memory for the CPU backend).
 //!
 //! Activations are always f32. Weights may also be stored as f16, packed two per `u32`
 //! (element `i` in the low half of word `i / 2` when `i` is even), which kernels read with
@@ -7,8 +8,9 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use crate::error::{shape_err, Result};
-use crate::gpu::pool::Pool;
+use crate::cpu::CpuBuffer;
+use crate::device::pool::Pool;
+use crate::error::{shape_err, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -49,11 +51,18 @@ impl Drop for GpuBuffer {
     }
 }
 
-/// A tensor on the GPU. Cloning is cheap and shares the buffer; [`Tensor::reshape`] is a
-/// view. Tensors are row-major and contiguous; images are NCHW.
+/// Where a tensor's elements live.
+#[derive(Clone)]
+pub(crate) enum Storage {
+    Gpu(Rc<GpuBuffer>),
+    Cpu(Rc<CpuBuffer>),
+}
+
+/// A tensor on a [`crate::Device`]. Cloning is cheap and shares the storage;
+/// [`Tensor::reshape`] is a view. Tensors are row-major and contiguous; images are NCHW.
 #[derive(Clone)]
 pub struct Tensor {
-    pub(crate) buf: Rc<GpuBuffer>,
+    pub(crate) storage: Storage,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -65,8 +74,8 @@ impl std::fmt::Debug for Tensor {
 }
 
 impl Tensor {
-    pub(crate) fn new(buf: Rc<GpuBuffer>, shape: Vec<usize>, dtype: DType) -> Self {
-        Tensor { buf, shape, dtype }
+    pub(crate) fn new(storage: Storage, shape: Vec<usize>, dtype: DType) -> Self {
+        Tensor { storage, shape, dtype }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -93,17 +102,29 @@ impl Tensor {
         if n != self.numel() {
             return shape_err!("cannot reshape {:?} ({} elements) to {:?}", self.shape, self.numel(), shape);
         }
-        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
     /// The first `n` elements as a 1-D view.
     pub(crate) fn prefix(&self, n: usize) -> Tensor {
         debug_assert!(n <= self.numel());
-        Tensor { buf: self.buf.clone(), shape: vec![n], dtype: self.dtype }
+        Tensor { storage: self.storage.clone(), shape: vec![n], dtype: self.dtype }
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        &self.buf.buffer
+    /// The GPU buffer; an error for a tensor of the CPU backend.
+    pub(crate) fn buffer(&self) -> Result<&wgpu::Buffer> {
+        match &self.storage {
+            Storage::Gpu(b) => Ok(&b.buffer),
+            Storage::Cpu(_) => Err(other_device()),
+        }
+    }
+
+    /// The host memory; an error for a tensor on a GPU.
+    pub(crate) fn cpu(&self) -> Result<&CpuBuffer> {
+        match &self.storage {
+            Storage::Cpu(b) => Ok(b),
+            Storage::Gpu(_) => Err(other_device()),
+        }
     }
 
     /// Fails unless the tensor is f32 (activations must be).
@@ -113,4 +134,8 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+fn other_device() -> Error {
+    Error::Shape("a tensor made on one device was given to another (GPU and CPU tensors do not mix)".into())
 }

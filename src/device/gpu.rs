@@ -1,27 +1,18 @@
-//! GPU plumbing: the device, tensors, the buffer pool, the pipeline cache and command
+//! The wgpu backend: the device, the buffer pool, the pipeline cache and command
 //! batching.
 //!
-//! Kernels are not submitted one by one. Each launcher calls [`Gpu::dispatch`], which
+//! Kernels are not submitted one by one. Each launcher calls [`Device::dispatch`], which
 //! records the dispatch (pipeline, buffers, uniform parameters, workgroup count) into the
-//! pending batch; [`Gpu::flush`] turns the batch into ONE command buffer with one compute
+//! pending batch; [`Device::flush`] turns the batch into ONE command buffer with one compute
 //! pass and one uniform buffer holding every dispatch's parameters, and submits it. A
 //! whole forward pass is therefore a handful of submits. Reading a tensor back flushes.
 //!
 //! Errors: every submit and every pipeline or buffer creation runs inside WebGPU error
 //! scopes (validation and out-of-memory). The scopes' results are collected and checked by
-//! [`Gpu::sync`] and by every read, so a failed kernel is an `Err`, never a silently wrong
+//! [`Device::sync`] and by every read, so a failed kernel is an `Err`, never a silently wrong
 //! tensor. Errors outside any scope land in an uncaptured-error handler that records them
 //! instead of panicking (wgpu's default would panic).
 
-mod future;
-mod pool;
-mod tensor;
-
-pub use future::Callback;
-#[cfg(not(target_arch = "wasm32"))]
-pub use future::block_on;
-pub use pool::MemoryStats;
-pub use tensor::{DType, Tensor};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,8 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::shaders::Kernel;
-use pool::{size_class, Pool};
-use tensor::GpuBuffer;
+use super::future::Callback;
+use super::pool::{size_class, MemoryStats, Pool};
+use super::tensor::{DType, GpuBuffer, Storage, Tensor};
+use super::{check_len, AdapterInfo};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -41,34 +34,6 @@ const MAX_PENDING_DISPATCHES: usize = 512;
 
 /// WebGPU's `minUniformBufferOffsetAlignment` default: where each dispatch's parameters start.
 const UNIFORM_ALIGN: usize = 256;
-
-/// What the adapter is and what it allows, for display and for choosing work sizes.
-#[derive(Debug, Clone)]
-pub struct AdapterInfo {
-    pub name: String,
-    pub backend: String,
-    pub device_type: String,
-    pub driver: String,
-    /// True for software adapters (lavapipe, SwiftShader, WARP): expect CPU speed.
-    pub is_software: bool,
-    /// The limits the device was created with (WebGPU defaults, raised only for buffer
-    /// sizes where the adapter offers more).
-    pub limits: wgpu::Limits,
-    /// Features the adapter offers (not all are enabled on the device).
-    pub features: Vec<String>,
-}
-
-impl std::fmt::Display for AdapterInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Browsers hide the adapter's name; say what we know instead of printing nothing.
-        let name = if self.name.is_empty() { "unnamed adapter" } else { &self.name };
-        write!(f, "{name} ({}, {}", self.backend, self.device_type)?;
-        if !self.driver.is_empty() {
-            write!(f, ", {}", self.driver)?;
-        }
-        write!(f, ")")
-    }
-}
 
 type ScopeFuture = Pin<Box<dyn Future<Output = Option<wgpu::Error>>>>;
 
@@ -107,7 +72,7 @@ struct Inner {
     batch: RefCell<Batch>,
     scopes: RefCell<Vec<ScopeFuture>>,
     uncaptured: Arc<Mutex<Vec<Error>>>,
-    /// A tensor of ones, grown on demand (see [`Gpu::ones`]).
+    /// A tensor of ones, grown on demand (see [`Device::ones`]).
     ones: RefCell<Option<Tensor>>,
     /// Kernels recorded since the device was opened.
     dispatched: std::cell::Cell<u64>,
@@ -116,14 +81,14 @@ struct Inner {
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
 /// Not `Send`: a device is driven from one thread (or the browser's worker).
 #[derive(Clone)]
-pub struct Gpu {
+pub(crate) struct GpuDevice {
     inner: Rc<Inner>,
 }
 
-impl Gpu {
+impl GpuDevice {
     /// Opens the best available adapter: natively any wgpu backend (Vulkan, Metal, DX12,
     /// GL), in the browser WebGPU.
-    pub async fn new() -> Result<Gpu> {
+    pub async fn new() -> Result<GpuDevice> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -135,13 +100,8 @@ impl Gpu {
         Self::from_adapter(adapter).await
     }
 
-    /// [`Gpu::new`] for native callers that are not async.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn new_blocking() -> Result<Gpu> {
-        block_on(Self::new())
-    }
 
-    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+    async fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuDevice> {
         let offered = adapter.limits();
         // WebGPU's defaults, which every kernel is written to fit. Only the buffer sizes
         // are raised when the adapter offers more: that lets bigger images through on big
@@ -192,7 +152,7 @@ impl Gpu {
             limits,
             features: adapter.features().iter_names().map(|(n, _)| n.to_string()).collect(),
         };
-        Ok(Gpu {
+        Ok(GpuDevice {
             inner: Rc::new(Inner {
                 device,
                 queue,
@@ -240,7 +200,7 @@ impl Gpu {
     // ---- scopes ---------------------------------------------------------------------
 
     /// Runs `f` inside validation and out-of-memory error scopes; their results are
-    /// checked at the next [`Gpu::sync`].
+    /// checked at the next [`Device::sync`].
     fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
         let device = &self.inner.device;
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -252,7 +212,7 @@ impl Gpu {
         out
     }
 
-    /// Keeps an error for the next [`Gpu::sync`].
+    /// Keeps an error for the next [`Device::sync`].
     fn record(&self, e: Error) {
         if let Ok(mut v) = self.inner.uncaptured.lock() {
             v.push(e);
@@ -279,10 +239,6 @@ impl Gpu {
         first.map_or(Ok(()), Err)
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn sync_blocking(&self) -> Result<()> {
-        block_on(self.sync())
-    }
 
     async fn wait_idle(&self) -> Result<()> {
         let (tx, done) = Callback::new();
@@ -337,7 +293,7 @@ impl Gpu {
                 b
             }
         };
-        Ok(Tensor::new(Rc::new(GpuBuffer::new(buffer, &self.inner.pool)), shape.to_vec(), DType::F32))
+        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::new(buffer, &self.inner.pool))), shape.to_vec(), DType::F32))
     }
 
     /// Creates a tensor holding `words` (raw 32-bit words of the given dtype). Uploads
@@ -364,7 +320,7 @@ impl Gpu {
         });
         let buffer = buffer.map_err(|e| Error::OutOfMemory(format!("mapping a new {bytes}-byte buffer failed: {e}")))?;
         self.inner.pool.borrow_mut().created(class);
-        Ok(Tensor::new(Rc::new(GpuBuffer::new(buffer, &self.inner.pool)), shape.to_vec(), dtype))
+        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::new(buffer, &self.inner.pool))), shape.to_vec(), dtype))
     }
 
     pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
@@ -379,8 +335,9 @@ impl Gpu {
     pub fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
         t.expect_f32("a written tensor")?;
         check_len(t.shape(), data.len())?;
+        let buffer = t.buffer()?;
         self.flush();
-        self.scoped(|| self.inner.queue.write_buffer(t.buffer(), 0, bytemuck::cast_slice(data)));
+        self.scoped(|| self.inner.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data)));
         Ok(())
     }
 
@@ -401,13 +358,6 @@ impl Gpu {
         self.upload_words(shape, DType::U32, data)
     }
 
-    /// Uploads f32 values rounded to f16 and packed two per word (weights).
-    pub fn upload_f16(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        check_len(shape, data.len())?;
-        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-        self.upload_f16_bits(shape, &halves)
-    }
-
     /// Uploads values already in f16 (as stored in a checkpoint), packed two per word.
     pub fn upload_f16_bits(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
         check_len(shape, data.len())?;
@@ -421,6 +371,7 @@ impl Gpu {
     /// Copies a tensor back to the CPU as f32 (f16 tensors are widened, indices converted).
     /// Submits pending work first and fails if any GPU error happened since the last sync.
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let buffer = t.buffer()?;
         self.flush();
         let bytes = t.dtype().bytes_for(t.numel());
         let staging = self.scoped(|| {
@@ -431,7 +382,7 @@ impl Gpu {
                 mapped_at_creation: false,
             });
             let mut enc = self.inner.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes);
+            enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
             self.inner.queue.submit([enc.finish()]);
             staging
         });
@@ -460,10 +411,6 @@ impl Gpu {
         Ok(out)
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_blocking(&self, t: &Tensor) -> Result<Vec<f32>> {
-        block_on(self.read(t))
-    }
 
     // ---- kernels --------------------------------------------------------------------
 
@@ -520,6 +467,7 @@ impl Gpu {
         if workgroups.contains(&0) {
             return Ok(());
         }
+        let buffers = buffers.iter().map(|t| t.buffer().cloned()).collect::<Result<Vec<_>>>()?;
         let pipeline = self.pipeline(kernel, overrides);
         let full = {
             let mut batch = self.inner.batch.borrow_mut();
@@ -531,7 +479,7 @@ impl Gpu {
             batch.uniforms.resize(offset + size, 0);
             batch.dispatches.push(Dispatch {
                 pipeline,
-                buffers: buffers.iter().map(|t| t.buffer().clone()).collect(),
+                buffers,
                 uniform_offset: offset as u64,
                 uniform_size: size as u64,
                 workgroups,
@@ -605,14 +553,6 @@ fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
 }
 
-fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if n != len {
-        return Err(Error::Shape(format!("shape {shape:?} has {n} elements but {len} values were given")));
-    }
-    Ok(())
-}
-
 fn no_adapter_message(detail: &str) -> String {
     if cfg!(target_arch = "wasm32") {
         format!(
@@ -631,6 +571,7 @@ fn no_adapter_message(detail: &str) -> String {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+    use crate::device::Device;
 
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -642,54 +583,54 @@ mod tests {
 
     #[test]
     fn validation_error_comes_back_as_err_and_the_device_stays_usable() {
-        let gpu = Gpu::new_blocking().unwrap();
-        let x = gpu.upload(&[4], &[1.0, -2.0, 3.0, -4.0]).unwrap();
+        let dev = Device::new_blocking().unwrap();
+        let x = dev.upload(&[4], &[1.0, -2.0, 3.0, -4.0]).unwrap();
         // activation.wgsl binds two storage buffers; give it one.
         let params = ActivationParams { n: 4, d: 1, _pad: [0; 2] };
-        gpu.dispatch(Kernel::Activation, &[], &params, &[&x], [1, 1, 1]).unwrap();
-        let err = gpu.read_blocking(&x).unwrap_err();
+        dev.dispatch(Kernel::Activation, &[], &params, &[&x], [1, 1, 1]).unwrap();
+        let err = dev.read_blocking(&x).unwrap_err();
         println!("broken dispatch gave: {err}");
         assert!(matches!(err, Error::Validation(_)), "{err:?}");
 
-        let y = crate::ops::silu(&gpu, &x).unwrap();
-        let v = gpu.read_blocking(&y).unwrap();
+        let y = crate::ops::silu(&dev, &x).unwrap();
+        let v = dev.read_blocking(&y).unwrap();
         assert!((v[0] - 0.731_058_6).abs() < 1e-6, "{v:?}");
     }
 
     #[test]
     fn oversized_tensors_and_grids_are_refused() {
-        let gpu = Gpu::new_blocking().unwrap();
-        let err = gpu.empty(&[1 << 20, 1 << 10]).unwrap_err();
+        let dev = Device::new_blocking().unwrap();
+        let err = dev.empty(&[1 << 20, 1 << 10]).unwrap_err();
         println!("4 GiB tensor gave: {err}");
         assert!(matches!(err, Error::TooLarge(_)));
-        let x = gpu.upload(&[1], &[0.0]).unwrap();
+        let x = dev.upload(&[1], &[0.0]).unwrap();
         let params = ActivationParams { n: 1, d: 1, _pad: [0; 2] };
-        let err = gpu.dispatch(Kernel::Activation, &[], &params, &[&x, &x], [70_000, 1, 1]).unwrap_err();
+        let err = dev.dispatch(Kernel::Activation, &[], &params, &[&x, &x], [70_000, 1, 1]).unwrap_err();
         assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
     }
 
     #[test]
     fn device_keeps_to_webgpu_default_limits() {
-        let gpu = Gpu::new_blocking().unwrap();
-        let l = gpu.limits();
+        let dev = Device::new_blocking().unwrap();
+        let l = dev.limits();
         let d = wgpu::Limits::default();
         assert_eq!(l.max_compute_invocations_per_workgroup, d.max_compute_invocations_per_workgroup);
         assert_eq!(l.max_compute_workgroup_storage_size, d.max_compute_workgroup_storage_size);
         assert_eq!(l.max_storage_buffers_per_shader_stage, d.max_storage_buffers_per_shader_stage);
-        assert!(!gpu.info().name.is_empty() && !gpu.info().features.is_empty());
-        println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", gpu.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);
+        assert!(!dev.info().name.is_empty() && !dev.info().features.is_empty());
+        println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", dev.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);
     }
 
     #[test]
     fn pool_recycles_intermediates() {
-        let gpu = Gpu::new_blocking().unwrap();
-        let x = gpu.upload(&[1000], &[0.5; 1000]).unwrap();
-        let a = crate::ops::silu(&gpu, &x).unwrap();
-        let first = gpu.memory();
+        let dev = Device::new_blocking().unwrap();
+        let x = dev.upload(&[1000], &[0.5; 1000]).unwrap();
+        let a = crate::ops::silu(&dev, &x).unwrap();
+        let first = dev.memory();
         drop(a);
-        assert_eq!(gpu.memory().free_bytes, first.free_bytes + 4096);
-        let b = crate::ops::gelu(&gpu, &x).unwrap();
-        assert_eq!(gpu.memory(), first, "the freed buffer is reused, nothing new is allocated");
-        assert!(gpu.read_blocking(&b).unwrap().iter().all(|v| (v - 0.345_731_2).abs() < 1e-6));
+        assert_eq!(dev.memory().free_bytes, first.free_bytes + 4096);
+        let b = crate::ops::gelu(&dev, &x).unwrap();
+        assert_eq!(dev.memory(), first, "the freed buffer is reused, nothing new is allocated");
+        assert!(dev.read_blocking(&b).unwrap().iter().all(|v| (v - 0.345_731_2).abs() < 1e-6));
     }
 }

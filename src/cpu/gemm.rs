@@ -1,0 +1,209 @@
+//! Matrix products and convolutions on the CPU: `matrixmultiply`'s packed GEMM on
+//! blocks of the output, the blocks spread over threads.
+
+use super::{check_extent, parallel_for, threads, SharedOut};
+use crate::error::Result;
+use crate::ops::conv2d::Params as ConvParams;
+use crate::ops::matmul::Params as MatmulParams;
+
+/// Below this many multiply-adds a product runs on one thread (a thread hand-off costs
+/// about as much).
+const SERIAL_MACS: usize = 1 << 18;
+
+/// One strided matrix: entry (r, c) at `offset + r * rs + c * cs`.
+#[derive(Clone, Copy)]
+struct Strided {
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Strided {
+    fn max_index(&self, rows: usize, cols: usize) -> usize {
+        self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs
+    }
+}
+
+/// `C = alpha A B` for an m x k `A` and k x n `B` read from slices, written into `c`
+/// (which the caller sized). Every extent is checked before the unsafe call.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strided, b: &[f32], sb: Strided, c: &SharedOut, sc: Strided) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    check_extent("matmul output", sc.max_index(m, n), c.len())?;
+    if k == 0 {
+        for r in 0..m {
+            for col in 0..n {
+                c.set(sc.offset + r * sc.rs + col * sc.cs, 0.0);
+            }
+        }
+        return Ok(());
+    }
+    check_extent("matmul left operand", sa.max_index(m, k), a.len())?;
+    check_extent("matmul right operand", sb.max_index(k, n), b.len())?;
+    // SAFETY: every index the product touches was checked above; the caller guarantees
+    // that no other task writes this block of C.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr().add(sa.offset),
+            sa.rs as isize,
+            sa.cs as isize,
+            b.as_ptr().add(sb.offset),
+            sb.rs as isize,
+            sb.cs as isize,
+            0.0,
+            c.ptr().add(sc.offset),
+            sc.rs as isize,
+            sc.cs as isize,
+        );
+    }
+    Ok(())
+}
+
+/// Splits `len` into about `parts` ranges whose starts are multiples of `align`.
+fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
+    let step = len.div_ceil(parts.max(1)).next_multiple_of(align).max(align);
+    (0..len).step_by(step).map(|s| (s, (s + step).min(len))).collect()
+}
+
+/// matmul.wgsl: `c[b] = alpha a[b] b[b] (+ bias over columns)` with strided operands.
+pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (a, b, bias) = (ins[0], ins[1], ins[2]);
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if p.has_bias != 0 {
+        check_extent("matmul bias", n - 1, bias.len())?;
+    }
+    let c = SharedOut::new(out);
+    // Blocks of rows or columns (whichever is longer) so that every thread has work even
+    // for one matrix; whole matrices when there are many.
+    let per = if batch * m * n * k < SERIAL_MACS { 1 } else { threads().div_ceil(batch) };
+    let split_rows = m >= n;
+    let blocks = ranges(if split_rows { m } else { n }, per, 16);
+    let tasks = batch * blocks.len();
+    let failed = std::sync::Mutex::new(None);
+    parallel_for(tasks, |t| {
+        let (bi, (s, e)) = (t / blocks.len(), blocks[t % blocks.len()]);
+        let (r0, r1, c0, c1) = if split_rows { (s, e, 0, n) } else { (0, m, s, e) };
+        let sa = Strided { offset: p.a_off as usize + bi * p.a_sb as usize + r0 * p.a_sm as usize, rs: p.a_sm as usize, cs: p.a_sk as usize };
+        let sb = Strided { offset: p.b_off as usize + bi * p.b_sb as usize + c0 * p.b_sn as usize, rs: p.b_sk as usize, cs: p.b_sn as usize };
+        let sc = Strided { offset: p.c_off as usize + bi * p.c_sb as usize + r0 * p.c_sm as usize + c0, rs: p.c_sm as usize, cs: 1 };
+        // Rows r0..r1 and columns c0..c1 of matrix bi: this task's block alone.
+        let done = sgemm(r1 - r0, c1 - c0, k, p.alpha, a, sa, b, sb, &c, sc);
+        if let Err(e) = done {
+            failed.lock().unwrap().get_or_insert(e);
+            return;
+        }
+        if p.has_bias != 0 {
+            for r in 0..r1 - r0 {
+                let row = sc.offset + r * sc.rs;
+                for col in 0..c1 - c0 {
+                    let i = row + col;
+                    // SAFETY of the read-modify-write: index i is in this task's block.
+                    let v = unsafe { *c.ptr().add(i) };
+                    c.set(i, v + bias[c0 + col]);
+                }
+            }
+        }
+    });
+    failed.into_inner().unwrap().map_or(Ok(()), Err)
+}
+
+/// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
+/// input's patches, one block of output pixels at a time (im2col of that block only, so
+/// the patch matrix stays in cache; 1x1 convolutions read the input directly).
+pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (x, w, bias) = (ins[0], ins[1], ins[2]);
+    let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
+    let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
+    let (stride, pad) = (p.stride as usize, p.pad as usize);
+    let taps = kh * kw;
+    let kdim = cin * taps;
+    let npix = ho * wo;
+    if npix == 0 || cout == 0 {
+        return Ok(());
+    }
+    check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
+    check_extent("conv2d weight", cout * kdim - 1, w.len())?;
+    if p.has_bias != 0 {
+        check_extent("conv2d bias", cout - 1, bias.len())?;
+    }
+    let direct = taps == 1 && stride == 1 && pad == 0;
+    // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
+    // thread.
+    let by_cache = ((1 << 18) / kdim.max(1)).max(64);
+    let by_threads = npix.div_ceil(threads() * 2).max(64);
+    let block = by_cache.min(by_threads).next_multiple_of(16);
+    let blocks = ranges(npix, npix.div_ceil(block), 16);
+    let y = SharedOut::new(out);
+    let failed = std::sync::Mutex::new(None);
+    parallel_for(batch * blocks.len(), |t| {
+        let (bi, (p0, p1)) = (t / blocks.len(), blocks[t % blocks.len()]);
+        let np = p1 - p0;
+        let xb = bi * cin * h * wd;
+        let patches;
+        let (bsrc, sb): (&[f32], Strided) = if direct {
+            (x, Strided { offset: xb + p0, rs: h * wd, cs: 1 })
+        } else {
+            patches = im2col(x, xb, p, p0, np);
+            (&patches, Strided { offset: 0, rs: np, cs: 1 })
+        };
+        let sa = Strided { offset: 0, rs: kdim, cs: 1 };
+        let sc = Strided { offset: bi * cout * npix + p0, rs: npix, cs: 1 };
+        // Output pixels p0..p1 of image bi, every channel: this task's block alone.
+        if let Err(e) = sgemm(cout, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
+            failed.lock().unwrap().get_or_insert(e);
+            return;
+        }
+        if p.has_bias != 0 {
+            for (co, &bv) in bias[..cout].iter().enumerate() {
+                let row = sc.offset + co * npix;
+                for i in row..row + np {
+                    // SAFETY of the read: index i is in this task's block, written above.
+                    let v = unsafe { *y.ptr().add(i) };
+                    y.set(i, v + bv);
+                }
+            }
+        }
+    });
+    failed.into_inner().unwrap().map_or(Ok(()), Err)
+}
+
+/// The patches of output pixels `p0 .. p0 + np`: row `(ci, ky, kx)` (the weight's column
+/// order), column = pixel; zero outside the image (zero padding).
+fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32> {
+    let (cin, h, wd) = (p.cin as usize, p.h as usize, p.w as usize);
+    let (wo, kh, kw) = (p.wo as usize, p.kh as usize, p.kw as usize);
+    let (stride, pad) = (p.stride as usize, p.pad as usize);
+    let mut col = vec![0f32; cin * kh * kw * np];
+    let mut rows = col.chunks_mut(np);
+    for ci in 0..cin {
+        let plane = &x[xb + ci * h * wd..xb + (ci + 1) * h * wd];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = rows.next().unwrap();
+                let (mut oy, mut ox) = (p0 / wo, p0 % wo);
+                for v in row.iter_mut() {
+                    let iy = (oy * stride + ky).wrapping_sub(pad);
+                    let ix = (ox * stride + kx).wrapping_sub(pad);
+                    if iy < h && ix < wd {
+                        *v = plane[iy * wd + ix];
+                    }
+                    ox += 1;
+                    if ox == wo {
+                        ox = 0;
+                        oy += 1;
+                    }
+                }
+            }
+        }
+    }
+    col
+}

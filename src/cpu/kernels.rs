@@ -1,0 +1,313 @@
+//! The CPU twins of the norm, softmax, element-wise, layout and sampler kernels: the same
+//! arithmetic as their WGSL files, sums accumulated in f64.
+
+use super::{check_extent, parallel_chunks, parallel_for, SharedOut};
+use crate::error::Result;
+use crate::ops;
+
+/// Elements per task of the element-wise kernels.
+const CHUNK: usize = 1 << 14;
+
+fn silu(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// activation.wgsl's exact GELU: the erfc of Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
+fn gelu(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let tail = 0.5 * poly * (-z * z).exp();
+    if x >= 0.0 {
+        x * (1.0 - tail)
+    } else {
+        x * tail
+    }
+}
+
+/// Mean and 1/sqrt(var + eps) of the values `at(0..n)`.
+fn moments(n: usize, eps: f32, at: impl Fn(usize) -> f32) -> (f32, f32) {
+    let mean = (0..n).map(|i| at(i) as f64).sum::<f64>() / n as f64;
+    let var = (0..n).map(|i| (at(i) as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
+pub(super) fn layer_norm(p: &ops::layer_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (x, g, b) = (ins[0], ins[1], ins[2]);
+    let (rows, c) = (p.rows as usize, p.c as usize);
+    check_extent("layer_norm input", rows * c - 1, x.len())?;
+    check_extent("layer_norm output", rows * c - 1, out.len())?;
+    if p.has_affine != 0 {
+        check_extent("layer_norm affine", c - 1, g.len().min(b.len()))?;
+    }
+    parallel_chunks(&mut out[..rows * c], c, |r, y| {
+        let xr = &x[r * c..(r + 1) * c];
+        let (mean, inv) = moments(c, p.eps, |i| xr[i]);
+        for (i, o) in y.iter_mut().enumerate() {
+            let v = (xr[i] - mean) * inv;
+            *o = if p.has_affine != 0 { v * g[i] + b[i] } else { v };
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (x, g) = (ins[0], ins[1]);
+    let (batch, c, hw) = (p.batch as usize, p.c as usize, p.hw as usize);
+    check_extent("channel_layer_norm input", batch * c * hw - 1, x.len())?;
+    check_extent("channel_layer_norm gain", c - 1, g.len())?;
+    check_extent("channel_layer_norm output", batch * c * hw - 1, out.len())?;
+    // Tasks: one image, a run of pixels, every channel (strided writes: SharedOut).
+    const PIXELS: usize = 256;
+    let runs = hw.div_ceil(PIXELS);
+    let y = SharedOut::new(out);
+    parallel_for(batch * runs, |t| {
+        let (b, p0) = (t / runs, (t % runs) * PIXELS);
+        let p1 = (p0 + PIXELS).min(hw);
+        let base = b * c * hw;
+        let mut sum = vec![0f64; p1 - p0];
+        for ch in 0..c {
+            for (s, &v) in sum.iter_mut().zip(&x[base + ch * hw + p0..base + ch * hw + p1]) {
+                *s += v as f64;
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / c as f64).collect();
+        let mut var = vec![0f64; p1 - p0];
+        for ch in 0..c {
+            for ((s, &v), m) in var.iter_mut().zip(&x[base + ch * hw + p0..base + ch * hw + p1]).zip(&mean) {
+                *s += (v as f64 - m).powi(2);
+            }
+        }
+        let inv: Vec<f32> = var.iter().map(|v| (1.0 / (v / c as f64 + p.eps as f64).sqrt()) as f32).collect();
+        for (ch, &gc) in g[..c].iter().enumerate() {
+            let row = base + ch * hw;
+            for i in 0..p1 - p0 {
+                // Pixels p0..p1 of image b: this task's alone.
+                y.set(row + p0 + i, (x[row + p0 + i] - mean[i] as f32) * inv[i] * gc);
+            }
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn group_norm(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (x, g, b) = (ins[0], ins[1], ins[2]);
+    let (batch, c, hw, groups) = (p.batch as usize, p.c as usize, p.hw as usize, p.groups as usize);
+    let cg = c / groups;
+    let n = cg * hw;
+    check_extent("group_norm input", batch * c * hw - 1, x.len())?;
+    check_extent("group_norm output", batch * c * hw - 1, out.len())?;
+    if p.has_affine != 0 {
+        check_extent("group_norm affine", c - 1, g.len().min(b.len()))?;
+    }
+    // (batch, group) blocks are contiguous and in order: one chunk each.
+    parallel_chunks(&mut out[..batch * c * hw], n, |blk, y| {
+        let xs = &x[blk * n..(blk + 1) * n];
+        let (mean, inv) = moments(n, p.eps, |i| xs[i]);
+        let ch0 = (blk % groups) * cg;
+        for (i, o) in y.iter_mut().enumerate() {
+            let mut v = (xs[i] - mean) * inv;
+            if p.has_affine != 0 {
+                let ch = ch0 + i / hw;
+                v = v * g[ch] + b[ch];
+            }
+            *o = if p.silu != 0 { silu(v) } else { v };
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn softmax(p: &ops::softmax::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (outer, dim, inner, off) = (p.outer as usize, p.dim as usize, p.inner as usize, p.in_off as usize);
+    let block = dim * inner;
+    check_extent("softmax input", off + outer * block - 1, x.len())?;
+    check_extent("softmax output", outer * block - 1, out.len())?;
+    parallel_chunks(&mut out[..outer * block], block, |o, y| {
+        let xs = &x[off + o * block..off + (o + 1) * block];
+        for i in 0..inner {
+            let m = (0..dim).fold(f32::MIN, |m, j| m.max(xs[j * inner + i]));
+            let mut sum = 0f32;
+            for j in 0..dim {
+                let e = (xs[j * inner + i] - m).exp();
+                y[j * inner + i] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for j in 0..dim {
+                y[j * inner + i] *= inv;
+            }
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn activation(p: &ops::activation::Params, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (n, d) = (p.n as usize, p.d as usize);
+    check_extent("activation output", n - 1, out.len())?;
+    check_extent("activation input", if op == 2 { 2 * n - 1 } else { n - 1 }, x.len())?;
+    parallel_chunks(&mut out[..n], CHUNK, |c, y| {
+        let i0 = c * CHUNK;
+        for (j, o) in y.iter_mut().enumerate() {
+            let i = i0 + j;
+            *o = match op {
+                0 => gelu(x[i]),
+                1 => silu(x[i]),
+                _ => {
+                    let (r, col) = (i / d, i % d);
+                    x[r * 2 * d + col] * gelu(x[r * 2 * d + d + col])
+                }
+            };
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn binary(p: &ops::binary::Params, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (a, b) = (ins[0], ins[1]);
+    let (n, b_len, b_inner) = (p.n as usize, p.b_len as usize, p.b_inner as usize);
+    check_extent("binary operand", n - 1, a.len().min(out.len()))?;
+    check_extent("binary broadcast operand", b_len - 1, b.len())?;
+    parallel_chunks(&mut out[..n], CHUNK, |c, y| {
+        let i0 = c * CHUNK;
+        for (j, o) in y.iter_mut().enumerate() {
+            let i = i0 + j;
+            let bv = b[(i / b_inner) % b_len];
+            *o = match op {
+                0 => a[i] + bv,
+                1 => a[i] * bv,
+                _ => a[i] - bv,
+            };
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn scale_shift(p: &ops::scale_shift::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (x, t) = (ins[0], ins[1]);
+    let (n, c, hw, row) = (p.n as usize, p.c as usize, p.hw as usize, p.row as usize);
+    check_extent("scale_shift input", n - 1, x.len().min(out.len()))?;
+    check_extent("scale_shift conditioning", (row + n / (c * hw)) * 2 * c - 1, t.len())?;
+    // One (image, channel) plane per chunk: one scale and shift each.
+    parallel_chunks(&mut out[..n], hw, |bc, y| {
+        let (b, ch) = (bc / c + row, bc % c);
+        let (scale, shift) = (t[b * 2 * c + ch], t[b * 2 * c + c + ch]);
+        for (o, &v) in y.iter_mut().zip(&x[bc * hw..(bc + 1) * hw]) {
+            let v = v * (scale + 1.0) + shift;
+            *o = if p.silu != 0 { silu(v) } else { v };
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn concat(p: &ops::concat::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (a, b) = (ins[0], ins[1]);
+    let (n, c1, c2, hw) = (p.n as usize, p.c1 as usize, p.c2 as usize, p.hw as usize);
+    let batch = n / ((c1 + c2) * hw);
+    check_extent("concat output", n - 1, out.len())?;
+    check_extent("concat first input", batch * c1 * hw - 1, a.len())?;
+    check_extent("concat second input", batch * c2 * hw - 1, b.len())?;
+    parallel_chunks(&mut out[..n], (c1 + c2) * hw, |bt, y| {
+        y[..c1 * hw].copy_from_slice(&a[bt * c1 * hw..(bt + 1) * c1 * hw]);
+        y[c1 * hw..].copy_from_slice(&b[bt * c2 * hw..(bt + 1) * c2 * hw]);
+    });
+    Ok(())
+}
+
+pub(super) fn upsample_nearest(p: &ops::upsample::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (n, h, w) = (p.n as usize, p.h as usize, p.w as usize);
+    check_extent("upsample output", n - 1, out.len())?;
+    check_extent("upsample input", n / 4 - 1, x.len())?;
+    // One output row per chunk.
+    parallel_chunks(&mut out[..n], 2 * w, |r, y| {
+        let (plane, oy) = (r / (2 * h), r % (2 * h));
+        let src = &x[(plane * h + oy / 2) * w..(plane * h + oy / 2 + 1) * w];
+        for (ox, o) in y.iter_mut().enumerate() {
+            *o = src[ox / 2];
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn pad_crop(p: &ops::pad_crop::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (n, h, w, ho, wo) = (p.n as usize, p.h as usize, p.w as usize, p.ho as usize, p.wo as usize);
+    let planes = n / (ho * wo);
+    check_extent("pad/crop output", n - 1, out.len())?;
+    check_extent("pad/crop input", planes * h * w - 1, x.len())?;
+    // Reflection about the last row/column, as reflect padding on the bottom/right does.
+    let reflect = |o: usize, len: usize| if o >= len { 2 * (len - 1) - o } else { o };
+    parallel_chunks(&mut out[..n], wo, |r, y| {
+        let (plane, oy) = (r / ho, r % ho);
+        let src = &x[(plane * h + reflect(oy, h)) * w..][..w];
+        for (ox, o) in y.iter_mut().enumerate() {
+            *o = src[reflect(ox, w)];
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn transpose(p: &ops::transpose::Params, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (rows, cols) = (p.rows as usize, p.cols as usize);
+    let plane = rows * cols;
+    check_extent("transpose input", batch * plane - 1, x.len())?;
+    check_extent("transpose output", batch * plane - 1, out.len())?;
+    const TILE: usize = 32;
+    // One output plane per chunk, walked in tiles so that reads and writes stay in cache.
+    parallel_chunks(&mut out[..batch * plane], plane, |b, y| {
+        let xs = &x[b * plane..(b + 1) * plane];
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..(c0 + TILE).min(cols) {
+                        y[c * rows + r] = xs[r * cols + c];
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+pub(super) fn gather_rows(p: &ops::gather_rows::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (table, index) = (ins[0], bytemuck::cast_slice::<f32, u32>(ins[1]));
+    let (n, c, rows) = (p.n as usize, p.c as usize, p.table_rows as usize);
+    check_extent("gather output", n - 1, out.len())?;
+    check_extent("gather indices", n / c - 1, index.len())?;
+    check_extent("gather table", rows * c - 1, table.len())?;
+    for (r, y) in out[..n].chunks_mut(c).enumerate() {
+        // Out-of-range indices read the last row, as the shader does.
+        let src = (index[r] as usize).min(rows - 1);
+        y.copy_from_slice(&table[src * c..(src + 1) * c]);
+    }
+    Ok(())
+}
+
+pub(super) fn sde_update(p: &ops::sde_update::Params, z_mode: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (mu, x, noise, z, prev) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+    let n = p.n as usize;
+    check_extent("sampler update", n - 1, [mu.len(), x.len(), noise.len(), z.len(), prev.len(), out.len()].into_iter().min().unwrap())?;
+    let seed = p.seed_lo as u64 | (p.seed_hi as u64) << 32;
+    parallel_chunks(&mut out[..n], CHUNK, |ch, y| {
+        let i0 = ch * CHUNK;
+        for (j, o) in y.iter_mut().enumerate() {
+            let i = i0 + j;
+            let m = mu[i];
+            let mut v = m + p.a * (x[i] - m) + p.b * noise[i] + p.d * (prev[i] - m);
+            match z_mode {
+                1 => v += p.c * z[i],
+                2 => {
+                    // The GPU kernel's generator, keyed by the element's index.
+                    let (c, s) = crate::sde::seeded_normal_pair(seed, p.stream, (i >> 1) as u32);
+                    v += p.c * if i & 1 == 1 { s } else { c };
+                }
+                _ => {}
+            }
+            *o = v;
+        }
+    });
+    Ok(())
+}

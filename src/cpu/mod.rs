@@ -1,0 +1,272 @@
+//! The CPU backend: every WGSL kernel's twin in Rust, run on the same `Params` and
+//! buffers the ops pack for the GPU (see `crate::device`). Matrix products and the
+//! convolutions go through a packed, register-blocked GEMM (`matrixmultiply`); everything
+//! else is a plain loop over slices that the compiler vectorises. Natively the work of
+//! each kernel is split over threads (rayon); in the browser one wasm instance runs on one
+//! thread, and parallelism comes from several workers.
+//!
+//! f16 weights are widened to f32 once, when they are uploaded: the values are exactly
+//! the f16 ones the GPU reads, at twice the memory, and no kernel converts per call.
+
+mod attention;
+mod gemm;
+mod kernels;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::device::{AdapterInfo, DType, MemoryStats, Storage, Tensor};
+use crate::error::{Error, Result};
+use crate::shaders::Kernel;
+
+/// Host memory of one tensor: 32-bit words (f32 bits, or u32 indices).
+pub(crate) struct CpuBuffer {
+    words: RefCell<Vec<u32>>,
+    stats: Rc<RefCell<MemoryStats>>,
+}
+
+impl CpuBuffer {
+    fn bytes(&self) -> u64 {
+        4 * self.words.borrow().len() as u64
+    }
+
+    pub(crate) fn write(&self, data: &[f32]) -> Result<()> {
+        let mut words = self.words.try_borrow_mut().map_err(|_| busy())?;
+        words.copy_from_slice(bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, dtype: DType, n: usize) -> Result<Vec<f32>> {
+        let words = self.words.try_borrow().map_err(|_| busy())?;
+        Ok(match dtype {
+            DType::U32 => words[..n].iter().map(|&w| w as f32).collect(),
+            DType::F32 | DType::F16Packed => bytemuck::cast_slice(&words[..n]).to_vec(),
+        })
+    }
+}
+
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        let bytes = self.bytes();
+        self.stats.borrow_mut().live_bytes -= bytes;
+    }
+}
+
+fn busy() -> Error {
+    Error::Shape("a CPU tensor was read and written by one kernel at once".into())
+}
+
+struct Inner {
+    info: AdapterInfo,
+    stats: Rc<RefCell<MemoryStats>>,
+    dispatched: Cell<u64>,
+}
+
+#[derive(Clone)]
+pub(crate) struct CpuDevice {
+    inner: Rc<Inner>,
+}
+
+/// Threads each kernel is split over.
+pub(crate) fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+}
+
+/// Runs `f(0..count)`, on rayon's threads natively and in order in the browser.
+pub(crate) fn parallel_for(count: usize, f: impl Fn(usize) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        if count > 1 {
+            (0..count).into_par_iter().for_each(f);
+            return;
+        }
+    }
+    (0..count).for_each(f);
+}
+
+/// Runs `f(chunk index, chunk)` over `out` cut into pieces of `chunk` elements, in parallel
+/// natively.
+pub(crate) fn parallel_chunks(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let chunk = chunk.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        if out.len() > chunk {
+            out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+            return;
+        }
+    }
+    out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// An output that several threads write at disjoint indices (strided blocks that
+/// `chunks_mut` cannot express). Every write is bounds-checked.
+pub(crate) struct SharedOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: callers write each index from at most one task (documented at every use), and
+// the borrow of the slice outlives every task.
+unsafe impl Send for SharedOut<'_> {}
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    pub(crate) fn new(out: &'a mut [f32]) -> Self {
+        SharedOut { ptr: out.as_mut_ptr(), len: out.len(), _out: std::marker::PhantomData }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn set(&self, i: usize, v: f32) {
+        assert!(i < self.len, "CPU kernel wrote past its output");
+        // SAFETY: in bounds; no other task writes index i (see the type's comment).
+        unsafe { *self.ptr.add(i) = v }
+    }
+
+    /// The raw pointer, for the GEMM, whose caller checked the extent it writes.
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+/// A kernel's parameters from the bytes the op packed (the same struct the WGSL reads).
+fn params<P: bytemuck::Pod>(bytes: &[u8]) -> P {
+    bytemuck::pod_read_unaligned(bytes)
+}
+
+/// An override's value, or the WGSL default 0 / false when the op did not set it.
+pub(crate) fn overridden(overrides: &[(&'static str, f64)], name: &str) -> f64 {
+    overrides.iter().find(|(n, _)| *n == name).map_or(0.0, |o| o.1)
+}
+
+impl CpuDevice {
+    pub(crate) fn new() -> CpuDevice {
+        let simd = if cfg!(target_arch = "wasm32") {
+            if cfg!(target_feature = "simd128") { "wasm simd128" } else { "wasm, no SIMD" }
+        } else {
+            "native"
+        };
+        let info = AdapterInfo {
+            name: format!("CPU ({} thread{}, {simd})", threads(), if threads() == 1 { "" } else { "s" }),
+            backend: "cpu".into(),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+            is_software: false,
+            limits: wgpu::Limits::default(),
+            features: Vec::new(),
+        };
+        let stats = MemoryStats { live_bytes: 0, free_bytes: 0, peak_bytes: 0 };
+        CpuDevice { inner: Rc::new(Inner { info, stats: Rc::new(RefCell::new(stats)), dispatched: Cell::new(0) }) }
+    }
+
+    pub(crate) fn info(&self) -> &AdapterInfo {
+        &self.inner.info
+    }
+
+    pub(crate) fn dispatch_count(&self) -> u64 {
+        self.inner.dispatched.get()
+    }
+
+    pub(crate) fn memory(&self) -> MemoryStats {
+        *self.inner.stats.borrow()
+    }
+
+    pub(crate) fn reset_peak_memory(&self) {
+        let mut s = self.inner.stats.borrow_mut();
+        s.peak_bytes = s.live_bytes;
+    }
+
+    /// The same per-tensor limit as a GPU under WebGPU's defaults: both backends take
+    /// the same images and tiles.
+    fn check_size(&self, shape: &[usize]) -> Result<usize> {
+        let n: usize = shape.iter().product();
+        let max = self.inner.info.limits.max_storage_buffer_binding_size as u64;
+        if 4 * n as u64 > max {
+            return Err(Error::TooLarge(format!(
+                "a tensor of shape {shape:?} needs {} MiB but one tensor may hold at most {} MiB; use a smaller image or tile",
+                (4 * n as u64) >> 20,
+                max >> 20
+            )));
+        }
+        Ok(n)
+    }
+
+    fn tensor(&self, shape: &[usize], dtype: DType, words: Vec<u32>) -> Tensor {
+        let bytes = 4 * words.len() as u64;
+        {
+            let mut s = self.inner.stats.borrow_mut();
+            s.live_bytes += bytes;
+            s.peak_bytes = s.peak_bytes.max(s.live_bytes);
+        }
+        let buffer = CpuBuffer { words: RefCell::new(words), stats: self.inner.stats.clone() };
+        Tensor::new(Storage::Cpu(Rc::new(buffer)), shape.to_vec(), dtype)
+    }
+
+    pub(crate) fn empty(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = self.check_size(shape)?;
+        Ok(self.tensor(shape, DType::F32, vec![0; n]))
+    }
+
+    pub(crate) fn upload(&self, shape: &[usize], dtype: DType, words: &[u32]) -> Result<Tensor> {
+        self.check_size(shape)?;
+        Ok(self.tensor(shape, dtype, words.to_vec()))
+    }
+
+    pub(crate) fn upload_f16(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
+        self.check_size(shape)?;
+        let words = data.iter().map(|h| h.to_f32().to_bits()).collect();
+        Ok(self.tensor(shape, DType::F16Packed, words))
+    }
+
+    /// Runs `kernel` now on `buffers` (inputs, then the output).
+    pub(crate) fn run(&self, kernel: Kernel, overrides: &[(&'static str, f64)], p: &[u8], buffers: &[&Tensor], workgroups: [u32; 3]) -> Result<()> {
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let (out_t, in_t) = buffers.split_last().ok_or_else(|| Error::Shape(format!("{} without buffers", kernel.path())))?;
+        let out_buf = out_t.cpu()?;
+        let inputs = in_t.iter().map(|t| t.cpu()).collect::<Result<Vec<_>>>()?;
+        let mut out_words = out_buf.words.try_borrow_mut().map_err(|_| busy())?;
+        let in_words = inputs.iter().map(|b| b.words.try_borrow().map_err(|_| busy())).collect::<Result<Vec<_>>>()?;
+        let ins: Vec<&[f32]> = in_words.iter().map(|w| bytemuck::cast_slice::<u32, f32>(w)).collect();
+        let out: &mut [f32] = bytemuck::cast_slice_mut(&mut out_words);
+        let batch = workgroups[2] as usize;
+        let ov = |name| overridden(overrides, name);
+        self.inner.dispatched.set(self.inner.dispatched.get() + 1);
+        match kernel {
+            Kernel::Matmul => gemm::matmul(&params(p), batch, &ins, out),
+            Kernel::Conv2d => gemm::conv2d(&params(p), batch, &ins, out),
+            Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
+            Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
+            Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), &ins, out),
+            Kernel::GroupNorm => kernels::group_norm(&params(p), &ins, out),
+            Kernel::Softmax => kernels::softmax(&params(p), &ins, out),
+            Kernel::Activation => kernels::activation(&params(p), ov("OP") as u32, &ins, out),
+            Kernel::Binary => kernels::binary(&params(p), ov("OP") as u32, &ins, out),
+            Kernel::ScaleShift => kernels::scale_shift(&params(p), &ins, out),
+            Kernel::Concat => kernels::concat(&params(p), &ins, out),
+            Kernel::UpsampleNearest => kernels::upsample_nearest(&params(p), &ins, out),
+            Kernel::PadCrop => kernels::pad_crop(&params(p), &ins, out),
+            Kernel::Transpose => kernels::transpose(&params(p), batch, &ins, out),
+            Kernel::GatherRows => kernels::gather_rows(&params(p), &ins, out),
+            Kernel::SdeUpdate => kernels::sde_update(&params(p), ov("Z") as u32, &ins, out),
+        }
+    }
+}
+
+/// Fails unless `len` elements starting at the extent's maximum index fit in `buf`: the
+/// kernels index with the op's offsets and strides, checked once here.
+pub(crate) fn check_extent(what: &str, max_index: usize, len: usize) -> Result<()> {
+    if max_index >= len {
+        return Err(Error::Shape(format!("{what}: index {max_index} out of a buffer of {len} elements")));
+    }
+    Ok(())
+}

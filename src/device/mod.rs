@@ -1,0 +1,320 @@
+//! Where kernels run: a [`Device`] is either a GPU driven through wgpu (natively Vulkan,
+//! Metal, DX12; WebGPU in the browser) or the CPU backend (`crate::cpu`).
+//!
+//! The seam between the two is [`Device::dispatch`]: every op in `crate::ops` checks its
+//! shapes, allocates its output and packs the kernel's `Params` the same way for both;
+//! the GPU records the dispatch of the WGSL kernel, the CPU runs the kernel's CPU twin on
+//! the same parameters and buffers at once. Models and samplers are written once, over
+//! `Device`.
+
+mod future;
+mod gpu;
+mod pool;
+mod tensor;
+
+pub use future::Callback;
+#[cfg(not(target_arch = "wasm32"))]
+pub use future::block_on;
+pub use pool::MemoryStats;
+pub(crate) use tensor::Storage;
+pub use tensor::{DType, Tensor};
+
+use crate::cpu::CpuDevice;
+use crate::error::{Error, Result};
+use crate::shaders::Kernel;
+use gpu::GpuDevice;
+
+/// What the adapter is and what it allows, for display and for choosing work sizes.
+#[derive(Debug, Clone)]
+pub struct AdapterInfo {
+    pub name: String,
+    /// The wgpu backend (Vulkan, Metal, Dx12, BrowserWebGpu, ...) or `cpu`.
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// True for software GPU adapters (lavapipe, SwiftShader, WARP): expect CPU speed at
+    /// best. False for the CPU backend itself, which is written for CPUs.
+    pub is_software: bool,
+    /// The limits the device was created with (WebGPU defaults, raised only for buffer
+    /// sizes where the adapter offers more). The CPU backend keeps WebGPU's defaults, so
+    /// that both backends choose the same tiles for the same image.
+    pub limits: wgpu::Limits,
+    /// Features the adapter offers (not all are enabled on the device).
+    pub features: Vec<String>,
+}
+
+impl std::fmt::Display for AdapterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Browsers hide the adapter's name; say what we know instead of printing nothing.
+        let name = if self.name.is_empty() { "unnamed adapter" } else { &self.name };
+        write!(f, "{name} ({}, {}", self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Which backend to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A hardware GPU when there is one; the CPU backend where there is no adapter or
+    /// only a software one (lavapipe, SwiftShader), which the CPU backend outruns.
+    Auto,
+    /// The GPU adapter, whatever it is (software adapters included).
+    Gpu,
+    /// The CPU backend.
+    Cpu,
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Result<DeviceChoice> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "gpu" | "webgpu" => Ok(DeviceChoice::Gpu),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            _ => Err(Error::Usage(format!("unknown device `{s}`: use auto, gpu or cpu"))),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Gpu(GpuDevice),
+    Cpu(CpuDevice),
+}
+
+/// A device and everything needed to run kernels on it. Cheap to clone (shared).
+/// Not `Send`: a device is driven from one thread (or the browser's worker); the CPU
+/// backend uses threads of its own inside each kernel natively.
+#[derive(Clone)]
+pub struct Device {
+    backend: Backend,
+    /// Why this backend was chosen (for [`Device::open`]'s callers to show).
+    reason: String,
+}
+
+impl Device {
+    /// Opens the best GPU adapter: natively any wgpu backend (Vulkan, Metal, DX12, GL),
+    /// in the browser WebGPU.
+    pub async fn new() -> Result<Device> {
+        let gpu = GpuDevice::new().await?;
+        Ok(Device { backend: Backend::Gpu(gpu), reason: "the GPU was asked for".into() })
+    }
+
+    /// [`Device::new`] for native callers that are not async.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Device> {
+        block_on(Self::new())
+    }
+
+    /// The CPU backend (threads natively, SIMD in the browser).
+    pub fn cpu() -> Device {
+        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into() }
+    }
+
+    /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
+    /// falls back to the CPU backend, saying why in [`Device::reason`].
+    pub async fn open(choice: DeviceChoice) -> Result<Device> {
+        match choice {
+            DeviceChoice::Gpu => Self::new().await,
+            DeviceChoice::Cpu => Ok(Self::cpu()),
+            DeviceChoice::Auto => match GpuDevice::new().await {
+                Ok(gpu) if !gpu.info().is_software => {
+                    let reason = format!("a hardware GPU adapter was found ({})", gpu.info());
+                    Ok(Device { backend: Backend::Gpu(gpu), reason })
+                }
+                Ok(gpu) => {
+                    let reason = format!("the only GPU adapter is a software one ({}), slower than the CPU backend", gpu.info());
+                    Ok(Device { reason, ..Self::cpu() })
+                }
+                Err(e) => Ok(Device { reason: format!("no GPU adapter: {e}"), ..Self::cpu() }),
+            },
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_blocking(choice: DeviceChoice) -> Result<Device> {
+        block_on(Self::open(choice))
+    }
+
+    /// Why this backend runs (e.g. "no GPU adapter: ..."), for the user to see.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// True for the CPU backend.
+    pub fn is_cpu(&self) -> bool {
+        matches!(self.backend, Backend::Cpu(_))
+    }
+
+    pub fn info(&self) -> &AdapterInfo {
+        match &self.backend {
+            Backend::Gpu(g) => g.info(),
+            Backend::Cpu(c) => c.info(),
+        }
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.info().limits
+    }
+
+    /// Kernels recorded (GPU) or run (CPU) since the device was opened: lets tests tell
+    /// whether a call did any work at all.
+    pub fn dispatch_count(&self) -> u64 {
+        match &self.backend {
+            Backend::Gpu(g) => g.dispatch_count(),
+            Backend::Cpu(c) => c.dispatch_count(),
+        }
+    }
+
+    /// Bytes held by tensors, waiting for reuse, and the peak (GPU memory, or host memory
+    /// of the CPU backend's tensors).
+    pub fn memory(&self) -> MemoryStats {
+        match &self.backend {
+            Backend::Gpu(g) => g.memory(),
+            Backend::Cpu(c) => c.memory(),
+        }
+    }
+
+    /// Starts a new peak-memory measurement from the current allocation.
+    pub fn reset_peak_memory(&self) {
+        match &self.backend {
+            Backend::Gpu(g) => g.reset_peak_memory(),
+            Backend::Cpu(c) => c.reset_peak_memory(),
+        }
+    }
+
+    /// Frees the buffers the GPU pool keeps for reuse (the CPU backend keeps none).
+    pub fn release_free_buffers(&self) {
+        if let Backend::Gpu(g) = &self.backend {
+            g.release_free_buffers();
+        }
+    }
+
+    /// Submits pending work, waits for it, and reports the first error the device saw
+    /// since the last sync. The CPU backend runs kernels at once: nothing to wait for.
+    pub async fn sync(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Gpu(g) => g.sync().await,
+            Backend::Cpu(_) => Ok(()),
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sync_blocking(&self) -> Result<()> {
+        block_on(self.sync())
+    }
+
+    /// Submits every pending GPU dispatch (no-op on the CPU).
+    pub fn flush(&self) {
+        if let Backend::Gpu(g) = &self.backend {
+            g.flush();
+        }
+    }
+
+    /// An uninitialised f32 tensor, for kernel outputs.
+    pub fn empty(&self, shape: &[usize]) -> Result<Tensor> {
+        match &self.backend {
+            Backend::Gpu(g) => g.empty(shape),
+            Backend::Cpu(c) => c.empty(shape),
+        }
+    }
+
+    pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        match &self.backend {
+            Backend::Gpu(g) => g.upload(shape, data),
+            Backend::Cpu(c) => c.upload(shape, DType::F32, bytemuck::cast_slice(data)),
+        }
+    }
+
+    /// Overwrites an f32 tensor with `data`. Lets a loop refill the same tensor (the tiles
+    /// of a tiled restore) instead of creating one per upload.
+    pub fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        t.expect_f32("a written tensor")?;
+        check_len(t.shape(), data.len())?;
+        match &self.backend {
+            Backend::Gpu(g) => g.write(t, data),
+            Backend::Cpu(_) => t.cpu()?.write(data),
+        }
+    }
+
+    /// `n` ones: kernels that need a constant vector (a sum as a product with ones) get
+    /// it without an upload per call on the GPU.
+    pub(crate) fn ones(&self, n: usize) -> Result<Tensor> {
+        match &self.backend {
+            Backend::Gpu(g) => g.ones(n),
+            Backend::Cpu(c) => c.upload(&[n], DType::F32, &vec![1f32.to_bits(); n]),
+        }
+    }
+
+    /// Uploads indices (token ids, row numbers).
+    pub fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        match &self.backend {
+            Backend::Gpu(g) => g.upload_u32(shape, data),
+            Backend::Cpu(c) => c.upload(shape, DType::U32, data),
+        }
+    }
+
+    /// Uploads f32 values rounded to f16 (weights).
+    pub fn upload_f16(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        self.upload_f16_bits(shape, &halves)
+    }
+
+    /// Uploads values already in f16 (as stored in a checkpoint): on the GPU packed two per
+    /// 32-bit word, on the CPU widened to f32 once here (the values stay f16's).
+    pub fn upload_f16_bits(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        match &self.backend {
+            Backend::Gpu(g) => g.upload_f16_bits(shape, data),
+            Backend::Cpu(c) => c.upload_f16(shape, data),
+        }
+    }
+
+    /// Copies a tensor back as f32 (f16 tensors are widened, indices converted). On the
+    /// GPU this submits pending work first and fails if any GPU error happened since the
+    /// last sync.
+    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        match &self.backend {
+            Backend::Gpu(g) => g.read(t).await,
+            Backend::Cpu(_) => t.cpu()?.read(t.dtype(), t.numel()),
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, t: &Tensor) -> Result<Vec<f32>> {
+        block_on(self.read(t))
+    }
+
+    /// Runs one kernel: recorded into the GPU's pending batch, or run on the CPU now.
+    ///
+    /// Binding convention shared by every shader and its CPU twin: `@binding(0)` is the
+    /// `Params` uniform, `@binding(1..)` the storage buffers in the order given here, the
+    /// output last. `params` must be a `#[repr(C)]` struct of 32-bit scalars matching the
+    /// shader's `struct Params`.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Gpu(g) => g.dispatch(kernel, overrides, params, buffers, workgroups),
+            Backend::Cpu(c) => c.run(kernel, overrides, bytemuck::bytes_of(params), buffers, workgroups),
+        }
+    }
+}
+
+pub(crate) fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::Shape(format!("shape {shape:?} has {n} elements but {len} values were given")));
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! Parity with the original PyTorch computation on a fixture directory (format:
 //! shared/spec/parity-fixtures.md). Reads `DACLIP_FIXTURES` (default: the committed tiny
 //! set), converts the .pt there in memory when no converted file is present, and prints
-//! the error of every key it checks, for float32 and float16 weights.
+//! the error of every key it checks, for float32 and float16 weights, on the GPU adapter
+//! (`*_gpu`) and on the CPU backend (`*_cpu`).
 //!
 //!     DACLIP_FIXTURES=<dir> cargo test --release --test parity -- --nocapture
 #![cfg(not(target_arch = "wasm32"))]
@@ -97,10 +98,8 @@ fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, Devi
     vec![if f16 { ("file f16", st, DeviceDType::F16, TOL_F16) } else { ("file f32", st, DeviceDType::F32, TOL_F32) }]
 }
 
-#[test]
-fn daclip_parity() {
+fn daclip_parity(dev: Device) {
     let fx = Fixtures::load();
-    let dev = Device::new_blocking().unwrap();
     println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
     let mut failures = Vec::new();
 
@@ -158,8 +157,7 @@ fn daclip_parity() {
     assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
 }
 
-#[test]
-fn sde_parity() {
+fn sde_parity(dev: Device) {
     let fx = Fixtures::load();
     let sde = IrSde::published(100).unwrap();
     let mut r = Report { label: "f64", tol: TOL_F32, failures: Vec::new() };
@@ -172,7 +170,6 @@ fn sde_parity() {
     r.check("sde_max_sigma", &[sde.max_sigma as f32], &fx.get("sde_max_sigma").1);
 
     // The three posterior steps, from the stored state, noise and z.
-    let dev = Device::new_blocking().unwrap();
     let (shape, cond) = fx.get("unet_cond");
     let mu = dev.upload(shape, cond).unwrap();
     for k in 0..3 {
@@ -191,10 +188,8 @@ fn sde_parity() {
     assert!(r.failures.is_empty(), "parity failures:\n{}", r.failures.join("\n"));
 }
 
-#[test]
-fn unet_parity() {
+fn unet_parity(dev: Device) {
     let fx = Fixtures::load();
-    let dev = Device::new_blocking().unwrap();
     println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
     let up = |key: &str| { let (s, v) = fx.get(key); dev.upload(s, v).unwrap() };
     // The contexts are the fixture's own DA-CLIP outputs, so that UNet errors are not mixed
@@ -225,4 +220,38 @@ fn unet_parity() {
         failures.extend(r.failures);
     }
     assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+}
+
+fn gpu() -> Device {
+    Device::new_blocking().expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+#[test]
+fn daclip_parity_gpu() {
+    daclip_parity(gpu());
+}
+
+#[test]
+fn daclip_parity_cpu() {
+    daclip_parity(Device::cpu());
+}
+
+#[test]
+fn sde_parity_gpu() {
+    sde_parity(gpu());
+}
+
+#[test]
+fn sde_parity_cpu() {
+    sde_parity(Device::cpu());
+}
+
+#[test]
+fn unet_parity_gpu() {
+    unet_parity(gpu());
+}
+
+#[test]
+fn unet_parity_cpu() {
+    unet_parity(Device::cpu());
 }

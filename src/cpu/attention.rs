@@ -59,11 +59,8 @@ pub(super) fn attention(p: &Params, batch: usize, d4: usize, ins: &[&[f32]], out
             // Keys after `last_key` are masked for a causal query (as the shader does).
             let keys = if p.causal != 0 { i0 + r + nk - nq + 1 } else { nk };
             let m = row[..keys].iter().fold(f32::MIN, |m, &x| m.max(x));
-            let mut sum = 0f32;
-            for x in row[..keys].iter_mut() {
-                *x = (*x - m).exp();
-                sum += *x;
-            }
+            row[..keys].iter_mut().for_each(|x| *x = super::kernels::exp(*x - m));
+            let sum: f32 = row[..keys].iter().sum();
             row[keys..].fill(0.0);
             inv[r] = 1.0 / sum;
         }

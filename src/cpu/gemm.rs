@@ -177,7 +177,9 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
 }
 
 /// The patches of output pixels `p0 .. p0 + np`: row `(ci, ky, kx)` (the weight's column
-/// order), column = pixel; zero outside the image (zero padding).
+/// order), column = pixel; zero outside the image (zero padding). With stride 1 each
+/// output row's stretch of a patch row is one shifted slice of an input row: copied
+/// whole.
 fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32> {
     let (cin, h, wd) = (p.cin as usize, p.h as usize, p.w as usize);
     let (wo, kh, kw) = (p.wo as usize, p.kh as usize, p.kw as usize);
@@ -189,17 +191,32 @@ fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = rows.next().unwrap();
-                let (mut oy, mut ox) = (p0 / wo, p0 % wo);
-                for v in row.iter_mut() {
+                // Output pixels p0.. walked one output row (or part of one) at a time.
+                let mut at = 0;
+                while at < np {
+                    let (oy, ox0) = ((p0 + at) / wo, (p0 + at) % wo);
+                    let len = (wo - ox0).min(np - at);
+                    let dst = &mut row[at..at + len];
+                    at += len;
                     let iy = (oy * stride + ky).wrapping_sub(pad);
-                    let ix = (ox * stride + kx).wrapping_sub(pad);
-                    if iy < h && ix < wd {
-                        *v = plane[iy * wd + ix];
+                    if iy >= h {
+                        continue; // a padding row: zeros
                     }
-                    ox += 1;
-                    if ox == wo {
-                        ox = 0;
-                        oy += 1;
+                    let src = &plane[iy * wd..(iy + 1) * wd];
+                    if stride == 1 {
+                        // ix = ox + kx - pad lies in the image for ox in lo..hi.
+                        let lo = pad.saturating_sub(kx).max(ox0);
+                        let hi = (wd + pad).saturating_sub(kx).min(ox0 + len);
+                        if lo < hi {
+                            dst[lo - ox0..hi - ox0].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
+                        }
+                    } else {
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            let ix = ((ox0 + i) * stride + kx).wrapping_sub(pad);
+                            if ix < wd {
+                                *v = src[ix];
+                            }
+                        }
                     }
                 }
             }

@@ -8,8 +8,30 @@ use crate::ops;
 /// Elements per task of the element-wise kernels.
 const CHUNK: usize = 1 << 14;
 
+/// e^x to within 2 ulp (Cephes' range reduction and polynomial), written without
+/// branches or library calls so that loops over slices vectorise (libm's `expf` does
+/// not, and softmax, attention and the activations are mostly exponentials).
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low mantissa bits then hold n, so
+    // 2^n needs no float-to-int conversion.
+    const ROUND: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23)
+}
+
 fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
+    v / (1.0 + exp(-v))
 }
 
 /// activation.wgsl's exact GELU: the erfc of Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
@@ -17,12 +39,8 @@ fn gelu(x: f32) -> f32 {
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * z);
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let tail = 0.5 * poly * (-z * z).exp();
-    if x >= 0.0 {
-        x * (1.0 - tail)
-    } else {
-        x * tail
-    }
+    let tail = 0.5 * poly * exp(-z * z);
+    x * if x >= 0.0 { 1.0 - tail } else { tail }
 }
 
 /// Mean and 1/sqrt(var + eps) of the values `at(0..n)`.
@@ -125,17 +143,36 @@ pub(super) fn softmax(p: &ops::softmax::Params, ins: &[&[f32]], out: &mut [f32])
     check_extent("softmax output", outer * block - 1, out.len())?;
     parallel_chunks(&mut out[..outer * block], block, |o, y| {
         let xs = &x[off + o * block..off + (o + 1) * block];
-        for i in 0..inner {
-            let m = (0..dim).fold(f32::MIN, |m, j| m.max(xs[j * inner + i]));
+        if inner == 1 {
+            let m = xs.iter().fold(f32::MIN, |m, &v| m.max(v));
             let mut sum = 0f32;
-            for j in 0..dim {
-                let e = (xs[j * inner + i] - m).exp();
-                y[j * inner + i] = e;
-                sum += e;
+            for (o, &v) in y.iter_mut().zip(xs) {
+                *o = exp(v - m);
             }
+            sum += y.iter().sum::<f32>();
             let inv = 1.0 / sum;
-            for j in 0..dim {
-                y[j * inner + i] *= inv;
+            y.iter_mut().for_each(|o| *o *= inv);
+            return;
+        }
+        // Strided rows: all `inner` rows at once, walking the block in memory order.
+        let mut m = xs[..inner].to_vec();
+        for j in 1..dim {
+            for (mi, &v) in m.iter_mut().zip(&xs[j * inner..(j + 1) * inner]) {
+                *mi = mi.max(v);
+            }
+        }
+        let mut sum = vec![0f32; inner];
+        for j in 0..dim {
+            let (src, dst) = (&xs[j * inner..(j + 1) * inner], &mut y[j * inner..(j + 1) * inner]);
+            for (((o, &v), &mi), s) in dst.iter_mut().zip(src).zip(&m).zip(sum.iter_mut()) {
+                *o = exp(v - mi);
+                *s += *o;
+            }
+        }
+        sum.iter_mut().for_each(|s| *s = 1.0 / *s);
+        for j in 0..dim {
+            for (o, &inv) in y[j * inner..(j + 1) * inner].iter_mut().zip(&sum) {
+                *o *= inv;
             }
         }
     });
@@ -149,16 +186,15 @@ pub(super) fn activation(p: &ops::activation::Params, op: u32, ins: &[&[f32]], o
     check_extent("activation input", if op == 2 { 2 * n - 1 } else { n - 1 }, x.len())?;
     parallel_chunks(&mut out[..n], CHUNK, |c, y| {
         let i0 = c * CHUNK;
-        for (j, o) in y.iter_mut().enumerate() {
-            let i = i0 + j;
-            *o = match op {
-                0 => gelu(x[i]),
-                1 => silu(x[i]),
-                _ => {
-                    let (r, col) = (i / d, i % d);
-                    x[r * 2 * d + col] * gelu(x[r * 2 * d + d + col])
+        match op {
+            0 => y.iter_mut().zip(&x[i0..]).for_each(|(o, &v)| *o = gelu(v)),
+            1 => y.iter_mut().zip(&x[i0..]).for_each(|(o, &v)| *o = silu(v)),
+            _ => {
+                for (j, o) in y.iter_mut().enumerate() {
+                    let (r, col) = ((i0 + j) / d, (i0 + j) % d);
+                    *o = x[r * 2 * d + col] * gelu(x[r * 2 * d + d + col]);
                 }
-            };
+            }
         }
     });
     Ok(())
@@ -169,16 +205,25 @@ pub(super) fn binary(p: &ops::binary::Params, op: u32, ins: &[&[f32]], out: &mut
     let (n, b_len, b_inner) = (p.n as usize, p.b_len as usize, p.b_inner as usize);
     check_extent("binary operand", n - 1, a.len().min(out.len()))?;
     check_extent("binary broadcast operand", b_len - 1, b.len())?;
-    parallel_chunks(&mut out[..n], CHUNK, |c, y| {
-        let i0 = c * CHUNK;
-        for (j, o) in y.iter_mut().enumerate() {
-            let i = i0 + j;
-            let bv = b[(i / b_inner) % b_len];
-            *o = match op {
-                0 => a[i] + bv,
-                1 => a[i] * bv,
-                _ => a[i] - bv,
-            };
+    // Runs of `unit` elements see either one value of b (b_inner > 1: a plane per
+    // channel) or all of b in order (b_inner == 1): loops without a division per element.
+    let unit = if b_inner > 1 { b_inner } else { b_len };
+    let f = |a: f32, b: f32| match op {
+        0 => a + b,
+        1 => a * b,
+        _ => a - b,
+    };
+    parallel_chunks(&mut out[..n], unit * (CHUNK / unit).max(1), |c, y| {
+        let u0 = c * (CHUNK / unit).max(1);
+        for (k, yr) in y.chunks_mut(unit).enumerate() {
+            let u = u0 + k;
+            let ar = &a[u * unit..];
+            if b_inner > 1 {
+                let bv = b[u % b_len];
+                yr.iter_mut().zip(ar).for_each(|(o, &av)| *o = f(av, bv));
+            } else {
+                yr.iter_mut().zip(ar).zip(b).for_each(|((o, &av), &bv)| *o = f(av, bv));
+            }
         }
     });
     Ok(())
@@ -310,4 +355,20 @@ pub(super) fn sde_update(p: &ops::sde_update::Params, z_mode: u32, ins: &[&[f32]
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_is_within_two_ulp_of_f64() {
+        let mut worst = 0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 / 1000.0;
+            let want = (x as f64).exp();
+            worst = worst.max(((super::exp(x) as f64 - want) / want).abs());
+        }
+        assert!(worst < 2.5e-7, "exp relative error {worst:.2e}");
+        assert_eq!(super::exp(-1e9), super::exp(-87.0));
+        assert!(super::exp(1e9).is_finite());
+    }
 }

@@ -31,3 +31,20 @@ async fn conv2d_in_browser() {
 async fn attention_in_browser() {
     common::cases::attention(&dev().await).await;
 }
+
+/// The CPU backend compiled to wasm with simd128: every kernel case, as natively.
+#[wasm_bindgen_test]
+async fn cpu_backend_in_browser() {
+    let dev = Device::cpu();
+    report!("device: {}", dev.info());
+    common::cases::matmul(&dev).await;
+    common::cases::linear(&dev).await;
+    common::cases::conv2d(&dev).await;
+    common::cases::norms(&dev).await;
+    common::cases::softmax(&dev).await;
+    common::cases::activations(&dev).await;
+    common::cases::elementwise(&dev).await;
+    common::cases::layout(&dev).await;
+    common::cases::attention(&dev).await;
+    common::cases::linear_attn(&dev).await;
+}

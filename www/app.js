@@ -31,9 +31,12 @@ async function loadWeights(daclip, unet) {
         $('load-text').textContent = `${stage}: ${mib(loaded)}${total ? ` of ${mib(total)}` : ''}`;
       },
     });
-    $('load-text').textContent = `loaded on ${model.adapter.name || 'a WebGPU adapter'}`;
+    const a = model.adapter;
+    $('load-text').textContent = a.device === 'cpu' ? `loaded on this computer's CPU (${a.name})` : `loaded on ${a.name || 'a WebGPU adapter'}`;
     $('load-progress').value = 1;
-    if (model.adapter.isSoftware) {
+    if (a.device === 'cpu') {
+      status(`Running on the CPU, because ${a.reason}. Everything works; a restore takes longer than on a GPU.`);
+    } else if (a.isSoftware) {
       status('This browser only offers a software WebGPU adapter (no GPU acceleration): everything works, but a restore takes minutes to hours.');
     } else {
       status(null);
@@ -195,9 +198,9 @@ document.addEventListener('paste', (e) => {
 
 webgpuAvailable().then((ok) => {
   if (!ok) {
-    status('WebGPU is not available in this browser, and this page runs on WebGPU. Use a current Chrome or Edge (113 or later), Safari 26 or later, or Firefox 141 or later on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.', true);
-    for (const b of document.querySelectorAll('button')) b.disabled = true;
-  } else if (location.protocol !== 'file:') {
+    status('WebGPU is not available in this browser: this page will compute on the CPU, which takes longer. For the GPU, use a current Chrome or Edge (113 or later), Safari 26 or later, or Firefox 141 or later on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.');
+  }
+  if (location.protocol !== 'file:') {
     // Offer the converted real weights when the server has them (same origin only).
     fetch('../weights/daclip.safetensors', { method: 'HEAD' }).then((r) => { $('local-weights').hidden = !r.ok; }).catch(() => {});
   }

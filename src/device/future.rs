@@ -85,3 +85,20 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         }
     }
 }
+
+/// Lets the browser's event loop take a turn (a zero-delay timer): the CPU backend computes
+/// synchronously, so without this a worker would not see any message (an abort) until
+/// the whole call ends. GPU work yields by itself while waiting for the GPU.
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn yield_to_event_loop() {
+    use wasm_bindgen::JsCast;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let timer = js_sys::Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let scheduled = timer.is_some_and(|f| f.call2(&global, &resolve, &0.into()).is_ok());
+        if !scheduled {
+            let _ = resolve.call0(&wasm_bindgen::JsValue::UNDEFINED);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

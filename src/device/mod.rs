@@ -193,11 +193,17 @@ impl Device {
     }
 
     /// Submits pending work, waits for it, and reports the first error the device saw
-    /// since the last sync. The CPU backend runs kernels at once: nothing to wait for.
+    /// since the last sync. The CPU backend runs kernels at once: nothing to wait for (in
+    /// the browser it lets the event loop take a turn here and in reads, as waiting for a
+    /// GPU does, so that a worker sees aborts between steps and tiles).
     pub async fn sync(&self) -> Result<()> {
         match &self.backend {
             Backend::Gpu(g) => g.sync().await,
-            Backend::Cpu(_) => Ok(()),
+            Backend::Cpu(_) => {
+                #[cfg(target_arch = "wasm32")]
+                future::yield_to_event_loop().await;
+                Ok(())
+            }
         }
     }
 
@@ -281,7 +287,11 @@ impl Device {
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         match &self.backend {
             Backend::Gpu(g) => g.read(t).await,
-            Backend::Cpu(_) => t.cpu()?.read(t.dtype(), t.numel()),
+            Backend::Cpu(_) => {
+                #[cfg(target_arch = "wasm32")]
+                future::yield_to_event_loop().await;
+                t.cpu()?.read(t.dtype(), t.numel())
+            }
         }
     }
 

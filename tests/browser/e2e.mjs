@@ -1,5 +1,5 @@
 // End-to-end tests of the npm package and the demo in headless Chromium (WebGPU on
-// SwiftShader). Needs `npm run build:single` and the native binary (target/release); run
+// SwiftShader; the CPU backend in a Chromium without WebGPU). Needs `npm run build:single` and the native binary (target/release); run
 // by tests/run. Writes a screenshot of the demo to tests/browser-artifacts/.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -78,6 +78,7 @@ await check('the demo loads the tiny test weights', async () => {
   await page.click('#load-tiny');
   await page.waitForFunction(() => /loaded on|failed/.test(document.querySelector('#load-text').textContent), null, { timeout: 120000 });
   const text = await page.textContent('#load-text');
+  console.log(`     ${text}; ${await page.textContent('#status')}`);
   assert.match(text, /loaded on/, await page.textContent('#status'));
 });
 
@@ -96,7 +97,7 @@ await check('classify matches the parity fixture (text_probs)', async () => {
 // last bits of exp/log, and the tiny net is random, so the x0 prediction's 1/alpha(100) =
 // 200 amplifies them: a few values in a thousand come out 2-3 levels apart (measured: 18
 // of 7680 after one step). The check: 99.5% of values within 1/255, none beyond 4/255.
-await check('restore matches the native command line for the same seed', async () => {
+await check('restore on WebGPU (device: \'webgpu\') matches the native command line for the same seed', async () => {
   const nativePng = join(artifacts, 'tiny-native.png');
   execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7'], { stdio: 'pipe' });
   const result = await page.evaluate(async ({ input, native }) => {
@@ -107,9 +108,13 @@ await check('restore matches the native command line for the same seed', async (
       return c.getImageData(0, 0, bmp.width, bmp.height);
     };
     const img = await decode(input);
+    const { DaClip } = await import('/www/lib/daclip.js');
+    const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth', device: 'webgpu', cache: false });
     const started = performance.now();
-    const out = await window.daclipDemo.model.restore(img, { steps: 4, seed: 7 });
+    const out = await model.restore(img, { steps: 4, seed: 7 });
     const seconds = (performance.now() - started) / 1000;
+    const adapter = model.adapter;
+    model.dispose();
     const ref = await decode(native);
     let worst = 0;
     let beyondOne = 0;
@@ -118,9 +123,10 @@ await check('restore matches the native command line for the same seed', async (
       worst = Math.max(worst, d);
       if (d > 1) beyondOne++;
     }
-    return { worst, beyondOne, count: out.data.length, seconds, size: [out.width, out.height] };
+    return { worst, beyondOne, count: out.data.length, seconds, size: [out.width, out.height], adapter };
   }, { input: [...readFileSync(inputPng)], native: [...readFileSync(nativePng)] });
   console.log(`     ${result.size.join('x')}, 4 posterior steps in ${result.seconds.toFixed(1)} s on SwiftShader; vs native: max ${result.worst}/255, ${result.beyondOne} of ${result.count} values beyond 1/255`);
+  assert.equal(result.adapter.device, 'webgpu');
   assert.deepEqual(result.size, [w, h]);
   assert.ok(result.worst <= 4 && result.beyondOne <= 0.005 * result.count, JSON.stringify(result));
 });
@@ -278,19 +284,54 @@ await check('the single-file build works opened from disk', async () => {
 });
 await browser.close();
 
-await check('without WebGPU the page and the API say so', async () => {
+await check('without WebGPU the package classifies and restores on the CPU path', async () => {
   const plain = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
   const p = await plain.newPage();
+  p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
   await p.goto(`${base}/www/index.html`);
   const status = await p.textContent('#status');
-  const api = await p.evaluate(async () => {
+  const rgba = [];
+  for (let i = 0; i < w * h; i++) rgba.push(...fixtures.clip_u8.data.subarray(3 * i, 3 * i + 3), 255);
+  const nativePng = join(artifacts, 'tiny-native-cpu.png');
+  execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--device', 'cpu', '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7'], { stdio: 'pipe' });
+  const r = await p.evaluate(async ({ rgba, w, h, native }) => {
     const { DaClip } = await import('/www/lib/daclip.js');
-    try { await DaClip.load({ daclip: 'x' }); return 'loaded'; } catch (e) { return e.message; }
-  });
+    const webgpu = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', device: 'webgpu' }).then(() => 'loaded', (e) => e.message);
+    const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth' });
+    const img = new ImageData(new Uint8ClampedArray(rgba), w, h);
+    let started = performance.now();
+    const c = await model.classify(img);
+    const classifySeconds = (performance.now() - started) / 1000;
+    started = performance.now();
+    const out = await model.restore(img, { steps: 4, seed: 7 });
+    const restoreSeconds = (performance.now() - started) / 1000;
+    const bmp = await createImageBitmap(new Blob([new Uint8Array(native)], { type: 'image/png' }));
+    const ctx = new OffscreenCanvas(bmp.width, bmp.height).getContext('2d');
+    ctx.drawImage(bmp, 0, 0);
+    const ref = ctx.getImageData(0, 0, bmp.width, bmp.height);
+    let worst = 0;
+    let beyondOne = 0;
+    for (let i = 0; i < out.data.length; i++) {
+      const d = Math.abs(out.data[i] - ref.data[i]);
+      worst = Math.max(worst, d);
+      if (d > 1) beyondOne++;
+    }
+    model.dispose();
+    return { webgpu, adapter: model.adapter, labels: c.labels, probabilities: c.probabilities, classifySeconds, restoreSeconds, worst, beyondOne, count: out.data.length, size: [out.width, out.height] };
+  }, { rgba, w, h, native: [...readFileSync(nativePng)] });
   await plain.close();
-  console.log(`     ${api.slice(0, 90)}...`);
+  let worstP = 0;
+  r.labels.forEach((label, i) => { worstP = Math.max(worstP, Math.abs(r.probabilities[i] - textProbs[DEGRADATIONS.indexOf(label)])); });
+  console.log(`     device: ${r.adapter.device} (${r.adapter.name}): ${r.adapter.reason}`);
+  console.log(`     classify ${r.classifySeconds.toFixed(2)} s, max |p - text_probs| = ${worstP.toExponential(2)}; restore (4 posterior steps) ${r.restoreSeconds.toFixed(2)} s, vs native CPU: max ${r.worst}/255, ${r.beyondOne} of ${r.count} beyond 1/255`);
+  console.log(`     device: 'webgpu' without WebGPU: ${r.webgpu.slice(0, 80)}...`);
   assert.match(status, /WebGPU is not available/);
-  assert.match(api, /WebGPU is not available/);
+  assert.equal(r.adapter.device, 'cpu');
+  assert.match(r.adapter.reason, /no GPU adapter/);
+  assert.match(r.webgpu, /WebGPU is not available/);
+  assert.ok(worstP < 1e-2, `probabilities differ by ${worstP}`);
+  assert.deepEqual(r.size, [w, h]);
+  assert.ok(r.worst <= 4 && r.beyondOne <= 0.005 * r.count, JSON.stringify(r));
 });
 server.close();
 
@@ -303,11 +344,14 @@ await check('the npm package installs and imports in a fresh project', async () 
     const m = await import('daclip-webgpu');
     if (typeof m.DaClip?.load !== 'function' || m.hasWebGPU()) throw new Error('bad exports');
     const err = await m.DaClip.load({ daclip: 'x' }).then(() => null, (e) => e.message);
-    console.log(err);`], { cwd: dir, input: '' }).toString();
+    const gpu = await m.DaClip.load({ daclip: 'x', device: 'webgpu' }).then(() => null, (e) => e.message);
+    console.log(err + ' | ' + gpu);`], { cwd: dir, input: '' }).toString();
   const pkg = join(dir, 'node_modules/daclip-webgpu');
   for (const f of ['www/lib/daclip.js', 'www/lib/worker.js', 'www/lib/daclip.d.ts', 'www/pkg/daclip_webgpu.js', 'www/pkg/daclip_webgpu_bg.wasm']) readFileSync(join(pkg, f));
-  console.log(`     ${tarball}: imports; without WebGPU: ${out.trim().slice(0, 60)}...`);
-  assert.match(out, /WebGPU is not available/);
+  const [noWorker, noGpu] = out.trim().split(' | ');
+  console.log(`     ${tarball}: imports; in Node: ${noWorker.slice(0, 60)}...; device 'webgpu': ${noGpu.slice(0, 50)}...`);
+  assert.match(noWorker, /runs in a web browser/);
+  assert.match(noGpu, /WebGPU is not available/);
 });
 
 console.log(failures ? `${failures} browser test(s) FAILED` : 'all browser tests passed');

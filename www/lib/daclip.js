@@ -187,6 +187,7 @@ export class DaClip {
   static async load({ daclip, unet, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto' } = {}) {
     if (!DEVICES.includes(device)) throw new RangeError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
     if (device === 'webgpu' && !(await webgpuAvailable())) throw new Error(NO_WEBGPU);
+    if (typeof Worker === 'undefined') throw new Error('daclip-webgpu runs in a web browser: this environment has no Web Workers (in Node.js, use the daclip-webgpu command-line tool instead)');
     if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
     // DACLIP_WORKER_URL / _TYPE are set by the single-file build (www/build.mjs --single).
     const url = workerUrl ?? globalThis.DACLIP_WORKER_URL ?? new URL('./worker.js', import.meta.url);

@@ -444,26 +444,9 @@ impl GpuDevice {
         pipeline
     }
 
-    /// Records one dispatch of `kernel` into the pending batch.
-    ///
-    /// Binding convention shared by every shader: `@binding(0)` is the `Params` uniform,
-    /// `@binding(1..)` the storage buffers in the order given here. `params` must be a
-    /// `#[repr(C)]` struct of 32-bit scalars matching the shader's `struct Params`.
-    pub(crate) fn dispatch<P: bytemuck::Pod>(
-        &self,
-        kernel: Kernel,
-        overrides: &[(&'static str, f64)],
-        params: &P,
-        buffers: &[&Tensor],
-        workgroups: [u32; 3],
-    ) -> Result<()> {
-        let max = self.limits().max_compute_workgroups_per_dimension;
-        if workgroups.iter().any(|&w| w > max) {
-            return Err(Error::TooLarge(format!(
-                "{} needs {workgroups:?} workgroups, more than the {max} per dimension this device allows",
-                kernel.path()
-            )));
-        }
+    /// Records one dispatch of `kernel` into the pending batch (the binding convention
+    /// and the checks: [`crate::Device::dispatch`]).
+    pub(crate) fn dispatch<P: bytemuck::Pod>(&self, kernel: Kernel, overrides: &[(&'static str, f64)], params: &P, buffers: &[&Tensor], workgroups: [u32; 3]) -> Result<()> {
         if workgroups.contains(&0) {
             return Ok(());
         }

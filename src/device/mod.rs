@@ -314,6 +314,14 @@ impl Device {
         buffers: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        // Both backends refuse what a GPU under WebGPU's limits could not dispatch.
+        let max = self.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::TooLarge(format!(
+                "{} needs {workgroups:?} workgroups, more than the {max} per dimension this device allows",
+                kernel.path()
+            )));
+        }
         match &self.backend {
             Backend::Gpu(g) => g.dispatch(kernel, overrides, params, buffers, workgroups),
             Backend::Cpu(c) => c.run(kernel, overrides, bytemuck::bytes_of(params), buffers, workgroups),

@@ -23,7 +23,7 @@ struct Row {
     ms: f64,
 }
 
-/// Times `op` (which must record GPU work and return its output): one run to compile
+/// Times `op` (which must record or run device work and return its output): one run to compile
 /// its pipelines, then three rounds of back-to-back repeats (about half a second each,
 /// at least one call), and the fastest round's mean per call in ms. The best round
 /// rather than the mean: these machines are shared, and interference only adds time.
@@ -137,8 +137,9 @@ fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Op
     dev.sync_blocking()?;
     let weights_mib = dev.memory().live_bytes as f64 / (1 << 20) as f64;
     println!();
-    println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB on the GPU)");
-    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak GPU MiB");
+    let memory = if dev.is_cpu() { "host memory of the CPU backend's tensors, f16 weights widened" } else { "GPU memory" };
+    println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB; {memory})");
+    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak MiB");
     println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
     if let Some(((w, h), tile)) = tiled {
         return tiled_step_row(dev, &unet, &context, w, h, tile);

@@ -268,7 +268,7 @@ impl<'m> Restorer<'m> {
     /// Restores `image`. `on_step` is called after every tile and every finished step
     /// (once the GPU has finished it); returning false cancels, and `restore` returns
     /// [`Error::Cancelled`].
-    pub async fn restore(&self, dev: &Device, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<RgbImage> {
+    pub async fn restore(&self, dev: &Device, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<Restored> {
         image.check()?;
         let (w, h) = (image.width, image.height);
         let layout = self.layout(dev, w, h, options)?;
@@ -296,8 +296,60 @@ impl<'m> Restorer<'m> {
             let mut space = TiledSpace::new(dev, &mut predictor, layout, lq, options.seed)?;
             sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?
         };
-        to_rgb(&x, w, h)
+        Restored::new(x, w, h)
     }
+}
+
+/// A restored image: the sampler's final state, [3, H, W] values (finite: checked), to
+/// be stored at 8 bits (as the original's `tensor2img`) or 16.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub width: usize,
+    pub height: usize,
+    planar: Vec<f32>,
+}
+
+impl Restored {
+    /// Non-finite values are an error, never a silently black image.
+    fn new(planar: Vec<f32>, width: usize, height: usize) -> Result<Restored> {
+        if let Some(bad) = planar.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!("the restored image contains {bad}; the weights may be broken")));
+        }
+        Ok(Restored { width, height, planar })
+    }
+
+    /// The value of channel `c` (0 R, 1 G, 2 B) at pixel `i` (row-major), unclamped.
+    pub fn value(&self, c: usize, i: usize) -> f32 {
+        self.planar[c * self.width * self.height + i]
+    }
+
+    /// 8-bit RGB: clamp, `round(x * 255)` (half to even, as numpy rounds in the
+    /// original's `tensor2img`).
+    pub fn to_rgb8(&self) -> RgbImage {
+        let data = self.interleaved(|v| quantize(v, 255.0) as u8);
+        RgbImage { width: self.width, height: self.height, data }
+    }
+
+    /// 16-bit RGB, interleaved: clamp, `round(x * 65535)`.
+    pub fn to_rgb16(&self) -> Vec<u16> {
+        self.interleaved(|v| quantize(v, 65535.0) as u16)
+    }
+
+    fn interleaved<T: Copy + Default>(&self, q: impl Fn(f32) -> T) -> Vec<T> {
+        let n = self.width * self.height;
+        let mut out = vec![T::default(); 3 * n];
+        for (i, px) in out.chunks_mut(3).enumerate() {
+            for (c, o) in px.iter_mut().enumerate() {
+                *o = q(self.planar[c * n + i]);
+            }
+        }
+        out
+    }
+}
+
+/// `round(clamp(v, 0, 1) * max)`, half to even.
+pub fn quantize(v: f32, max: f32) -> f32 {
+    (v.clamp(0.0, 1.0) * max).round_ties_even()
 }
 
 /// The image's RGB values, planar [3, H, W].
@@ -310,22 +362,6 @@ fn planar_lq(image: ImageRef) -> Vec<u8> {
         }
     }
     lq
-}
-
-/// [1, 3, H, W] values in [0, 1] to 8 bits: clamp, `round(x * 255)` (half to even, as
-/// numpy rounds in the original's `tensor2img`). Non-finite values are an error, never a
-/// silently black image.
-fn to_rgb(v: &[f32], w: usize, h: usize) -> Result<RgbImage> {
-    if let Some(bad) = v.iter().find(|v| !v.is_finite()) {
-        return Err(Error::NonFinite(format!("the restored image contains {bad}; the weights may be broken")));
-    }
-    let mut data = vec![0u8; 3 * w * h];
-    for (i, px) in data.chunks_mut(3).enumerate() {
-        for (c, out) in px.iter_mut().enumerate() {
-            *out = (v[c * w * h + i].clamp(0.0, 1.0) * 255.0).round_ties_even() as u8;
-        }
-    }
-    Ok(RgbImage { width: w, height: h, data })
 }
 
 /// The planar [3, H, W] state as 8 bits, reduced (nearest neighbour) so that the longer
@@ -341,5 +377,5 @@ fn preview(v: &[f32], w: usize, h: usize) -> Result<RgbImage> {
             }
         }
     }
-    to_rgb(&picked, pw, ph)
+    Ok(Restored::new(picked, pw, ph)?.to_rgb8())
 }

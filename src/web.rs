@@ -167,7 +167,8 @@ impl Engine {
         Ok(serde_wasm_bindgen::to_value(&out)?)
     }
 
-    /// Restores an RGBA image; returns RGBA bytes of the same size. `on_step(step, total,
+    /// Restores an RGBA image; returns RGBA bytes of the same size, the alpha channel
+    /// unchanged. `on_step(step, total,
     /// tile, tiles, preview)` is called after every tile (`tile == tiles`: the step is
     /// finished; `preview` is then `{ width, height, data }` RGBA when asked for, else
     /// undefined) and cancels the restore by returning false.
@@ -193,8 +194,9 @@ impl Engine {
             // Anything but an explicit `false` (or a throwing callback) continues.
             matches!(r, Ok(v) if v != JsValue::FALSE)
         };
-        let out = restorer.restore(&self.dev, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?;
-        Ok(out.data.chunks(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect())
+        let out = restorer.restore(&self.dev, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?.to_rgb8();
+        // Restoration works on RGB, as the original; the alpha channel is copied through.
+        Ok(out.data.chunks(3).zip(rgba.chunks(4)).flat_map(|(c, a)| [c[0], c[1], c[2], a[3]]).collect())
     }
 
     /// How long a restore of a `width` x `height` image with `options` will take here:

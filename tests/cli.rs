@@ -1,17 +1,42 @@
 //! The command-line tool end to end on the tiny fixtures: convert (with and without the
-//! text tower) and classify a PNG.
+//! text tower), classify and restore photo files, one or many, and every refusal.
 #![cfg(not(target_arch = "wasm32"))]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::photos::{jpeg_with_orientation, pattern};
 
 fn tiny(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = run_code(args);
+    (code == 0, out, err)
+}
+
+/// The exit code, stdout and stderr.
+fn run_code(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_daclip-webgpu")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("daclip-cli-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The tiny DA-CLIP converted without its text tower into `dir`, and the tiny UNet.
+fn tiny_models(dir: &Path) -> (String, String) {
+    let daclip = dir.join("daclip.safetensors").to_str().unwrap().to_string();
+    let (ok, _, err) = run(&["convert", tiny("daclip.pt").to_str().unwrap(), "-o", &daclip, "--clip-config", tiny("clip_config.json").to_str().unwrap(), "--no-text"]);
+    assert!(ok, "{err}");
+    (daclip, tiny("universal-ir.pth").to_str().unwrap().to_string())
 }
 
 /// The fixture's 8-bit input (clip_u8, H x W x 3) as a PNG, and the expected probabilities.
@@ -28,8 +53,7 @@ fn fixture_png(dir: &Path) -> (PathBuf, Vec<f32>) {
 
 #[test]
 fn convert_and_classify() {
-    let dir = std::env::temp_dir().join(format!("daclip-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("classify");
     let (png, want) = fixture_png(&dir);
     let config = tiny("clip_config.json");
     let pt = tiny("daclip.pt");
@@ -63,13 +87,26 @@ fn convert_and_classify() {
     assert!(!ok && err.contains("cannot read the image"), "{err}");
     let (ok, _, err) = run(&["classify", png.to_str().unwrap(), "--daclip", png.to_str().unwrap()]);
     assert!(!ok && err.contains("cannot read weights"), "{err}");
+
+    // Many files: one JSON line each, a broken one reported and the exit code 1.
+    let broken = dir.join("broken.webp");
+    std::fs::write(&broken, b"RIFF....WEBPVP8 garbage").unwrap();
+    let webp = dir.join("tiny.webp");
+    image::open(&png).unwrap().save(&webp).unwrap();
+    let (code, out, err) = run_code(&["classify", png.to_str().unwrap(), broken.to_str().unwrap(), webp.to_str().unwrap(), "--daclip", no_text.to_str().unwrap(), "--json"]);
+    println!("{err}");
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[1]["error"].as_str().unwrap().contains("cannot read the image"), "{out}");
+    assert_eq!(lines[0]["probabilities"], lines[2]["probabilities"], "the lossless WebP classifies as the PNG");
+    assert!(err.contains("2 of 3 classified; 1 failed") && err.contains("broken.webp"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn restore_writes_the_input_size_is_seeded_and_tiles() {
-    let dir = std::env::temp_dir().join(format!("daclip-restore-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("restore");
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     // A 61 x 77 PNG (odd sizes: padding and crop).
     let img = image::RgbImage::from_fn(61, 77, |x, y| image::Rgb([(x * 4) as u8, (y * 3) as u8, ((x * y) % 251) as u8]));
@@ -95,15 +132,167 @@ fn restore_writes_the_input_size_is_seeded_and_tiles() {
     let (ok, stdout, err) = run(&["restore", &p("in.png"), "-o", &p("t.png"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--steps", "2", "--tile", "40", "--overlap", "10"]);
     assert!(ok, "{err}");
     println!("{stdout}{}", err.rsplit('\r').next().unwrap_or(""));
-    assert!(err.contains("6 tiles of 40x40 per step") && err.contains("step 2/2, tile 6/6"), "{err}");
+    assert!(err.contains("6 tiles of 40x40 per step") && err.contains("step 2/2 (6 tiles) done"), "{err}");
     let tiled = image::open(p("t.png")).unwrap();
     assert_eq!((tiled.width(), tiled.height()), (61, 77));
-    let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("t.png"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--tile", "40", "--overlap", "30"]);
+    let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("t.png"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap(), "--tile", "40", "--overlap", "30", "--force"]);
     assert!(!ok && err.contains("overlap must be at most half the tile"), "{err}");
 
     let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("x.png"), "--daclip", unet.to_str().unwrap(), "--unet", unet.to_str().unwrap()]);
     assert!(!ok && err.contains("expected a DA-CLIP checkpoint"), "{err}");
     let (ok, _, err) = run(&["restore", &p("in.png"), "-o", &p("x.gif"), "--daclip", &p("daclip.safetensors"), "--unet", unet.to_str().unwrap()]);
     assert!(!ok && err.contains(".png, .jpg"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn usage_and_version() {
+    let (code, out, _) = run_code(&["--version"]);
+    assert_eq!((code, out.trim()), (0, concat!("daclip-webgpu ", env!("CARGO_PKG_VERSION"))));
+    let (code, out, _) = run_code(&["classify", "--version"]);
+    assert_eq!((code, out.trim()), (0, concat!("daclip-webgpu-classify ", env!("CARGO_PKG_VERSION"))));
+    let (code, out, _) = run_code(&["restore", "--help"]);
+    assert!(code == 0 && out.contains("--depth") && out.contains("--force"), "{out}");
+    let (code, _, err) = run_code(&["restore", "in.png"]);
+    assert!(code == 2 && err.contains("--output"), "{err}");
+    let (code, _, err) = run_code(&["restore", "in.png", "-o", "x.png", "--daclip", "d", "--unet", "u", "--steps", "many"]);
+    assert!(code == 2 && err.contains("--steps"), "{err}");
+    let (code, _, err) = run_code(&["frobnicate"]);
+    assert!(code == 2 && err.contains("frobnicate"), "{err}");
+}
+
+/// Each mistake in the outputs is refused at once, with exit code 2: the weights named
+/// do not even exist, so any work would have failed differently.
+#[test]
+fn outputs_are_checked_before_any_work() {
+    let dir = scratch("outputs");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    image::DynamicImage::ImageRgb8(pattern(40, 48)).save(p("a.png")).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(40, 48)).save(p("a.jpg")).unwrap();
+    std::fs::write(p("taken.png"), b"an earlier result").unwrap();
+    let refused = |args: &[&str], want: &str| {
+        let mut all = vec!["restore", "--daclip", "/nonexistent/daclip.safetensors", "--unet", "/nonexistent/unet.pth"];
+        all.extend_from_slice(args);
+        let (code, _, err) = run_code(&all);
+        println!("{args:?}: {}", err.trim());
+        assert!(code == 2 && err.contains(want), "{args:?}: exit {code}, {err}");
+    };
+    refused(&[&p("a.png"), "-o", "/missing/dir/out.png"], "/missing/dir: no such folder");
+    refused(&[&p("a.png"), "-o", &p("out.gif")], "the output must end in .png, .jpg");
+    refused(&[&p("a.png"), "-o", &p("out")], "the output must end in");
+    refused(&[&p("a.png"), "-o", &p("a.png"), "--force"], "would overwrite its input");
+    refused(&[&p("a.png"), "-o", &p("taken.png")], "taken.png exists; pass --force");
+    refused(&[&p("a.png"), "-o", &p("out.jpg"), "--depth", "16"], "--depth 16 needs .png or .tiff");
+    refused(&[&p("a.png"), &p("a.jpg"), "-o", &p("taken.png")], "-o names a folder");
+    refused(&[&p("a.png"), &p("a.jpg"), "-o", &p("many"), "--format", "png"], "would both be written to");
+    refused(&[&p("a.png"), &p("a.jpg"), "-o", "/missing/dir/many/"], "/missing/dir: no such folder");
+    std::fs::create_dir(p("empty")).unwrap();
+    refused(&[&p("empty"), "-o", &p("many")], "no images in this folder");
+    refused(&[&p("a.png"), "-o", &p("out.png"), "--quality", "0"], "--quality");
+    let read_only = dir.join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::File::create(read_only.join("probe")).is_err() {
+        refused(&[&p("a.png"), "-o", read_only.join("out.png").to_str().unwrap()], "cannot write in this folder");
+    } else {
+        println!("(running as root: a read-only folder is writable, not checked)");
+    }
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A phone's portrait JPEG comes out upright, RGBA keeps its alpha exactly, grey stays
+/// grey, 16 bits stay 16 bits where asked, and every output format is written.
+#[test]
+fn photos_come_out_upright_in_their_own_layout() {
+    let dir = scratch("photos");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (daclip, unet) = tiny_models(&dir);
+    let restore = |input: &str, output: &str, extra: &[&str]| {
+        let mut args = vec!["restore", input, "-o", output, "--daclip", &daclip, "--unet", &unet, "--steps", "2", "--seed", "5"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{err}");
+        print!("{out}");
+        image::open(output).unwrap()
+    };
+
+    // Stored 40 x 48 with EXIF orientation 6; its upright pixels as a PNG restore the same.
+    jpeg_with_orientation(&pattern(40, 48), 6, &dir.join("portrait.jpg"));
+    let upright = image::imageops::rotate90(&image::open(p("portrait.jpg")).unwrap().to_rgb8());
+    upright.save(p("upright.png")).unwrap();
+    let from_jpeg = restore(&p("portrait.jpg"), &p("portrait-out.png"), &[]);
+    let from_png = restore(&p("upright.png"), &p("upright-out.png"), &[]);
+    assert_eq!((from_jpeg.width(), from_jpeg.height()), (48, 40), "stored upright");
+    assert!(from_jpeg == from_png, "the rotated JPEG restores as its upright pixels");
+
+    // RGBA: the alpha channel comes back exactly, the colours as for the RGB image.
+    let rgba = image::RgbaImage::from_fn(48, 40, |x, y| {
+        let c = upright.get_pixel(x, y);
+        image::Rgba([c[0], c[1], c[2], ((x * 5 + y * 11) % 256) as u8])
+    });
+    rgba.save(p("rgba.png")).unwrap();
+    let out = restore(&p("rgba.png"), &p("rgba-out.png"), &[]);
+    let out = out.as_rgba8().expect("RGBA out");
+    assert!(out.pixels().zip(rgba.pixels()).all(|(a, b)| a[3] == b[3]), "alpha copied through");
+    assert!(out.pixels().zip(from_png.to_rgb8().pixels()).all(|(a, b)| a.0[..3] == b.0), "RGB restored as without alpha");
+
+    // Grey in, grey out.
+    image::DynamicImage::ImageRgb8(upright.clone()).to_luma8().save(p("grey.png")).unwrap();
+    let grey = restore(&p("grey.png"), &p("grey-out.png"), &[]);
+    assert_eq!(grey.color(), image::ColorType::L8);
+
+    // 16 bits where asked: the same restore, rounded to 8 bits, is the 8-bit output.
+    image::DynamicImage::ImageRgb8(upright.clone()).to_rgb16().save(p("deep.png")).unwrap();
+    let deep = restore(&p("deep.png"), &p("deep-out.png"), &["--depth", "16"]);
+    assert_eq!(deep.color(), image::ColorType::Rgb16);
+    let shallow = restore(&p("deep.png"), &p("deep-out8.png"), &[]);
+    assert_eq!(shallow.color(), image::ColorType::Rgb8, "8 bits unless asked");
+    let worst = deep.to_rgb16().as_raw().iter().zip(shallow.to_rgb8().as_raw()).map(|(&a, &b)| (a as f32 / 257.0 - b as f32).abs()).fold(0.0, f32::max);
+    println!("16-bit output against the 8-bit one: max {worst:.3} of 255");
+    assert!(worst <= 0.5 + 1e-3, "{worst}");
+
+    // Every output format; JPEG says it drops alpha.
+    for ext in ["jpg", "webp", "tiff", "tif", "jpeg"] {
+        let out = restore(&p("upright.png"), &p(&format!("o.{ext}")), &["--quality", "90"]);
+        assert_eq!((out.width(), out.height()), (48, 40), "{ext}");
+    }
+    assert!(restore(&p("upright.png"), &p("o.webp"), &["--force"]) == from_png, "lossless WebP");
+    let (ok, _, err) = run(&["restore", &p("rgba.png"), "-o", &p("rgba.jpg"), "--daclip", &daclip, "--unet", &unet, "--steps", "1"]);
+    assert!(ok && err.contains("JPEG has no alpha channel"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A folder of three images, one of them broken: the models load once, two outputs are
+/// written under the inputs' names, the broken one is reported and the exit code is 1.
+#[test]
+fn a_folder_restores_past_a_broken_file() {
+    let dir = scratch("folder");
+    let (daclip, unet) = tiny_models(&dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(40, 48)).save(photos.join("one.png")).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(48, 40)).save(photos.join("two.jpg")).unwrap();
+    std::fs::write(photos.join("three.png"), b"not a PNG").unwrap();
+    std::fs::write(photos.join("notes.txt"), b"not an image by name: skipped").unwrap();
+    let out = dir.join("out");
+    let (code, stdout, err) = run_code(&["restore", photos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--daclip", &daclip, "--unet", &unet, "--steps", "2"]);
+    println!("{stdout}{err}");
+    assert_eq!(code, 1, "{err}");
+    let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    written.sort();
+    assert_eq!(written, ["one.png", "two.jpg"]);
+    assert!(err.contains("2 of 3 restored; 1 failed") && err.contains("three.png: cannot read the image"), "{err}");
+    assert_eq!(err.matches("device: ").count(), 1, "one device, the models loaded once");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    // Again: the outputs exist now.
+    let (code, _, err) = run_code(&["restore", photos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--daclip", &daclip, "--unet", &unet, "--steps", "2"]);
+    assert!(code == 2 && err.contains("exists; pass --force"), "{err}");
+    // Files and folders mixed, into another format.
+    let (code, stdout, err) = run_code(&["restore", photos.join("one.png").to_str().unwrap(), photos.join("two.jpg").to_str().unwrap(), "-o", dir.join("tiffs/").to_str().unwrap(), "--format", "tiff", "--daclip", &daclip, "--unet", &unet, "--steps", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("tiffs/one.tiff").exists() && dir.join("tiffs/two.tiff").exists(), "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -55,7 +55,7 @@ fn seeded_restores_are_reproducible() {
     let img = test_image();
     let run = |seed, sampler| {
         let opts = RestoreOptions { steps: 4, seed, sampler, ..Default::default() };
-        block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).unwrap()
+        block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).unwrap().to_rgb8()
     };
     let a = run(1, Sampler::Posterior);
     assert_eq!((a.width, a.height), (61, 77));
@@ -82,7 +82,8 @@ fn steps_reuse_buffers_and_report_progress() {
         seen.push((s.progress.step, s.progress.total, dev.memory()));
         true
     }))
-    .unwrap();
+    .unwrap()
+    .to_rgb8();
     assert_eq!(out.data.len(), 61 * 77 * 3);
     assert_eq!(seen.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), (1..=5).map(|i| (i, 5)).collect::<Vec<_>>());
     for (step, _, mem) in &seen {
@@ -156,10 +157,10 @@ fn an_image_in_one_tile_takes_the_untiled_path_bit_for_bit() {
     let x = block_on(sample(&mut DeviceSpace::new(&dev, &mut unet, &lq, opts.seed), sde.max_sigma, &plan, false, &mut |_, _| true)).unwrap();
     let want = to_u8(&dev.read_blocking(&x).unwrap(), img.width, img.height);
     for tile in [None, Some(77), Some(128)] {
-        let out = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile, ..opts.clone() }, &mut |_| true)).unwrap();
+        let out = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile, ..opts.clone() }, &mut |_| true)).unwrap().to_rgb8();
         assert!(out.data == want, "tile {tile:?}: not the untiled result");
     }
-    let tiled = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(48), overlap: Some(16), ..opts.clone() }, &mut |_| true)).unwrap();
+    let tiled = block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(48), overlap: Some(16), ..opts.clone() }, &mut |_| true)).unwrap().to_rgb8();
     assert!(tiled.data != want, "tile 48 is a tiled restore");
 }
 
@@ -210,7 +211,7 @@ fn tiles_of_a_256_image_blend_without_seams() {
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = image_of(256, 256);
     let opts = RestoreOptions { steps: 3, seed: 2, sampler: Sampler::MrOde2, ..Default::default() };
-    let run = |tile, overlap| block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(tile), overlap: Some(overlap), ..opts.clone() }, &mut |_| true)).unwrap();
+    let run = |tile, overlap| block_on(r.restore(&dev, image_ref(&img), &RestoreOptions { tile: Some(tile), overlap: Some(overlap), ..opts.clone() }, &mut |_| true)).unwrap().to_rgb8();
     let untiled = run(256, 0);
     let grid_of = |overlap| TileLayout::new(256, 256, 128, overlap);
     println!("tiny weights, 256x256, mr-ode2 3 steps; seam score 1.0 = no seam");
@@ -349,8 +350,8 @@ fn the_cpu_backend_restores_what_the_gpu_does() {
     let img = image_of(72, 60);
     for (what, tile) in [("whole image", None), ("tiles of 32", Some(32))] {
         let opts = RestoreOptions { steps: 4, seed: 5, tile, overlap: tile.map(|t| t / 4), ..Default::default() };
-        let a = block_on(rg.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).unwrap();
-        let b = block_on(rc.restore(&cpu, image_ref(&img), &opts, &mut |_| true)).unwrap();
+        let a = block_on(rg.restore(&gpu, image_ref(&img), &opts, &mut |_| true)).unwrap().to_rgb8();
+        let b = block_on(rc.restore(&cpu, image_ref(&img), &opts, &mut |_| true)).unwrap().to_rgb8();
         let diffs: Vec<u8> = a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).collect();
         let worst = diffs.iter().copied().max().unwrap();
         let beyond_one = diffs.iter().filter(|&&d| d > 1).count();

@@ -12,6 +12,7 @@ const CHUNK: usize = 1 << 14;
 /// branches or library calls so that loops over slices vectorise (libm's `expf` does
 /// not, and softmax, attention and the activations are mostly exponentials).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // the published coefficients, as written
 pub(super) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low mantissa bits then hold n, so
@@ -35,6 +36,7 @@ fn silu(v: f32) -> f32 {
 }
 
 /// activation.wgsl's exact GELU: the erfc of Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7).
+#[allow(clippy::excessive_precision)] // the published coefficients, as activation.wgsl has them
 fn gelu(x: f32) -> f32 {
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * z);

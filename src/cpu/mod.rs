@@ -188,7 +188,7 @@ impl CpuDevice {
     /// the same images and tiles.
     fn check_size(&self, shape: &[usize]) -> Result<usize> {
         let n: usize = shape.iter().product();
-        let max = self.inner.info.limits.max_storage_buffer_binding_size as u64;
+        let max = self.inner.info.limits.max_storage_buffer_binding_size;
         if 4 * n as u64 > max {
             return Err(Error::TooLarge(format!(
                 "a tensor of shape {shape:?} needs {} MiB but one tensor may hold at most {} MiB; use a smaller image or tile",

@@ -128,7 +128,7 @@ impl Device {
                     let reason = format!("the only GPU adapter is a software one ({}), slower than the CPU backend", gpu.info());
                     Ok(Device { reason, ..Self::cpu() })
                 }
-                Err(e) => Ok(Device { reason: format!("no GPU adapter: {e}"), ..Self::cpu() }),
+                Err(e) => Ok(Device { reason: e.to_string(), ..Self::cpu() }),
             },
         }
     }

@@ -99,7 +99,7 @@ await check('classify matches the parity fixture (text_probs)', async () => {
 // of 7680 after one step). The check: 99.5% of values within 1/255, none beyond 4/255.
 await check('restore on WebGPU (device: \'webgpu\') matches the native command line for the same seed', async () => {
   const nativePng = join(artifacts, 'tiny-native.png');
-  execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7'], { stdio: 'pipe' });
+  execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7', '--force'], { stdio: 'pipe' });
   const result = await page.evaluate(async ({ input, native }) => {
     const decode = async (bytes) => {
       const bmp = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: 'image/png' }));
@@ -171,6 +171,55 @@ await check('a restore in 6 tiles reports tile progress, and an abort mid-step s
   assert.equal(r.error, 'AbortError');
   // The abort message reaches the worker while it waits for a tile: it stops within a tile or two.
   assert.ok(r.abortedEvents.every(([step, tile]) => step === 1 && tile <= 4), JSON.stringify(r.abortedEvents));
+});
+
+await check('a portrait JPEG File (EXIF orientation 6) comes back upright, and alpha comes back unchanged', async () => {
+  const r = await page.evaluate(async () => {
+    const model = window.daclipDemo.model;
+    const [sw, sh] = [40, 48]; // as stored; a viewer shows 48 x 40
+    const stored = new ImageData(sw, sh);
+    for (let i = 0; i < sw * sh; i++) stored.data.set([(i % sw) * 6, ((i / sw) | 0) * 5, (i * 7) % 256, 255], 4 * i);
+    const canvas = new OffscreenCanvas(sw, sh);
+    canvas.getContext('2d').putImageData(stored, 0, 0);
+    const jpeg = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/jpeg', quality: 0.95 })).arrayBuffer());
+    // APP1 "Exif" right after SOI: a big-endian TIFF block whose one entry is
+    // Orientation (0x0112, SHORT, 1 value) = 6, as phones write portrait photos.
+    const tiff = [0x4d, 0x4d, 0, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
+    const app1 = [0xff, 0xe1, 0, 2 + 6 + tiff.length, 0x45, 0x78, 0x69, 0x66, 0, 0, ...tiff];
+    const file = new File([jpeg.subarray(0, 2), new Uint8Array(app1), jpeg.subarray(2)], 'portrait.jpg', { type: 'image/jpeg' });
+    const options = { steps: 2, seed: 3 };
+    const fromFile = await model.restore(file, options);
+    // The stored pixels (the same JPEG without the EXIF block) turned a quarter clockwise by hand.
+    const bmp = await createImageBitmap(new Blob([jpeg], { type: 'image/jpeg' }));
+    const c = new OffscreenCanvas(bmp.width, bmp.height).getContext('2d');
+    c.drawImage(bmp, 0, 0);
+    const raw = c.getImageData(0, 0, bmp.width, bmp.height);
+    const upright = new ImageData(raw.height, raw.width);
+    for (let y = 0; y < raw.width; y++) for (let x = 0; x < raw.height; x++) {
+      const from = 4 * ((raw.height - 1 - x) * raw.width + y);
+      upright.data.set(raw.data.subarray(from, from + 4), 4 * (y * raw.height + x));
+    }
+    const fromPixels = await model.restore(upright, options);
+    let differ = 0;
+    for (let i = 0; i < fromFile.data.length; i++) if (fromFile.data[i] !== fromPixels.data[i]) differ++;
+    // Alpha: the same pixels with a varying alpha channel.
+    const withAlpha = new ImageData(new Uint8ClampedArray(upright.data), upright.width, upright.height);
+    for (let i = 0; i < withAlpha.width * withAlpha.height; i++) withAlpha.data[4 * i + 3] = (i * 13) % 256;
+    const out = await model.restore(withAlpha, options);
+    let alphaDiffer = 0;
+    let rgbDiffer = 0;
+    for (let i = 0; i < out.data.length; i++) {
+      if (i % 4 === 3) alphaDiffer += out.data[i] !== withAlpha.data[i];
+      else rgbDiffer += out.data[i] !== fromPixels.data[i];
+    }
+    return { stored: [bmp.width, bmp.height], size: [fromFile.width, fromFile.height], differ, alphaDiffer, rgbDiffer };
+  });
+  console.log(`     stored ${r.stored.join('x')}, restored ${r.size.join('x')}; ${r.differ} values differ from the hand-turned pixels' restore; alpha: ${r.alphaDiffer} differ`);
+  assert.deepEqual(r.stored, [40, 48]);
+  assert.deepEqual(r.size, [48, 40]);
+  assert.equal(r.differ, 0);
+  assert.equal(r.alphaDiffer, 0);
+  assert.equal(r.rgbDiffer, 0, 'alpha does not change the restored colours');
 });
 
 await check('cancelling a restore stops it, and the next restore succeeds', async () => {
@@ -293,7 +342,7 @@ await check('without WebGPU the package classifies and restores on the CPU path'
   const rgba = [];
   for (let i = 0; i < w * h; i++) rgba.push(...fixtures.clip_u8.data.subarray(3 * i, 3 * i + 3), 255);
   const nativePng = join(artifacts, 'tiny-native-cpu.png');
-  execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--device', 'cpu', '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7'], { stdio: 'pipe' });
+  execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--device', 'cpu', '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7', '--force'], { stdio: 'pipe' });
   const r = await p.evaluate(async ({ rgba, w, h, native }) => {
     const { DaClip } = await import('/www/lib/daclip.js');
     const webgpu = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', device: 'webgpu' }).then(() => 'loaded', (e) => e.message);

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cases;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod photos;
 pub mod reference;
 
 /// Prints a line natively and to the browser console under wasm-bindgen-test.

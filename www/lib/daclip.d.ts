@@ -116,7 +116,9 @@ export declare class DaClip {
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
   /** Restores an image of any size up to 64 MP (each side 9 to 16384 pixels); the result
-   * has the input's size. Larger than one tile: tile by tile at every step, blended. */
+   * has the input's size and its alpha channel unchanged (restoration works on RGB).
+   * Files and blobs are decoded upright (EXIF orientation applied). Larger than one
+   * tile: tile by tile at every step, blended. */
   restore(image: ImageInput, options?: RestoreOptions): Promise<ImageData>;
   /** How long `restore` of a `width` x `height` image would take on this adapter (one
    * timed network evaluation on a tile; measured once per tile size). */

@@ -228,8 +228,9 @@ export class DaClip {
   }
 
   /**
-   * Restores an image; resolves to an ImageData of the same size. Images larger than one
-   * tile are restored tile by tile at every step (see `tile`, `overlap`).
+   * Restores an image; resolves to an ImageData of the same size, its alpha channel
+   * unchanged. Images larger than one tile are restored tile by tile at every step (see
+   * `tile`, `overlap`).
    * @param {import('./daclip').ImageInput} image
    * @param {import('./daclip').RestoreOptions} [options]
    * @returns {Promise<ImageData>}

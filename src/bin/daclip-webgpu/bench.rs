@@ -56,19 +56,34 @@ fn published_unet() -> UNetConfig {
     UNetConfig { in_nc: 3, out_nc: 3, nf: 64, ch_mult: vec![1, 2, 4, 8], context_dim: 512, use_degra_context: true, use_image_context: true, downscale: false }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let with_restore = args.iter().any(|a| a == "--restore");
-    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args.get(i + 1).cloned().unwrap_or_default());
-    let tiled = match flag("--tiled") {
-        Some(size) => {
-            let parsed = size.split_once('x').and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)));
-            Some(parsed.ok_or_else(|| daclip_webgpu::Error::Usage(format!("--tiled takes WIDTHxHEIGHT, not `{size}`")))?)
-        }
-        None => None,
-    };
-    let tile = flag("--tile").map(|t| t.parse::<usize>().map_err(|_| daclip_webgpu::Error::Usage("--tile takes a number of pixels".into()))).transpose()?;
-    let kernels_only = args.iter().any(|a| a == "--kernels");
-    let dev = crate::open_device(flag("--device").as_deref())?;
+/// Print kernel and model timings on the device (seeded random weights at the published
+/// shapes).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stop after the kernel rows.
+    #[arg(long)]
+    kernels: bool,
+    /// Add whole restores of a 64x64 image: the published posterior sampler (100 steps)
+    /// against the MR sampler (mr-ode2, 10 and 20 steps).
+    #[arg(long)]
+    restore: bool,
+    /// Time only one sampler step of a WIDTHxHEIGHT image in tiles, with its peak memory.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    tiled: Option<(usize, usize)>,
+    /// The tile side for --tiled.
+    #[arg(long, requires = "tiled")]
+    tile: Option<usize>,
+    #[command(flatten)]
+    device: crate::DeviceArg,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    s.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))).ok_or_else(|| format!("expected WIDTHxHEIGHT, such as 1024x768, not `{s}`"))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (with_restore, kernels_only, tiled, tile) = (args.restore, args.kernels, args.tiled, args.tile);
+    let dev = args.device.open()?;
     println!("device: {}", dev.info());
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");

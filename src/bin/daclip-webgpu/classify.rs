@@ -1,52 +1,98 @@
-//! `daclip-webgpu classify <image> --daclip <weights> [--labels "a,b,..."] [--json] [--device auto|gpu|cpu]`
+//! `daclip-webgpu classify <images>... --daclip <weights> [--labels "a,b,..."] [--json] [--device D]`
+
+use std::path::PathBuf;
 
 use daclip_webgpu::models::clip::DaClip;
+use daclip_webgpu::photo::Photo;
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
-use daclip_webgpu::{device::block_on, Result};
+use daclip_webgpu::{device::block_on, Device, Result};
 
-use crate::{load_image, open_device, read_file, usage_error};
+use crate::inputs::{about, expand};
+use crate::{read_file, DeviceArg, Outcome};
 
-const USAGE: &str = "daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json] [--device auto|gpu|cpu]";
+/// Rank the degradations of images (the ten trained names, or your own labels).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Images (PNG, JPEG, WebP, TIFF, BMP, GIF) or folders of them.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// DA-CLIP weights (.safetensors, or the published .pt).
+    #[arg(long)]
+    daclip: PathBuf,
+    /// Your own labels, comma-separated, instead of the ten trained names (needs the
+    /// text tower: weights not converted with --no-text).
+    #[arg(long)]
+    labels: Option<String>,
+    /// One JSON line per image: file, labels, probabilities and both feature vectors (or
+    /// file and error).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut image, mut weights, mut labels, mut json, mut device) = (None, None, None::<String>, false, None::<String>);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--daclip" => weights = Some(it.next().ok_or_else(|| usage_error("--daclip needs a path", USAGE))?.clone()),
-            "--labels" => labels = Some(it.next().ok_or_else(|| usage_error("--labels needs a list", USAGE))?.clone()),
-            "--json" => json = true,
-            "--device" => device = Some(it.next().ok_or_else(|| usage_error("--device needs auto, gpu or cpu", USAGE))?.clone()),
-            s if s.starts_with('-') => return Err(usage_error(&format!("unknown option {s}"), USAGE)),
-            s if image.is_none() => image = Some(s.to_string()),
-            s => return Err(usage_error(&format!("unexpected argument {s}"), USAGE)),
-        }
-    }
-    let image = image.ok_or_else(|| usage_error("no image given", USAGE))?;
-    let weights = weights.ok_or_else(|| usage_error("no DA-CLIP weights given (--daclip)", USAGE))?;
-    let labels: Option<Vec<String>> = labels.map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-
-    let img = load_image(&image)?;
-    let bytes = read_file(&weights)?;
+pub fn run(args: Args) -> Result<Outcome> {
+    let files = expand(&args.images)?;
+    let labels: Option<Vec<String>> = args.labels.map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
+    // One image is read before the weights: a bad file costs nothing.
+    let mut first = match &files[..] {
+        [file] => Some(Photo::read(file)?),
+        _ => None,
+    };
+    let bytes = read_file(&args.daclip)?;
     let ckpt = Checkpoint::parse(&bytes, None)?;
-    let dev = open_device(device.as_deref())?;
+    let dev = args.device.open()?;
     let model = DaClip::load(&dev, &ckpt, DeviceDType::F16)?;
     drop(ckpt);
-    let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
-    let result = block_on(model.classify(&dev, img.as_ref(), label_refs.as_deref()))?;
 
+    let mut failed = Vec::new();
+    for file in &files {
+        let photo = match first.take() {
+            Some(photo) => Ok(photo),
+            None => Photo::read(file),
+        };
+        match photo.and_then(|p| classify_one(&dev, &model, &p, label_refs.as_deref(), file, args.json, files.len() > 1)) {
+            Ok(()) => {}
+            Err(e) if files.len() == 1 => return Err(e),
+            Err(e) => {
+                if args.json {
+                    println!("{}", serde_json::json!({ "file": file.display().to_string(), "error": e.to_string() }));
+                }
+                let e = about(file, &e);
+                eprintln!("failed: {e}");
+                failed.push(e);
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(Outcome::Done);
+    }
+    eprintln!("{} of {} classified; {} failed:", files.len() - failed.len(), files.len(), failed.len());
+    for e in &failed {
+        eprintln!("  {e}");
+    }
+    Ok(Outcome::SomeFailed)
+}
+
+fn classify_one(dev: &Device, model: &DaClip, photo: &Photo, labels: Option<&[&str]>, file: &std::path::Path, json: bool, many: bool) -> Result<()> {
+    let result = block_on(model.classify(dev, photo.as_image_ref(), labels))?;
     if json {
         let out = serde_json::json!({
+            "file": file.display().to_string(),
             "labels": result.labels,
             "probabilities": result.probabilities,
             "image_features": result.image_features,
             "degradation_features": result.degradation_features,
         });
         println!("{out}");
-    } else {
-        for (label, p) in result.labels.iter().zip(&result.probabilities) {
-            println!("{:>6.2}%  {label}", 100.0 * p);
-        }
+        return Ok(());
+    }
+    if many {
+        println!("{}:", file.display());
+    }
+    for (label, p) in result.labels.iter().zip(&result.probabilities) {
+        println!("{:>6.2}%  {label}", 100.0 * p);
     }
     Ok(())
 }

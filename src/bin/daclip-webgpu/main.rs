@@ -9,131 +9,107 @@ mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 mod convert;
 #[cfg(not(target_arch = "wasm32"))]
+mod inputs;
+#[cfg(not(target_arch = "wasm32"))]
 mod restore;
-
-use std::process::ExitCode;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
 
-const USAGE: &str = "daclip-webgpu: DA-CLIP image restoration on WebGPU
-
-USAGE:
-    daclip-webgpu convert <in.pt|.pth> -o <out.safetensors> [--dtype f16|f32] [--clip-config config.json] [--no-text]
-                             check a published checkpoint against the architecture and
-                             write it as safetensors (default f16) with its config;
-                             --no-text drops DA-CLIP's text tower and keeps the text
-                             features of the ten trained degradation names
-    daclip-webgpu classify <image.png|jpg> --daclip <weights> [--labels \"a,b,...\"] [--json] [--device D]
-                             rank the degradations of an image (weights: .safetensors,
-                             .pt); --json also prints both feature vectors
-    daclip-webgpu restore <in.png|jpg> -o <out.png|jpg> --daclip <weights> --unet <weights>
-                          [--steps N] [--seed S] [--sampler NAME] [--grid linspace|logsnr]
-                          [--tile N] [--overlap N] [--device D]
-                             restore an image (default: the published posterior sampler,
-                             100 steps, seed 0). Samplers: posterior, sde, and the fast MR
-                             Sampler mr-ode1, mr-ode2, mr-sde1, mr-sde2 (10-20 steps);
-                             --grid picks the MR time grid (default logsnr). Images larger
-                             than a tile (default 256 px for the published UNet, overlap
-                             a quarter of it) are restored in tiles blended at every step
-    daclip-webgpu bench [--kernels | --restore | --tiled WxH [--tile N]] [--device D]
-                             print kernel and model timings on the device (seeded random weights); --kernels stops after the
-                             kernels; --restore adds whole restores of a 64x64 image: the
-                             published posterior sampler (100 steps) against the MR
-                             Sampler (mr-ode2, 10 and 20); --tiled WxH times only one
-                             sampler step of a WxH image in tiles, with its peak memory
-    daclip-webgpu info       print the device, its limits and features
-
-Every command that computes takes --device auto|gpu|cpu: auto (the default) runs on a
-hardware GPU and on the CPU backend where there is none or only a software adapter
-(lavapipe); stderr says which runs and why. Set WGPU_BACKEND=vulkan|metal|dx12|gl to
-choose the GPU backend.";
+#[cfg(not(target_arch = "wasm32"))]
+use native::{read_file, DeviceArg, Outcome};
 
 #[cfg(not(target_arch = "wasm32"))]
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("bench") => bench::run(&args[1..]),
-        Some("convert") => convert::run(&args[1..]),
-        Some("classify") => classify::run(&args[1..]),
-        Some("restore") => restore::run(&args[1..]),
-        Some("info") => info(&args[1..]),
-        Some("-h" | "--help" | "help") | None => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprintln!("unknown command '{other}'\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+fn main() -> std::process::ExitCode {
+    native::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::process::ExitCode;
+
+    use clap::{Parser, Subcommand};
+    use daclip_webgpu::device::DeviceChoice;
+    use daclip_webgpu::{Device, Error, Result};
+
+    /// DA-CLIP image restoration on WebGPU (and on the CPU where there is no GPU).
+    #[derive(Parser)]
+    #[command(name = "daclip-webgpu", version, propagate_version = true, after_help = "Exit codes: 0 done, 1 failed (for many files: any of them), 2 a usage mistake.\nSet WGPU_BACKEND=vulkan|metal|dx12|gl to choose the GPU backend.")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        Restore(crate::restore::Args),
+        Classify(crate::classify::Args),
+        Convert(crate::convert::Args),
+        Bench(crate::bench::Args),
+        /// Print the device, its limits and features.
+        Info {
+            #[command(flatten)]
+            device: DeviceArg,
+        },
+    }
+
+    /// `--device`, on every command that computes.
+    #[derive(clap::Args, Clone)]
+    pub struct DeviceArg {
+        /// auto: a hardware GPU, else the CPU backend (also where the only adapter is a
+        /// software one such as lavapipe); stderr says which runs and why.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
+        pub device: String,
+    }
+
+    impl DeviceArg {
+        /// Opens the device and says on stderr which one runs and why.
+        pub fn open(&self) -> Result<Device> {
+            let dev = Device::open_blocking(DeviceChoice::parse(&self.device)?)?;
+            eprintln!("device: {} ({})", dev.info(), dev.reason());
+            Ok(dev)
         }
     }
-}
 
-/// A command-line mistake, with the command's usage.
-#[cfg(not(target_arch = "wasm32"))]
-fn usage_error(msg: &str, usage: &str) -> daclip_webgpu::Error {
-    daclip_webgpu::Error::Usage(format!("{msg}\nusage: {usage}"))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read_file(path: &str) -> daclip_webgpu::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| daclip_webgpu::Error::Io(format!("{path}: {e}")))
-}
-
-/// An 8-bit RGB image decoded from a PNG or JPEG file.
-#[cfg(not(target_arch = "wasm32"))]
-struct LoadedImage {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl LoadedImage {
-    fn as_ref(&self) -> daclip_webgpu::models::clip::preprocess::ImageRef<'_> {
-        daclip_webgpu::models::clip::preprocess::ImageRef { width: self.width, height: self.height, channels: 3, data: &self.rgb }
+    /// How a command ended: every file done, or some failed (already reported).
+    pub enum Outcome {
+        Done,
+        SomeFailed,
     }
-}
 
-#[cfg(not(target_arch = "wasm32"))]
-fn load_image(path: &str) -> daclip_webgpu::Result<LoadedImage> {
-    let img = image::open(path).map_err(|e| daclip_webgpu::Error::Io(format!("{path}: cannot read the image ({e}); PNG and JPEG are supported")))?;
-    let rgb = img.to_rgb8();
-    Ok(LoadedImage { width: rgb.width() as usize, height: rgb.height() as usize, rgb: rgb.into_raw() })
-}
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse(); // usage mistakes exit with 2, --help and --version with 0
+        let result = match cli.command {
+            Command::Restore(args) => crate::restore::run(args),
+            Command::Classify(args) => crate::classify::run(args),
+            Command::Convert(args) => crate::convert::run(args).map(|()| Outcome::Done),
+            Command::Bench(args) => crate::bench::run(args).map(|()| Outcome::Done),
+            Command::Info { device } => info(&device).map(|()| Outcome::Done),
+        };
+        match result {
+            Ok(Outcome::Done) => ExitCode::SUCCESS,
+            Ok(Outcome::SomeFailed) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
+            }
+        }
+    }
 
-/// Opens the device `--device` names (`auto` unless given) and says on stderr which one
-/// runs and why.
-#[cfg(not(target_arch = "wasm32"))]
-fn open_device(choice: Option<&str>) -> daclip_webgpu::Result<daclip_webgpu::Device> {
-    let choice = daclip_webgpu::device::DeviceChoice::parse(choice.unwrap_or("auto"))?;
-    let dev = daclip_webgpu::Device::open_blocking(choice)?;
-    eprintln!("device: {} ({})", dev.info(), dev.reason());
-    Ok(dev)
-}
+    pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn info(args: &[String]) -> daclip_webgpu::Result<()> {
-    let device = match args {
-        [] => None,
-        [flag, d] if flag == "--device" => Some(d.as_str()),
-        _ => return Err(usage_error("unexpected arguments", "daclip-webgpu info [--device auto|gpu|cpu]")),
-    };
-    let dev = open_device(device)?;
-    let info = dev.info();
-    let l = &info.limits;
-    println!("adapter:   {info}");
-    println!("software:  {}", info.is_software);
-    println!("limits:    {} invocations/workgroup, {} B workgroup storage, {} storage buffers/stage, {} MiB/binding, {} MiB/buffer",
-        l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size,
-        l.max_storage_buffers_per_shader_stage, l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20);
-    println!("features:  {}", info.features.join(", "));
-    Ok(())
+    fn info(device: &DeviceArg) -> Result<()> {
+        let dev = device.open()?;
+        let info = dev.info();
+        let l = &info.limits;
+        println!("adapter:   {info}");
+        println!("software:  {}", info.is_software);
+        println!("limits:    {} invocations/workgroup, {} B workgroup storage, {} storage buffers/stage, {} MiB/binding, {} MiB/buffer",
+            l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size,
+            l.max_storage_buffers_per_shader_stage, l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20);
+        println!("features:  {}", info.features.join(", "));
+        Ok(())
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use daclip_webgpu::models::clip::DaClipConfig;
+use daclip_webgpu::models::clip::{DaClipConfig, TextConfig, VisionConfig};
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
 use daclip_webgpu::{Error, Device};
 
@@ -190,7 +190,7 @@ fn malformed_inputs_give_clear_errors() {
         e.1.swap(0, 1);
     }), "`ups.1.0.block1.proj.weight` has shape [48, 32, 3, 3], expected [32, 48, 3, 3]"));
     cases.push(("UNet with an unexpected tensor", edited_unet(|l| l.push(("extra.weight".into(), vec![2], vec![1.0, 2.0]))), "unexpected `extra.weight`"));
-    cases.push(("DA-CLIP with the wrong config (ViT-B/32 default for a tiny file)", pt.clone(), "--clip-config"));
+    cases.push(("DA-CLIP whose heads cannot be read off its shapes (the tiny file's 32-channel text heads)", pt.clone(), "--clip-config"));
 
     for (what, bytes, expect) in &cases {
         let err = Checkpoint::parse(bytes, None).err().unwrap_or_else(|| panic!("{what}: accepted"));
@@ -223,7 +223,28 @@ fn convert_command_writes_a_loadable_file() {
         .args(["convert", tiny("daclip.pt").to_str().unwrap(), "-o", out.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(!bad.status.success(), "a ViT-B/32 config does not fit the tiny file");
+    assert!(!bad.status.success(), "the tiny file's 32-channel heads are not read off its shapes");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--clip-config"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A published DA-CLIP `.pt` carries no config: it is read off the tensor shapes, for
+/// ViT-B/32 (DA-CLIP, universal IR) and ViT-L/14 (Wild-IR) alike.
+#[test]
+fn daclip_configs_are_read_off_the_tensor_shapes() {
+    let vit_l_14 = DaClipConfig {
+        embed_dim: 768,
+        vision_cfg: VisionConfig { image_size: 224, layers: 24, width: 1024, patch_size: 14, head_width: 64 },
+        text_cfg: Some(TextConfig { context_length: 77, vocab_size: 49408, width: 768, heads: 12, layers: 12 }),
+    };
+    let without_text = DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() };
+    for (name, config) in [("ViT-B/32", DaClipConfig::vit_b_32()), ("ViT-L/14", vit_l_14), ("ViT-B/32 without its text tower", without_text)] {
+        let shapes: HashMap<String, Vec<usize>> = config.expected_tensors().into_iter().collect();
+        let inferred = DaClipConfig::infer(|k| shapes.get(k).cloned()).unwrap();
+        println!("{name}: {} tensors -> {inferred:?}", shapes.len());
+        assert_eq!(inferred, config, "{name}");
+    }
+    let tiny: HashMap<String, Vec<usize>> = tiny_clip_config().expected_tensors().into_iter().collect();
+    let err = DaClipConfig::infer(|k| tiny.get(k).cloned()).unwrap_err().to_string();
+    assert!(err.contains("heads of 64 channels") && err.contains("--clip-config"), "{err}");
 }

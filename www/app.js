@@ -17,15 +17,15 @@ function mib(n) {
   return `${(n / 1048576).toFixed(1)} MiB`;
 }
 
-async function loadWeights(daclip, unet) {
+/** `weights`: { daclip, unet } sources, or { weights: a published pair's name }. */
+async function loadWeights(weights) {
   model?.dispose();
   model = null;
   $('restore').disabled = true;
   $('load-text').textContent = 'loading...';
   try {
     model = await DaClip.load({
-      daclip,
-      unet,
+      ...weights,
       onProgress: ({ stage, loaded, total }) => {
         $('load-progress').value = total ? loaded / total : 0;
         $('load-text').textContent = `${stage}: ${mib(loaded)}${total ? ` of ${mib(total)}` : ''}`;
@@ -161,10 +161,36 @@ async function restore() {
 $('load-files').onclick = () => {
   const [d, u] = [$('daclip-file').files[0], $('unet-file').files[0]];
   if (!d || !u) return status('Choose both weight files first.', true);
-  loadWeights(d, u);
+  loadWeights({ daclip: d, unet: u });
 };
-$('load-tiny').onclick = () => loadWeights('tiny/daclip-tiny.safetensors', 'tiny/universal-ir-tiny.pth');
-$('load-local').onclick = () => loadWeights('../weights/daclip.safetensors', '../weights/universal-ir.safetensors');
+$('load-tiny').onclick = () => loadWeights({ daclip: 'tiny/daclip-tiny.safetensors', unet: 'tiny/universal-ir-tiny.pth' });
+$('load-local').onclick = () => loadWeights({ daclip: '../weights/daclip.safetensors', unet: '../weights/universal-ir.safetensors' });
+
+// The published weights: only on request does the page contact the model card, first
+// to say how much it would download.
+$('load-published').onclick = async () => {
+  const weights = $('published-choice').value;
+  $('published-note').textContent = 'asking the model card for the file sizes...';
+  let plan;
+  try {
+    plan = await DaClip.publishedWeights(weights);
+  } catch (err) {
+    $('published-note').textContent = `the model card cannot be reached (${err.message})`;
+    return;
+  }
+  const size = plan.download === null ? 'an unknown amount (the server did not say)' : `${(plan.download / 1e9).toFixed(2)} GB`;
+  if (!plan.cached && !confirm(`Download ${size} from huggingface.co? It is kept in this browser: later visits load it offline.`)) {
+    $('published-note').textContent = 'not downloaded';
+    return;
+  }
+  $('published-note').textContent = plan.cached ? 'loading from this browser\'s cache' : `downloading ${size}, once`;
+  await loadWeights({ weights });
+  $('published-note').textContent = model ? 'kept in this browser for offline use' : '';
+};
+$('delete-published').onclick = async () => {
+  const n = await DaClip.deleteCachedWeights($('published-choice').value);
+  $('published-note').textContent = n ? `deleted from this browser (${n} cached files)` : 'nothing of these was kept in this browser';
+};
 $('image-file').onchange = (e) => e.target.files[0] && setImage(e.target.files[0]);
 $('restore').onclick = restore;
 $('cancel').onclick = () => controller?.abort();

@@ -1,5 +1,5 @@
 // npm run build: the wasm engine (cargo, wasm-bindgen at the Cargo.lock version,
-// wasm-opt) into www/pkg/, and the tiny test weights for the demo into www/tiny/.
+// wasm-opt; the wasm target and wasm-bindgen-cli are installed first where missing) into www/pkg/, and the tiny test weights for the demo into www/tiny/.
 // npm run build:single: also www/dist/daclip-webgpu.html, the demo in one file that
 // works when opened from disk.
 import { execFileSync } from 'node:child_process';
@@ -9,6 +9,32 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+const output = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  } catch {
+    return null;
+  }
+};
+
+// A fresh machine with Rust (rustup) and Node has neither the wasm target nor the
+// wasm-bindgen command line: add them, saying so, rather than fail half-way.
+if (output('cargo', ['--version']) === null) {
+  throw new Error('building daclip-webgpu needs Rust: install it with rustup (https://rustup.rs), then run this again');
+}
+const targets = output('rustup', ['target', 'list', '--installed']);
+if (targets === null) {
+  console.log('rustup not found: assuming the wasm32-unknown-unknown target is installed');
+} else if (!targets.split('\n').includes('wasm32-unknown-unknown')) {
+  console.log('adding the Rust target wasm32-unknown-unknown (rustup target add wasm32-unknown-unknown)');
+  run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
+}
+// wasm-bindgen's command line must be exactly the version of the crate in Cargo.lock.
+const bindgen = readFileSync(join(root, 'Cargo.lock'), 'utf8').match(/name = "wasm-bindgen"\nversion = "([^"]+)"/)[1];
+if (output('wasm-bindgen', ['--version'])?.trim() !== `wasm-bindgen ${bindgen}`) {
+  console.log(`installing wasm-bindgen-cli ${bindgen} to match Cargo.lock (cargo install, once; a few minutes)`);
+  run('cargo', ['install', 'wasm-bindgen-cli', '--version', bindgen, '--locked']);
+}
 
 run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib']);
 run('wasm-bindgen', ['--target', 'web', '--out-dir', 'www/pkg', '--out-name', 'daclip_webgpu', 'target/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
@@ -29,8 +55,9 @@ if (process.argv.includes('--single')) {
     .replace(/^export (?:\{[^}]*\}|(?=async function|function|class|const|let))/gm, '')
     .replaceAll('import.meta.url', 'self.location.href');
   const worker = read('www/lib/worker.js')
+    .replaceAll('import.meta.url', 'self.location.href')
     .replace(/^import init, \{ createEngine \} from .*$/m, `const WASM = Uint8Array.from(atob(${JSON.stringify(wasm)}), (c) => c.charCodeAt(0));`)
-    .replace('await init();', 'await __wbg_init({ module_or_path: WASM });');
+    .replace('await init({ module_or_path: await fetchWasm() });', 'await __wbg_init({ module_or_path: WASM });');
   const workerSource = `${glue}\n${worker}`;
   const api = read('www/lib/daclip.js');
   const app = read('www/app.js').replace(/^import .* from '\.\/lib\/daclip\.js';$/m, '');

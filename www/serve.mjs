@@ -1,5 +1,6 @@
 // A static server for the demo on 127.0.0.1 (npm start). It serves the repository root,
-// so the demo can offer the converted files in weights/ and the tiny test weights.
+// so the demo can offer the converted files in weights/ and the tiny test weights; the
+// tests also serve other folders with it (a bundler's build output).
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join, normalize } from 'node:path';
@@ -11,14 +12,16 @@ const TYPES = {
   '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg',
 };
 
-export function serve(port = Number(process.env.PORT ?? 8080)) {
+export function serve(port = Number(process.env.PORT ?? 8080), dir = root) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-    const file = join(root, path.endsWith('/') ? join(path, 'index.html') : path);
+    const file = join(dir, path.endsWith('/') ? join(path, 'index.html') : path);
     try {
       const info = await stat(file);
-      if (!info.isFile() || !file.startsWith(root)) throw new Error('not a file');
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size });
+      if (!info.isFile() || !file.startsWith(dir)) throw new Error('not a file');
+      // Any origin may fetch, as from the model card's CDN (the tests serve a mirror of
+      // the published weights on another port).
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size, 'access-control-allow-origin': '*' });
       if (req.method === 'HEAD') return res.end();
       res.end(await readFile(file));
     } catch {

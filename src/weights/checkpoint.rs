@@ -67,7 +67,8 @@ pub struct Checkpoint<'a> {
 impl<'a> Checkpoint<'a> {
     /// Reads `bytes` (.pt/.pth or safetensors), finds which model it is and checks every
     /// tensor's name and shape. `clip_config` describes a DA-CLIP checkpoint that carries
-    /// no config of its own (every .pt); the built-in ViT-B/32 config is the default.
+    /// no config of its own (every .pt); without it the config is read off the tensor
+    /// shapes ([`DaClipConfig::infer`]).
     pub fn parse(bytes: &'a [u8], clip_config: Option<DaClipConfig>) -> Result<Checkpoint<'a>> {
         let mut weights = Weights::parse(bytes)?;
         let kind = identify(&weights, clip_config)?;
@@ -105,7 +106,11 @@ fn identify(w: &Weights, clip_config: Option<DaClipConfig>) -> Result<ModelKind>
         };
     }
     if w.get("visual_control.conv1.weight").is_some() || w.get("clip.visual.conv1.weight").is_some() {
-        return Ok(ModelKind::DaClip(clip_config.unwrap_or_else(DaClipConfig::vit_b_32)));
+        let config = match clip_config {
+            Some(c) => c,
+            None => DaClipConfig::infer(|k| w.get(k).map(|t| t.shape.clone()))?,
+        };
+        return Ok(ModelKind::DaClip(config));
     }
     if w.get("init_conv.weight").is_some() {
         return Ok(ModelKind::UNet(UNetConfig::infer(|k| w.get(k).map(|t| t.shape.clone()))?));
@@ -147,7 +152,7 @@ fn check(w: &Weights, kind: &ModelKind) -> Result<()> {
         msg.push_str(&format!("\n  ... and {} more", problems.len() - SHOWN));
     }
     if let ModelKind::DaClip(_) = kind {
-        msg.push_str("\n(for a DA-CLIP other than ViT-B/32, pass its open_clip config with --clip-config)");
+        msg.push_str("\n(the configuration was read off the tensor shapes, or given; pass the checkpoint's open_clip config with --clip-config)");
     }
     Err(Error::WeightsMismatch(msg))
 }
@@ -209,7 +214,7 @@ impl safetensors::View for Owned {
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     pub dtype: StoreDType,
-    /// The open_clip config of a DA-CLIP .pt (default: ViT-B/32).
+    /// The open_clip config of a DA-CLIP .pt (default: read off its tensor shapes).
     pub clip_config: Option<DaClipConfig>,
     /// DA-CLIP only: drop the text tower and store these text features of the ten
     /// degradations instead (see `models::clip::degradation_text_features`).

@@ -10,10 +10,22 @@ export interface LoadProgress {
   total: number;
 }
 
+/** The published pairs `DaClip.load({ weights })` downloads. */
+export type PublishedWeightsName = 'published' | 'published-mix' | 'published-wild';
+
 export interface LoadOptions {
-  daclip: WeightsSource;
+  /** DA-CLIP's weights (a converted .safetensors or the original .pt). Required unless
+   * `weights` names a published pair. */
+  daclip?: WeightsSource;
   /** Needed for `restore`; `classify` works without. */
   unet?: WeightsSource;
+  /** A published pair from the authors' model card instead of `daclip` / `unet`:
+   * downloaded once (about 1.2 GB for "published"; see `DaClip.publishedWeights` for the
+   * figure before starting), kept converted in Cache Storage, offline afterwards. */
+  weights?: PublishedWeightsName;
+  /** Where the published files are served (default `PUBLISHED_BASE_URL`, the model card's
+   * `resolve/main/`): a mirror with the same file names. */
+  baseUrl?: string | URL;
   onProgress?: (progress: LoadProgress) => void;
   /** Keep downloaded weights in Cache Storage for the next visit (default true). An
    * original `.pt` / `.pth` is kept converted (f16 safetensors, DA-CLIP's text tower
@@ -103,6 +115,29 @@ export interface AdapterDescription {
 }
 
 /** True when this browser exposes the WebGPU API. */
+/** One file of a published pair. */
+export interface PublishedFile {
+  kind: 'daclip' | 'unet';
+  url: string;
+  /** Its size as the server says (null when it does not, or when it is cached). */
+  bytes: number | null;
+  /** Already in Cache Storage: no download. */
+  cached: boolean;
+}
+
+export interface PublishedDownload {
+  weights: PublishedWeightsName;
+  files: PublishedFile[];
+  /** Bytes still to download (0 when cached; null when a size is unknown). */
+  download: number | null;
+  cached: boolean;
+}
+
+/** The file names of each published pair on the model card. */
+export declare const PUBLISHED_WEIGHTS: Readonly<Record<PublishedWeightsName, Readonly<{ daclip: string; unet: string; about: string }>>>;
+/** The model card's download folder: https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/ */
+export declare const PUBLISHED_BASE_URL: string;
+
 export declare function hasWebGPU(): boolean;
 /** True when WebGPU can actually provide an adapter here. */
 export declare function webgpuAvailable(): Promise<boolean>;
@@ -112,6 +147,12 @@ export declare class DaClip {
    * device: "webgpu" was asked for and WebGPU is unavailable (the message says how to get
    * it) or when the weights do not fit the model (the message names the tensors). */
   static load(options: LoadOptions): Promise<DaClip>;
+  /** What downloading a published pair involves (sizes from the server, what is cached
+   * already): for saying the size before starting. */
+  static publishedWeights(weights?: PublishedWeightsName, options?: { baseUrl?: string | URL; customLabels?: boolean }): Promise<PublishedDownload>;
+  /** Deletes a published pair from Cache Storage (as downloaded and as converted), or
+   * with no name every weights file this package kept; resolves to the entries deleted. */
+  static deleteCachedWeights(weights?: PublishedWeightsName, options?: { baseUrl?: string | URL }): Promise<number>;
   readonly adapter: AdapterDescription | null;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;

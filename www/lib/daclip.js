@@ -9,6 +9,29 @@ const NO_WEBGPU =
   'Use a current Chrome or Edge (version 113 or later), Safari 26 or later, or Firefox 141 or later on Windows; ' +
   'on Linux, Chrome needs the flag --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu).';
 
+/**
+ * The checkpoints the authors publish on their Hugging Face model card, by the name
+ * `DaClip.load({ weights })` takes. The original .pt/.pth files are downloaded once and
+ * kept converted (f16) in Cache Storage.
+ */
+export const PUBLISHED_WEIGHTS = Object.freeze({
+  published: Object.freeze({ daclip: 'daclip_ViT-B-32.pt', unet: 'universal-ir.pth', about: 'DA-CLIP ViT-B/32 and the universal-IR UNet (ten degradations)' }),
+  'published-mix': Object.freeze({ daclip: 'daclip_ViT-B-32_mix.pt', unet: 'universal-ir-mix.pth', about: 'the same pair trained on mixed degradations' }),
+  'published-wild': Object.freeze({ daclip: 'wild-daclip_ViT-L-14.pt', unet: 'wild-ir.pth', about: 'DA-CLIP ViT-L/14 and the Wild-IR UNet (photos in the wild)' }),
+});
+
+/** Where `weights: 'published' | ...` downloads from, unless `baseUrl` says otherwise. */
+export const PUBLISHED_BASE_URL = 'https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/';
+
+/** The two URLs of a published pair. */
+function publishedUrls(weights, baseUrl = PUBLISHED_BASE_URL) {
+  const files = PUBLISHED_WEIGHTS[weights];
+  if (!files) throw new RangeError(`weights must be one of ${Object.keys(PUBLISHED_WEIGHTS).join(', ')}, not ${weights}`);
+  const base = new URL(baseUrl, globalThis.location?.href);
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  return { daclip: new URL(files.daclip, base).href, unet: new URL(files.unet, base).href };
+}
+
 /** True when this browser exposes the WebGPU API (an adapter may still be missing:
  * see `webgpuAvailable`). */
 export function hasWebGPU() {
@@ -87,7 +110,12 @@ async function readWeights(source, stage, onProgress, cache, keepText) {
     const key = convertedKey(url, stage === 'daclip' && keepText);
     const cached = (await store?.match(key)) ?? (await store?.match(url));
     if (cached) return { bytes: await readBody(cached, stage, onProgress) };
-    const response = await fetch(url);
+    let response;
+    try {
+      response = await fetch(url);
+    } catch (err) {
+      throw new Error(`could not download the ${stage} weights from ${url}: ${err?.message ?? err} (offline, or the server does not allow this page to fetch from it)`);
+    }
     if (!response.ok) throw new Error(`could not download the ${stage} weights from ${url}: HTTP ${response.status}`);
     const bytes = await readBody(response, stage, onProgress);
     if (!store) return { bytes };
@@ -139,6 +167,37 @@ function checkRestoreOptions(options) {
   if (onStep !== undefined && typeof onStep !== 'function') throw new TypeError('onStep must be a function');
 }
 
+/**
+ * The engine's worker. The literal `new Worker(new URL('./worker.js', import.meta.url),
+ * { type: 'module' })` is the form Vite, webpack 5, Rollup and Parcel recognise: they
+ * bundle the worker and the wasm it finds the same way. `workerUrl` (or the single-file
+ * build's DACLIP_WORKER_URL / _TYPE) overrides it.
+ */
+function startWorker(workerUrl) {
+  const url = workerUrl ?? globalThis.DACLIP_WORKER_URL;
+  const worker = url
+    ? new Worker(url, { type: globalThis.DACLIP_WORKER_TYPE ?? 'module' })
+    : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.daclipUrl = String(url ? new URL(url, globalThis.location?.href) : new URL('./worker.js', import.meta.url));
+  return worker;
+}
+
+/** What went wrong with a worker, in words: its script's error, or why it did not start. */
+async function workerFailure(worker, event) {
+  if (event.message) return `the daclip-webgpu worker failed: ${event.message}${event.filename ? ` (${event.filename}:${event.lineno})` : ''}`;
+  // A module worker that cannot start gets an error event without a message: ask the
+  // server what it says about the script.
+  const url = worker.daclipUrl;
+  let cause;
+  try {
+    const response = await fetch(url);
+    cause = response.ok ? `it loaded (HTTP ${response.status}, ${response.headers.get('content-type') ?? 'no content type'}) but did not start: a module worker needs a JavaScript MIME type and every import resolvable from it` : `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`;
+  } catch (err) {
+    cause = err?.message ?? String(err);
+  }
+  return `the daclip-webgpu worker did not start from ${url}: ${cause}. If a bundler moved the package's files, pass workerUrl (see the README).`;
+}
+
 export class DaClip {
   #worker;
   #disposed = false;
@@ -162,8 +221,10 @@ export class DaClip {
       else if (msg.aborted) pending.reject(abortError());
       else pending.reject(new Error(msg.error));
     };
-    worker.onerror = (event) => {
-      for (const p of this.#pending.values()) p.reject(new Error(`the daclip-webgpu worker failed: ${event.message}`));
+    worker.onerror = async (event) => {
+      event.preventDefault?.();
+      const error = new Error(await workerFailure(worker, event));
+      for (const p of this.#pending.values()) p.reject(error);
       this.#pending.clear();
     };
   }
@@ -184,14 +245,16 @@ export class DaClip {
    * Starts the engine in a worker and loads the weights.
    * @param {import('./daclip').LoadOptions} options
    */
-  static async load({ daclip, unet, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto' } = {}) {
+  static async load({ daclip, unet, weights, baseUrl, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto' } = {}) {
     if (!DEVICES.includes(device)) throw new RangeError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
+    if (weights !== undefined) {
+      if (daclip || unet) throw new TypeError('pass either weights (a published pair) or daclip/unet, not both');
+      ({ daclip, unet } = publishedUrls(weights, baseUrl));
+    }
     if (device === 'webgpu' && !(await webgpuAvailable())) throw new Error(NO_WEBGPU);
     if (typeof Worker === 'undefined') throw new Error('daclip-webgpu runs in a web browser: this environment has no Web Workers (in Node.js, use the daclip-webgpu command-line tool instead)');
-    if (!daclip) throw new TypeError('DaClip.load needs the DA-CLIP weights (`daclip`)');
-    // DACLIP_WORKER_URL / _TYPE are set by the single-file build (www/build.mjs --single).
-    const url = workerUrl ?? globalThis.DACLIP_WORKER_URL ?? new URL('./worker.js', import.meta.url);
-    const model = new DaClip(new Worker(url, { type: globalThis.DACLIP_WORKER_TYPE ?? 'module' }));
+    if (!daclip) throw new TypeError("DaClip.load needs the DA-CLIP weights (`daclip`, or `weights: 'published'`)");
+    const model = new DaClip(startWorker(workerUrl));
     try {
       model.adapter = await model.#call('init', { device }).promise;
       for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
@@ -212,6 +275,53 @@ export class DaClip {
       throw err;
     }
     return model;
+  }
+
+  /**
+   * What downloading a published pair involves: each file's URL, its size in bytes (from
+   * the server, null where it does not say) and whether it is already in Cache Storage,
+   * so that a page can say how much will be downloaded before starting.
+   * @returns {Promise<import('./daclip').PublishedDownload>}
+   */
+  static async publishedWeights(weights = 'published', { baseUrl, customLabels = false } = {}) {
+    const urls = publishedUrls(weights, baseUrl);
+    const store = globalThis.caches ? await caches.open(WEIGHTS_CACHE) : null;
+    const files = await Promise.all(Object.entries(urls).map(async ([kind, url]) => {
+      const cached = Boolean((await store?.match(convertedKey(url, kind === 'daclip' && customLabels))) ?? (await store?.match(url)));
+      let bytes = null;
+      if (!cached) {
+        try {
+          const head = await fetch(url, { method: 'HEAD' });
+          bytes = head.ok ? Number(head.headers.get('content-length')) || null : null;
+        } catch {
+          bytes = null;
+        }
+      }
+      return { kind, url, bytes, cached };
+    }));
+    const sizes = files.filter((f) => !f.cached).map((f) => f.bytes);
+    return { weights, files, download: sizes.includes(null) ? null : sizes.reduce((a, b) => a + b, 0), cached: files.every((f) => f.cached) };
+  }
+
+  /**
+   * Deletes downloaded weights from Cache Storage: those of one published pair (as
+   * downloaded and as converted), or with no name every weights file this package kept.
+   * Resolves to the number of entries deleted.
+   */
+  static async deleteCachedWeights(weights, { baseUrl } = {}) {
+    if (!globalThis.caches) return 0;
+    if (weights === undefined) {
+      const store = await caches.open(WEIGHTS_CACHE);
+      const n = (await store.keys()).length;
+      await caches.delete(WEIGHTS_CACHE);
+      return n;
+    }
+    const store = await caches.open(WEIGHTS_CACHE);
+    let n = 0;
+    for (const url of Object.values(publishedUrls(weights, baseUrl))) {
+      for (const key of [url, convertedKey(url, false), convertedKey(url, true)]) n += (await store.delete(key)) ? 1 : 0;
+    }
+    return n;
   }
 
   /**

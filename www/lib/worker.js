@@ -6,12 +6,28 @@
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
+
+/**
+ * The engine's wasm, found beside the glue by `new URL(.., import.meta.url)`, the form
+ * bundlers recognise and emit; a failed fetch says which URL answered what.
+ */
+async function fetchWasm() {
+  const url = new URL('../pkg/daclip_webgpu_bg.wasm', import.meta.url);
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    throw new Error(`the daclip-webgpu engine (${url}) could not be fetched: ${err?.message ?? err}`);
+  }
+  if (!response.ok) throw new Error(`the daclip-webgpu engine (${url}) could not be fetched: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`);
+  return response;
+}
 const aborted = new Set();
 
 async function handle(msg) {
   switch (msg.type) {
     case 'init':
-      await init();
+      await init({ module_or_path: await fetchWasm() });
       engine = await createEngine(msg.device);
       return { result: engine.adapterInfo() };
     case 'load': {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::models::TensorSpec;
 
 /// The ten degradations the published model was trained to tell apart, in the order of
@@ -64,6 +65,39 @@ impl DaClipConfig {
             vision_cfg: VisionConfig { image_size: 224, layers: 12, width: 768, patch_size: 32, head_width: 64 },
             text_cfg: Some(TextConfig { context_length: 77, vocab_size: 49408, width: 512, heads: 8, layers: 12 }),
         }
+    }
+
+    /// The configuration of a DA-CLIP checkpoint that carries none (every published
+    /// `.pt`), read off its tensor shapes: widths, patch size, image size, depths and the
+    /// embedding width are all in the shapes; the number of attention heads is not, and is
+    /// taken to be width / 64, as in every published CLIP (ViT-B/32, ViT-L/14: heads of
+    /// 64 channels). A checkpoint with other heads needs its open_clip config.
+    pub fn infer(shape_of: impl Fn(&str) -> Option<Vec<usize>>) -> Result<DaClipConfig> {
+        const HEAD_WIDTH: usize = 64;
+        let need = |key: &str| shape_of(key).ok_or_else(|| Error::WeightsMismatch(format!("missing tensor `{key}`, needed to read the DA-CLIP configuration off the shapes")));
+        let bad = |what: String| Error::WeightsMismatch(format!("{what}: not a CLIP of heads of {HEAD_WIDTH} channels; pass the checkpoint's open_clip config (--clip-config)"));
+        let conv = need("clip.visual.conv1.weight")?;
+        let [width, 3, patch, patch2] = conv[..] else { return Err(bad(format!("clip.visual.conv1.weight has shape {conv:?}"))) };
+        let positions = need("clip.visual.positional_embedding")?;
+        let grid = (positions[0].saturating_sub(1) as f64).sqrt() as usize;
+        let proj = need("clip.visual.proj")?;
+        if patch != patch2 || grid * grid + 1 != positions[0] || proj.len() != 2 || width % HEAD_WIDTH != 0 {
+            return Err(bad(format!("vision tower of width {width}, patches {patch}x{patch2}, {} positions", positions[0])));
+        }
+        let layers = |prefix: &str| (0..).take_while(|i| shape_of(&format!("{prefix}resblocks.{i}.ln_1.weight")).is_some()).count();
+        let vision_cfg = VisionConfig { image_size: grid * patch, layers: layers("clip.visual.transformer."), width, patch_size: patch, head_width: HEAD_WIDTH };
+        let text_cfg = match shape_of("clip.token_embedding.weight") {
+            None => None, // a converted file without its text tower
+            Some(tokens) => {
+                let context = need("clip.positional_embedding")?;
+                let w = tokens[1];
+                if w % HEAD_WIDTH != 0 {
+                    return Err(bad(format!("text tower of width {w}")));
+                }
+                Some(TextConfig { context_length: context[0], vocab_size: tokens[0], width: w, heads: w / HEAD_WIDTH, layers: layers("clip.transformer.") })
+            }
+        };
+        Ok(DaClipConfig { embed_dim: proj[1], vision_cfg, text_cfg })
     }
 
     /// Whether `key` belongs to the text tower (dropped by `convert --no-text`).

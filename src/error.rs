@@ -31,6 +31,8 @@ pub enum Error {
     Io(String),
     /// The command line was not understood.
     Usage(String),
+    /// A helper worker sharing a restore's tiles failed (in the browser).
+    Helper(String),
     /// The caller cancelled the work.
     Cancelled,
     /// A result contained NaN or infinity.
@@ -52,6 +54,7 @@ impl fmt::Display for Error {
             Error::WeightsMismatch(m) => write!(f, "weights do not fit the model: {m}"),
             Error::Io(m) => write!(f, "{m}"),
             Error::Usage(m) => write!(f, "{m}"),
+            Error::Helper(m) => write!(f, "a helper worker failed: {m}"),
             Error::Cancelled => write!(f, "cancelled"),
             Error::NonFinite(m) => write!(f, "{m}"),
         }

@@ -11,7 +11,7 @@ use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, TimeConditioning};
 use crate::ops::{sde_update, Noise};
 use crate::sde::{Grid, IrSde, PlannedStep, Sampler, Update, PUBLISHED_T};
-use crate::tiles::{check_image_size, TileLayout, TileLimits, TiledSpace};
+use crate::tiles::{check_image_size, TileHelpers, TileLayout, TileLimits, TiledSpace};
 use crate::weights::{Checkpoint, DeviceDType};
 
 /// An 8-bit RGB image, row-major.
@@ -269,6 +269,13 @@ impl<'m> Restorer<'m> {
     /// (once the GPU has finished it); returning false cancels, and `restore` returns
     /// [`Error::Cancelled`].
     pub async fn restore(&self, dev: &Device, image: ImageRef<'_>, options: &RestoreOptions, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<Restored> {
+        self.restore_sharing(dev, image, options, None, on_step).await
+    }
+
+    /// [`Restorer::restore`], sharing each step's tiles with `helpers` (evaluators of this
+    /// restorer's UNet elsewhere) when the image is tiled. The result does not depend on
+    /// the helpers.
+    pub async fn restore_sharing(&self, dev: &Device, image: ImageRef<'_>, options: &RestoreOptions, helpers: Option<&mut dyn TileHelpers>, on_step: &mut dyn FnMut(StepInfo) -> bool) -> Result<Restored> {
         image.check()?;
         let (w, h) = (image.width, image.height);
         let layout = self.layout(dev, w, h, options)?;
@@ -293,7 +300,15 @@ impl<'m> Restorer<'m> {
             let x = sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?;
             dev.read(&x).await?
         } else {
-            let mut space = TiledSpace::new(dev, &mut predictor, layout, lq, options.seed)?;
+            let mut helpers = helpers.filter(|h| h.count() > 0);
+            if let Some(h) = helpers.as_mut() {
+                h.condition(dev.read(&enc.degra_features).await?, dev.read(&enc.image_features).await?);
+            }
+            let helpers: Option<&mut dyn TileHelpers> = match helpers {
+                Some(h) => Some(&mut *h),
+                None => None,
+            };
+            let mut space = TiledSpace::new(dev, &mut predictor, layout, lq, options.seed)?.with_helpers(helpers);
             sample(&mut space, sde.max_sigma, &plan, options.preview, &mut after_tile).await?
         };
         Restored::new(x, w, h)

@@ -12,6 +12,10 @@
 //! position in the whole image: the tile grid never changes the noise.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
@@ -205,10 +209,32 @@ fn zeroed(n: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// The sampler's whole-image tensors in host memory, the network run tile by tile.
+/// A tile's noise prediction computed elsewhere, ready when the future is.
+pub type TileFuture = Pin<Box<dyn Future<Output = Result<Vec<f32>>>>>;
+
+/// Other evaluators of the same network on the same conditioning (in the browser: helper
+/// workers, each its own wasm instance with its own copy of the UNet), to which a tiled
+/// restore hands tiles while it computes others itself. Their results are blended in tile
+/// order, exactly as if computed here: the same code on the same weights gives the same
+/// values, so the restore does not depend on how many helpers there are.
+pub trait TileHelpers {
+    /// How many tiles may be out at once (one per helper).
+    fn count(&self) -> usize;
+    /// The restore's DA-CLIP embeddings (degradation, image), for the helpers' UNets.
+    fn condition(&mut self, degradation: Vec<f32>, image: Vec<f32>);
+    /// Starts helper `helper` (< count) on a tile: its state `x` and LQ image `mu`, planar
+    /// [3, h, w], at network time `t`; resolves to the noise, planar [3, h, w].
+    fn send(&mut self, helper: usize, x: Vec<f32>, mu: Vec<f32>, at: Rect, t: f32) -> TileFuture;
+    /// Lets helpers' replies arrive (in the browser: one turn of the event loop).
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+/// The sampler's whole-image tensors in host memory, the network run tile by tile (here,
+/// and on [`TileHelpers`] where there are any).
 pub struct TiledSpace<'a> {
     dev: &'a Device,
     predictor: &'a mut dyn NoisePredictor,
+    helpers: Option<&'a mut dyn TileHelpers>,
     layout: TileLayout,
     /// The LQ image, planar [3, H, W] 8-bit: mu = value / 255.
     lq: Vec<u8>,
@@ -226,7 +252,30 @@ impl<'a> TiledSpace<'a> {
         }
         let r = layout.rect(0);
         let shape = [1, 3, r.height, r.width];
-        Ok(TiledSpace { dev, predictor, layout, lq, seed, x_tile: dev.empty(&shape)?, mu_tile: dev.empty(&shape)? })
+        Ok(TiledSpace { dev, predictor, helpers: None, layout, lq, seed, x_tile: dev.empty(&shape)?, mu_tile: dev.empty(&shape)? })
+    }
+
+    /// Shares every step's tiles with `helpers`.
+    pub fn with_helpers(mut self, helpers: Option<&'a mut dyn TileHelpers>) -> Self {
+        self.helpers = helpers.filter(|h| h.count() > 0);
+        self
+    }
+
+    /// Tile `k`'s state and LQ image, planar.
+    fn tile_inputs(&self, k: usize, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (mut xs, mut mus) = (Vec::new(), Vec::new());
+        self.layout.crop(k, x, &mut xs);
+        self.layout.crop(k, &self.lq, &mut mus);
+        (xs, mus.iter().map(|&v| v as f32 / 255.0).collect())
+    }
+
+    /// Tile `k`'s noise, computed here.
+    async fn predict_tile(&mut self, k: usize, x: &[f32], t: f32) -> Result<Vec<f32>> {
+        let (xs, mu) = self.tile_inputs(k, x);
+        self.dev.write(&self.x_tile, &xs)?;
+        self.dev.write(&self.mu_tile, &mu)?;
+        let noise = self.predictor.predict_noise(self.dev, &self.x_tile, &self.mu_tile, self.layout.rect(k), t)?;
+        self.dev.read(&noise).await
     }
 
     fn mu(&self, i: usize) -> f32 {
@@ -288,19 +337,51 @@ impl SamplingSpace for TiledSpace<'_> {
 
     async fn predict_noise(&mut self, x: &Vec<f32>, t: f32, on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Vec<f32>> {
         let mut blended = zeroed(x.len())?;
-        let (mut xs, mut mus) = (Vec::new(), Vec::new());
         let tiles = self.layout.tile_count();
-        for k in 0..tiles {
-            self.layout.crop(k, x, &mut xs);
-            self.layout.crop(k, &self.lq, &mut mus);
-            let mu: Vec<f32> = mus.iter().map(|&v| v as f32 / 255.0).collect();
-            self.dev.write(&self.x_tile, &xs)?;
-            self.dev.write(&self.mu_tile, &mu)?;
-            let noise = self.predictor.predict_noise(self.dev, &self.x_tile, &self.mu_tile, self.layout.rect(k), t)?;
-            self.layout.blend(k, &self.dev.read(&noise).await?, &mut blended);
-            // The last tile is reported with the finished step.
-            if k + 1 < tiles && !on_tile(k + 1) {
-                return Err(Error::Cancelled);
+        // Tiles are blended in order (sums in the same order: the same values whoever
+        // computed them); `done` holds the ones that came back early.
+        let mut done: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        let mut next_blend = 0;
+        let mut next = 0;
+        let mut out: Vec<Option<(usize, TileFuture)>> = (0..self.helpers.as_ref().map_or(0, |h| h.count())).map(|_| None).collect();
+        while next_blend < tiles {
+            // Every idle helper gets the next tile, then this worker computes one itself.
+            for (helper, slot) in out.iter_mut().enumerate() {
+                if slot.is_none() && next < tiles {
+                    let (xs, mu) = self.tile_inputs(next, x);
+                    let rect = self.layout.rect(next);
+                    *slot = Some((next, self.helpers.as_mut().expect("helpers have slots").send(helper, xs, mu, rect, t)));
+                    next += 1;
+                }
+            }
+            if next < tiles {
+                let k = next;
+                next += 1;
+                let noise = self.predict_tile(k, x, t).await?;
+                done.insert(k, noise);
+                if let Some(h) = &self.helpers {
+                    h.pause().await;
+                }
+            } else if let Some(slot) = out.iter_mut().filter(|s| s.is_some()).min_by_key(|s| s.as_ref().map(|(k, _)| *k)) {
+                // Nothing left to start: wait for the helper holding the earliest tile.
+                let (k, future) = slot.take().expect("filtered");
+                done.insert(k, future.await?);
+            }
+            for slot in out.iter_mut() {
+                if let Some((k, future)) = slot {
+                    if let Poll::Ready(noise) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                        done.insert(*k, noise?);
+                        *slot = None;
+                    }
+                }
+            }
+            while let Some(noise) = done.remove(&next_blend) {
+                self.layout.blend(next_blend, &noise, &mut blended);
+                next_blend += 1;
+                // The last tile is reported with the finished step.
+                if next_blend < tiles && !on_tile(next_blend) {
+                    return Err(Error::Cancelled);
+                }
             }
         }
         Ok(blended)

@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +15,8 @@ use crate::device::{Device, DeviceChoice};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
-use crate::restore::{RestoreOptions, Restorer};
+use crate::restore::{NoisePredictor, Rect, RestoreOptions, Restorer, UNetPredictor};
+use crate::tiles::{TileFuture, TileHelpers};
 use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use crate::weights::{self, is_torch_archive, Checkpoint, ConvertOptions, DeviceDType, StoreDType};
 
@@ -172,7 +175,13 @@ impl Engine {
     /// tile, tiles, preview)` is called after every tile (`tile == tiles`: the step is
     /// finished; `preview` is then `{ width, height, data }` RGBA when asked for, else
     /// undefined) and cancels the restore by returning false.
-    pub async fn restore(&self, rgba: Vec<u8>, width: usize, height: usize, options: JsValue, on_step: js_sys::Function) -> Result<Vec<u8>, JsError> {
+    ///
+    /// `helpers` helper workers (each with this UNet loaded) share a tiled restore's tiles:
+    /// `evaluate(helper, degradation, image, x, mu, width, height, t)` resolves to the
+    /// tile's noise (a Float32Array, planar [3, height, width]) from helper `helper`'s
+    /// `evaluateTile`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn restore(&self, rgba: Vec<u8>, width: usize, height: usize, options: JsValue, on_step: js_sys::Function, helpers: usize, evaluate: Option<js_sys::Function>) -> Result<Vec<u8>, JsError> {
         let (daclip, unet) = self.restore_models()?;
         let opts = restore_options(options)?;
         let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
@@ -194,9 +203,33 @@ impl Engine {
             // Anything but an explicit `false` (or a throwing callback) continues.
             matches!(r, Ok(v) if v != JsValue::FALSE)
         };
-        let out = restorer.restore(&self.dev, image(&rgba, width, height), &opts, &mut callback).await.map_err(js_error)?.to_rgb8();
+        let mut helpers = evaluate.map(|evaluate| HelperWorkers { count: helpers, evaluate, context: None });
+        let shared = helpers.as_mut().map(|h| h as &mut dyn TileHelpers);
+        let out = restorer.restore_sharing(&self.dev, image(&rgba, width, height), &opts, shared, &mut callback).await.map_err(js_error)?.to_rgb8();
         // Restoration works on RGB, as the original; the alpha channel is copied through.
         Ok(out.data.chunks(3).zip(rgba.chunks(4)).flat_map(|(c, a)| [c[0], c[1], c[2], a[3]]).collect())
+    }
+
+    /// One tile's noise for a helper worker: the loaded UNet conditioned on the restore's
+    /// embeddings (`degradation`, `image`) at network time `t`, on the tile's state `x`
+    /// and LQ image `mu` (planar [3, height, width]); the same values the restoring
+    /// worker would compute for it.
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = evaluateTile)]
+    pub async fn evaluate_tile(&self, degradation: Vec<f32>, image: Vec<f32>, x: Vec<f32>, mu: Vec<f32>, width: usize, height: usize, t: f32) -> Result<Vec<f32>, JsError> {
+        let unet = self.models.borrow().unet.clone().ok_or_else(|| JsError::new("a helper worker needs the UNet weights"))?;
+        let n = 3 * width * height;
+        if x.len() != n || mu.len() != n || degradation.len() != image.len() {
+            return Err(JsError::new(&format!("a tile of {width}x{height} needs {n} values, got {} and {}", x.len(), mu.len())));
+        }
+        let dev = &self.dev;
+        let context = |v: &[f32]| dev.upload(&[1, v.len()], v);
+        let (degra, img) = (context(&degradation).map_err(js_error)?, context(&image).map_err(js_error)?);
+        let mut predictor = UNetPredictor::new(dev, &unet, &degra, &img, &[t]).map_err(js_error)?;
+        let shape = [1, 3, height, width];
+        let at = Rect { x: 0, y: 0, width, height };
+        let noise = predictor.predict_noise(dev, &dev.upload(&shape, &x).map_err(js_error)?, &dev.upload(&shape, &mu).map_err(js_error)?, at, t).map_err(js_error)?;
+        dev.read(&noise).await.map_err(js_error)
     }
 
     /// How long a restore of a `width` x `height` image with `options` will take here:
@@ -245,5 +278,42 @@ impl Engine {
         *self.models.borrow_mut() = Models::default();
         self.tile_seconds.borrow_mut().clear();
         self.dev.release_free_buffers();
+    }
+}
+
+/// The helper workers of a tiled restore on the CPU backend, reached through the JS
+/// function the worker passes (www/lib/worker.js: a MessagePort per helper).
+struct HelperWorkers {
+    count: usize,
+    evaluate: js_sys::Function,
+    context: Option<(js_sys::Float32Array, js_sys::Float32Array)>,
+}
+
+impl TileHelpers for HelperWorkers {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn condition(&mut self, degradation: Vec<f32>, image: Vec<f32>) {
+        self.context = Some((js_sys::Float32Array::from(&degradation[..]), js_sys::Float32Array::from(&image[..])));
+    }
+
+    fn send(&mut self, helper: usize, x: Vec<f32>, mu: Vec<f32>, at: Rect, t: f32) -> TileFuture {
+        let (degra, image) = self.context.clone().expect("conditioned before the first tile");
+        let args = js_sys::Array::new();
+        for v in [JsValue::from(helper as u32), degra.into(), image.into(), js_sys::Float32Array::from(&x[..]).into(), js_sys::Float32Array::from(&mu[..]).into(), (at.width as u32).into(), (at.height as u32).into(), t.into()] {
+            args.push(&v);
+        }
+        let promise = self.evaluate.apply(&JsValue::NULL, &args);
+        Box::pin(async move {
+            let failed = |e: JsValue| Error::Helper(format!("{}", e.as_string().or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}"))));
+            let promise: js_sys::Promise = promise.map_err(failed)?.into();
+            let noise = wasm_bindgen_futures::JsFuture::from(promise).await.map_err(failed)?;
+            Ok(js_sys::Float32Array::from(noise).to_vec())
+        })
+    }
+
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(crate::device::yield_to_event_loop())
     }
 }

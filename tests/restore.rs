@@ -2,17 +2,22 @@
 //! allocation per step, cancellation, the sde sampler, bad inputs, tiled restores.
 #![cfg(not(target_arch = "wasm32"))]
 
+use std::cell::Cell;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
-use daclip_webgpu::restore::{sample, DeviceSpace, RestoreOptions, Restorer, RgbImage, UNetPredictor};
+use daclip_webgpu::restore::{sample, DeviceSpace, NoisePredictor, Rect, RestoreOptions, Restorer, RgbImage, UNetPredictor};
 use daclip_webgpu::sde::{IrSde, Sampler};
-use daclip_webgpu::tiles::TileLayout;
+use daclip_webgpu::tiles::{TileFuture, TileHelpers, TileLayout};
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
-use daclip_webgpu::{Error, Device};
+use daclip_webgpu::{Device, Error, Tensor};
 
 fn tiny(file: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)).unwrap()
@@ -357,5 +362,86 @@ fn the_cpu_backend_restores_what_the_gpu_does() {
         let beyond_one = diffs.iter().filter(|&&d| d > 1).count();
         println!("{what}: GPU ({}) vs CPU: max {worst}/255, {beyond_one} of {} values beyond 1/255", gpu.info(), diffs.len());
         assert!(worst <= 4 && beyond_one * 200 <= diffs.len(), "{what}: max {worst}, {beyond_one} beyond 1/255");
+    }
+}
+
+/// Helpers as the browser's helper workers are: another device with its own copy of the
+/// UNet, conditioned on the restore's embeddings; each tile's future is ready only on its
+/// second poll, so tiles come back after others were computed here.
+struct OtherDevices {
+    dev: Device,
+    unet: ConditionalUNet,
+    count: usize,
+    context: Option<(Tensor, Tensor)>,
+    tiles: Rc<Cell<usize>>,
+}
+
+struct Later(Option<daclip_webgpu::Result<Vec<f32>>>, bool);
+
+impl Future for Later {
+    type Output = daclip_webgpu::Result<Vec<f32>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.0.take().expect("polled after ready"))
+    }
+}
+
+impl TileHelpers for OtherDevices {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn condition(&mut self, degradation: Vec<f32>, image: Vec<f32>) {
+        let n = degradation.len();
+        self.context = Some((self.dev.upload(&[1, n], &degradation).unwrap(), self.dev.upload(&[1, n], &image).unwrap()));
+    }
+
+    fn send(&mut self, _helper: usize, x: Vec<f32>, mu: Vec<f32>, at: Rect, t: f32) -> TileFuture {
+        self.tiles.set(self.tiles.get() + 1);
+        let (degra, image) = self.context.as_ref().expect("conditioned first");
+        let shape = [1, 3, at.height, at.width];
+        let noise = (|| {
+            let mut unet = UNetPredictor::new(&self.dev, &self.unet, degra, image, &[t])?;
+            let out = unet.predict_noise(&self.dev, &self.dev.upload(&shape, &x)?, &self.dev.upload(&shape, &mu)?, at, t)?;
+            self.dev.read_blocking(&out)
+        })();
+        Box::pin(Later(Some(noise), false))
+    }
+
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A tiled restore whose tiles are shared with helpers gives exactly the image computed
+/// alone (the browser's several workers rest on this), and the helpers did take tiles.
+#[test]
+fn tiles_shared_with_helpers_restore_bit_for_bit() {
+    let dev = Device::cpu();
+    let m = models(&dev);
+    let r = Restorer::new(&m.0, &m.1).unwrap();
+    let img = image_of(80, 56);
+    let opts = RestoreOptions { steps: 3, seed: 4, sampler: Sampler::MrOde2, tile: Some(32), overlap: Some(8), ..Default::default() };
+    let alone = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |_| true)).unwrap().to_rgb8();
+    for count in [1, 2, 5] {
+        let helper_dev = Device::cpu();
+        let tiles = Rc::new(Cell::new(0));
+        let mut helpers = OtherDevices { unet: models(&helper_dev).1, dev: helper_dev, count, context: None, tiles: tiles.clone() };
+        let mut progress = Vec::new();
+        let shared = block_on(r.restore_sharing(&dev, image_ref(&img), &opts, Some(&mut helpers), &mut |s| {
+            progress.push((s.progress.step, s.progress.tile));
+            true
+        }))
+        .unwrap()
+        .to_rgb8();
+        println!("{count} helper(s): {} of {} tile evaluations done by them", tiles.get(), 3 * 6);
+        assert!(tiles.get() > 0, "the helpers took tiles");
+        assert!(shared == alone, "{count} helper(s): not the image computed alone");
+        let want: Vec<(usize, usize)> = (1..=3).flat_map(|step| (1..=6).map(move |tile| (step, tile))).collect();
+        assert_eq!(progress, want, "progress in tile order");
     }
 }

@@ -13,6 +13,8 @@ mod pool;
 mod tensor;
 
 pub use future::Callback;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use future::yield_to_event_loop;
 #[cfg(not(target_arch = "wasm32"))]
 pub use future::block_on;
 pub use pool::MemoryStats;

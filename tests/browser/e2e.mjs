@@ -382,6 +382,38 @@ await check('without WebGPU the package classifies and restores on the CPU path'
   assert.deepEqual(r.size, [w, h]);
   assert.ok(r.worst <= 4 && r.beyondOne <= 0.005 * r.count, JSON.stringify(r));
 });
+
+await check('without WebGPU, 2 and 3 workers restore a tiled image exactly as 1 worker does', async () => {
+  const plain = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
+  const p = await plain.newPage();
+  p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  await p.goto(`${base}/www/index.html`);
+  const r = await p.evaluate(async () => {
+    const { DaClip } = await import('/www/lib/daclip.js');
+    const [width, height] = [160, 112];
+    const img = new ImageData(width, height);
+    for (let i = 0; i < width * height; i++) img.data.set([(i * 7) % 256, (i % width) * 1.5, ((i / width) | 0) * 2, 255], 4 * i);
+    const options = { steps: 3, seed: 2, sampler: 'mr-ode2', tile: 64, overlap: 16 };
+    const runs = {};
+    for (const workers of [1, 2, 3]) {
+      const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth', device: 'cpu', workers, cache: false });
+      const tiles = [];
+      const started = performance.now();
+      const out = await model.restore(img, { ...options, onStep: ({ step, tile, tiles: n }) => tiles.push([step, tile, n]) });
+      runs[workers] = { workers: model.workers, seconds: (performance.now() - started) / 1000, data: Array.from(out.data), tiles };
+      model.dispose();
+    }
+    const differ = (a, b) => a.data.reduce((n, v, i) => n + (v !== b.data[i]), 0);
+    return { runs: Object.values(runs).map(({ workers, seconds, tiles }) => ({ workers, seconds, tiles: tiles.length })), differ2: differ(runs[2], runs[1]), differ3: differ(runs[3], runs[1]), progress: JSON.stringify(runs[2].tiles) === JSON.stringify(runs[1].tiles) };
+  });
+  await plain.close();
+  console.log(`     ${r.runs.map((x) => `${x.workers} worker(s): ${x.seconds.toFixed(2)} s`).join(', ')} (tiny UNet: messages, not compute); values differing from 1 worker: ${r.differ2}, ${r.differ3}`);
+  assert.deepEqual(r.runs.map((x) => x.workers), [1, 2, 3]);
+  assert.equal(r.runs[0].tiles, 3 * 6, 'progress after each of 6 tiles per step');
+  assert.equal(r.differ2, 0);
+  assert.equal(r.differ3, 0);
+  assert.ok(r.progress, 'the same progress reports, in tile order');
+});
 server.close();
 
 await check('the npm package installs and imports in a fresh project', async () => {

@@ -42,6 +42,11 @@ export interface LoadOptions {
    * fallback (software) adapter exists; "webgpu" insists on WebGPU (rejects without it);
    * "cpu" always uses the CPU backend. `model.adapter` says which runs and why. */
   device?: 'auto' | 'webgpu' | 'cpu';
+  /** On the CPU backend: workers sharing a tiled restore's tiles, 1 to 16 (default the
+   * number of logical cores, at most 4). Each helper worker holds its own copy of the
+   * UNet (about 200 MB for the published one) and runs on its own core; the result does
+   * not depend on the count. Ignored on WebGPU. */
+  workers?: number;
 }
 
 export type ImageInput = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | File;
@@ -154,6 +159,8 @@ export declare class DaClip {
    * with no name every weights file this package kept; resolves to the entries deleted. */
   static deleteCachedWeights(weights?: PublishedWeightsName, options?: { baseUrl?: string | URL }): Promise<number>;
   readonly adapter: AdapterDescription | null;
+  /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
+  readonly workers: number;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
   /** Restores an image of any size up to 64 MP (each side 9 to 16384 pixels); the result

@@ -203,8 +203,11 @@ export class DaClip {
   #disposed = false;
   #next = 1;
   #pending = new Map();
+  #helpers = [];
   /** The device that runs: `{ device: 'webgpu' | 'cpu', name, backend, isSoftware, reason }`. */
   adapter = null;
+  /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
+  workers = 1;
 
   constructor(worker) {
     this.#worker = worker;
@@ -245,8 +248,9 @@ export class DaClip {
    * Starts the engine in a worker and loads the weights.
    * @param {import('./daclip').LoadOptions} options
    */
-  static async load({ daclip, unet, weights, baseUrl, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto' } = {}) {
+  static async load({ daclip, unet, weights, baseUrl, onProgress, cache = true, customLabels = false, workerUrl, device = 'auto', workers } = {}) {
     if (!DEVICES.includes(device)) throw new RangeError(`device must be one of ${DEVICES.join(', ')}, not ${device}`);
+    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 16)) throw new RangeError(`workers must be an integer from 1 to 16, not ${workers}`);
     if (weights !== undefined) {
       if (daclip || unet) throw new TypeError('pass either weights (a published pair) or daclip/unet, not both');
       ({ daclip, unet } = publishedUrls(weights, baseUrl));
@@ -257,18 +261,24 @@ export class DaClip {
     const model = new DaClip(startWorker(workerUrl));
     try {
       model.adapter = await model.#call('init', { device }).promise;
+      // On the CPU backend a tiled restore's tiles go to helper workers too (one thread
+      // each); on a GPU one worker feeds the GPU.
+      const helperCount = model.adapter.device === 'cpu' && unet ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
       for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
         if (!source) continue;
         const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
         onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
         // Transfer a copy when the caller still owns the bytes; our own download is moved.
         const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
+        const forHelpers = kind === 'unet' ? Array.from({ length: helperCount }, () => bytes.slice()) : [];
         const total = bytes.length;
         const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
         const converted = await model.#call('load', request, [owned.buffer]).promise;
         if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
+        if (forHelpers.length) await model.#startHelpers(forHelpers, workerUrl);
         onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
       }
+      model.workers = 1 + model.#helpers.length;
     } catch (err) {
       model.dispose();
       if (/no GPU adapter/.test(err.message)) throw new Error(`${NO_WEBGPU} (${err.message})`);
@@ -376,12 +386,30 @@ export class DaClip {
   async estimate(width, height, options = {}) {
     checkRestoreOptions(options);
     const { steps, seed, sampler, grid, tile, overlap } = options;
-    return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
+    const e = await this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
+    // Helper workers take tiles side by side.
+    return { ...e, seconds: e.secondsPerTile * Math.ceil(e.tiles / Math.min(this.workers, e.tiles)) * e.steps };
   }
 
-  /** Frees the device's memory and stops the worker. */
+  /** Helper workers, each with the UNet (`unets`: one copy of its bytes each), joined to
+   * the restoring worker by a MessageChannel apiece. */
+  async #startHelpers(unets, workerUrl) {
+    this.#helpers = unets.map(() => new DaClip(startWorker(workerUrl)));
+    await Promise.all(this.#helpers.map(async (helper, i) => {
+      await helper.#call('init', { device: 'cpu' }).promise;
+      await helper.#call('load', { kind: 'unet', bytes: unets[i].buffer, convert: false }, [unets[i].buffer]).promise;
+    }));
+    const channels = this.#helpers.map(() => new MessageChannel());
+    await Promise.all(this.#helpers.map((helper, i) => helper.#call('serve', { port: channels[i].port2 }, [channels[i].port2]).promise));
+    const ports = channels.map((c) => c.port1);
+    await this.#call('helpers', { ports }, ports).promise;
+  }
+
+  /** Frees the device's memory and stops the worker (and its helpers). */
   dispose() {
     this.#disposed = true;
+    for (const helper of this.#helpers) helper.dispose();
+    this.#helpers = [];
     this.#worker.terminate();
     for (const p of this.#pending.values()) p.reject(new Error('the model was disposed'));
     this.#pending.clear();

@@ -2,10 +2,49 @@
 // backend), so the page never blocks.
 // Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
 // error, aborted }; restore also posts { id, type: 'step', step, total, tile, tiles, preview }
-// after every tile.
+// after every tile. A helper worker gets { type: 'serve', port } and then answers tile
+// requests on that port; the restoring worker gets { type: 'helpers', ports }.
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
+const aborted = new Set();
+
+// Several workers on the CPU backend: the restoring worker hands tiles to helper workers
+// (each its own wasm instance with its own copy of the UNet) over one MessagePort each.
+let helpers = [];
+const tileRequests = new Map();
+let nextTile = 1;
+
+function evaluateOnHelper(helper, degradation, image, x, mu, width, height, t) {
+  return new Promise((resolve, reject) => {
+    const id = nextTile++;
+    tileRequests.set(id, { resolve, reject });
+    helpers[helper].postMessage({ id, degradation, image, x, mu, width, height, t }, [x.buffer, mu.buffer]);
+  });
+}
+
+function connectHelper(port) {
+  port.onmessage = ({ data }) => {
+    const request = tileRequests.get(data.id);
+    if (!request) return; // a tile of a cancelled restore
+    tileRequests.delete(data.id);
+    if (data.error) request.reject(new Error(data.error));
+    else request.resolve(data.noise);
+  };
+  return port;
+}
+
+/** As a helper: evaluates the tiles the restoring worker sends on `port`, one at a time. */
+function serveTiles(port) {
+  port.onmessage = async ({ data: m }) => {
+    try {
+      const noise = await engine.evaluateTile(m.degradation, m.image, m.x, m.mu, m.width, m.height, m.t);
+      port.postMessage({ id: m.id, noise }, [noise.buffer]);
+    } catch (err) {
+      port.postMessage({ id: m.id, error: String(err?.message ?? err) });
+    }
+  };
+}
 
 /**
  * The engine's wasm, found beside the glue by `new URL(.., import.meta.url)`, the form
@@ -22,7 +61,6 @@ async function fetchWasm() {
   if (!response.ok) throw new Error(`the daclip-webgpu engine (${url}) could not be fetched: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`);
   return response;
 }
-const aborted = new Set();
 
 async function handle(msg) {
   switch (msg.type) {
@@ -46,9 +84,15 @@ async function handle(msg) {
         self.postMessage({ id: msg.id, type: 'step', step, total, tile, tiles, preview });
         return true;
       };
-      const rgba = await engine.restore(msg.rgba, msg.width, msg.height, msg.options, onStep);
+      const rgba = await engine.restore(msg.rgba, msg.width, msg.height, msg.options, onStep, helpers.length, helpers.length ? evaluateOnHelper : undefined);
       return { result: rgba, transfer: [rgba.buffer] };
     }
+    case 'helpers':
+      helpers = msg.ports.map(connectHelper);
+      return { result: helpers.length };
+    case 'serve':
+      serveTiles(msg.port);
+      return { result: null };
     case 'estimate':
       return { result: await engine.estimate(msg.width, msg.height, msg.options) };
     case 'dispose':

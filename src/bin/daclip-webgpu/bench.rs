@@ -73,6 +73,11 @@ pub struct Args {
     /// The tile side for --tiled.
     #[arg(long, requires = "tiled")]
     tile: Option<usize>,
+    /// Only write the bench's weights (DA-CLIP without its text tower, the UNet; seeded
+    /// random, published shapes) into this folder as daclip.safetensors and
+    /// unet.safetensors, for the browser bench (tests/browser/bench.mjs).
+    #[arg(long, value_name = "DIR")]
+    save_weights: Option<std::path::PathBuf>,
     #[command(flatten)]
     device: crate::DeviceArg,
 }
@@ -82,6 +87,14 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(dir) = &args.save_weights {
+        for (name, bytes) in [("daclip.safetensors", published_daclip_weights()), ("unet.safetensors", published_unet_weights())] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(|e| daclip_webgpu::Error::Io(format!("{}: {e}", path.display())))?;
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let (with_restore, kernels_only, tiled, tile) = (args.restore, args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
     println!("device: {}", dev.info());
@@ -137,13 +150,25 @@ pub fn run(args: Args) -> Result<()> {
     unet_rows(&dev, with_restore, None)
 }
 
+/// Seeded random weights of the published UNet, as safetensors with its config.
+fn published_unet_weights() -> Vec<u8> {
+    let kind = ModelKind::UNet(published_unet());
+    random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata())
+}
+
+/// Seeded random weights of the published DA-CLIP without its text tower (zero dense
+/// connections, as trained ones start).
+fn published_daclip_weights() -> Vec<u8> {
+    let kind = ModelKind::DaClip(DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() });
+    random_safetensors(&kind.expected_tensors(), 3, |n| n.contains("zero_modules"), kind.metadata())
+}
+
 /// One step of the published UNet (seeded random f16 weights) at three sizes, with the
 /// most GPU memory held at once (weights included), or with `--tiled WxH` instead one
 /// sampler step of an image that size in tiles (`--tile N`, default the adapter's); with
 /// `--restore`, whole restores.
 fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Option<usize>)>) -> Result<()> {
-    let kind = ModelKind::UNet(published_unet());
-    let bytes = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
+    let bytes = published_unet_weights();
     let unet = ConditionalUNet::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
     drop(bytes);
     let context = filled(dev, &[1, 512])?;
@@ -169,9 +194,7 @@ fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Op
     }
     if with_restore {
         drop(unet);
-        let daclip_kind = ModelKind::DaClip(DaClipConfig { text_cfg: None, ..DaClipConfig::vit_b_32() });
-        let d = random_safetensors(&daclip_kind.expected_tensors(), 3, |n| n.contains("zero_modules"), daclip_kind.metadata());
-        let u = random_safetensors(&kind.expected_tensors(), 2, |_| false, kind.metadata());
+        let (d, u) = (published_daclip_weights(), published_unet_weights());
         let (daclip, unet) = Restorer::load_models(dev, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, DeviceDType::F16)?;
         let restorer = Restorer::new(&daclip, &unet)?;
         let img: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 37 % 256) as u8).collect();

@@ -1,0 +1,67 @@
+// npm run bench:browser: the CPU backend in headless Chromium without WebGPU, on the
+// published architectures with seeded random weights (`daclip-webgpu bench
+// --save-weights`), through the npm package's API. Prints a table: DA-CLIP's encode of a
+// 224 x 224 image (a classify of a new image), one UNet evaluation at 64 x 64 (the timed
+// tile of `estimate`), and a tiled restore's step per tile with 1 and 2 workers. Needs
+// `npm run build`; not part of the tests (speed is not asserted).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../../www/serve.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
+const weights = mkdtempSync(join(tmpdir(), 'daclip-bench-'));
+execFileSync('cargo', ['run', '--release', '--quiet', '--', 'bench', '--save-weights', weights], { cwd: root, stdio: 'inherit' });
+const [site, store] = [await serve(0), await serve(0, weights)];
+const base = `http://127.0.0.1:${site.address().port}`;
+const weightsBase = `http://127.0.0.1:${store.address().port}`;
+
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run'] });
+const page = await browser.newPage();
+page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+await page.goto(`${base}/www/index.html`);
+const rows = await page.evaluate(async (weightsBase) => {
+  const { DaClip } = await import('/www/lib/daclip.js');
+  const picture = (w, h, seed) => {
+    const img = new ImageData(w, h);
+    for (let i = 0; i < w * h; i++) img.data.set([(i * 7 + seed) % 256, (i * 13) % 256, (i * 31 + seed * 5) % 256, 255], 4 * i);
+    return img;
+  };
+  const seconds = async (f) => {
+    const started = performance.now();
+    await f();
+    return (performance.now() - started) / 1000;
+  };
+  const out = [];
+  let name = '';
+  for (const workers of [1, 2]) {
+    const model = await DaClip.load({ daclip: `${weightsBase}/daclip.safetensors`, unet: `${weightsBase}/unet.safetensors`, device: 'cpu', workers, cache: false });
+    name = model.adapter.name;
+    if (workers === 1) {
+      await model.classify(picture(224, 224, 1)); // compiles nothing, but warms the caches
+      out.push({ what: 'encode_image 224x224 (classify a new image)', workers, seconds: await seconds(() => model.classify(picture(224, 224, 2))) });
+      const e = await model.estimate(64, 64, { steps: 1 });
+      out.push({ what: 'UNet evaluation at 64x64', workers, seconds: e.secondsPerTile });
+    }
+    // 176 x 176 in tiles of 64 overlapping by 16: 3 x 3 tiles. Its embeddings are computed
+    // by the classify first, so the restore times the network on the tiles.
+    const img = picture(176, 176, 3);
+    await model.classify(img);
+    const step = await seconds(() => model.restore(img, { steps: 1, sampler: 'mr-ode1', tile: 64, overlap: 16 }));
+    out.push({ what: 'tiled step 176x176, 9 tiles of 64, per tile', workers: model.workers, seconds: step / 9 });
+    model.dispose();
+  }
+  return { name, out };
+}, weightsBase);
+await browser.close();
+site.close();
+store.close();
+rmSync(weights, { recursive: true, force: true });
+
+console.log(`CPU backend in Chromium (${rows.name}), no WebGPU, published shapes, seeded random weights`);
+console.log(`| ${'what'.padEnd(46)} | workers | seconds |`);
+console.log(`|${'-'.repeat(48)}|---------|---------|`);
+for (const r of rows.out) console.log(`| ${r.what.padEnd(46)} | ${String(r.workers).padStart(7)} | ${r.seconds.toFixed(3).padStart(7)} |`);

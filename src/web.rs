@@ -306,7 +306,7 @@ impl TileHelpers for HelperWorkers {
         }
         let promise = self.evaluate.apply(&JsValue::NULL, &args);
         Box::pin(async move {
-            let failed = |e: JsValue| Error::Helper(format!("{}", e.as_string().or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}"))));
+            let failed = |e: JsValue| Error::Helper(e.as_string().or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}")));
             let promise: js_sys::Promise = promise.map_err(failed)?.into();
             let noise = wasm_bindgen_futures::JsFuture::from(promise).await.map_err(failed)?;
             Ok(js_sys::Float32Array::from(noise).to_vec())

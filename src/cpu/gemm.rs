@@ -1,7 +1,7 @@
 //! Matrix products and convolutions on the CPU: `matrixmultiply`'s packed GEMM on
 //! blocks of the output, the blocks spread over threads.
 
-use super::{check_extent, parallel_for, threads, SharedOut};
+use super::{check_extent, parallel_for, threads, with_scratch, SharedOut};
 use crate::error::Result;
 use crate::ops::conv2d::Params as ConvParams;
 use crate::ops::matmul::Params as MatmulParams;
@@ -135,6 +135,9 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
     if p.has_bias != 0 {
         check_extent("conv2d bias", cout - 1, bias.len())?;
     }
+    if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS {
+        return winograd_3x3(p, batch, x, w, (p.has_bias != 0).then_some(bias), out);
+    }
     let direct = taps == 1 && stride == 1 && pad == 0;
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
     // thread.
@@ -223,4 +226,180 @@ fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32
         }
     }
     col
+}
+
+/// Below this many input or output channels a 3x3 convolution goes through im2col: the
+/// transforms would cost more than the multiplications they save.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// A 3x3, stride 1, padding 1 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016):
+/// each 2x2 block of output pixels ("tile") from a 4x4 input patch, as 16 products of the
+/// transformed weights [Cout, Cin] with the transformed patches [Cin, tiles] (one per
+/// element of the 4x4 transform domain), then a transform back. 2.25 times fewer
+/// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
+/// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
+/// transformed blocks in cache, the blocks spread over threads.
+fn winograd_3x3(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+    let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
+    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
+    let tiles = th * tw;
+    check_extent("conv2d output", batch * cout * h * wd - 1, out.len())?;
+    // U = G g G^T for every (cout, cin): [16][cout][cin], output channels over threads.
+    let mut u = vec![0f32; 16 * cout * cin];
+    {
+        let us = SharedOut::new(&mut u);
+        parallel_for(cout, |co| {
+            for ci in 0..cin {
+                let g = &w[(co * cin + ci) * 9..][..9];
+                let mut t = [[0f32; 3]; 4]; // G g: 4 x 3
+                for c in 0..3 {
+                    let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
+                    t[0][c] = g0;
+                    t[1][c] = 0.5 * (g0 + g1 + g2);
+                    t[2][c] = 0.5 * (g0 - g1 + g2);
+                    t[3][c] = g2;
+                }
+                for (r, row) in t.iter().enumerate() {
+                    let (a, b, c) = (row[0], row[1], row[2]);
+                    for (j, v) in [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c].into_iter().enumerate() {
+                        // Row co of every transform element's matrix: this task's alone.
+                        us.set(((r * 4 + j) * cout + co) * cin + ci, v);
+                    }
+                }
+            }
+        });
+    }
+    // Blocks of tiles whose transformed inputs and products take about 4 MiB, but at least
+    // 64 tiles (the products' width) and enough blocks for every thread.
+    let by_cache = (1 << 20) / (16 * (cin + cout));
+    let by_threads = tiles.div_ceil(threads() * 2);
+    let block = by_cache.min(by_threads).max(64).next_multiple_of(8);
+    let blocks = ranges(tiles, tiles.div_ceil(block), 8);
+    let y = SharedOut::new(out);
+    let failed = std::sync::Mutex::new(None);
+    parallel_for(batch * blocks.len(), |task| {
+        let (bi, (t0, t1)) = (task / blocks.len(), blocks[task % blocks.len()]);
+        let nb = t1 - t0;
+        let xb = &x[bi * cin * h * wd..(bi + 1) * cin * h * wd];
+        // The block's tiles as runs along tile rows: (tile row, first column, count, index
+        // of the first in the block). The transforms work on whole runs, so that their
+        // loops run over consecutive tiles and vectorise.
+        let mut runs = Vec::new();
+        let mut t = t0;
+        while t < t1 {
+            let (ty, tx) = (t / tw, t % tw);
+            let n = (tw - tx).min(t1 - t);
+            runs.push((ty, tx, n, t - t0));
+            t += n;
+        }
+        with_scratch(16 * cin * nb, 16 * cout * nb, |v, m| {
+        // V = B^T d B of every tile of the block, for every input channel: [16][cin][nb]
+        // (every element written below).
+        let (mut even, mut odd) = (vec![0f32; 4 * (tw + 1)], vec![0f32; 4 * (tw + 1)]);
+        let mut db = vec![0f32; 16 * tw];
+        for ci in 0..cin {
+            let plane = &xb[ci * h * wd..(ci + 1) * h * wd];
+            for &(ty, tx0, n, i0) in &runs {
+                // Rows 2 ty - 1 .. 2 ty + 2 of the padded input, split into the columns
+                // 2 (tx0 + k) - 1 (even[k]) and 2 (tx0 + k) (odd[k]), for k in 0..=n.
+                for r in 0..4 {
+                    let (e, o) = (&mut even[r * (tw + 1)..r * (tw + 1) + n + 1], &mut odd[r * (tw + 1)..r * (tw + 1) + n + 1]);
+                    let iy = (2 * ty + r).wrapping_sub(1);
+                    if iy >= h {
+                        e.fill(0.0);
+                        o.fill(0.0);
+                        continue;
+                    }
+                    let row = &plane[iy * wd..(iy + 1) * wd];
+                    for k in 0..=n {
+                        let c = 2 * (tx0 + k);
+                        e[k] = if c >= 1 && c - 1 < wd { row[c - 1] } else { 0.0 };
+                        o[k] = if c < wd { row[c] } else { 0.0 };
+                    }
+                }
+                // d B for each row r (four values per tile, db[(r * 4 + j) * tw + k]), then
+                // B^T (d B) combining the rows.
+                for r in 0..4 {
+                    let e = &even[r * (tw + 1)..r * (tw + 1) + n + 1];
+                    let o = &odd[r * (tw + 1)..r * (tw + 1) + n + 1];
+                    let row = &mut db[r * 4 * tw..(r + 1) * 4 * tw];
+                    let (d0, rest) = row.split_at_mut(tw);
+                    let (d1, rest) = rest.split_at_mut(tw);
+                    let (d2, d3) = rest.split_at_mut(tw);
+                    for k in 0..n {
+                        d0[k] = e[k] - e[k + 1];
+                        d1[k] = o[k] + e[k + 1];
+                        d2[k] = e[k + 1] - o[k];
+                        d3[k] = o[k] - o[k + 1];
+                    }
+                }
+                for j in 0..4 {
+                    let at = |r: usize| &db[(r * 4 + j) * tw..][..n];
+                    let (r0, r1, r2, r3) = (at(0), at(1), at(2), at(3));
+                    let dst = |ri: usize| ((ri * 4 + j) * cin + ci) * nb + i0;
+                    for (k, d) in v[dst(0)..][..n].iter_mut().enumerate() {
+                        *d = r0[k] - r2[k];
+                    }
+                    for (k, d) in v[dst(1)..][..n].iter_mut().enumerate() {
+                        *d = r1[k] + r2[k];
+                    }
+                    for (k, d) in v[dst(2)..][..n].iter_mut().enumerate() {
+                        *d = r2[k] - r1[k];
+                    }
+                    for (k, d) in v[dst(3)..][..n].iter_mut().enumerate() {
+                        *d = r1[k] - r3[k];
+                    }
+                }
+            }
+        }
+        // M = U V for each of the 16 transform elements: [16][cout][nb].
+        {
+            let mo = SharedOut::new(m);
+            for e in 0..16 {
+                let sa = Strided { offset: e * cout * cin, rs: cin, cs: 1 };
+                let sb = Strided { offset: e * cin * nb, rs: nb, cs: 1 };
+                let sc = Strided { offset: e * cout * nb, rs: nb, cs: 1 };
+                if let Err(err) = sgemm(cout, nb, cin, 1.0, &u, sa, v, sb, &mo, sc) {
+                    failed.lock().unwrap().get_or_insert(err);
+                    return;
+                }
+            }
+        }
+        // Y = A^T M A: each tile's 2x2 output pixels, cropped at the image's edge.
+        let mut s = vec![0f32; 8 * tw]; // A^T M: s[(r * 4 + c) * tw + k]
+        for co in 0..cout {
+            let b = bias.map_or(0.0, |b| b[co]);
+            let yb = (bi * cout + co) * h * wd;
+            for &(ty, tx0, n, i0) in &runs {
+                let me = |e: usize| &m[(e * cout + co) * nb + i0..][..n];
+                for c in 0..4 {
+                    let (m0, m1, m2, m3) = (me(c), me(4 + c), me(8 + c), me(12 + c));
+                    let (top, bottom) = s.split_at_mut(4 * tw);
+                    for (k, (t, u)) in top[c * tw..][..n].iter_mut().zip(&mut bottom[c * tw..][..n]).enumerate() {
+                        *t = m0[k] + m1[k] + m2[k];
+                        *u = m1[k] - m2[k] - m3[k];
+                    }
+                }
+                for r in 0..2 {
+                    let oy = 2 * ty + r;
+                    if oy >= h {
+                        break;
+                    }
+                    let at = |c: usize| &s[(r * 4 + c) * tw..][..n];
+                    let (a, bb, c, d) = (at(0), at(1), at(2), at(3));
+                    let row = yb + oy * wd;
+                    for k in 0..n {
+                        let ox = 2 * (tx0 + k);
+                        // Each output pixel belongs to one tile, each tile to one task.
+                        y.set(row + ox, a[k] + bb[k] + c[k] + b);
+                        if ox + 1 < wd {
+                            y.set(row + ox + 1, bb[k] - c[k] - d[k] + b);
+                        }
+                    }
+                }
+            }
+        }
+        });
+    });
+    failed.into_inner().unwrap().map_or(Ok(()), Err)
 }

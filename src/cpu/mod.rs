@@ -75,6 +75,27 @@ pub(crate) fn threads() -> usize {
     return 1;
 }
 
+/// Two scratch buffers of this thread, of at least `a` and `b` elements (their contents
+/// are whatever the last user left). Kernels' per-task temporaries of megabytes would
+/// otherwise be fresh memory maps on every call, every page faulting on first touch.
+/// `f` must not call a kernel that uses scratch itself.
+pub(crate) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (x, y) = &mut *s;
+        if x.len() < a {
+            x.resize(a, 0.0);
+        }
+        if y.len() < b {
+            y.resize(b, 0.0);
+        }
+        f(&mut x[..a], &mut y[..b])
+    })
+}
+
 /// Runs `f(0..count)`, on rayon's threads natively and in order in the browser.
 pub(crate) fn parallel_for(count: usize, f: impl Fn(usize) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]

@@ -311,8 +311,21 @@ fn winograd_3x3(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: Option
                         continue;
                     }
                     let row = &plane[iy * wd..(iy + 1) * wd];
-                    for k in 0..=n {
-                        let c = 2 * (tx0 + k);
+                    // Columns c - 1, c for c = 2 (tx0 + k): inside the row for k in lo..hi,
+                    // read as pairs; padding (zeros) at the ends.
+                    let c0 = 2 * tx0;
+                    let lo = usize::from(c0 == 0);
+                    let hi = ((wd + 1 - c0) / 2).min(n + 1).max(lo);
+                    if lo == 1 {
+                        (e[0], o[0]) = (0.0, row[0]); // column -1 is padding
+                    }
+                    let pairs = row[c0 + 2 * lo - 1..].chunks_exact(2).take(hi - lo);
+                    for ((ek, ok), pair) in e[lo..hi].iter_mut().zip(&mut o[lo..hi]).zip(pairs) {
+                        *ek = pair[0];
+                        *ok = pair[1];
+                    }
+                    for k in hi.max(lo)..=n {
+                        let c = c0 + 2 * k;
                         e[k] = if c >= 1 && c - 1 < wd { row[c - 1] } else { 0.0 };
                         o[k] = if c < wd { row[c] } else { 0.0 };
                     }
@@ -387,14 +400,19 @@ fn winograd_3x3(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: Option
                     }
                     let at = |c: usize| &s[(r * 4 + c) * tw..][..n];
                     let (a, bb, c, d) = (at(0), at(1), at(2), at(3));
-                    let row = yb + oy * wd;
-                    for k in 0..n {
-                        let ox = 2 * (tx0 + k);
-                        // Each output pixel belongs to one tile, each tile to one task.
-                        y.set(row + ox, a[k] + bb[k] + c[k] + b);
-                        if ox + 1 < wd {
-                            y.set(row + ox + 1, bb[k] - c[k] - d[k] + b);
-                        }
+                    // Output columns 2 tx0 .. 2 (tx0 + n), cropped at the image's edge:
+                    // pixels of this task's tiles alone.
+                    let (x0, x1) = (2 * tx0, (2 * (tx0 + n)).min(wd));
+                    // SAFETY: in bounds (x1 <= wd); no other task writes these pixels.
+                    let out_row = unsafe { y.slice_mut(yb + oy * wd + x0, x1 - x0) };
+                    let mut pairs = out_row.chunks_exact_mut(2);
+                    for (k, pair) in (&mut pairs).enumerate() {
+                        pair[0] = a[k] + bb[k] + c[k] + b;
+                        pair[1] = bb[k] - c[k] - d[k] + b;
+                    }
+                    if let [last] = pairs.into_remainder() {
+                        let k = n - 1;
+                        *last = a[k] + bb[k] + c[k] + b;
                     }
                 }
             }

@@ -152,6 +152,16 @@ impl<'a> SharedOut<'a> {
         unsafe { *self.ptr.add(i) = v }
     }
 
+    /// Elements `start .. start + len` as a slice (bounds checked).
+    ///
+    /// # Safety
+    /// No other task may touch these elements while the slice lives.
+    pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "CPU kernel wrote past its output");
+        // SAFETY: in bounds; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
     /// The raw pointer, for the GEMM, whose caller checked the extent it writes.
     pub(crate) fn ptr(&self) -> *mut f32 {
         self.ptr

@@ -16,10 +16,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../www/serve.mjs';
+import { check, finish, FLAGS } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const work = mkdtempSync(join(tmpdir(), 'daclip-bundlers-'));
-const FLAGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 // The package as a user installs it: the tarball, into a fresh app folder.
 const tarball = execFileSync('npm', ['pack', '--silent', '--pack-destination', work], { cwd: root }).toString().trim().split('\n').pop();
@@ -51,16 +51,6 @@ const weights = (dir) => {
   cpSync(join(root, 'www/tiny/universal-ir-tiny.pth'), join(dir, 'universal-ir-tiny.pth'));
 };
 
-let failures = 0;
-async function check(name, fn) {
-  try {
-    await fn();
-    console.log(`ok   ${name}`);
-  } catch (err) {
-    failures++;
-    console.log(`FAIL ${name}\n     ${err.stack ?? err}`);
-  }
-}
 
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
 
@@ -251,5 +241,4 @@ await model.restore(new ImageData(8, 8), { sampler: 'ddim' });
 
 await browser.close();
 rmSync(work, { recursive: true, force: true });
-console.log(failures ? `${failures} app test(s) FAILED` : 'all app tests passed');
-process.exit(failures ? 1 : 0);
+finish('app');

@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../www/serve.mjs';
+import { FLAGS } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const weights = mkdtempSync(join(tmpdir(), 'daclip-bench-'));
@@ -19,7 +20,7 @@ const [site, store] = [await serve(0), await serve(0, weights)];
 const base = `http://127.0.0.1:${site.address().port}`;
 const weightsBase = `http://127.0.0.1:${store.address().port}`;
 
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run'] });
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
 const page = await browser.newPage();
 page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
 await page.goto(`${base}/www/index.html`);

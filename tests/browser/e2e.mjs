@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 import { serve } from '../../www/serve.mjs';
+import { check, finish, FLAGS } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const artifacts = join(root, 'tests/browser-artifacts');
 mkdirSync(artifacts, { recursive: true });
-const FLAGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** The arrays of a safetensors file: { name: { dtype, shape, data: Buffer } }. */
 function readSafetensors(path) {
@@ -55,16 +55,6 @@ const DEGRADATIONS = ['motion-blurry', 'hazy', 'jpeg-compressed', 'low-light', '
 
 const server = await serve(0);
 const base = `http://127.0.0.1:${server.address().port}`;
-let failures = 0;
-async function check(name, fn) {
-  try {
-    await fn();
-    console.log(`ok   ${name}`);
-  } catch (err) {
-    failures++;
-    console.log(`FAIL ${name}\n     ${err.stack ?? err}`);
-  }
-}
 
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: [...FLAGS, '--enable-unsafe-webgpu'] });
 const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
@@ -435,5 +425,4 @@ await check('the npm package installs and imports in a fresh project', async () 
   assert.match(noGpu, /WebGPU is not available/);
 });
 
-console.log(failures ? `${failures} browser test(s) FAILED` : 'all browser tests passed');
-process.exit(failures ? 1 : 0);
+finish('browser');

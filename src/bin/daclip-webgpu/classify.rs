@@ -7,7 +7,7 @@ use daclip_webgpu::photo::Photo;
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{device::block_on, Device, Result};
 
-use crate::inputs::{about, expand};
+use crate::inputs::{about, expand, outcome};
 use crate::{read_file, DeviceArg, Outcome};
 
 /// Rank the degradations of images (the ten trained names, or your own labels).
@@ -65,14 +65,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             }
         }
     }
-    if failed.is_empty() {
-        return Ok(Outcome::Done);
-    }
-    eprintln!("{} of {} classified; {} failed:", files.len() - failed.len(), files.len(), failed.len());
-    for e in &failed {
-        eprintln!("  {e}");
-    }
-    Ok(Outcome::SomeFailed)
+    Ok(outcome("classified", files.len(), &failed))
 }
 
 fn classify_one(dev: &Device, model: &DaClip, photo: &Photo, labels: Option<&[&str]>, file: &std::path::Path, json: bool, many: bool) -> Result<()> {

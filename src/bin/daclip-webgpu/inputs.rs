@@ -132,3 +132,16 @@ pub fn about(path: &Path, e: &Error) -> String {
         format!("{name}: {msg}")
     }
 }
+
+/// How a command over `total` files ended: the failures (already reported one by one)
+/// listed again at the end, after "N of M <done>".
+pub fn outcome(done: &str, total: usize, failed: &[String]) -> crate::Outcome {
+    if failed.is_empty() {
+        return crate::Outcome::Done;
+    }
+    eprintln!("{} of {total} {done}; {} failed:", total - failed.len(), failed.len());
+    for e in failed {
+        eprintln!("  {e}");
+    }
+    crate::Outcome::SomeFailed
+}

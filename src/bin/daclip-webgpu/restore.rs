@@ -12,7 +12,7 @@ use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{device::block_on, Device, Error, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::inputs::{about, expand, plan, Job};
+use crate::inputs::{about, expand, outcome, plan, Job};
 use crate::{read_file, DeviceArg, Outcome};
 
 /// Restore photos: one file to a file, or many files and folders into a folder.
@@ -113,14 +113,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         progress.file_done();
     }
     progress.finish();
-    if failed.is_empty() {
-        return Ok(Outcome::Done);
-    }
-    eprintln!("{} of {} restored; {} failed:", jobs.len() - failed.len(), jobs.len(), failed.len());
-    for e in &failed {
-        eprintln!("  {e}");
-    }
-    Ok(Outcome::SomeFailed)
+    Ok(outcome("restored", jobs.len(), &failed))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -33,7 +33,7 @@ if (targets === null) {
 const bindgen = readFileSync(join(root, 'Cargo.lock'), 'utf8').match(/name = "wasm-bindgen"\nversion = "([^"]+)"/)[1];
 if (output('wasm-bindgen', ['--version'])?.trim() !== `wasm-bindgen ${bindgen}`) {
   console.log(`installing wasm-bindgen-cli ${bindgen} to match Cargo.lock (cargo install, once; a few minutes)`);
-  run('cargo', ['install', 'wasm-bindgen-cli', '--version', bindgen, '--locked']);
+  run('cargo', ['install', 'wasm-bindgen-cli', '--version', bindgen]);
 }
 
 run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib']);

@@ -7,7 +7,7 @@
 // DaClip.load with the URL and the HTTP status; the published weights download from a
 // mirror (baseUrl), and load again from Cache Storage with the mirror stopped. Needs
 // `npm run build` and `npm ci` (vite, webpack and typescript are devDependencies); run by
-// tests/run.
+// tests/run. It also checks that the package imports in Node and says there that it needs a browser.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -76,6 +76,22 @@ function assertWorks(result) {
   assert.equal(result.error, undefined, JSON.stringify(result));
   assert.deepEqual({ labels: result.labels, size: result.size, device: result.device }, { labels: 10, size: [40, 48], device: 'cpu' });
 }
+
+await check('the packed package installs and imports in a fresh project, and in Node says it needs a browser', async () => {
+  const dir = app('node-app');
+  const out = execFileSync('node', ['-e', `
+    const m = await import('daclip-webgpu');
+    if (typeof m.DaClip?.load !== 'function' || m.hasWebGPU()) throw new Error('bad exports');
+    const err = await m.DaClip.load({ daclip: 'x' }).then(() => null, (e) => e.message);
+    const gpu = await m.DaClip.load({ daclip: 'x', device: 'webgpu' }).then(() => null, (e) => e.message);
+    console.log(err + ' | ' + gpu);`], { cwd: dir, input: '' }).toString();
+  const pkg = join(dir, 'node_modules/daclip-webgpu');
+  for (const f of ['www/lib/daclip.js', 'www/lib/worker.js', 'www/lib/daclip.d.ts', 'www/pkg/daclip_webgpu.js', 'www/pkg/daclip_webgpu_bg.wasm']) statSync(join(pkg, f));
+  const [noWorker, noGpu] = out.trim().split(' | ');
+  console.log(`     ${tarball}: imports; in Node: ${noWorker.slice(0, 60)}...; device 'webgpu': ${noGpu.slice(0, 50)}...`);
+  assert.match(noWorker, /runs in a web browser/);
+  assert.match(noGpu, /WebGPU is not available/);
+});
 
 await check('a Vite app (vite build) classifies and restores', async () => {
   const dir = app('vite-app');

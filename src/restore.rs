@@ -304,6 +304,8 @@ impl<'m> Restorer<'m> {
             if let Some(h) = helpers.as_mut() {
                 h.condition(dev.read(&enc.degra_features).await?, dev.read(&enc.image_features).await?);
             }
+            // Reborrowed for the space's shorter lifetime (`Option::map` cannot shorten
+            // the trait object's).
             let helpers: Option<&mut dyn TileHelpers> = match helpers {
                 Some(h) => Some(&mut *h),
                 None => None,

@@ -156,6 +156,7 @@ impl<'a> SharedOut<'a> {
     ///
     /// # Safety
     /// No other task may touch these elements while the slice lives.
+    #[allow(clippy::mut_from_ref)] // disjoint pieces of one output, one per task: the type's point
     pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [f32] {
         assert!(start + len <= self.len, "CPU kernel wrote past its output");
         // SAFETY: in bounds; exclusive by the caller's contract.

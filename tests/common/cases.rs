@@ -165,7 +165,9 @@ pub async fn elementwise(dev: &Device) {
     let n = b * c * h * w;
     let a = rng.normals(n, 1.0);
     let at = up(dev, &[b, c, h, w], &a);
-    let forms: [(&str, Vec<usize>, Box<dyn Fn(usize) -> usize>); 4] = [
+    // (name, the operand's shape, which of its elements output element i reads)
+    type Broadcast<'a> = (&'a str, Vec<usize>, Box<dyn Fn(usize) -> usize>);
+    let forms: [Broadcast; 4] = [
         ("full", vec![b, c, h, w], Box::new(|i| i)),
         ("per channel [C, 1, 1]", vec![c, 1, 1], Box::new(move |i| (i / (h * w)) % c)),
         ("per (batch, channel) [B, C, 1, 1]", vec![b, c, 1, 1], Box::new(move |i| i / (h * w))),
@@ -257,6 +259,7 @@ pub async fn layout(dev: &Device) {
 
 /// Attention on [b, nq/nk, heads*d] data, q/k/v either separate or (self-attention) one
 /// fused [b, n, 3C] tensor as CLIP's in_proj produces.
+#[allow(clippy::too_many_arguments)] // the case's dimensions and flags
 pub async fn attention_case(dev: &Device, b: usize, nq: usize, nk: usize, heads: usize, d: usize, causal: bool, fused: bool) {
     let mut rng = Rng::new((b * 1000 + nq * 7 + nk * 3 + heads + d) as u64);
     let c = heads * d;

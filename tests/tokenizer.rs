@@ -21,3 +21,13 @@ fn token_ids_equal_open_clip() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("{} texts tokenized exactly as open_clip does", cases.len());
 }
+
+/// ftfy.fix_text, as the original calls it, normalises to NFC: a decomposed accent (what
+/// macOS file names and some keyboards produce) tokenizes as the composed character.
+#[test]
+fn decomposed_accents_tokenize_as_composed_ones() {
+    for (decomposed, composed) in [("cafe\u{301} au lait", "café au lait"), ("Stra\u{df}e nin\u{303}o", "Straße niño"), ("A\u{30a}ngstro\u{308}m", "Ångström")] {
+        assert_ne!(decomposed, composed);
+        assert_eq!(tokenize(decomposed, 77), tokenize(composed, 77), "{decomposed:?}");
+    }
+}

@@ -4,13 +4,15 @@
 //!
 //! The BPE itself is the `instant-clip-tokenizer` crate (the original vocabulary); the
 //! cleaning in front of it is ours and covers what ftfy changes in ordinary text: curly
-//! quotes, Latin ligatures, full-width ASCII, and HTML entities. (The ellipsis character
-//! stays: the original keeps it, and so does the vocabulary.)
-//! Not covered: ftfy's repair of mojibake and NFC normalisation of decomposed accents.
+//! quotes, Latin ligatures, full-width ASCII, HTML entities, and NFC normalisation
+//! (decomposed accents, as macOS file names and some keyboards produce them, composed).
+//! (The ellipsis character stays: the original keeps it, and so does the vocabulary.)
+//! Not covered: ftfy's repair of mojibake.
 
 use std::sync::OnceLock;
 
 use instant_clip_tokenizer::{Token, Tokenizer};
+use unicode_normalization::UnicodeNormalization;
 
 pub const START_OF_TEXT: u32 = 49406;
 pub const END_OF_TEXT: u32 = 49407;
@@ -40,7 +42,7 @@ fn clean(text: &str) -> String {
 /// The parts of `ftfy.fix_text` (default settings) that change ordinary text.
 fn fix_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in text.nfc() {
         match c {
             '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' => out.push('\''),
             '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' => out.push('"'),

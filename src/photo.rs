@@ -91,7 +91,7 @@ impl Photo {
             Rgba8 | Rgba16 | Rgba32F => Layout::Rgba,
             _ => Layout::Rgb,
         };
-        let bits = if img.color().bytes_per_pixel() / img.color().channel_count() == 1 { 8 } else { 16 };
+        let bits = sample_bits(img.color());
         let alpha = layout.has_alpha().then(|| img.to_rgba16().pixels().map(|p| p[3]).collect());
         Photo { width: img.width() as usize, height: img.height() as usize, layout, bits, rgb: img.to_rgb8().into_raw(), alpha }
     }
@@ -145,6 +145,16 @@ impl Photo {
             _ => return Err(Error::Usage(format!("the output depth must be 8 or 16 bits, not {bits}"))),
         };
         Ok(img)
+    }
+}
+
+/// Bits per sample as this module counts them: 8, or 16 for anything wider (32-bit float
+/// TIFFs included).
+fn sample_bits(color: image::ColorType) -> u8 {
+    if color.bytes_per_pixel() / color.channel_count() == 1 {
+        8
+    } else {
+        16
     }
 }
 
@@ -203,8 +213,7 @@ impl OutputFormat {
 /// JPEG or WebP are refused.
 pub fn write(img: &DynamicImage, path: &Path, format: OutputFormat, quality: u8) -> Result<()> {
     let name = path.display();
-    let sixteen = img.color().bytes_per_pixel() / img.color().channel_count() == 2;
-    if sixteen && !format.has_16_bits() {
+    if sample_bits(img.color()) == 16 && !format.has_16_bits() {
         return Err(Error::Usage(format!("{name}: {} files cannot hold 16 bits a sample; write .png or .tiff", format.extension())));
     }
     let failed = |e: &dyn std::fmt::Display| Error::Io(format!("{name}: cannot write the image ({e})"));

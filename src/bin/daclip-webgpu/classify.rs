@@ -7,7 +7,7 @@ use daclip_webgpu::photo::Photo;
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{device::block_on, Device, Result};
 
-use crate::inputs::{about, expand, outcome};
+use crate::inputs::{about, expand, outcome, PhotoReader};
 use crate::{read_file, DeviceArg, Outcome};
 
 /// Rank the degradations of images (the ten trained names, or your own labels).
@@ -35,11 +35,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let files = expand(&args.images)?;
     let labels: Option<Vec<String>> = args.labels.map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
     let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
-    // One image is read before the weights: a bad file costs nothing.
-    let mut first = match &files[..] {
-        [file] => Some(Photo::read(file)?),
-        _ => None,
-    };
+    let mut photos = PhotoReader::new(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     let bytes = read_file(&args.daclip)?;
     let ckpt = Checkpoint::parse(&bytes, None)?;
     let dev = args.device.open()?;
@@ -48,11 +44,7 @@ pub fn run(args: Args) -> Result<Outcome> {
 
     let mut failed = Vec::new();
     for file in &files {
-        let photo = match first.take() {
-            Some(photo) => Ok(photo),
-            None => Photo::read(file),
-        };
-        match photo.and_then(|p| classify_one(&dev, &model, &p, label_refs.as_deref(), file, args.json, files.len() > 1)) {
+        match photos.read(file).and_then(|p| classify_one(&dev, &model, &p, label_refs.as_deref(), file, args.json, files.len() > 1)) {
             Ok(()) => {}
             Err(e) if files.len() == 1 => return Err(e),
             Err(e) => {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use daclip_webgpu::photo::{OutputFormat, INPUT_EXTENSIONS};
+use daclip_webgpu::photo::{OutputFormat, Photo, INPUT_EXTENSIONS};
 use daclip_webgpu::{Error, Result};
 
 /// The files named, with each folder replaced by the images in it (by file-name
@@ -144,4 +144,22 @@ pub fn outcome(done: &str, total: usize, failed: &[String]) -> crate::Outcome {
         eprintln!("  {e}");
     }
     crate::Outcome::SomeFailed
+}
+
+/// Reads the photos of a run in order; a run of one file reads it at once, before the
+/// weights, so that a bad file costs nothing.
+pub struct PhotoReader(Option<Photo>);
+
+impl PhotoReader {
+    pub fn new(paths: &[&Path]) -> Result<PhotoReader> {
+        Ok(PhotoReader(match paths {
+            [only] => Some(Photo::read(only)?),
+            _ => None,
+        }))
+    }
+
+    /// The photo at `path` (the one read ahead, if that was it).
+    pub fn read(&mut self, path: &Path) -> Result<Photo> {
+        self.0.take().map_or_else(|| Photo::read(path), Ok)
+    }
 }

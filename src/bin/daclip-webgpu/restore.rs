@@ -12,7 +12,7 @@ use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{device::block_on, Device, Error, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::inputs::{about, expand, outcome, plan, Job};
+use crate::inputs::{about, expand, outcome, plan, Job, PhotoReader};
 use crate::{read_file, DeviceArg, Outcome};
 
 /// Restore photos: one file to a file, or many files and folders into a folder.
@@ -82,11 +82,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     if let Some(job) = jobs.iter().find(|j| bits == 16 && !j.format.has_16_bits()) {
         return Err(Error::Usage(format!("{}: --depth 16 needs .png or .tiff outputs", job.output.display())));
     }
-    // One input is read before the weights: a bad file costs nothing.
-    let mut first = match &jobs[..] {
-        [job] => Some(Photo::read(&job.input)?),
-        _ => None,
-    };
+    let mut photos = PhotoReader::new(&jobs.iter().map(|j| j.input.as_path()).collect::<Vec<_>>())?;
 
     let dev = args.device.open()?;
     let (daclip_bytes, unet_bytes) = (read_file(&args.daclip)?, read_file(&args.unet)?);
@@ -97,11 +93,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new(jobs.len());
     let mut failed = Vec::new();
     for job in &jobs {
-        let photo = match first.take() {
-            Some(photo) => Ok(photo),
-            None => Photo::read(&job.input),
-        };
-        match photo.and_then(|photo| restore_one(&dev, &restorer, &photo, job, &options, bits, args.quality, &progress)) {
+        match photos.read(&job.input).and_then(|photo| restore_one(&dev, &restorer, &photo, job, &options, bits, args.quality, &progress)) {
             Ok(done) => progress.say_out(&done),
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) => {

@@ -151,30 +151,32 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
         let (bi, (p0, p1)) = (t / blocks.len(), blocks[t % blocks.len()]);
         let np = p1 - p0;
         let xb = bi * cin * h * wd;
-        let patches;
-        let (bsrc, sb): (&[f32], Strided) = if direct {
-            (x, Strided { offset: xb + p0, rs: h * wd, cs: 1 })
-        } else {
-            patches = im2col(x, xb, p, p0, np);
-            (&patches, Strided { offset: 0, rs: np, cs: 1 })
-        };
-        let sa = Strided { offset: 0, rs: kdim, cs: 1 };
-        let sc = Strided { offset: bi * cout * npix + p0, rs: npix, cs: 1 };
-        // Output pixels p0..p1 of image bi, every channel: this task's block alone.
-        if let Err(e) = sgemm(cout, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
-            failed.lock().unwrap().get_or_insert(e);
-            return;
-        }
-        if p.has_bias != 0 {
-            for (co, &bv) in bias[..cout].iter().enumerate() {
-                let row = sc.offset + co * npix;
-                for i in row..row + np {
-                    // SAFETY of the read: index i is in this task's block, written above.
-                    let v = unsafe { *y.ptr().add(i) };
-                    y.set(i, v + bv);
+        // The block's patch matrix in this thread's scratch (none for direct 1x1).
+        with_scratch(if direct { 0 } else { kdim * np }, 0, |patches, _| {
+            let (bsrc, sb): (&[f32], Strided) = if direct {
+                (x, Strided { offset: xb + p0, rs: h * wd, cs: 1 })
+            } else {
+                im2col(x, xb, p, p0, np, patches);
+                (patches, Strided { offset: 0, rs: np, cs: 1 })
+            };
+            let sa = Strided { offset: 0, rs: kdim, cs: 1 };
+            let sc = Strided { offset: bi * cout * npix + p0, rs: npix, cs: 1 };
+            // Output pixels p0..p1 of image bi, every channel: this task's block alone.
+            if let Err(e) = sgemm(cout, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
+                failed.lock().unwrap().get_or_insert(e);
+                return;
+            }
+            if p.has_bias != 0 {
+                for (co, &bv) in bias[..cout].iter().enumerate() {
+                    let row = sc.offset + co * npix;
+                    for i in row..row + np {
+                        // SAFETY of the read: index i is in this task's block, written above.
+                        let v = unsafe { *y.ptr().add(i) };
+                        y.set(i, v + bv);
+                    }
                 }
             }
-        }
+        });
     });
     failed.into_inner().unwrap().map_or(Ok(()), Err)
 }
@@ -182,12 +184,12 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
 /// The patches of output pixels `p0 .. p0 + np`: row `(ci, ky, kx)` (the weight's column
 /// order), column = pixel; zero outside the image (zero padding). With stride 1 each
 /// output row's stretch of a patch row is one shifted slice of an input row: copied
-/// whole.
-fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32> {
+/// whole. `col` holds cin kh kw x np values.
+fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize, col: &mut [f32]) {
     let (cin, h, wd) = (p.cin as usize, p.h as usize, p.w as usize);
     let (wo, kh, kw) = (p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
-    let mut col = vec![0f32; cin * kh * kw * np];
+    col.fill(0.0); // the padding
     let mut rows = col.chunks_mut(np);
     for ci in 0..cin {
         let plane = &x[xb + ci * h * wd..xb + (ci + 1) * h * wd];
@@ -225,7 +227,6 @@ fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize) -> Vec<f32
             }
         }
     }
-    col
 }
 
 /// Below this many input or output channels a 3x3 convolution goes through im2col: the

@@ -45,6 +45,19 @@ function png(width, height, rgb) {
   return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }
 
+/** How far two images' values are apart: the largest difference, and how many values
+ * differ by more than 1/255. */
+function compareImages(a, b) {
+  let worst = 0;
+  let beyondOne = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    worst = Math.max(worst, d);
+    if (d > 1) beyondOne++;
+  }
+  return { worst, beyondOne, count: a.length };
+}
+
 const fixtures = readSafetensors(join(root, 'tests/fixtures/tiny/fixtures.safetensors'));
 const [h, w] = fixtures.clip_u8.shape;
 const inputPng = join(artifacts, 'tiny-input.png');
@@ -89,7 +102,7 @@ await check('classify matches the parity fixture (text_probs)', async () => {
 await check('restore on WebGPU (device: \'webgpu\') matches the native command line for the same seed', async () => {
   const nativePng = join(artifacts, 'tiny-native.png');
   execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7', '--force'], { stdio: 'pipe' });
-  const result = await page.evaluate(async ({ input, native }) => {
+  const { out, ref, ...result } = await page.evaluate(async ({ input, native }) => {
     const decode = async (bytes) => {
       const bmp = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: 'image/png' }));
       const c = new OffscreenCanvas(bmp.width, bmp.height).getContext('2d');
@@ -105,15 +118,9 @@ await check('restore on WebGPU (device: \'webgpu\') matches the native command l
     const adapter = model.adapter;
     model.dispose();
     const ref = await decode(native);
-    let worst = 0;
-    let beyondOne = 0;
-    for (let i = 0; i < out.data.length; i++) {
-      const d = Math.abs(out.data[i] - ref.data[i]);
-      worst = Math.max(worst, d);
-      if (d > 1) beyondOne++;
-    }
-    return { worst, beyondOne, count: out.data.length, seconds, size: [out.width, out.height], adapter };
+    return { out: Array.from(out.data), ref: Array.from(ref.data), seconds, size: [out.width, out.height], adapter };
   }, { input: [...readFileSync(inputPng)], native: [...readFileSync(nativePng)] });
+  Object.assign(result, compareImages(out, ref));
   console.log(`     ${result.size.join('x')}, 4 posterior steps in ${result.seconds.toFixed(1)} s on SwiftShader; vs native: max ${result.worst}/255, ${result.beyondOne} of ${result.count} values beyond 1/255`);
   assert.equal(result.adapter.device, 'webgpu');
   assert.deepEqual(result.size, [w, h]);
@@ -332,7 +339,7 @@ await check('without WebGPU the package classifies and restores on the CPU path'
   for (let i = 0; i < w * h; i++) rgba.push(...fixtures.clip_u8.data.subarray(3 * i, 3 * i + 3), 255);
   const nativePng = join(artifacts, 'tiny-native-cpu.png');
   execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--device', 'cpu', '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7', '--force'], { stdio: 'pipe' });
-  const r = await p.evaluate(async ({ rgba, w, h, native }) => {
+  const { out, ref, ...r } = await p.evaluate(async ({ rgba, w, h, native }) => {
     const { DaClip } = await import('/www/lib/daclip.js');
     const webgpu = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', device: 'webgpu' }).then(() => 'loaded', (e) => e.message);
     const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth' });
@@ -347,16 +354,10 @@ await check('without WebGPU the package classifies and restores on the CPU path'
     const ctx = new OffscreenCanvas(bmp.width, bmp.height).getContext('2d');
     ctx.drawImage(bmp, 0, 0);
     const ref = ctx.getImageData(0, 0, bmp.width, bmp.height);
-    let worst = 0;
-    let beyondOne = 0;
-    for (let i = 0; i < out.data.length; i++) {
-      const d = Math.abs(out.data[i] - ref.data[i]);
-      worst = Math.max(worst, d);
-      if (d > 1) beyondOne++;
-    }
     model.dispose();
-    return { webgpu, adapter: model.adapter, labels: c.labels, probabilities: c.probabilities, classifySeconds, restoreSeconds, worst, beyondOne, count: out.data.length, size: [out.width, out.height] };
+    return { webgpu, adapter: model.adapter, labels: c.labels, probabilities: c.probabilities, classifySeconds, restoreSeconds, out: Array.from(out.data), ref: Array.from(ref.data), size: [out.width, out.height] };
   }, { rgba, w, h, native: [...readFileSync(nativePng)] });
+  Object.assign(r, compareImages(out, ref));
   await plain.close();
   let worstP = 0;
   r.labels.forEach((label, i) => { worstP = Math.max(worstP, Math.abs(r.probabilities[i] - textProbs[DEGRADATIONS.indexOf(label)])); });

@@ -234,8 +234,9 @@ impl Engine {
 
     /// How long a restore of a `width` x `height` image with `options` will take here:
     /// `{ tiles, tileWidth, tileHeight, steps, secondsPerTile, seconds }`, from one timed
-    /// network evaluation on a tile (measured once per tile size and model).
-    pub async fn estimate(&self, width: usize, height: usize, options: JsValue) -> Result<JsValue, JsError> {
+    /// network evaluation on a tile (measured once per tile size and model), the tiles
+    /// shared by `workers` workers side by side.
+    pub async fn estimate(&self, width: usize, height: usize, options: JsValue, workers: usize) -> Result<JsValue, JsError> {
         let (daclip, unet) = self.restore_models()?;
         let opts = restore_options(options)?;
         let restorer = Restorer::new(&daclip, &unet).map_err(js_error)?;
@@ -261,7 +262,9 @@ impl Engine {
                 seconds
             }
         };
-        let out = Estimate { tiles: layout.tile_count(), tile_width: r.width, tile_height: r.height, steps, seconds_per_tile, seconds: seconds_per_tile * (layout.tile_count() * steps) as f64 };
+        let tiles = layout.tile_count();
+        let rounds = tiles.div_ceil(workers.clamp(1, tiles));
+        let out = Estimate { tiles, tile_width: r.width, tile_height: r.height, steps, seconds_per_tile, seconds: seconds_per_tile * (rounds * steps) as f64 };
         Ok(serde_wasm_bindgen::to_value(&out)?)
     }
 

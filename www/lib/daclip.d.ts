@@ -169,7 +169,8 @@ export declare class DaClip {
    * tile: tile by tile at every step, blended. */
   restore(image: ImageInput, options?: RestoreOptions): Promise<ImageData>;
   /** How long `restore` of a `width` x `height` image would take on this adapter (one
-   * timed network evaluation on a tile; measured once per tile size). */
+   * timed network evaluation on a tile, measured once per tile size; the tiles shared by
+   * `workers`). */
   estimate(width: number, height: number, options?: RestoreOptions): Promise<RestoreEstimate>;
   /** Frees the device's memory and stops the worker. */
   dispose(): void;

@@ -386,9 +386,7 @@ export class DaClip {
   async estimate(width, height, options = {}) {
     checkRestoreOptions(options);
     const { steps, seed, sampler, grid, tile, overlap } = options;
-    const e = await this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
-    // Helper workers take tiles side by side.
-    return { ...e, seconds: e.secondsPerTile * Math.ceil(e.tiles / Math.min(this.workers, e.tiles)) * e.steps };
+    return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
   }
 
   /** Helper workers, each with the UNet (`unets`: one copy of its bytes each), joined to

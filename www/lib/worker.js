@@ -94,7 +94,7 @@ async function handle(msg) {
       serveTiles(msg.port);
       return { result: null };
     case 'estimate':
-      return { result: await engine.estimate(msg.width, msg.height, msg.options) };
+      return { result: await engine.estimate(msg.width, msg.height, msg.options, 1 + helpers.length) };
     case 'dispose':
       engine?.dispose();
       return { result: null };

@@ -1,5 +1,6 @@
-//! Matrix products and convolutions on the CPU: `matrixmultiply`'s packed GEMM on
-//! blocks of the output, the blocks spread over threads.
+//! Matrix products and convolutions on the CPU: a packed GEMM (`matrixmultiply`'s
+//! natively, `sgemm128` in the browser) on blocks of the output, the blocks spread over
+//! threads.
 
 use super::{check_extent, parallel_for, threads, with_scratch, SharedOut};
 use crate::error::Result;
@@ -45,24 +46,27 @@ fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strided, b: &[
     // SAFETY: every index the product touches was checked above; the caller guarantees
     // that no other task writes this block of C.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr().add(sa.offset),
-            sa.rs as isize,
-            sa.cs as isize,
-            b.as_ptr().add(sb.offset),
-            sb.rs as isize,
-            sb.cs as isize,
-            0.0,
-            c.ptr().add(sc.offset),
-            sc.rs as isize,
-            sc.cs as isize,
-        );
+        let (a, b, c) = (a.as_ptr().add(sa.offset), b.as_ptr().add(sb.offset), c.ptr().add(sc.offset));
+        raw_sgemm(m, k, n, alpha, a, [sa.rs, sa.cs], b, [sb.rs, sb.cs], c, [sc.rs, sc.cs]);
     }
     Ok(())
+}
+
+/// `C = alpha A B` (C overwritten) for an m x k `A`, k x n `B` and m x n `C`, entry
+/// (r, c) of each at `r * strides[0] + c * strides[1]` from its pointer; k at least 1.
+///
+/// # Safety
+/// Every entry those strides reach lies in its allocation; C overlaps neither A nor B.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn raw_sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, sa: [usize; 2], b: *const f32, sb: [usize; 2], c: *mut f32, sc: [usize; 2]) {
+    #[cfg(target_arch = "wasm32")]
+    super::sgemm128::sgemm(m, k, n, alpha, a, sa, b, sb, c, sc);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let i = |s: [usize; 2]| (s[0] as isize, s[1] as isize);
+        let ((rsa, csa), (rsb, csb), (rsc, csc)) = (i(sa), i(sb), i(sc));
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
+    }
 }
 
 /// Splits `len` into about `parts` ranges whose starts are multiples of `align`.

@@ -1,6 +1,7 @@
 //! The CPU backend: every WGSL kernel's twin in Rust, run on the same `Params` and
 //! buffers the ops pack for the GPU (see `crate::device`). Matrix products and the
-//! convolutions go through a packed, register-blocked GEMM (`matrixmultiply`); everything
+//! convolutions go through a packed, register-blocked GEMM (`matrixmultiply` natively, our
+//! `sgemm128` in the browser); everything
 //! else is a plain loop over slices that the compiler vectorises. Natively the work of
 //! each kernel is split over threads (rayon); in the browser one wasm instance runs on one
 //! thread, and parallelism comes from several workers.
@@ -11,6 +12,10 @@
 mod attention;
 mod gemm;
 mod kernels;
+// The browser's GEMM kernel (natively matrixmultiply's AVX/FMA ones run; compiled there
+// for its tests).
+#[cfg(any(target_arch = "wasm32", test))]
+mod sgemm128;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,6 +23,19 @@ use std::rc::Rc;
 use crate::device::{AdapterInfo, DType, MemoryStats, Storage, Tensor};
 use crate::error::{Error, Result};
 use crate::shaders::Kernel;
+
+/// f16 bits to f32 bits, as `half` converts (NaNs quieted): the exponent and mantissa
+/// shifted into f32's places and scaled by 2^112, the exponent bias difference (exact,
+/// and it normalises subnormals); infinities and NaNs apart. Branch-free, so it
+/// vectorises: `half`'s own conversion on wasm32 is a scalar routine that took seconds
+/// for the published weights.
+fn widen_f16(h: u16) -> u32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let magnitude = (h & 0x7fff) as u32;
+    let finite = (f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000)).to_bits();
+    let special = 0x7f80_0000 | (magnitude & 0x3ff) << 13 | if magnitude > 0x7c00 { 0x0040_0000 } else { 0 };
+    sign | if magnitude >= 0x7c00 { special } else { finite }
+}
 
 /// Host memory of one tensor: 32-bit words (f32 bits, or u32 indices).
 pub(crate) struct CpuBuffer {
@@ -254,7 +272,7 @@ impl CpuDevice {
 
     pub(crate) fn upload_f16(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
         self.check_size(shape)?;
-        let words = data.iter().map(|h| h.to_f32().to_bits()).collect();
+        let words = data.iter().map(|h| widen_f16(h.to_bits())).collect();
         Ok(self.tensor(shape, DType::F16Packed, words))
     }
 
@@ -301,4 +319,14 @@ pub(crate) fn check_extent(what: &str, max_index: usize, len: usize) -> Result<(
         return Err(Error::Shape(format!("{what}: index {max_index} out of a buffer of {len} elements")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn f16_widening_equals_half_for_every_value() {
+        for h in 0..=u16::MAX {
+            assert_eq!(super::widen_f16(h), half::f16::from_bits(h).to_f32().to_bits(), "f16 bits {h:#06x}");
+        }
+    }
 }

@@ -296,3 +296,32 @@ fn a_folder_restores_past_a_broken_file() {
     assert!(dir.join("tiffs/one.tiff").exists() && dir.join("tiffs/two.tiff").exists(), "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `tokenize` prints the ids the text tower gets, as the library computes them, for texts
+/// given and read from stdin; none at all is a usage mistake.
+#[test]
+fn tokenize_prints_the_ids() {
+    use daclip_webgpu::models::clip::tokenizer::tokenize;
+    let texts = ["rainy", "Stra\u{df}e caf\u{e9}", "don\u{e2}\u{20ac}\u{2122}t", &"word ".repeat(100)];
+    let want: Vec<String> = texts.iter().map(|t| {
+        let ids: Vec<u32> = tokenize(t, 77).into_iter().filter(|&i| i != 0).collect();
+        serde_json::to_string(&ids).unwrap()
+    }).collect();
+    let (ok, out, err) = run(&["tokenize", texts[0], texts[1], texts[2], texts[3]]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    assert_eq!(want[0], "[49406,10222,49407]", "open_clip's ids for rainy");
+    assert_eq!(want[2], serde_json::to_string(&tokenize("don't", 77).into_iter().filter(|&i| i != 0).collect::<Vec<_>>()).unwrap(), "mojibake repaired");
+    assert_eq!(out.lines().nth(3).unwrap().matches(',').count(), 76, "truncated to 77 positions");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_daclip-webgpu")).args(["tokenize", "rainy", "--stdin"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(format!("{}\n{}\n", texts[1], texts[2]).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().collect::<Vec<_>>(), [&want[0], &want[1], &want[2]]);
+
+    let (code, _, err) = run_code(&["tokenize"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--stdin"), "{err}");
+}

@@ -95,6 +95,15 @@ await check('classify matches the parity fixture (text_probs)', async () => {
   assert.equal(r.degradationFeatures.length, 32);
 });
 
+await check('tokenize gives the original tokenizer\'s ids, mojibake repaired', async () => {
+  const r = await page.evaluate(async () => Promise.all(['rainy', 'don\u00e2\u20ac\u2122t', "don't", 'cafe\u0301 au lait'].map((t) => window.daclipDemo.model.tokenize(t))));
+  assert.deepEqual(r[0], [49406, 10222, 49407]);
+  assert.deepEqual(r[1], r[2]);
+  const fixture = JSON.parse(readFileSync(join(root, 'tests/fixtures/tokenizer_corpus.json'), 'utf8')).find((e) => e.text === 'caf\u00e9 au lait');
+  assert.ok(fixture, 'the corpus has "café au lait"');
+  assert.deepEqual(r[3], [49406, ...fixture.ids, 49407]);
+});
+
 // Same seed, same steps, f16 weights on both sides; SwiftShader and lavapipe differ in the
 // last bits of exp/log, and the tiny net is random, so the x0 prediction's 1/alpha(100) =
 // 200 amplifies them: a few values in a thousand come out 2-3 levels apart (measured: 18

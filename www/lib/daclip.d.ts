@@ -163,6 +163,9 @@ export declare class DaClip {
   readonly workers: number;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
+  /** The token ids the text tower gets for a label, as the original tokenizer gives them
+   * (start and end tokens included, at most 77, no padding). */
+  tokenize(text: string): Promise<number[]>;
   /** Restores an image of any size up to 64 MP (each side 9 to 16384 pixels); the result
    * has the input's size and its alpha channel unchanged (restoration works on RGB).
    * Files and blobs are decoded upright (EXIF orientation applied). Larger than one

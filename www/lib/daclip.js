@@ -348,6 +348,19 @@ export class DaClip {
   }
 
   /**
+   * The token ids DA-CLIP's text tower gets for `text` (a label for `classify`), as the
+   * original tokenizer gives them: start and end tokens included, truncated to 77
+   * positions, without the zero padding.
+   * @param {string} text
+   * @returns {Promise<number[]>}
+   */
+  async tokenize(text) {
+    if (this.#disposed) throw new Error('the model was disposed');
+    if (typeof text !== 'string') throw new TypeError(`text must be a string, not ${typeof text}`);
+    return this.#call('tokenize', { text }).promise;
+  }
+
+  /**
    * Restores an image; resolves to an ImageData of the same size, its alpha channel
    * unchanged. Images larger than one tile are restored tile by tile at every step (see
    * `tile`, `overlap`).

@@ -95,6 +95,8 @@ async function handle(msg) {
       return { result: null };
     case 'estimate':
       return { result: await engine.estimate(msg.width, msg.height, msg.options, 1 + helpers.length) };
+    case 'tokenize':
+      return { result: Array.from(engine.tokenize(msg.text)) };
     case 'dispose':
       engine?.dispose();
       return { result: null };

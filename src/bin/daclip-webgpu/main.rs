@@ -46,6 +46,16 @@ mod native {
         Classify(crate::classify::Args),
         Convert(crate::convert::Args),
         Bench(crate::bench::Args),
+        /// Print the token ids DA-CLIP's text tower gets for each text (a label for
+        /// classify --labels): one JSON array per line, start and end tokens included,
+        /// truncated to the 77 positions, without the zero padding.
+        Tokenize {
+            /// The texts.
+            texts: Vec<String>,
+            /// Also read texts from standard input, one per line (after those given).
+            #[arg(long)]
+            stdin: bool,
+        },
         /// Print the device, its limits and features.
         Info {
             #[command(flatten)]
@@ -84,6 +94,7 @@ mod native {
             Command::Classify(args) => crate::classify::run(args),
             Command::Convert(args) => crate::convert::run(args).map(|()| Outcome::Done),
             Command::Bench(args) => crate::bench::run(args).map(|()| Outcome::Done),
+            Command::Tokenize { texts, stdin } => tokenize(texts, stdin).map(|()| Outcome::Done),
             Command::Info { device } => info(&device).map(|()| Outcome::Done),
         };
         match result {
@@ -98,6 +109,26 @@ mod native {
 
     pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    }
+
+    fn tokenize(mut texts: Vec<String>, stdin: bool) -> Result<()> {
+        use std::io::BufRead;
+        if stdin {
+            for line in std::io::stdin().lock().lines() {
+                texts.push(line.map_err(|e| Error::Io(format!("standard input: {e}")))?);
+            }
+        } else if texts.is_empty() {
+            return Err(Error::Usage("give the texts to tokenize, or --stdin to read them one per line".into()));
+        }
+        let context = daclip_webgpu::models::clip::DaClipConfig::vit_b_32().text_cfg.expect("ViT-B/32 has a text tower").context_length;
+        for text in &texts {
+            let mut ids = daclip_webgpu::models::clip::tokenizer::tokenize(text, context);
+            while ids.last() == Some(&0) {
+                ids.pop(); // the padding (no token is 0 before the end token)
+            }
+            println!("{}", serde_json::to_string(&ids).expect("a list of integers"));
+        }
+        Ok(())
     }
 
     fn info(device: &DeviceArg) -> Result<()> {

@@ -70,7 +70,9 @@ async function setImage(blob) {
 async function classify() {
   if (!model || !image) return;
   try {
-    const r = await model.classify(image);
+    // The user's own labels, when given, are ranked by DA-CLIP's text tower instead.
+    const labels = $('labels').value.split(',').map((l) => l.trim()).filter(Boolean);
+    const r = await model.classify(image, labels.length ? { labels } : {});
     $('bars').replaceChildren(...r.labels.map((label, i) => {
       const row = document.createElement('div');
       const bar = document.createElement('span');
@@ -173,7 +175,7 @@ $('load-published').onclick = async () => {
   $('published-note').textContent = 'asking the model card for the file sizes...';
   let plan;
   try {
-    plan = await DaClip.publishedWeights(weights);
+    plan = await DaClip.publishedWeights(weights, { customLabels: true });
   } catch (err) {
     $('published-note').textContent = `the model card cannot be reached (${err.message})`;
     return;
@@ -184,7 +186,8 @@ $('load-published').onclick = async () => {
     return;
   }
   $('published-note').textContent = plan.cached ? 'loading from this browser\'s cache' : `downloading ${size}, once`;
-  await loadWeights({ weights });
+  // The text tower stays in the cached copy: the page ranks the user's own labels.
+  await loadWeights({ weights, customLabels: true });
   $('published-note').textContent = model ? 'kept in this browser for offline use' : '';
 };
 $('delete-published').onclick = async () => {
@@ -217,6 +220,10 @@ drop.ondrop = (e) => {
   const f = [...e.dataTransfer.files].find((f) => f.type.startsWith('image/'));
   if (f) setImage(f);
 };
+$('rank-labels').addEventListener('click', classify);
+$('labels').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') classify();
+});
 document.addEventListener('paste', (e) => {
   const f = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
   if (f) setImage(f);

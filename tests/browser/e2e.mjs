@@ -256,6 +256,17 @@ await check('the demo takes a 12 MP photo and says how long its restore would ta
   assert.equal(e.tiles, 42 * 31);
 });
 
+await check('the demo ranks the user\'s own labels', async () => {
+  await page.fill('#labels', 'foggy,  sharp , scratched film,');
+  await page.click('#rank-labels');
+  await page.waitForFunction(() => document.querySelectorAll('#bars > div').length === 3, null, { timeout: 60000 });
+  const names = await page.$$eval('#bars > div > span:first-child', (spans) => spans.map((s) => s.textContent));
+  assert.deepEqual([...names].sort(), ['foggy', 'scratched film', 'sharp']);
+  await page.fill('#labels', '');
+  await page.click('#rank-labels');
+  await page.waitForFunction(() => document.querySelectorAll('#bars > div').length === 10, null, { timeout: 60000 });
+});
+
 await check('an original .pth is cached converted: the second visit reads less and unpickles nothing', async () => {
   const ctx = await browser.newContext();
   const p = await ctx.newPage();

@@ -279,12 +279,7 @@ impl Engine {
     /// The token ids DA-CLIP's text tower gets for `text` (a label): start and end tokens
     /// included, truncated to its 77 positions, without the zero padding.
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
-        let context = crate::models::clip::DaClipConfig::vit_b_32().text_cfg.map_or(77, |t| t.context_length);
-        let mut ids = crate::models::clip::tokenizer::tokenize(text, context);
-        while ids.last() == Some(&0) {
-            ids.pop(); // the padding (no token is 0 before the end token)
-        }
-        ids
+        crate::models::clip::tokenizer::label_ids(text)
     }
 
     /// Frees the models and the pooled GPU memory; the engine can load again afterwards.

@@ -120,12 +120,8 @@ mod native {
         } else if texts.is_empty() {
             return Err(Error::Usage("give the texts to tokenize, or --stdin to read them one per line".into()));
         }
-        let context = daclip_webgpu::models::clip::DaClipConfig::vit_b_32().text_cfg.expect("ViT-B/32 has a text tower").context_length;
         for text in &texts {
-            let mut ids = daclip_webgpu::models::clip::tokenizer::tokenize(text, context);
-            while ids.last() == Some(&0) {
-                ids.pop(); // the padding (no token is 0 before the end token)
-            }
+            let ids = daclip_webgpu::models::clip::tokenizer::label_ids(text);
             println!("{}", serde_json::to_string(&ids).expect("a list of integers"));
         }
         Ok(())

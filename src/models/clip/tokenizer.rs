@@ -19,11 +19,24 @@ fn bpe() -> &'static Tokenizer {
 
 /// Token ids of `text`, exactly `context_length` long.
 pub fn tokenize(text: &str, context_length: usize) -> Vec<u32> {
+    let mut ids = framed(text, context_length);
+    ids.resize(context_length, 0);
+    ids
+}
+
+/// The ids the published text tower (ViT-B/32, 77 positions) gets for a label, without
+/// the zero padding: what the `tokenize` command and `model.tokenize` show.
+pub fn label_ids(text: &str) -> Vec<u32> {
+    let context = super::DaClipConfig::vit_b_32().text_cfg.expect("ViT-B/32 has a text tower").context_length;
+    framed(text, context)
+}
+
+/// `<start_of_text>` ids `<end_of_text>`, truncated to `context_length` keeping the end.
+fn framed(text: &str, context_length: usize) -> Vec<u32> {
     let mut ids = Vec::with_capacity(context_length);
     ids.push(START_OF_TEXT);
     ids.extend(token_ids(text).into_iter().take(context_length.saturating_sub(2)));
     ids.push(END_OF_TEXT);
-    ids.resize(context_length, 0);
     ids
 }
 

@@ -1,8 +1,8 @@
 //! The CPU backend: every WGSL kernel's twin in Rust, run on the same `Params` and
 //! buffers the ops pack for the GPU (see `crate::device`). Matrix products and the
-//! convolutions go through a packed, register-blocked GEMM (`matrixmultiply` natively, our
-//! `sgemm128` in the browser); everything
-//! else is a plain loop over slices that the compiler vectorises. Natively the work of
+//! convolutions go through a packed, register-blocked GEMM (`matrixmultiply` natively,
+//! our `sgemm128` in the browser); everything else is a plain loop over slices that the
+//! compiler vectorises. Natively the work of
 //! each kernel is split over threads (rayon); in the browser one wasm instance runs on one
 //! thread, and parallelism comes from several workers.
 //!

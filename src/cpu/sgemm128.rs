@@ -1,10 +1,11 @@
-//! The browser's matrix product: a packed GEMM (Goto's blocking: B in blocks of KC x NC,
-//! A in blocks of MC x KC, both packed into panels) around a 4 x 8 register tile of
-//! 128-bit vectors. matrixmultiply's wasm kernel holds an 8 x 8 tile, 16 accumulators,
-//! which V8 cannot keep in x86's 16 vector registers next to the operands: it spills in
-//! the inner loop, and that loop was 80% of an image encode. Here 8 accumulators, two B
-//! vectors and one broadcast A value fit (a 6 x 8 tile measured slower still). Natively matrixmultiply's AVX/FMA kernels run;
-//! this compiles there too (portable lanes), for its tests.
+//! The browser's matrix product: a packed GEMM (Goto's blocking: B in blocks of KC x NC
+//! packed into panels, A in blocks of MC x KC, packed unless its rows are contiguous)
+//! around a 4 x 8 register tile of 128-bit vectors. matrixmultiply's wasm kernel holds
+//! an 8 x 8 tile, 16 accumulators, which V8 cannot keep in x86's 16 vector registers next
+//! to the operands: it spills in the inner loop, and that loop was 80% of an image
+//! encode. Here 8 accumulators, two B vectors and one broadcast A value fit (a 6 x 8
+//! tile measured slower still). Natively matrixmultiply's AVX/FMA kernels run; this
+//! compiles there too (portable lanes), for its tests.
 //!
 //! Each output is the sum over k in order, one multiply and one add per term (no fused
 //! multiply-add: baseline simd128 has none), times alpha at the end.
@@ -105,16 +106,7 @@ unsafe fn tile(kc: usize, rows: [*const f32; MR], step: usize, b: *const f32) ->
 /// blocks left unless `first`, times alpha on the last block.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn store_tile(
-    acc: &[[F32x4; 2]; MR],
-    c: *mut f32,
-    rsc: usize,
-    csc: usize,
-    mr: usize,
-    nr: usize,
-    first: bool,
-    alpha: Option<f32>,
-) {
+unsafe fn store_tile(acc: &[[F32x4; 2]; MR], c: *mut f32, rsc: usize, csc: usize, mr: usize, nr: usize, first: bool, alpha: Option<f32>) {
     let alpha = alpha.filter(|&a| a != 1.0);
     if mr == MR && nr == NR && csc == 1 {
         for (i, row) in acc.iter().enumerate() {
@@ -142,11 +134,7 @@ unsafe fn store_tile(
 
 /// A's mc x kc block as panels of MR rows, k-major, rows past mc zero.
 unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: usize, csa: usize, out: &mut [f32]) {
-    for (panel, chunk) in out
-        .chunks_exact_mut(kc * MR)
-        .take(mc.div_ceil(MR))
-        .enumerate()
-    {
+    for (panel, chunk) in out.chunks_exact_mut(kc * MR).take(mc.div_ceil(MR)).enumerate() {
         let rows = MR.min(mc - panel * MR);
         for i in 0..MR {
             if i < rows {

@@ -7,8 +7,8 @@
 //! `fix_text` works line by line, each line fixed until nothing changes: ftfy's HTML
 //! entities (only those ending in `;`, plus upper-cased Latin ones such as `&EACUTE;`,
 //! and not at all once a line contained `<`), mojibake (UTF-8 read through one of ten
-//! single-byte codecs, repaired when the text re-encoded in that codec is UTF-8, whole or
-//! in runs), C1 controls read as Windows-1252, Latin ligatures and digraphs, full- and
+//! single-byte codecs, repaired where the whole text re-encoded in that codec is UTF-8,
+//! else in runs read through Latin-1 or Windows-1252), C1 controls read as Windows-1252, Latin ligatures and digraphs, full- and
 //! half-width forms, curly quotes, line breaks, terminal escapes, invisible control
 //! characters, then NFC. ftfy's rarer repairs (a NBSP turned into a space inside
 //! mojibake, CESU-8, lossy `\u{fffd}` sequences) are not made.
@@ -132,7 +132,8 @@ fn ligature(c: char) -> Option<&'static str> {
 }
 
 /// Mojibake repaired until none is left: the whole text, where it re-encodes in one of
-/// the codecs (tried in order) to valid UTF-8; else each run of characters that does.
+/// the codecs (tried in order) to valid UTF-8; else each run of characters that does
+/// through Latin-1 or Windows-1252.
 fn fix_encoding(text: &str) -> String {
     let mut text = text.to_string();
     loop {
@@ -148,10 +149,12 @@ fn fix_encoding_once(text: &str) -> String {
     if text.is_ascii() {
         return text.to_string();
     }
+    let chars: Vec<char> = text.chars().collect();
+    // The whole text, where it is UTF-8 in a codec and one of its sequences has a symbol
+    // among its continuation characters (text in a script the codec covers decodes too).
     for (_, table) in &CODECS {
-        let bytes: Option<Vec<u8>> = text.chars().map(|c| encode(table, c)).collect();
+        let bytes: Option<Vec<u8>> = chars.iter().map(|&c| encode(table, c)).collect();
         if let Some(Ok(fixed)) = bytes.map(String::from_utf8) {
-            let chars: Vec<char> = text.chars().collect();
             if (0..chars.len()).any(|i| utf8_sequence(table, &chars[i..]).is_some_and(|(_, _, odd)| odd)) {
                 return fixed;
             }
@@ -162,7 +165,6 @@ fn fix_encoding_once(text: &str) -> String {
     // where it starts with the usual lead characters (Â..Ç: Latin-1 symbols and letters,
     // Latin Extended; à..ô: three and four bytes), since random Latin-1 text forms lone
     // pairs too.
-    let chars: Vec<char> = text.chars().collect();
     let sequence_at = |i: usize| CODECS[..2].iter().find_map(|(_, table)| utf8_sequence(table, &chars[i..]));
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -191,8 +193,9 @@ fn encode(table: &[char; 128], c: char) -> Option<u8> {
     table.iter().position(|&t| t == c).map(|p| 0x80 + p as u8)
 }
 
-/// The character whose UTF-8 bytes `chars` start with, read through the codec, and how
-/// many characters that took; multi-byte sequences only.
+/// The character whose UTF-8 bytes `chars` start with, read through the codec, how many
+/// characters that took, and whether a continuation character is no letter; multi-byte
+/// sequences only.
 fn utf8_sequence(table: &[char; 128], chars: &[char]) -> Option<(char, usize, bool)> {
     let lead = encode(table, *chars.first()?)?;
     let len = match lead {
@@ -204,7 +207,6 @@ fn utf8_sequence(table: &[char; 128], chars: &[char]) -> Option<(char, usize, bo
     let bytes: Option<Vec<u8>> = chars.get(..len)?.iter().map(|&c| encode(table, c)).collect();
     let s = String::from_utf8(bytes?).ok()?;
     let c = s.chars().next()?;
-    // Text in a script the codec covers reads as letters; mojibake has symbols among them.
     let odd = chars[1..len].iter().any(|c| !c.is_alphabetic());
     (s.chars().count() == 1).then_some((c, len, odd))
 }

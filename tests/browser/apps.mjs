@@ -207,7 +207,10 @@ window.result = 'ready';
     console.log(`     first load: ${first.before.download} bytes to download (${sizes.join(' + ')}), cached ${first.before.cached}`);
     assert.equal(first.before.cached, false);
     assert.equal(first.before.download, statSync(join(mirror, 'daclip_ViT-B-32.pt')).size + statSync(join(mirror, 'universal-ir.pth')).size);
+    // Down for good: close() alone leaves the browser's kept-alive connections open, and
+    // a later download could still go through one of them.
     mirrorServer.close();
+    mirrorServer.closeAllConnections();
     await open();
     const second = await tab.evaluate(() => window.run('load'));
     assert.equal(second.error, undefined, JSON.stringify(second));

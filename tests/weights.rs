@@ -184,6 +184,13 @@ fn malformed_inputs_give_clear_errors() {
         ("safetensors with an absurd header size", { let mut b = u64::MAX.to_le_bytes().to_vec(); b.extend(b"{}"); b }, "safetensors"),
         ("safetensors of an unknown model", safetensors_raw(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]), "neither a DA-CLIP checkpoint"),
     ];
+    // Pickles made to exhaust memory or the stack rather than to hold tensors.
+    let pickle = |body: Vec<u8>| zip_archive(&[("archive/data.pkl", &[b"\x80\x02".to_vec(), body, b".".to_vec()].concat())]);
+    let doubled = [b")".to_vec(), b"2\x86".repeat(60)].concat(); // (x, x) of (x, x) ... 60 times over
+    cases.push(("pickle doubling a tuple 60 times over", pickle(doubled), "does not hold a state dict"));
+    cases.push(("pickle nesting a million tuples", pickle([b")".to_vec(), b"\x85".repeat(1_000_000)].concat()), "nested more than 100 deep"));
+    cases.push(("pickle appending a list to itself", pickle(b"]2a".to_vec()), "recursive structure"));
+    cases.push(("pickle memoizing at index 900,000 (sizing the memo from the file)", pickle([b"}r".to_vec(), 900_000u32.to_le_bytes().to_vec()].concat()), "absurd memo index"));
     cases.push(("UNet missing a tensor", edited_unet(|l| l.retain(|(n, _, _)| n != "mid_attn.fn.fn.proj_out.bias")), "missing `mid_attn.fn.fn.proj_out.bias`"));
     cases.push(("UNet with a wrongly shaped tensor", edited_unet(|l| {
         let e = l.iter_mut().find(|(n, _, _)| n == "ups.1.0.block1.proj.weight").unwrap();

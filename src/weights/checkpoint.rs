@@ -95,7 +95,18 @@ impl<'a> Checkpoint<'a> {
     }
 }
 
+/// Which model the file holds, with its configuration checked to be one the model can
+/// have.
 fn identify(w: &Weights, clip_config: Option<DaClipConfig>) -> Result<ModelKind> {
+    let kind = identify_unchecked(w, clip_config)?;
+    match &kind {
+        ModelKind::DaClip(c) => c.validate()?,
+        ModelKind::UNet(c) => c.validate()?,
+    }
+    Ok(kind)
+}
+
+fn identify_unchecked(w: &Weights, clip_config: Option<DaClipConfig>) -> Result<ModelKind> {
     let meta = w.metadata();
     if let (Some(model), Some(config)) = (meta.get(META_MODEL), meta.get(META_CONFIG)) {
         let bad = |e: serde_json::Error| Error::Checkpoint(format!("the file's {META_CONFIG} metadata is not a valid {model} config: {e}"));

@@ -5,8 +5,13 @@
 //! it accepts are the handful a state dict needs (OrderedDict, the tensor-rebuild
 //! functions, storage types), each interpreted here by name. Any other global (say
 //! `os.system`) stops the read with an error naming it.
+//!
+//! A hostile file cannot exhaust memory or the stack through it: containers are shared,
+//! never copied (a tuple duplicated 60 times over is 60 objects, not 2^60), nest at most
+//! [`MAX_DEPTH`] deep, and are frozen once put into another (no cycles; a state dict
+//! fills every container before it is used).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::error::{Error, Result};
@@ -33,6 +38,25 @@ pub struct TensorRef {
     pub stride: Vec<usize>,
 }
 
+/// How deep containers may nest (a state dict nests 4 deep).
+const MAX_DEPTH: usize = 100;
+
+/// A tuple, list or dict, shared between the places that refer to it.
+#[derive(Debug)]
+pub struct Container<T> {
+    items: RefCell<T>,
+    /// 1 + the deepest item's depth.
+    depth: Cell<usize>,
+    /// Put into another container: frozen from then on.
+    nested: Cell<bool>,
+}
+
+impl<T> Container<T> {
+    pub fn borrow(&self) -> std::cell::Ref<'_, T> {
+        self.items.borrow()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Value {
     None,
@@ -40,13 +64,77 @@ pub enum Value {
     Scalar,
     Int(i64),
     Str(String),
-    Tuple(Vec<Value>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Tuple(Rc<Container<Vec<Value>>>),
+    List(Rc<Container<Vec<Value>>>),
+    Dict(Rc<Container<Vec<(Value, Value)>>>),
     /// One of the accepted globals, as "module.name".
     Global(&'static str),
     Storage { key: String, storage_type: StorageType },
     Tensor(TensorRef),
+}
+
+impl Value {
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(c) | Value::List(c) => c.depth.get(),
+            Value::Dict(c) => c.depth.get(),
+            _ => 0,
+        }
+    }
+
+    /// Marks a container as inside another.
+    fn nest(&self) {
+        match self {
+            Value::Tuple(c) | Value::List(c) => c.nested.set(true),
+            Value::Dict(c) => c.nested.set(true),
+            _ => {}
+        }
+    }
+
+    fn tuple(items: Vec<Value>) -> Result<Value> {
+        Ok(Value::Tuple(container(depth_of(items.iter())?, items)))
+    }
+
+    fn list(items: Vec<Value>) -> Result<Value> {
+        Ok(Value::List(container(depth_of(items.iter())?, items)))
+    }
+
+    fn dict(pairs: Vec<(Value, Value)>) -> Result<Value> {
+        Ok(Value::Dict(container(depth_of(pairs.iter().flat_map(|(k, v)| [k, v]))?, pairs)))
+    }
+}
+
+/// The depth of a container of `values`, each marked as nested.
+fn depth_of<'v>(values: impl Iterator<Item = &'v Value>) -> Result<usize> {
+    let mut depth = 1;
+    for v in values {
+        v.nest();
+        depth = depth.max(1 + v.depth());
+    }
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("containers nested more than {MAX_DEPTH} deep")));
+    }
+    Ok(depth)
+}
+
+fn container<T>(depth: usize, items: T) -> Rc<Container<T>> {
+    Rc::new(Container { items: RefCell::new(items), depth: Cell::new(depth), nested: Cell::new(false) })
+}
+
+/// Adds to a list or dict: refused once it is inside another container, or to itself.
+fn extend<T>(target: &Container<T>, values: &[&Value], add: impl FnOnce(&mut T)) -> Result<()> {
+    let is_target = |v: &Value| match v {
+        Value::Tuple(c) | Value::List(c) => std::ptr::addr_eq(Rc::as_ptr(c), target),
+        Value::Dict(c) => std::ptr::addr_eq(Rc::as_ptr(c), target),
+        _ => false,
+    };
+    if target.nested.get() || values.iter().any(|v| is_target(v)) {
+        return Err(bad("a container changed after it was put into another, or into itself (a recursive structure, never in a state dict)"));
+    }
+    let depth = depth_of(values.iter().copied())?;
+    target.depth.set(target.depth.get().max(depth));
+    add(&mut target.items.borrow_mut());
+    Ok(())
 }
 
 /// The globals a state dict may reference.
@@ -145,7 +233,9 @@ impl<'a> Machine<'a> {
 
     fn memo_put(&mut self, idx: usize) -> Result<()> {
         let v = self.top()?.clone();
-        if idx > self.memo.len() + 1_000_000 {
+        // Each entry takes at least one opcode: an index past the pickle's length is
+        // not one a pickler wrote, and would size the memo from a number in the file.
+        if idx > self.data.len() {
             return Err(bad("absurd memo index"));
         }
         if self.memo.len() <= idx {
@@ -175,8 +265,9 @@ impl<'a> Machine<'a> {
     fn reduce(&mut self, callable: Value, args: Value) -> Result<Value> {
         let Value::Global(g) = callable else { return Err(bad("call of a non-global")) };
         let Value::Tuple(args) = args else { return Err(bad(format!("{g} called without an argument tuple"))) };
+        let args = args.borrow();
         match g {
-            "collections.OrderedDict" if args.is_empty() => Ok(Value::Dict(Rc::default())),
+            "collections.OrderedDict" if args.is_empty() => Value::dict(Vec::new()),
             "torch._utils._rebuild_tensor_v2" => {
                 let (Some(Value::Storage { key, storage_type }), Some(Value::Int(offset)), Some(Value::Tuple(size)), Some(Value::Tuple(stride))) =
                     (args.first(), args.get(1), args.get(2), args.get(3))
@@ -193,11 +284,11 @@ impl<'a> Machine<'a> {
                     storage_key: key.clone(),
                     storage_type: *storage_type,
                     offset: usize::try_from(*offset).map_err(|_| bad("negative storage offset"))?,
-                    shape: dims(size)?,
-                    stride: dims(stride)?,
+                    shape: dims(&size.borrow())?,
+                    stride: dims(&stride.borrow())?,
                 }))
             }
-            "torch._utils._rebuild_parameter" => args.into_iter().next().ok_or_else(|| bad("empty _rebuild_parameter")),
+            "torch._utils._rebuild_parameter" => args.first().cloned().ok_or_else(|| bad("empty _rebuild_parameter")),
             _ => Err(bad(format!("`{g}` cannot be called here"))),
         }
     }
@@ -205,6 +296,7 @@ impl<'a> Machine<'a> {
     fn persistent_load(&self, pid: Value) -> Result<Value> {
         // ('storage', storage_type, key, location, numel)
         let Value::Tuple(t) = pid else { return Err(bad("persistent id is not a tuple")) };
+        let t = t.borrow();
         match (t.first(), t.get(1), t.get(2)) {
             (Some(Value::Str(kind)), Some(Value::Global(g)), Some(Value::Str(key))) if kind == "storage" => {
                 let storage_type = storage_type(g).ok_or_else(|| bad(format!("{g} is not a storage type")))?;
@@ -222,9 +314,9 @@ impl<'a> Machine<'a> {
                 0x95 => { self.take(8)?; } // FRAME
                 b'.' => return self.pop(), // STOP
                 b'(' => self.stack.push(Item::Mark),
-                b'}' => self.push(Value::Dict(Rc::default())),
-                b']' => self.push(Value::List(Rc::default())),
-                b')' => self.push(Value::Tuple(Vec::new())),
+                b'}' => self.push(Value::dict(Vec::new())?),
+                b']' => self.push(Value::list(Vec::new())?),
+                b')' => self.push(Value::tuple(Vec::new())?),
                 b'N' => self.push(Value::None),
                 0x88 => self.push(Value::Scalar),
                 0x89 => self.push(Value::Scalar),
@@ -261,19 +353,15 @@ impl<'a> Machine<'a> {
                 0x94 => { let i = self.memo.len(); self.memo_put(i)?; }
                 b'h' => { let i = self.u8()? as usize; self.memo_get(i)?; }
                 b'j' => { let i = self.u32()? as usize; self.memo_get(i)?; }
-                b't' => { let items = self.pop_mark()?; self.push(Value::Tuple(items)); }
+                b't' => { let items = self.pop_mark()?; self.push(Value::tuple(items)?); }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let mut items = (0..n).map(|_| self.pop()).collect::<Result<Vec<_>>>()?;
                     items.reverse();
-                    self.push(Value::Tuple(items));
+                    self.push(Value::tuple(items)?);
                 }
-                b'l' => { let items = self.pop_mark()?; self.push(Value::List(Rc::new(RefCell::new(items)))); }
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let pairs = pairs(items)?;
-                    self.push(Value::Dict(Rc::new(RefCell::new(pairs))));
-                }
+                b'l' => { let items = self.pop_mark()?; self.push(Value::list(items)?); }
+                b'd' => { let items = self.pop_mark()?; self.push(Value::dict(pairs(items)?)?); }
                 b'a' => { let v = self.pop()?; list_extend(self.top()?, vec![v])?; }
                 b'e' => { let items = self.pop_mark()?; list_extend(self.top()?, items)?; }
                 b's' => { let v = self.pop()?; let k = self.pop()?; dict_extend(self.top()?, vec![(k, v)])?; }
@@ -306,14 +394,14 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
 
 fn list_extend(target: &mut Value, items: Vec<Value>) -> Result<()> {
     match target {
-        Value::List(l) => { l.borrow_mut().extend(items); Ok(()) }
+        Value::List(l) => extend(l, &items.iter().collect::<Vec<_>>(), |l| l.extend(items.iter().cloned())),
         _ => Err(bad("append to a non-list")),
     }
 }
 
 fn dict_extend(target: &mut Value, items: Vec<(Value, Value)>) -> Result<()> {
     match target {
-        Value::Dict(d) => { d.borrow_mut().extend(items); Ok(()) }
+        Value::Dict(d) => extend(d, &items.iter().flat_map(|(k, v)| [k, v]).collect::<Vec<_>>(), |d| d.extend(items.iter().cloned())),
         _ => Err(bad("setitem on a non-dict")),
     }
 }

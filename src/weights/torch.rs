@@ -70,10 +70,11 @@ fn view<'a>(name: &str, t: &TensorRef, storages: &HashMap<&str, &'a [u8]>) -> Re
         }
         expect *= dim;
     }
-    let numel: usize = t.shape.iter().product();
+    // Checked: a shape's product may overflow (the more so in wasm32's 32-bit usize).
+    let numel = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let size = dtype.size();
     let start = t.offset.checked_mul(size);
-    let end = start.and_then(|s| numel.checked_mul(size).and_then(|n| s.checked_add(n)));
+    let end = start.and_then(|s| numel.and_then(|n| n.checked_mul(size)).and_then(|n| s.checked_add(n)));
     let data = match (start, end) {
         (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
         _ => return Err(bad(format!("tensor `{name}` ({:?} at offset {}) lies outside its storage of {} bytes", t.shape, t.offset, storage.len()))),

@@ -14,6 +14,14 @@ pub const DEGRADATIONS: [&str; 10] =
 /// [`DEGRADATIONS`], [10, embed_dim], computed by the dropped tower at conversion.
 pub const STORED_TEXT_FEATURES: &str = "degradation_text_features";
 
+/// Bounds of [`DaClipConfig::validate`], far beyond any published CLIP (ViT-bigG: width
+/// 1664, 48 layers).
+const MAX_WIDTH: usize = 16384;
+const MAX_LAYERS: usize = 256;
+const MAX_IMAGE_SIZE: usize = 4096;
+const MAX_CONTEXT: usize = 4096;
+const MAX_VOCABULARY: usize = 1 << 20;
+
 /// `vision_cfg` of an open_clip model config (the fields a ViT needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
@@ -79,10 +87,11 @@ impl DaClipConfig {
         let conv = need("clip.visual.conv1.weight")?;
         let [width, 3, patch, patch2] = conv[..] else { return Err(bad(format!("clip.visual.conv1.weight has shape {conv:?}"))) };
         let positions = need("clip.visual.positional_embedding")?;
-        let grid = (positions[0].saturating_sub(1) as f64).sqrt() as usize;
+        let position_count = positions.first().copied().unwrap_or(0);
+        let grid = (position_count.saturating_sub(1) as f64).sqrt() as usize;
         let proj = need("clip.visual.proj")?;
-        if patch != patch2 || grid * grid + 1 != positions[0] || proj.len() != 2 || width % HEAD_WIDTH != 0 {
-            return Err(bad(format!("vision tower of width {width}, patches {patch}x{patch2}, {} positions", positions[0])));
+        if patch != patch2 || grid * grid + 1 != position_count || proj.len() != 2 || width % HEAD_WIDTH != 0 {
+            return Err(bad(format!("vision tower of width {width}, patches {patch}x{patch2}, positions {positions:?}")));
         }
         let layers = |prefix: &str| (0..).take_while(|i| shape_of(&format!("{prefix}resblocks.{i}.ln_1.weight")).is_some()).count();
         let vision_cfg = VisionConfig { image_size: grid * patch, layers: layers("clip.visual.transformer."), width, patch_size: patch, head_width: HEAD_WIDTH };
@@ -90,14 +99,47 @@ impl DaClipConfig {
             None => None, // a converted file without its text tower
             Some(tokens) => {
                 let context = need("clip.positional_embedding")?;
-                let w = tokens[1];
+                let (&[vocab_size, w], Some(&context_length)) = (&tokens[..], context.first()) else {
+                    return Err(bad(format!("token embedding {tokens:?}, positional embedding {context:?}")));
+                };
                 if w % HEAD_WIDTH != 0 {
                     return Err(bad(format!("text tower of width {w}")));
                 }
-                Some(TextConfig { context_length: context[0], vocab_size: tokens[0], width: w, heads: w / HEAD_WIDTH, layers: layers("clip.transformer.") })
+                Some(TextConfig { context_length, vocab_size, width: w, heads: w / HEAD_WIDTH, layers: layers("clip.transformer.") })
             }
         };
         Ok(DaClipConfig { embed_dim: proj[1], vision_cfg, text_cfg })
+    }
+
+    /// Refuses a configuration no CLIP has (zero sizes, widths that do not split into
+    /// heads, patches that do not tile the image, absurd depths) before anything is sized
+    /// from it: a config comes from a file's metadata or the user, and the tensor list it
+    /// implies would otherwise divide by zero or grow without bound.
+    pub fn validate(&self) -> Result<()> {
+        let (v, e) = (&self.vision_cfg, self.embed_dim);
+        let bad = |what: String| Err(Error::WeightsMismatch(format!("not a CLIP configuration: {what}")));
+        let within = |x: usize, max: usize| (1..=max).contains(&x);
+        if !within(e, MAX_WIDTH) {
+            return bad(format!("embed_dim {e} (1 to {MAX_WIDTH})"));
+        }
+        if !within(v.width, MAX_WIDTH) || !within(v.head_width, v.width) || v.width % v.head_width != 0 {
+            return bad(format!("vision width {} in heads of {}", v.width, v.head_width));
+        }
+        if !within(v.layers, MAX_LAYERS) {
+            return bad(format!("{} vision layers (1 to {MAX_LAYERS})", v.layers));
+        }
+        if !within(v.image_size, MAX_IMAGE_SIZE) || !within(v.patch_size, v.image_size) || v.image_size % v.patch_size != 0 {
+            return bad(format!("image size {} in patches of {}", v.image_size, v.patch_size));
+        }
+        if let Some(t) = &self.text_cfg {
+            if !within(t.width, MAX_WIDTH) || !within(t.heads, t.width) || t.width % t.heads != 0 {
+                return bad(format!("text width {} in {} heads", t.width, t.heads));
+            }
+            if !within(t.layers, MAX_LAYERS) || !within(t.context_length, MAX_CONTEXT) || !within(t.vocab_size, MAX_VOCABULARY) {
+                return bad(format!("{} text layers, context {}, vocabulary {}", t.layers, t.context_length, t.vocab_size));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `key` belongs to the text tower (dropped by `convert --no-text`).

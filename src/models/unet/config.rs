@@ -52,10 +52,11 @@ impl UNetConfig {
         let mut ch_mult = Vec::new();
         // downs.{i}.3 is a Downsample (a conv with bias) or, at the last level, a plain conv.
         while let Some(s) = shape_of(&format!("downs.{}.3.weight", ch_mult.len())) {
-            if nf == 0 || s[0] % nf != 0 {
-                return Err(Error::WeightsMismatch(format!("downs.{}.3.weight has {} output channels, not a multiple of nf = {nf}", ch_mult.len(), s[0])));
+            let out = s.first().copied().unwrap_or(0);
+            if nf == 0 || out == 0 || out % nf != 0 {
+                return Err(Error::WeightsMismatch(format!("downs.{}.3.weight has shape {s:?}: its output channels are not a multiple of nf = {nf}", ch_mult.len())));
             }
-            ch_mult.push(s[0] / nf);
+            ch_mult.push(out / nf);
         }
         if ch_mult.is_empty() {
             return Err(Error::WeightsMismatch("no `downs.0.3.weight`: not a ConditionalUNet checkpoint".into()));
@@ -64,8 +65,8 @@ impl UNetConfig {
         let to_k = shape_of(&format!("downs.{deepest}.2.fn.fn.transformer_blocks.0.attn2.to_k.weight"));
         let use_degra_context = shape_of("prompt").is_some();
         let context_dim = match (&to_k, shape_of("text_mlp.0.weight")) {
-            (_, Some(t)) if use_degra_context => t[1],
-            (Some(k), _) => k[1],
+            (_, Some(t)) if use_degra_context => t.get(1).copied().unwrap_or(0),
+            (Some(k), _) => k.get(1).copied().unwrap_or(0),
             _ => 0,
         };
         Ok(UNetConfig {
@@ -78,6 +79,28 @@ impl UNetConfig {
             use_image_context: to_k.is_some(),
             downscale: shape_of("downsample.weight").is_some(),
         })
+    }
+
+    /// Refuses a configuration no ConditionalUNet has (zero widths, absurd depths, a
+    /// context of width 0 where one is used) before anything is sized from it: a config
+    /// may come from a file's metadata.
+    pub fn validate(&self) -> Result<()> {
+        let within = |x: usize, max: usize| (1..=max).contains(&x);
+        let context_used = self.use_degra_context || self.use_image_context;
+        let ok = within(self.in_nc, 64)
+            && within(self.out_nc, 64)
+            && within(self.nf, 4096)
+            && within(self.ch_mult.len(), 16)
+            && self.ch_mult.iter().all(|&m| within(m, 64))
+            && self.context_dim <= 16384
+            && (!context_used || self.context_dim > 0);
+        if ok {
+            return Ok(());
+        }
+        Err(Error::WeightsMismatch(format!(
+            "not a ConditionalUNet configuration: in_nc {}, out_nc {}, nf {}, ch_mult {:?}, context_dim {}",
+            self.in_nc, self.out_nc, self.nf, self.ch_mult, self.context_dim
+        )))
     }
 
     /// Every tensor of the checkpoint.

@@ -111,7 +111,13 @@ fn restore_options(options: JsValue) -> Result<RestoreOptions, JsError> {
 /// exists. "webgpu" fails with a message saying how to get WebGPU where there is none.
 #[wasm_bindgen(js_name = createEngine)]
 pub async fn create_engine(choice: String) -> Result<Engine, JsError> {
-    console_error_panic_hook::set_once();
+    // A panic (a bug: wasm32 cannot unwind, the instance is unusable afterwards) is logged
+    // and its message left in `globalThis.daclipPanic`, where the worker reads it to tell
+    // the page what happened before it starts a fresh instance.
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        let _ = js_sys::Reflect::set(&js_sys::global(), &"daclipPanic".into(), &info.to_string().into());
+    }));
     let dev = Device::open(DeviceChoice::parse(&choice).map_err(js_error)?).await.map_err(js_error)?;
     Ok(Engine { dev, models: Rc::default(), tile_seconds: RefCell::default() })
 }
@@ -280,6 +286,38 @@ impl Engine {
     /// included, truncated to its 77 positions, without the zero padding.
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
         crate::models::clip::tokenizer::label_ids(text)
+    }
+
+    /// The device memory the engine holds: `{ liveBytes, pooledBytes, peakBytes }` (tensors
+    /// in use, buffers kept for reuse, the most in use at once).
+    #[wasm_bindgen(js_name = memoryUsage)]
+    pub fn memory_usage(&self) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Usage {
+            live_bytes: u64,
+            pooled_bytes: u64,
+            peak_bytes: u64,
+        }
+        let m = self.dev.memory();
+        Ok(serde_wasm_bindgen::to_value(&Usage { live_bytes: m.live_bytes, pooled_bytes: m.free_bytes, peak_bytes: m.peak_bytes })?)
+    }
+
+    /// Why the GPU device was lost, once it was (the engine must then be started again).
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Option<String> {
+        self.dev.lost()
+    }
+
+    /// Breaks the engine on purpose, for tests of recovery: "panic" panics inside the
+    /// wasm, "device-lost" destroys the GPU device.
+    #[wasm_bindgen(js_name = simulateFailure)]
+    pub fn simulate_failure(&self, kind: &str) -> Result<(), JsError> {
+        match kind {
+            "panic" => panic!("a simulated failure (simulateFailure('panic'))"),
+            "device-lost" => self.dev.destroy().map_err(js_error),
+            other => Err(JsError::new(&format!("simulateFailure takes 'panic' or 'device-lost', not {other:?}"))),
+        }
     }
 
     /// Frees the models and the pooled GPU memory; the engine can load again afterwards.

@@ -297,6 +297,34 @@ fn a_folder_restores_past_a_broken_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A GPU device lost mid-restore (destroyed at step 2 of the first file, as a driver
+/// reset would lose it): the command opens a new device, loads the weights again and
+/// restores that file once more, with the output it gives without the loss.
+#[test]
+fn a_lost_gpu_device_is_opened_again_and_the_file_restored() {
+    let dir = scratch("lost");
+    let (daclip, unet) = tiny_models(&dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(40, 48)).save(photos.join("one.png")).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(48, 40)).save(photos.join("two.png")).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        ["restore", photos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--daclip", &daclip, "--unet", &unet, "--steps", "3", "--device", "gpu"].map(String::from).to_vec()
+    };
+    let lost = Command::new(env!("CARGO_BIN_EXE_daclip-webgpu")).args(args(&dir.join("lost"))).env("DACLIP_WEBGPU_LOSE_DEVICE_AT_STEP", "2").output().unwrap();
+    let err = String::from_utf8_lossy(&lost.stderr);
+    println!("{err}");
+    assert!(lost.status.success(), "{err}");
+    assert!(err.contains("the GPU device was lost") && err.contains("restoring it once more"), "{err}");
+    assert_eq!(err.matches("device: ").count(), 2, "a second device opened");
+    let (code, _, err) = run_code(&args(&dir.join("plain")).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    for file in ["one.png", "two.png"] {
+        assert_eq!(std::fs::read(dir.join("lost").join(file)).unwrap(), std::fs::read(dir.join("plain").join(file)).unwrap(), "{file}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `tokenize` prints the ids the text tower gets, as the library computes them, for texts
 /// given and read from stdin; none at all is a usage mistake.
 #[test]

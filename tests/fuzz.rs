@@ -12,6 +12,8 @@
 //! once fixed, it goes into `tests/fixtures/crashers/`, which every run reads first.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType};
@@ -71,25 +74,6 @@ fn read_all(dev: &Device, bytes: &[u8], clip_config: Option<DaClipConfig>) -> Re
     }
     convert(bytes, ConvertOptions { clip_config, ..ConvertOptions::new(StoreDType::F16) })?;
     Ok(ckpt.kind.name())
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
 }
 
 /// A valid file to mutate, and the byte ranges where its structure lies.
@@ -166,7 +150,7 @@ fn mutate(seed: &Seed, other: &Seed, rng: &mut Rng) -> Vec<u8> {
         match op {
             0 => b[p] ^= 1 << rng.below(8),
             1 => {
-                let random = rng.next() as u8;
+                let random = rng.next_u64() as u8;
                 b[p] = rng.pick(&[0u8, 1, 0x7F, 0x80, 0xFF, random]);
             }
             2 => {
@@ -183,7 +167,7 @@ fn mutate(seed: &Seed, other: &Seed, rng: &mut Rng) -> Vec<u8> {
             }
             5 => {
                 let n = 1 + rng.below(16);
-                let insert: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let insert: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 b.splice(p..p, insert);
             }
             6 => {
@@ -362,7 +346,7 @@ fn mutated_weights_files_end_in_a_value_or_a_named_error() {
     let mut worst_ratio = 0.0f64;
     for case in 0..cases {
         current.store(case, Ordering::Relaxed);
-        let mut rng = Rng(base.wrapping_mul(0x1000_0000_01B3) ^ case.wrapping_mul(0x9E37_79B9));
+        let mut rng = Rng::new(base.wrapping_mul(0x1000_0000_01B3) ^ case.wrapping_mul(0x9E37_79B9));
         let s = &seeds[case as usize % seeds.len()];
         let other = &seeds[rng.below(seeds.len())];
         let input = mutate(s, other, &mut rng);

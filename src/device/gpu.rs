@@ -72,6 +72,8 @@ struct Inner {
     batch: RefCell<Batch>,
     scopes: RefCell<Vec<ScopeFuture>>,
     uncaptured: Arc<Mutex<Vec<Error>>>,
+    /// Set by the device-lost callback: why the device was lost.
+    lost: Arc<Mutex<Option<String>>>,
     /// A tensor of ones, grown on demand (see [`Device::ones`]).
     ones: RefCell<Option<Tensor>>,
     /// Kernels recorded since the device was opened.
@@ -131,9 +133,15 @@ impl GpuDevice {
             }
         }));
         let sink = uncaptured.clone();
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
+            let why = format!("{reason:?}: {message}");
             if let Ok(mut v) = sink.lock() {
-                v.push(Error::DeviceLost(format!("{reason:?}: {message}")));
+                v.push(Error::DeviceLost(why.clone()));
+            }
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(why);
             }
         });
 
@@ -163,10 +171,21 @@ impl GpuDevice {
                 batch: RefCell::default(),
                 scopes: RefCell::default(),
                 uncaptured,
+                lost,
                 ones: RefCell::default(),
                 dispatched: Default::default(),
             }),
         })
+    }
+
+    /// Why the device was lost, once it was: every later use of it fails.
+    pub fn lost(&self) -> Option<String> {
+        self.inner.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Destroys the device, as a driver reset would lose it (for tests of recovery).
+    pub fn destroy(&self) {
+        self.inner.device.destroy();
     }
 
     pub fn info(&self) -> &AdapterInfo {
@@ -293,7 +312,7 @@ impl GpuDevice {
                 b
             }
         };
-        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::new(buffer, &self.inner.pool))), shape.to_vec(), DType::F32))
+        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::pooled(buffer, &self.inner.pool))), shape.to_vec(), DType::F32))
     }
 
     /// Creates a tensor holding `words` (raw 32-bit words of the given dtype). Uploads
@@ -320,7 +339,7 @@ impl GpuDevice {
         });
         let buffer = buffer.map_err(|e| Error::OutOfMemory(format!("mapping a new {bytes}-byte buffer failed: {e}")))?;
         self.inner.pool.borrow_mut().created(class);
-        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::new(buffer, &self.inner.pool))), shape.to_vec(), dtype))
+        Ok(Tensor::new(Storage::Gpu(Rc::new(GpuBuffer::uploaded(buffer, &self.inner.pool))), shape.to_vec(), dtype))
     }
 
     pub fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
@@ -479,7 +498,10 @@ impl GpuDevice {
     /// Submits every pending dispatch as one command buffer with one compute pass.
     pub fn flush(&self) {
         let batch = std::mem::take(&mut *self.inner.batch.borrow_mut());
+        // Taken before the submit: every use of these is in this batch or an earlier one.
+        let retired = self.inner.pool.borrow_mut().take_retired();
         if batch.dispatches.is_empty() {
+            retired.iter().for_each(wgpu::Buffer::destroy);
             return;
         }
         let device = &self.inner.device;
@@ -528,6 +550,10 @@ impl GpuDevice {
                 }
             }
             self.inner.queue.submit([enc.finish()]);
+            // Submitted work keeps what it uses: destroying now frees the memory once the
+            // GPU is done with it, without waiting for a garbage collector.
+            uniforms.destroy();
+            retired.iter().for_each(wgpu::Buffer::destroy);
         });
     }
 }
@@ -615,5 +641,11 @@ mod tests {
         let b = crate::ops::gelu(&dev, &x).unwrap();
         assert_eq!(dev.memory(), first, "the freed buffer is reused, nothing new is allocated");
         assert!(dev.read_blocking(&b).unwrap().iter().all(|v| (v - 0.345_731_2).abs() < 1e-6));
+        // An upload is freed, not pooled: each upload takes a fresh buffer, so pooling them
+        // would grow the pool by every upload (a leak over many calls).
+        let before = dev.memory();
+        drop(x);
+        let after = dev.memory();
+        assert_eq!((after.free_bytes, after.live_bytes), (before.free_bytes, before.live_bytes - 4096));
     }
 }

@@ -187,6 +187,27 @@ impl Device {
         }
     }
 
+    /// Why the GPU device was lost (a driver reset, a watchdog, [`Device::destroy`]), once
+    /// it was; the models on it must be loaded again on a new device. Never for the CPU.
+    pub fn lost(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Gpu(g) => g.lost(),
+            Backend::Cpu(_) => None,
+        }
+    }
+
+    /// Loses the GPU device on purpose, for tests of what follows; the CPU backend has no
+    /// device to lose.
+    pub fn destroy(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Gpu(g) => {
+                g.destroy();
+                Ok(())
+            }
+            Backend::Cpu(_) => Err(Error::Usage("the CPU backend has no GPU device to lose".into())),
+        }
+    }
+
     /// Frees the buffers the GPU pool keeps for reuse (the CPU backend keeps none).
     pub fn release_free_buffers(&self) {
         if let Backend::Gpu(g) = &self.backend {

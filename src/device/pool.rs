@@ -22,6 +22,10 @@ pub(crate) struct Pool {
     free_bytes: u64,
     /// The most bytes ever allocated at once (live + free).
     peak_bytes: u64,
+    /// Buffers no tensor holds any more and the pool does not keep: destroyed after the
+    /// next submit (a dispatch still waiting in the batch may use them). Dropping alone
+    /// frees nothing in the browser until the JS garbage collector runs.
+    retired: Vec<wgpu::Buffer>,
 }
 
 /// What the pool holds, in bytes.
@@ -51,6 +55,17 @@ impl Pool {
         self.peak_bytes = self.peak_bytes.max(self.live_bytes + self.free_bytes);
     }
 
+    /// A buffer not kept for reuse, no longer held by any tensor.
+    pub(crate) fn retire(&mut self, buffer: wgpu::Buffer) {
+        self.live_bytes -= buffer.size();
+        self.retired.push(buffer);
+    }
+
+    /// The retired buffers, to destroy once the batch that may use them is submitted.
+    pub(crate) fn take_retired(&mut self) -> Vec<wgpu::Buffer> {
+        std::mem::take(&mut self.retired)
+    }
+
     pub(crate) fn give_back(&mut self, buffer: wgpu::Buffer) {
         let class = buffer.size();
         self.live_bytes -= class;
@@ -58,10 +73,12 @@ impl Pool {
         self.free.entry(class).or_default().push(buffer);
     }
 
-    /// Drops every waiting buffer. wgpu frees each one once no submitted work uses it, so
-    /// this is safe while a batch that read them is still in flight.
+    /// Retires every waiting buffer (destroyed after the next submit, so a batch that
+    /// reads them still runs).
     pub(crate) fn clear(&mut self) {
-        self.free.clear();
+        for (_, buffers) in self.free.drain() {
+            self.retired.extend(buffers);
+        }
         self.free_bytes = 0;
     }
 

@@ -35,18 +35,31 @@ impl DType {
 pub(crate) struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,
     pool: Weak<RefCell<Pool>>,
+    /// Back into the pool when dropped (kernel outputs), or freed (uploads: every upload
+    /// takes a fresh buffer, so recycling them would grow the pool by each upload).
+    recycle: bool,
 }
 
 impl GpuBuffer {
-    pub(crate) fn new(buffer: wgpu::Buffer, pool: &Rc<RefCell<Pool>>) -> Self {
-        GpuBuffer { buffer, pool: Rc::downgrade(pool) }
+    /// A buffer for kernel outputs, recycled through the pool.
+    pub(crate) fn pooled(buffer: wgpu::Buffer, pool: &Rc<RefCell<Pool>>) -> Self {
+        GpuBuffer { buffer, pool: Rc::downgrade(pool), recycle: true }
+    }
+
+    /// A buffer written at creation, freed when dropped.
+    pub(crate) fn uploaded(buffer: wgpu::Buffer, pool: &Rc<RefCell<Pool>>) -> Self {
+        GpuBuffer { buffer, pool: Rc::downgrade(pool), recycle: false }
     }
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.borrow_mut().give_back(self.buffer.clone());
+            if self.recycle {
+                pool.borrow_mut().give_back(self.buffer.clone());
+            } else {
+                pool.borrow_mut().retire(self.buffer.clone());
+            }
         }
     }
 }

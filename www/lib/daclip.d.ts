@@ -119,7 +119,17 @@ export interface AdapterDescription {
   reason: string;
 }
 
-/** True when this browser exposes the WebGPU API. */
+export interface MemoryUsage {
+  /** Device memory in tensors now (GPU buffers, or the CPU backend's tensors). */
+  liveBytes: number;
+  /** GPU buffers kept for reuse. */
+  pooledBytes: number;
+  /** The most device memory in tensors at once. */
+  peakBytes: number;
+  /** The worker's wasm memory: it grows and never shrinks. */
+  wasmHeapBytes: number;
+}
+
 /** One file of a published pair. */
 export interface PublishedFile {
   kind: 'daclip' | 'unet';
@@ -143,6 +153,7 @@ export declare const PUBLISHED_WEIGHTS: Readonly<Record<PublishedWeightsName, Re
 /** The model card's download folder: https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/ */
 export declare const PUBLISHED_BASE_URL: string;
 
+/** True when this browser exposes the WebGPU API. */
 export declare function hasWebGPU(): boolean;
 /** True when WebGPU can actually provide an adapter here. */
 export declare function webgpuAvailable(): Promise<boolean>;
@@ -161,6 +172,9 @@ export declare class DaClip {
   readonly adapter: AdapterDescription | null;
   /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
   readonly workers: number;
+  /** How many times the engine was started again after a failure (a panic, a lost GPU
+   * device, a crashed worker): the call in flight rejected, the next one worked. */
+  readonly restarts: number;
   /** Ranks the ten trained degradations, or `labels`, for an image. */
   classify(image: ImageInput, options?: { labels?: string[] }): Promise<Classification>;
   /** The token ids the text tower gets for a label, as the original tokenizer gives them
@@ -175,6 +189,14 @@ export declare class DaClip {
    * timed network evaluation on a tile, measured once per tile size; the tiles shared by
    * `workers`). */
   estimate(width: number, height: number, options?: RestoreOptions): Promise<RestoreEstimate>;
-  /** Frees the device's memory and stops the worker. */
+  /** The memory the engine holds now. */
+  memoryUsage(): Promise<MemoryUsage>;
+  /** Breaks the engine on purpose, to test an app's handling of it: 'panic' (an internal
+   * error in the wasm; this call rejects) or 'device-lost' (the GPU device destroyed,
+   * WebGPU only; the call in flight rejects). The engine then starts again with its
+   * weights before the next call. */
+  simulateFailure(kind: 'panic' | 'device-lost'): Promise<void>;
+  /** Frees the device's memory and stops the worker. Every later call rejects with
+   * "the model was disposed". */
   dispose(): void;
 }

@@ -204,14 +204,25 @@ export class DaClip {
   #next = 1;
   #pending = new Map();
   #helpers = [];
+  /** What load was given, to start the engine again after a failure. */
+  #setup = null;
+  /** Settles when the engine can take calls (after a restart); calls wait for it. */
+  #ready = Promise.resolve();
   /** The device that runs: `{ device: 'webgpu' | 'cpu', name, backend, isSoftware, reason }`. */
   adapter = null;
   /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
   workers = 1;
+  /** How many times the engine was started again after a failure. */
+  restarts = 0;
 
   constructor(worker) {
+    this.#attach(worker);
+  }
+
+  #attach(worker) {
     this.#worker = worker;
     worker.onmessage = (event) => {
+      if (worker !== this.#worker) return;
       const msg = event.data;
       const pending = this.#pending.get(msg.id);
       if (!pending) return;
@@ -221,19 +232,46 @@ export class DaClip {
       }
       this.#pending.delete(msg.id);
       if (msg.ok) pending.resolve(msg.result);
+      else if (msg.broken && this.#setup) this.#fail(`${msg.error}; the engine is being started again and its weights reloaded, so the next call works`, pending);
       else if (msg.aborted) pending.reject(abortError());
       else pending.reject(new Error(msg.error));
     };
     worker.onerror = async (event) => {
       event.preventDefault?.();
-      const error = new Error(await workerFailure(worker, event));
-      for (const p of this.#pending.values()) p.reject(error);
-      this.#pending.clear();
+      if (worker !== this.#worker) return;
+      const failure = await workerFailure(worker, event);
+      if (this.#setup) this.#fail(`${failure}; the engine is being started again and its weights reloaded, so the next call works`);
+      else {
+        for (const p of this.#pending.values()) p.reject(new Error(failure));
+        this.#pending.clear();
+      }
     };
   }
 
-  #call(type, payload = {}, transfer = [], onStep) {
-    if (this.#disposed) return { id: 0, promise: Promise.reject(new Error('the model was disposed')) };
+  /** The engine broke (a panic in the wasm, a lost GPU device, a crashed worker): the
+   * calls in flight reject with `message`, and a fresh worker with a fresh wasm instance
+   * and device loads the weights again (from Cache Storage, a Blob or the caller's bytes)
+   * before the next call runs. */
+  #fail(message, first) {
+    const error = new Error(message);
+    first?.reject(error);
+    for (const p of this.#pending.values()) p.reject(error);
+    this.#pending.clear();
+    if (this.#disposed) return;
+    const old = this.#worker;
+    for (const helper of this.#helpers) helper.dispose();
+    this.#helpers = [];
+    this.restarts++;
+    this.#ready = (async () => {
+      old.terminate();
+      this.#attach(startWorker(this.#setup.workerUrl));
+      await this.#start();
+    })();
+    this.#ready.catch(() => {}); // reported to the calls that wait for it
+  }
+
+  /** Posts a request to the worker as it is now. */
+  #post(type, payload = {}, transfer = [], onStep) {
     const id = this.#next++;
     return {
       id,
@@ -242,6 +280,26 @@ export class DaClip {
         this.#worker.postMessage({ id, type, ...payload }, transfer);
       }),
     };
+  }
+
+  /** A request once the engine is ready (after a restart in progress, if any). */
+  #call(type, payload = {}, transfer = [], onStep) {
+    if (this.#disposed) return { id: 0, promise: Promise.reject(new Error('the model was disposed')) };
+    let post;
+    const ids = { id: 0, aborted: false };
+    const promise = this.#ready.then(
+      () => {
+        if (this.#disposed) throw new Error('the model was disposed');
+        if (ids.aborted) throw abortError();
+        post = this.#post(type, payload, transfer, onStep);
+        ids.id = post.id;
+        return post.promise;
+      },
+      (err) => {
+        throw new Error(`the engine could not be started again after a failure: ${err?.message ?? err}`);
+      },
+    );
+    return { ids, promise };
   }
 
   /**
@@ -260,31 +318,43 @@ export class DaClip {
     if (!daclip) throw new TypeError("DaClip.load needs the DA-CLIP weights (`daclip`, or `weights: 'published'`)");
     const model = new DaClip(startWorker(workerUrl));
     try {
-      model.adapter = await model.#call('init', { device }).promise;
-      // On the CPU backend a tiled restore's tiles go to helper workers too (one thread
-      // each); on a GPU one worker feeds the GPU.
-      const helperCount = model.adapter.device === 'cpu' && unet ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
-      for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
-        if (!source) continue;
-        const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
-        onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
-        // Transfer a copy when the caller still owns the bytes; our own download is moved.
-        const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
-        const forHelpers = kind === 'unet' ? Array.from({ length: helperCount }, () => bytes.slice()) : [];
-        const total = bytes.length;
-        const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
-        const converted = await model.#call('load', request, [owned.buffer]).promise;
-        if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
-        if (forHelpers.length) await model.#startHelpers(forHelpers, workerUrl);
-        onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
-      }
-      model.workers = 1 + model.#helpers.length;
+      await model.#start({ daclip, unet, onProgress, cache, customLabels, workerUrl, device, workers });
     } catch (err) {
       model.dispose();
       if (/no GPU adapter/.test(err.message)) throw new Error(`${NO_WEBGPU} (${err.message})`);
       throw err;
     }
     return model;
+  }
+
+  /** Opens the device and loads the weights in the current worker: at load with `setup`,
+   * and again with the same after a failure. */
+  async #start(setup) {
+    const first = Boolean(setup);
+    setup ??= this.#setup;
+    const { daclip, unet, cache, customLabels, workerUrl, device, workers } = setup;
+    const onProgress = first ? setup.onProgress : undefined;
+    this.adapter = await this.#post('init', { device }).promise;
+    // On the CPU backend a tiled restore's tiles go to helper workers too (one thread
+    // each); on a GPU one worker feeds the GPU.
+    const helperCount = this.adapter.device === 'cpu' && unet ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
+    for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
+      if (!source) continue;
+      const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
+      if (this.#disposed) return;
+      onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
+      // Transfer a copy when the caller still owns the bytes; our own download is moved.
+      const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
+      const forHelpers = kind === 'unet' ? Array.from({ length: helperCount }, () => bytes.slice()) : [];
+      const total = bytes.length;
+      const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
+      const converted = await this.#post('load', request, [owned.buffer]).promise;
+      if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
+      if (forHelpers.length) await this.#startHelpers(forHelpers, workerUrl);
+      onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
+    }
+    this.workers = 1 + this.#helpers.length;
+    this.#setup = setup;
   }
 
   /**
@@ -377,8 +447,9 @@ export class DaClip {
     const rgba = new Uint8Array(img.data.buffer.slice(0));
     const engineOptions = { steps, seed, sampler, grid, tile, overlap, preview: Boolean(onStep) };
     const step = onStep && ((m) => onStep({ step: m.step, total: m.total, tile: m.tile, tiles: m.tiles, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
-    const { id, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options: engineOptions }, [rgba.buffer], step);
-    const abort = () => this.#worker.postMessage({ type: 'abort', target: id });
+    const { ids, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options: engineOptions }, [rgba.buffer], step);
+    // Before the request is posted (a restart in progress) it is dropped when posted.
+    const abort = () => (ids.id ? this.#worker.postMessage({ type: 'abort', target: ids.id }) : (ids.aborted = true));
     signal?.addEventListener('abort', abort, { once: true });
     try {
       const out = await promise;
@@ -402,18 +473,42 @@ export class DaClip {
     return this.#call('estimate', { width, height, options: { steps, seed, sampler, grid, tile, overlap } }).promise;
   }
 
+  /**
+   * The memory the engine holds: `{ liveBytes, pooledBytes, peakBytes }` of the device
+   * (GPU buffers, or the CPU backend's tensors) and `wasmHeapBytes`, the worker's wasm
+   * memory (which grows and never shrinks: flat over many calls means nothing leaks).
+   * @returns {Promise<import('./daclip').MemoryUsage>}
+   */
+  async memoryUsage() {
+    return this.#call('memory').promise;
+  }
+
+  /**
+   * Breaks the engine on purpose, to test what an app does when that happens: `'panic'`
+   * stops the wasm on an internal error (the promise rejects as any call would), and
+   * `'device-lost'` destroys the GPU device (WebGPU only), so the call in flight rejects.
+   * Either way the engine starts again with its weights before the next call runs.
+   * @param {'panic' | 'device-lost'} kind
+   * @returns {Promise<void>}
+   */
+  async simulateFailure(kind) {
+    if (kind !== 'panic' && kind !== 'device-lost') throw new RangeError(`simulateFailure takes 'panic' or 'device-lost', not ${kind}`);
+    return this.#call('simulate', { kind }).promise;
+  }
+
   /** Helper workers, each with the UNet (`unets`: one copy of its bytes each), joined to
    * the restoring worker by a MessageChannel apiece. */
   async #startHelpers(unets, workerUrl) {
+    if (this.#disposed) return;
     this.#helpers = unets.map(() => new DaClip(startWorker(workerUrl)));
     await Promise.all(this.#helpers.map(async (helper, i) => {
-      await helper.#call('init', { device: 'cpu' }).promise;
-      await helper.#call('load', { kind: 'unet', bytes: unets[i].buffer, convert: false }, [unets[i].buffer]).promise;
+      await helper.#post('init', { device: 'cpu' }).promise;
+      await helper.#post('load', { kind: 'unet', bytes: unets[i].buffer, convert: false }, [unets[i].buffer]).promise;
     }));
     const channels = this.#helpers.map(() => new MessageChannel());
-    await Promise.all(this.#helpers.map((helper, i) => helper.#call('serve', { port: channels[i].port2 }, [channels[i].port2]).promise));
+    await Promise.all(this.#helpers.map((helper, i) => helper.#post('serve', { port: channels[i].port2 }, [channels[i].port2]).promise));
     const ports = channels.map((c) => c.port1);
-    await this.#call('helpers', { ports }, ports).promise;
+    await this.#post('helpers', { ports }, ports).promise;
   }
 
   /** Frees the device's memory and stops the worker (and its helpers). */

@@ -7,6 +7,7 @@
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
+let wasm = null;
 const aborted = new Set();
 
 // Several workers on the CPU backend: the restoring worker hands tiles to helper workers
@@ -65,7 +66,7 @@ async function fetchWasm() {
 async function handle(msg) {
   switch (msg.type) {
     case 'init':
-      await init({ module_or_path: await fetchWasm() });
+      wasm = await init({ module_or_path: await fetchWasm() });
       engine = await createEngine(msg.device);
       return { result: engine.adapterInfo() };
     case 'load': {
@@ -97,12 +98,37 @@ async function handle(msg) {
       return { result: await engine.estimate(msg.width, msg.height, msg.options, 1 + helpers.length) };
     case 'tokenize':
       return { result: Array.from(engine.tokenize(msg.text)) };
+    case 'memory':
+      return { result: { ...engine.memoryUsage(), wasmHeapBytes: wasm.memory.buffer.byteLength } };
+    case 'simulate':
+      engine.simulateFailure(msg.kind);
+      return { result: null };
     case 'dispose':
       engine?.dispose();
       return { result: null };
     default:
       throw new Error(`unknown request ${msg.type}`);
   }
+}
+
+/**
+ * What an error means for the engine: a trap in the wasm (a panic: wasm32 cannot unwind)
+ * leaves the instance unusable, and so does a lost GPU device; either makes the page
+ * start a fresh worker (`broken`). The device-lost callback may come a moment after the
+ * failed call, hence the short wait before asking.
+ */
+async function failure(err) {
+  if (err instanceof WebAssembly.RuntimeError) {
+    const panic = globalThis.daclipPanic?.replace(/\s*\n\s*/g, ' ');
+    return { error: `the engine stopped on an internal error: ${panic ?? err.message}`, broken: true };
+  }
+  const error = String(err?.message ?? err);
+  if (engine && engine.adapterInfo().device === 'webgpu') {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const lost = engine.deviceLost();
+    if (lost) return { error: `the GPU device was lost (${lost}): ${error}`, broken: true };
+  }
+  return { error };
 }
 
 self.onmessage = async (event) => {
@@ -115,7 +141,7 @@ self.onmessage = async (event) => {
     const { result, transfer } = await handle(msg);
     self.postMessage({ id: msg.id, ok: true, result }, transfer ?? []);
   } catch (err) {
-    self.postMessage({ id: msg.id, ok: false, error: String(err?.message ?? err), aborted: aborted.has(msg.id) });
+    self.postMessage({ id: msg.id, ok: false, aborted: aborted.has(msg.id), ...(await failure(err)) });
   } finally {
     aborted.delete(msg.id);
   }

@@ -3,8 +3,11 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use daclip_webgpu::models::clip::DaClip;
+use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::photo::{write, OutputFormat, Photo};
 use daclip_webgpu::restore::{RestoreOptions, Restorer, StepInfo};
 use daclip_webgpu::sde::{Grid, Sampler, PUBLISHED_T};
@@ -84,16 +87,23 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     let mut photos = PhotoReader::new(&jobs.iter().map(|j| j.input.as_path()).collect::<Vec<_>>())?;
 
-    let dev = args.device.open()?;
-    let (daclip_bytes, unet_bytes) = (read_file(&args.daclip)?, read_file(&args.unet)?);
-    let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, DeviceDType::F16)?;
-    drop((daclip_bytes, unet_bytes));
-    let restorer = Restorer::new(&daclip, &unet)?;
-
+    let mut engine = Engine::load(&args)?;
     let progress = Progress::new(jobs.len());
     let mut failed = Vec::new();
     for job in &jobs {
-        match photos.read(&job.input).and_then(|photo| restore_one(&dev, &restorer, &photo, job, &options, bits, args.quality, &progress)) {
+        let attempt = |engine: &Engine, photo: &Photo| restore_one(&engine.dev, &engine.restorer()?, photo, job, &options, bits, args.quality, &progress);
+        let result = photos.read(&job.input).and_then(|photo| match attempt(&engine, &photo) {
+            // A lost GPU device (a driver reset, a watchdog) takes the models with it: a
+            // new device with the weights loaded again restores the file once more.
+            Err(_) if engine.dev.lost().is_some() => {
+                let why = engine.dev.lost().unwrap_or_default();
+                progress.say(&format!("{}: the GPU device was lost ({why}); opening the GPU again, loading the weights again and restoring it once more", job.input.display()));
+                engine = Engine::load(&args)?;
+                attempt(&engine, &photo)
+            }
+            other => other,
+        });
+        match result {
             Ok(done) => progress.say_out(&done),
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) => {
@@ -106,6 +116,36 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     progress.finish();
     Ok(outcome("restored", jobs.len(), &failed))
+}
+
+/// The device and the two models on it.
+struct Engine {
+    dev: Device,
+    daclip: DaClip,
+    unet: ConditionalUNet,
+}
+
+impl Engine {
+    fn load(args: &Args) -> Result<Engine> {
+        let dev = args.device.open()?;
+        let (daclip_bytes, unet_bytes) = (read_file(&args.daclip)?, read_file(&args.unet)?);
+        let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, DeviceDType::F16)?;
+        let engine = Engine { dev, daclip, unet };
+        engine.restorer()?;
+        Ok(engine)
+    }
+
+    fn restorer(&self) -> Result<Restorer<'_>> {
+        Restorer::new(&self.daclip, &self.unet)
+    }
+}
+
+static LOST_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// `DACLIP_WEBGPU_LOSE_DEVICE_AT_STEP=n`: the GPU device is destroyed at step n of the
+/// first restore, as a driver reset would lose it (for the test of recovery).
+fn lose_device_at_step() -> Option<usize> {
+    std::env::var("DACLIP_WEBGPU_LOSE_DEVICE_AT_STEP").ok()?.parse().ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -121,7 +161,13 @@ fn restore_one(dev: &Device, restorer: &Restorer, photo: &Photo, job: &Job, opti
     }
     let start = Instant::now();
     progress.start_file(&name);
-    let restored = block_on(restorer.restore(dev, photo.as_image_ref(), options, &mut |s| progress.step(&name, &s, start)))?;
+    let lose_at = lose_device_at_step().filter(|_| !LOST_ONCE.swap(true, Ordering::Relaxed));
+    let restored = block_on(restorer.restore(dev, photo.as_image_ref(), options, &mut |s| {
+        if Some(s.progress.step) == lose_at {
+            let _ = dev.destroy();
+        }
+        progress.step(&name, &s, start)
+    }))?;
     write(&photo.compose(&restored, bits)?, &job.output, job.format, quality)?;
     Ok(format!(
         "{} -> {} ({}x{}, {} {} steps, {:.1} s)",

@@ -94,6 +94,9 @@ impl DaClip {
                 return Ok(enc.clone());
             }
         }
+        // The old encoding's buffers go back to the pool before the new one is computed:
+        // holding both would need one more set of them.
+        *self.last_encoding.borrow_mut() = None;
         let pixels = dev.upload(&[1, 3, input.size, input.size], &input.pixels)?;
         let enc = self.encode_image(dev, &pixels)?;
         *self.last_encoding.borrow_mut() = Some((input.resized_u8, enc.clone()));

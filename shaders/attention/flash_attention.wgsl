@@ -10,7 +10,8 @@
 // (D <= 64, a multiple of 4); the grid is (query blocks, heads, batch).
 
 struct Params {
-    nq: u32, nk: u32, _pad0: u32, causal: u32,
+    // first_group: the first query block of this dispatch (long attention goes in parts).
+    nq: u32, nk: u32, first_group: u32, causal: u32,
     q_off: u32, q_sb: u32, q_row: u32, scale: f32,
     k_off: u32, k_sb: u32, k_row: u32, heads: u32,
     v_off: u32, v_sb: u32, v_row: u32, _pad: u32,
@@ -40,7 +41,8 @@ var<workgroup> v_tile: array<vec4<f32>, BLOCK_K * D4>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let head = wid.y;
     let batch = wid.z;
-    let qi = wid.x * BLOCK_Q + li;
+    let block = wid.x + p.first_group;
+    let qi = block * BLOCK_Q + li;
     let live = qi < p.nq;
 
     var qv: array<vec4<f32>, MAX_D4>;
@@ -55,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let last_key = qi + p.nk - p.nq;
     // Keys beyond the last query of this block are masked for all of it: stop there.
     var nk_block = p.nk;
-    if (p.causal != 0u) { nk_block = min(p.nk, (wid.x + 1u) * BLOCK_Q + p.nk - p.nq); }
+    if (p.causal != 0u) { nk_block = min(p.nk, (block + 1u) * BLOCK_Q + p.nk - p.nq); }
 
     for (var j0 = 0u; j0 < nk_block; j0 += BLOCK_K) {
         for (var e = li; e < BLOCK_K * D4; e += BLOCK_Q) {

@@ -11,7 +11,9 @@
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
     ho: u32, wo: u32, kh: u32, kw: u32,
-    stride: u32, pad: u32, has_bias: u32, _pad: u32,
+    stride: u32, pad: u32, has_bias: u32,
+    // The first pixel block of this dispatch: a large convolution is dispatched in parts.
+    first_group: u32,
 }
 
 override WG_X: u32 = 16u;
@@ -48,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let threads = WG_X * WG_Y;
     let li = lid.y * WG_X + lid.x;
     let m0 = wid.y * WG_Y * 4u;
-    let n0 = wid.x * WG_X * 4u;
+    let n0 = (wid.x + p.first_group) * WG_X * 4u;
     let batch = wid.z;
     let taps = p.kh * p.kw;
     let kdim = p.cin * taps;

@@ -1,6 +1,6 @@
 use bytemuck::{Pod, Zeroable};
 
-use super::u32_of;
+use super::{groups_per_dispatch, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
@@ -15,7 +15,8 @@ pub const MAX_HEAD_DIM: usize = 64;
 pub(crate) struct Params {
     pub(crate) nq: u32,
     pub(crate) nk: u32,
-    pub(crate) _pad0: u32,
+    /// The first query block of this dispatch (long attention goes in several).
+    pub(crate) first_group: u32,
     pub(crate) causal: u32,
     pub(crate) q_off: u32,
     pub(crate) q_sb: u32,
@@ -86,7 +87,7 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
     let params = Params {
         nq: u32_of(nq, "queries")?,
         nk: u32_of(nk, "keys")?,
-        _pad0: 0,
+        first_group: 0,
         causal: causal as u32,
         q_off,
         q_sb,
@@ -102,7 +103,12 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
         _pad: 0,
     };
     let overrides = [("BLOCK_Q", BLOCK_Q as f64), ("BLOCK_K", BLOCK_K as f64), ("D4", (d / 4) as f64)];
-    let groups = [params.nq.div_ceil(BLOCK_Q), params.heads, u32_of(bq, "batch")?];
-    dev.dispatch(Kernel::FlashAttention, &overrides, &params, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
+    let blocks = params.nq.div_ceil(BLOCK_Q);
+    let per_dispatch = groups_per_dispatch(dev, blocks, 2 * BLOCK_Q as u64 * nk as u64 * q.width as u64 * bq as u64);
+    for first_group in (0..blocks).step_by(per_dispatch as usize) {
+        let part = Params { first_group, ..params };
+        let groups = [per_dispatch.min(blocks - first_group), params.heads, u32_of(bq, "batch")?];
+        dev.dispatch(Kernel::FlashAttention, &overrides, &part, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
+    }
     Ok(out)
 }

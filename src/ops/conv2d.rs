@@ -1,11 +1,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::tile_shape;
-use super::{expect_len, expect_rank, is_f16, or_placeholder, u32_of};
+use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
-
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -21,7 +20,9 @@ pub(crate) struct Params {
     pub(crate) stride: u32,
     pub(crate) pad: u32,
     pub(crate) has_bias: u32,
-    pub(crate) _pad: u32,
+    /// The first block of output pixels of this dispatch (a large convolution goes in
+    /// several).
+    pub(crate) first_group: u32,
 }
 
 /// Stride and zero padding of a convolution (the same on both axes, as in every
@@ -71,7 +72,7 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
         stride: u32_of(args.stride, "stride")?,
         pad: u32_of(args.padding, "padding")?,
         has_bias: bias.is_some() as u32,
-        _pad: 0,
+        first_group: 0,
     };
     // Output channels are the rows of this product.
     let (wg_x, wg_y, tile_k) = tile_shape(cout);
@@ -83,7 +84,13 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
         ("BIAS_F16", is_f16(bias)),
     ];
     let pixels = u32_of(ho * wo, "output pixels")?;
-    let groups = [pixels.div_ceil(4 * wg_x), params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?];
-    dev.dispatch(Kernel::Conv2d, &overrides, &params, &[x, w, or_placeholder(bias, w), &out], groups)?;
+    let pixel_groups = pixels.div_ceil(4 * wg_x);
+    let groups = [pixel_groups, params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?];
+    let per_dispatch = groups_per_dispatch(dev, pixel_groups, (4 * wg_x as u64) * cout as u64 * (cin * kh * kw) as u64 * b as u64);
+    for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
+        let part = Params { first_group, ..params };
+        let groups = [per_dispatch.min(pixel_groups - first_group), groups[1], groups[2]];
+        dev.dispatch(Kernel::Conv2d, &overrides, &part, &[x, w, or_placeholder(bias, w), &out], groups)?;
+    }
     Ok(out)
 }

@@ -7,12 +7,17 @@
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
-let wasm = null;
+// The wasm instance's exports (its memory: the heap size memoryUsage reports). Not `wasm`:
+// the single-file build inlines the glue, which declares that name, into this script.
+let wasmExports = null;
 const aborted = new Set();
 
 // Several workers on the CPU backend: the restoring worker hands tiles to helper workers
 // (each its own wasm instance with its own copy of the UNet) over one MessagePort each.
 let helpers = [];
+// A helper whose wasm trapped cannot evaluate again: the restoring worker then reports
+// itself broken, and the page starts everything afresh.
+let helperBroken = false;
 const tileRequests = new Map();
 let nextTile = 1;
 
@@ -29,6 +34,7 @@ function connectHelper(port) {
     const request = tileRequests.get(data.id);
     if (!request) return; // a tile of a cancelled restore
     tileRequests.delete(data.id);
+    helperBroken ||= Boolean(data.broken);
     if (data.error) request.reject(new Error(data.error));
     else request.resolve(data.noise);
   };
@@ -42,7 +48,8 @@ function serveTiles(port) {
       const noise = await engine.evaluateTile(m.degradation, m.image, m.x, m.mu, m.width, m.height, m.t);
       port.postMessage({ id: m.id, noise }, [noise.buffer]);
     } catch (err) {
-      port.postMessage({ id: m.id, error: String(err?.message ?? err) });
+      const { error, broken } = await failure(err);
+      port.postMessage({ id: m.id, error, broken });
     }
   };
 }
@@ -66,7 +73,7 @@ async function fetchWasm() {
 async function handle(msg) {
   switch (msg.type) {
     case 'init':
-      wasm = await init({ module_or_path: await fetchWasm() });
+      wasmExports = await init({ module_or_path: await fetchWasm() });
       engine = await createEngine(msg.device);
       return { result: engine.adapterInfo() };
     case 'load': {
@@ -99,7 +106,7 @@ async function handle(msg) {
     case 'tokenize':
       return { result: Array.from(engine.tokenize(msg.text)) };
     case 'memory':
-      return { result: { ...engine.memoryUsage(), wasmHeapBytes: wasm.memory.buffer.byteLength } };
+      return { result: { ...engine.memoryUsage(), wasmHeapBytes: wasmExports.memory.buffer.byteLength } };
     case 'simulate':
       engine.simulateFailure(msg.kind);
       return { result: null };
@@ -123,6 +130,7 @@ async function failure(err) {
     return { error: `the engine stopped on an internal error: ${panic ?? err.message}`, broken: true };
   }
   const error = String(err?.message ?? err);
+  if (helperBroken) return { error: `a helper worker failed: ${error}`, broken: true };
   if (engine && engine.adapterInfo().device === 'webgpu') {
     await new Promise((resolve) => setTimeout(resolve, 50));
     const lost = engine.deviceLost();

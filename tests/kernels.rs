@@ -39,25 +39,33 @@ macro_rules! kernel_tests {
 
 kernel_tests!(matmul, linear, conv2d, norms, softmax, activations, elementwise, layout, attention, linear_attn);
 
+/// `op` on the GPU and on the CPU backend: the GPU's dispatches, and the largest
+/// difference between the two outputs.
+fn gpu_against_cpu(op: impl Fn(&Device) -> daclip_webgpu::Tensor) -> (u64, f32) {
+    let run = |dev: &Device| {
+        let before = dev.dispatch_count();
+        let y = op(dev);
+        let dispatches = dev.dispatch_count() - before;
+        (dev.read_blocking(&y).unwrap(), dispatches)
+    };
+    let ((got, parts), (want, _)) = (run(&gpu()), run(&cpu()));
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("{parts} dispatches; max |gpu - cpu| = {worst:.2e}");
+    (parts, worst)
+}
+
 /// A convolution larger than one dispatch's share (2^30 multiply-adds) goes to the GPU in
 /// parts, each a block of output pixels, and gives what the CPU backend computes whole.
 #[test]
 fn a_large_convolution_is_dispatched_in_parts() {
     use daclip_webgpu::ops::{conv2d, Conv2dArgs};
-    let (gpu, cpu) = (gpu(), cpu());
     let mut rng = common::Rng::new(11);
     // 256 x 256 pixels, 64 to 64 channels, 3 x 3: 2.4e9 multiply-adds, three parts.
     let (x, w, b) = (rng.normals(64 * 256 * 256, 1.0), rng.normals(64 * 64 * 9, 0.04), rng.normals(64, 0.1));
-    let run = |dev: &Device| {
-        let before = dev.dispatch_count();
+    let (parts, worst) = gpu_against_cpu(|dev| {
         let (xt, wt, bt) = (dev.upload(&[1, 64, 256, 256], &x).unwrap(), dev.upload(&[64, 64, 3, 3], &w).unwrap(), dev.upload(&[64], &b).unwrap());
-        let y = conv2d(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3)).unwrap();
-        let dispatches = dev.dispatch_count() - before;
-        (dev.read_blocking(&y).unwrap(), dispatches)
-    };
-    let ((got, parts), (want, _)) = (run(&gpu), run(&cpu));
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    println!("{parts} dispatches; max |gpu - cpu| = {worst:.2e}");
+        conv2d(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3)).unwrap()
+    });
     assert_eq!(parts, 3);
     assert!(worst < 1e-3, "parts differ from the whole: {worst}");
 }
@@ -67,21 +75,14 @@ fn a_large_convolution_is_dispatched_in_parts() {
 #[test]
 fn a_long_attention_is_dispatched_in_parts() {
     use daclip_webgpu::ops::{attention, Heads};
-    let (gpu, cpu) = (gpu(), cpu());
     let mut rng = common::Rng::new(12);
     // 2048 queries and keys, 4 heads of 64: 2.1e9 multiply-adds, two parts.
     let qkv = rng.normals(2048 * 3 * 256, 1.0);
-    let run = |dev: &Device| {
-        let before = dev.dispatch_count();
+    let (parts, worst) = gpu_against_cpu(|dev| {
         let t = dev.upload(&[1, 2048, 3 * 256], &qkv).unwrap();
         let heads = |i: usize| Heads { tensor: &t, start: i * 256, width: 256 };
-        let y = attention(dev, heads(0), heads(1), heads(2), 4, true).unwrap();
-        let dispatches = dev.dispatch_count() - before;
-        (dev.read_blocking(&y).unwrap(), dispatches)
-    };
-    let ((got, parts), (want, _)) = (run(&gpu), run(&cpu));
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    println!("{parts} dispatches; max |gpu - cpu| = {worst:.2e}");
+        attention(dev, heads(0), heads(1), heads(2), 4, true).unwrap()
+    });
     assert_eq!(parts, 2);
     assert!(worst < 1e-4, "parts differ from the whole: {worst}");
 }

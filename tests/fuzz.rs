@@ -8,7 +8,7 @@
 //!
 //! `cargo test --release --test fuzz` runs 20,000 cases; longer runs from a command:
 //! `FUZZ_CASES=1000000 FUZZ_SEED=7 cargo test --release --test fuzz -- --nocapture`.
-//! An input that fails is written to `target/fuzz-crashers/` (as its seed and one edit);
+//! An input that fails is written to `target/fuzz-crashers/` (as its seed's name and one edit);
 //! once fixed, it goes into `tests/fixtures/crashers/`, which every run reads first.
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -79,7 +79,6 @@ fn read_all(dev: &Device, bytes: &[u8], clip_config: Option<DaClipConfig>) -> Re
 /// A valid file to mutate, and the byte ranges where its structure lies.
 struct Seed {
     name: &'static str,
-    path: &'static str,
     bytes: Vec<u8>,
     clip_config: Option<DaClipConfig>,
     structure: Vec<(usize, usize)>,
@@ -95,8 +94,31 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
 }
 
-fn seed(name: &'static str, path: &'static str, clip_config: Option<DaClipConfig>) -> Seed {
-    let bytes = std::fs::read(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+fn read_fixture(path: &str) -> Vec<u8> {
+    std::fs::read(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn tiny_clip_config() -> DaClipConfig {
+    serde_json::from_slice(&read_fixture("tests/fixtures/tiny/clip_config.json")).unwrap()
+}
+
+/// The bytes of a seed by its name: the two committed tiny checkpoints, and the tiny
+/// DA-CLIP converted to f16 safetensors here (as `www/build.mjs` converts it for the
+/// demo; a clean clone has no build output to read).
+fn seed_bytes(name: &str) -> Vec<u8> {
+    match name {
+        "daclip.pt" => read_fixture("tests/fixtures/tiny/daclip.pt"),
+        "universal-ir.pth" => read_fixture("tests/fixtures/tiny/universal-ir.pth"),
+        "daclip.safetensors" => {
+            let options = ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
+            convert(&read_fixture("tests/fixtures/tiny/daclip.pt"), options).unwrap().bytes
+        }
+        _ => panic!("no seed is named {name}"),
+    }
+}
+
+fn seed(name: &'static str, clip_config: Option<DaClipConfig>) -> Seed {
+    let bytes = seed_bytes(name);
     let mut structure = Vec::new();
     let mut pickle = None;
     if bytes.starts_with(b"PK\x03\x04") {
@@ -121,7 +143,7 @@ fn seed(name: &'static str, path: &'static str, clip_config: Option<DaClipConfig
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         structure.push((0, header));
     }
-    Seed { name, path, bytes, clip_config, structure, pickle }
+    Seed { name, bytes, clip_config, structure, pickle }
 }
 
 /// Opcodes of pickle protocols 0 to 5, and bytes that are none.
@@ -272,11 +294,11 @@ impl Crasher {
         let max_suffix = seed.bytes.len().min(input.len()) - prefix;
         let suffix = seed.bytes.iter().rev().zip(input.iter().rev()).take(max_suffix).take_while(|(a, b)| a == b).count();
         let inserted = input[prefix..input.len() - suffix].iter().map(|b| format!("{b:02x}")).collect();
-        Crasher { seed: seed.path.to_string(), at: prefix, removed: seed.bytes.len() - suffix - prefix, inserted, found }
+        Crasher { seed: seed.name.to_string(), at: prefix, removed: seed.bytes.len() - suffix - prefix, inserted, found }
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let mut b = std::fs::read(root().join(&self.seed)).unwrap_or_else(|e| panic!("{}: {e}", self.seed));
+        let mut b = seed_bytes(&self.seed);
         let inserted: Vec<u8> = (0..self.inserted.len() / 2).map(|i| u8::from_str_radix(&self.inserted[2 * i..2 * i + 2], 16).unwrap()).collect();
         b.splice(self.at..self.at + self.removed, inserted);
         b
@@ -287,7 +309,7 @@ impl Crasher {
 fn mutated_weights_files_end_in_a_value_or_a_named_error() {
     std::panic::set_hook(Box::new(|_| {})); // panics are reported below, with their input
     let dev = Device::cpu();
-    let clip: DaClipConfig = serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/tiny/clip_config.json")).unwrap()).unwrap();
+    let clip = tiny_clip_config();
     let mut failures = Vec::new();
 
     // Every input found so far that once broke a reader.
@@ -297,7 +319,7 @@ fn mutated_weights_files_end_in_a_value_or_a_named_error() {
         let crasher: Crasher = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let bytes = crasher.bytes();
         // A crasher made from the DA-CLIP .pt is read with its config, as that seed was.
-        let config = crasher.seed.ends_with("daclip.pt").then(|| clip.clone());
+        let config = (crasher.seed == "daclip.pt").then(|| clip.clone());
         let (outcome, largest) = run_case(&dev, &bytes, config);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         match outcome {
@@ -310,9 +332,9 @@ fn mutated_weights_files_end_in_a_value_or_a_named_error() {
     println!("{} crasher(s) of the corpus refused cleanly", corpus.len() - failures.len());
 
     let seeds = [
-        seed("daclip.pt", "tests/fixtures/tiny/daclip.pt", Some(clip.clone())),
-        seed("universal-ir.pth", "tests/fixtures/tiny/universal-ir.pth", None),
-        seed("daclip.safetensors", "www/tiny/daclip-tiny.safetensors", None),
+        seed("daclip.pt", Some(clip.clone())),
+        seed("universal-ir.pth", None),
+        seed("daclip.safetensors", None),
     ];
     for s in &seeds {
         let (outcome, largest) = run_case(&dev, &s.bytes, s.clip_config.clone());

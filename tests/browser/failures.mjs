@@ -1,8 +1,9 @@
 // What the npm package does when the engine fails, and that nothing leaks, in headless
 // Chromium (WebGPU on SwiftShader, and the CPU backend): a panic inside the wasm and a
 // lost GPU device each reject the call in flight with a message, the engine starts again
-// with its weights, and the next call gives what it gave before; 50 classifications and
-// restores in a row keep device memory and the wasm heap flat. Needs `npm run build:single`.
+// with its weights, and the next call gives what it gave before; calls made during a
+// restore run after it, in order; 50 classifications and restores in a row keep device
+// memory and the wasm heap flat. Needs `npm run build:single`.
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { serve } from '../../www/serve.mjs';
@@ -81,6 +82,40 @@ await check('webgpu: the device lost mid-restore rejects that restore; the next 
   assert.equal(r.adapter, 'webgpu');
   assert.ok(r.same);
   assert.match(r.cpuLoss, /no GPU device to lose/);
+});
+
+await check('calls made while a restore runs wait for it and run in the order they were made; a queued restore can be aborted', async () => {
+  const r = await page.evaluate(async () => {
+    const model = await window.loadTiny('webgpu');
+    const img = window.testImage(40, 48);
+    const alone = { classify: await model.classify(img), tokens: await model.tokenize('a noisy photo') };
+    // The first restore gets a PNG: its decode takes a while, and the calls after it must
+    // still wait their turn.
+    const canvas = new OffscreenCanvas(40, 48);
+    canvas.getContext('2d').putImageData(img, 0, 0);
+    const blob = await canvas.convertToBlob({ type: 'image/png' });
+    const order = [];
+    const settled = (name, p) => p.then((v) => (order.push(name), v), (e) => (order.push(`${name}: ${e.name}`), e));
+    const controller = new AbortController();
+    const calls = [
+      settled('restore', model.restore(blob, { steps: 3, seed: 1, onStep: ({ step }) => step === 1 && controller.abort() })),
+      settled('classify', model.classify(img)),
+      settled('tokenize', model.tokenize('a noisy photo')),
+      settled('aborted restore', model.restore(img, { steps: 2, seed: 2, signal: controller.signal })),
+      settled('restore 2', model.restore(img, { steps: 1, seed: 2 })),
+    ];
+    const [, classify, tokens] = await Promise.all(calls);
+    model.dispose();
+    return {
+      order,
+      sameClassify: JSON.stringify(classify.probabilities) === JSON.stringify(alone.classify.probabilities),
+      sameTokens: JSON.stringify(tokens) === JSON.stringify(alone.tokens),
+    };
+  });
+  console.log(`     settled in this order: ${r.order.join(', ')}`);
+  console.log(`     classify and tokenize gave what they give alone: ${r.sameClassify}, ${r.sameTokens}`);
+  assert.deepEqual(r.order, ['restore', 'classify', 'tokenize', 'aborted restore: AbortError', 'restore 2']);
+  assert.ok(r.sameClassify && r.sameTokens);
 });
 
 for (const device of ['webgpu', 'cpu']) {

@@ -208,6 +208,8 @@ export class DaClip {
   #setup = null;
   /** Settles when the engine can take calls (after a restart); calls wait for it. */
   #ready = Promise.resolve();
+  /** Settles when the latest call's request has been posted (or failed before it). */
+  #lastPosted = Promise.resolve();
   /** The device that runs: `{ device: 'webgpu' | 'cpu', name, backend, isSoftware, reason }`. */
   adapter = null;
   /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
@@ -282,24 +284,32 @@ export class DaClip {
     };
   }
 
-  /** A request once the engine is ready (after a restart in progress, if any). */
-  #call(type, payload = {}, transfer = [], onStep) {
-    if (this.#disposed) return { id: 0, promise: Promise.reject(new Error('the model was disposed')) };
-    let post;
+  /**
+   * A request, posted once the engine is ready (after a restart in progress, if any) and
+   * after every earlier call's request: the worker runs them one after another, so calls
+   * run in the order they were made. `request` is the payload, or a promise of it (an
+   * image still being decoded: the decode runs at once, the post waits its turn).
+   */
+  #call(type, request = {}, transfer = [], onStep) {
+    if (this.#disposed) return { ids: { id: 0, aborted: false }, promise: Promise.reject(new Error('the model was disposed')) };
     const ids = { id: 0, aborted: false };
-    const promise = this.#ready.then(
-      () => {
-        if (this.#disposed) throw new Error('the model was disposed');
-        if (ids.aborted) throw abortError();
-        post = this.#post(type, payload, transfer, onStep);
-        ids.id = post.id;
-        return post.promise;
-      },
-      (err) => {
+    const prepared = Promise.resolve(request);
+    prepared.catch(() => {}); // rejects this call, below, in its turn
+    const posted = this.#lastPosted.then(async () => {
+      const payload = await prepared;
+      try {
+        await this.#ready;
+      } catch (err) {
         throw new Error(`the engine could not be started again after a failure: ${err?.message ?? err}`);
-      },
-    );
-    return { ids, promise };
+      }
+      if (this.#disposed) throw new Error('the model was disposed');
+      if (ids.aborted) throw abortError();
+      const post = this.#post(type, payload, typeof transfer === 'function' ? transfer(payload) : transfer, onStep);
+      ids.id = post.id;
+      return post;
+    });
+    this.#lastPosted = posted.then(() => {}, () => {});
+    return { ids, promise: posted.then((post) => post.promise) };
   }
 
   /**
@@ -410,10 +420,8 @@ export class DaClip {
    */
   async classify(image, { labels } = {}) {
     if (this.#disposed) throw new Error('the model was disposed');
-    const img = await toImageData(image);
-    const rgba = new Uint8Array(img.data.buffer.slice(0));
-    const { promise } = this.#call('classify', { rgba, width: img.width, height: img.height, labels }, [rgba.buffer]);
-    const r = await promise;
+    const request = toImageData(image).then((img) => ({ rgba: new Uint8Array(img.data.buffer.slice(0)), width: img.width, height: img.height, labels }));
+    const r = await this.#call('classify', request, (payload) => [payload.rgba.buffer]).promise;
     return { labels: r.labels, probabilities: r.probabilities, imageFeatures: r.imageFeatures, degradationFeatures: r.degradationFeatures };
   }
 
@@ -443,17 +451,19 @@ export class DaClip {
     checkRestoreOptions(options);
     const { steps, seed, sampler, grid, tile, overlap, signal, onStep } = options;
     if (signal?.aborted) throw abortError();
-    const img = await toImageData(image);
-    const rgba = new Uint8Array(img.data.buffer.slice(0));
+    const decoded = toImageData(image);
     const engineOptions = { steps, seed, sampler, grid, tile, overlap, preview: Boolean(onStep) };
+    const request = decoded.then((img) => ({ rgba: new Uint8Array(img.data.buffer.slice(0)), width: img.width, height: img.height, options: engineOptions }));
     const step = onStep && ((m) => onStep({ step: m.step, total: m.total, tile: m.tile, tiles: m.tiles, preview: m.preview && new ImageData(m.preview.data, m.preview.width, m.preview.height) }));
-    const { ids, promise } = this.#call('restore', { rgba, width: img.width, height: img.height, options: engineOptions }, [rgba.buffer], step);
-    // Before the request is posted (a restart in progress) it is dropped when posted.
+    const { ids, promise } = this.#call('restore', request, (payload) => [payload.rgba.buffer], step);
+    // Before the request is posted (waiting its turn) it is dropped when its turn comes;
+    // once posted, the worker drops it before it starts or stops it between tiles.
     const abort = () => (ids.id ? this.#worker.postMessage({ type: 'abort', target: ids.id }) : (ids.aborted = true));
     signal?.addEventListener('abort', abort, { once: true });
     try {
       const out = await promise;
-      return new ImageData(new Uint8ClampedArray(out.buffer, out.byteOffset, out.length), img.width, img.height);
+      const { width, height } = await decoded;
+      return new ImageData(new Uint8ClampedArray(out.buffer, out.byteOffset, out.length), width, height);
     } finally {
       signal?.removeEventListener('abort', abort);
     }

@@ -1,9 +1,10 @@
 // The engine's module worker: owns the wasm module and the device (WebGPU or the CPU
 // backend), so the page never blocks.
 // Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
-// error, aborted }; restore also posts { id, type: 'step', step, total, tile, tiles, preview }
-// after every tile. A helper worker gets { type: 'serve', port } and then answers tile
-// requests on that port; the restoring worker gets { type: 'helpers', ports }.
+// error, aborted }, run in the order they arrive (see the end of this file); restore also
+// posts { id, type: 'step', step, total, tile, tiles, preview } after every tile. A helper
+// worker gets { type: 'serve', port } and then answers tile requests on that port; the
+// restoring worker gets { type: 'helpers', ports }.
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
@@ -139,13 +140,9 @@ async function failure(err) {
   return { error };
 }
 
-self.onmessage = async (event) => {
-  const msg = event.data;
-  if (msg.type === 'abort') {
-    aborted.add(msg.target);
-    return;
-  }
+async function reply(msg) {
   try {
+    if (aborted.has(msg.id)) throw new Error('aborted before it started');
     const { result, transfer } = await handle(msg);
     self.postMessage({ id: msg.id, ok: true, result }, transfer ?? []);
   } catch (err) {
@@ -153,4 +150,17 @@ self.onmessage = async (event) => {
   } finally {
     aborted.delete(msg.id);
   }
+}
+
+// Requests run one after another, in the order they came: a classify sent during a
+// restore runs after it. Three do not wait: an abort (it must reach the restore that
+// runs), simulate (a test breaks the engine mid-restore) and memory (read-only).
+const IMMEDIATE = new Set(['simulate', 'memory']);
+let queue = Promise.resolve();
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg.type === 'abort') aborted.add(msg.target);
+  else if (IMMEDIATE.has(msg.type)) reply(msg);
+  else queue = queue.then(() => reply(msg));
 };

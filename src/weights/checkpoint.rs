@@ -2,7 +2,7 @@
 //! checked tensor by tensor against the architecture; and the converter to safetensors.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{HostDType, Weights};
 use crate::error::{Error, Result};
@@ -245,6 +245,21 @@ fn encode(values: &[f32], dtype: StoreDType) -> (safetensors::Dtype, Vec<u8>) {
     }
 }
 
+/// The safetensors file with its header's keys sorted: the crate writes the metadata in
+/// a `HashMap`'s order, which differs from run to run, and a conversion should give the
+/// same bytes every time (the fuzzer's crashers are edits at offsets of such a file).
+fn with_sorted_header(file: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(file[..8].try_into().expect("a header length")) as usize;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&file[8..8 + n]).expect("the header the crate wrote");
+    let mut json = serde_json::to_vec(&header).expect("a JSON header");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&file[8 + n..]);
+    out
+}
+
 /// Converts a checkpoint (.pt/.pth or safetensors) to a checked safetensors file in
 /// `dtype`, with the model and its config in the metadata.
 pub fn convert(bytes: &[u8], options: ConvertOptions) -> Result<Conversion> {
@@ -276,6 +291,7 @@ pub fn convert(bytes: &[u8], options: ConvertOptions) -> Result<Conversion> {
     let mut metadata = ckpt.kind.metadata();
     metadata.insert("format".to_string(), "pt".to_string());
     let out = safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::Checkpoint(format!("writing safetensors: {e}")))?;
+    let out = with_sorted_header(out);
     Ok(Conversion {
         summary: Summary {
             model: ckpt.kind.label(),

@@ -84,6 +84,18 @@ fn conversion_keeps_values() {
     assert!(ckpt.weights.names().all(|n| !n.starts_with("visual.")));
 }
 
+/// Each conversion makes its metadata map afresh (a HashMap, in a new order each time):
+/// the file must not depend on it.
+#[test]
+fn conversion_gives_the_same_bytes_every_time() {
+    let pt = read("daclip.pt");
+    let options = || ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
+    let first = convert(&pt, options()).unwrap().bytes;
+    for _ in 0..8 {
+        assert!(convert(&pt, options()).unwrap().bytes == first, "two conversions of one file differ");
+    }
+}
+
 #[test]
 fn unet_config_is_inferred_from_shapes() {
     let bytes = read("universal-ir.pth");

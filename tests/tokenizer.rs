@@ -37,8 +37,9 @@ fn decomposed_accents_tokenize_as_composed_ones() {
 /// or paste (names, accents composed and not, scripts, emoji, entities, ligatures, full
 /// width, curly quotes, control characters, UTF-8 misread as Latin-1 or Windows-1252),
 /// UTF-8 misread through the eight other codecs ftfy knows, and random mixes of Unicode
-/// blocks. Measured 2026-12-01: 99.8%, 73.4% and 98.5% identical; ftfy leaves some
-/// mojibake its heuristic does not flag (e.g. "â„–"), which ours repairs.
+/// blocks. Measured 2026-12-02: 100%, 93.5% and 99.2% identical (the rest of the
+/// stress corpus: letters that Python's Unicode tables and Rust's class differently, the
+/// order of stacked combining marks after NFC, a few mojibake fragments).
 #[test]
 fn corpus_tokenizes_as_open_clip() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer_corpus.json");
@@ -65,7 +66,7 @@ fn corpus_tokenizes_as_open_clip() {
     }
     assert!(total["realistic"] >= 1100 && total["mojibake"] >= 500 && total["stress"] >= 1000, "the corpus is smaller than it was made");
     let share = |kind: &str| same.get(kind).copied().unwrap_or(0) as f64 / total[kind] as f64;
-    assert!(share("realistic") >= 0.995, "under 99.5% of the realistic labels identical");
-    assert!(share("mojibake") >= 0.70, "under 70% of the other codecs' mojibake identical");
-    assert!(share("stress") >= 0.98, "under 98% of the stress corpus identical");
+    assert_eq!(same.get("realistic"), total.get("realistic"), "a realistic label tokenizes otherwise than in the original");
+    assert!(share("mojibake") >= 0.90, "under 90% of the other codecs' mojibake identical");
+    assert!(share("stress") >= 0.99, "under 99% of the stress corpus identical");
 }

@@ -2,14 +2,16 @@
 //! settings, Python's `html.unescape` twice, whitespace collapsed (Python's idea of
 //! whitespace); the BPE lower-cases. Ours, written from ftfy's documentation and checked
 //! against the original on a corpus (tests/tokenizer.rs), with the data (HTML5 names,
-//! codec tables) generated from Python's standard library into `text_tables.rs`.
+//! codec tables) generated from Python's standard library into `text_tables.rs`, and
+//! ftfy's test for mojibake as tables measured on ftfy's behaviour (`badness_table.rs`).
 //!
 //! `fix_text` works line by line, each line fixed until nothing changes: ftfy's HTML
 //! entities (only those ending in `;`, plus upper-cased Latin ones such as `&EACUTE;`,
-//! and not at all once a line contained `<`), mojibake (UTF-8 read through one of ten
-//! single-byte codecs, repaired where the whole text re-encoded in that codec is UTF-8,
-//! else in runs read through Latin-1 or Windows-1252), C1 controls read as Windows-1252, Latin ligatures and digraphs, full- and
-//! half-width forms, curly quotes, line breaks, terminal escapes, invisible control
+//! and not at all once a line contained `<`), mojibake (in a line ftfy takes for
+//! mojibake only: UTF-8 read through one of ten single-byte codecs, repaired where the
+//! whole line re-encoded in that codec is UTF-8, else in runs read through Latin-1 or
+//! Windows-1252), C1 controls read as Windows-1252, Latin ligatures and digraphs, full-
+//! and half-width forms, curly quotes, line breaks, terminal escapes, invisible control
 //! characters, then NFC. ftfy's rarer repairs (a NBSP turned into a space inside
 //! mojibake, CESU-8, lossy `\u{fffd}` sequences) are not made.
 
@@ -18,6 +20,7 @@ use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::badness_table::{BAD_FIRST, BAD_LATER, CLASS_OF, END, EXCEPTIONS, FRAGMENT_BLOCKERS, OTHER, REPRESENTATIVE, SPACE, WORD};
 use super::text_tables::{CODECS, HTML5_ENTITIES};
 
 /// The cleaned text, before the BPE's lower-casing.
@@ -131,9 +134,9 @@ fn ligature(c: char) -> Option<&'static str> {
     })
 }
 
-/// Mojibake repaired until none is left: the whole text, where it re-encodes in one of
-/// the codecs (tried in order) to valid UTF-8; else each run of characters that does
-/// through Latin-1 or Windows-1252.
+/// Mojibake repaired until none is left, in text ftfy takes for mojibake (`is_bad`): the
+/// whole text, where it re-encodes in one of the codecs (tried in order) to valid UTF-8;
+/// else each run of characters that does through Latin-1 or Windows-1252.
 fn fix_encoding(text: &str) -> String {
     let mut text = text.to_string();
     loop {
@@ -150,39 +153,70 @@ fn fix_encoding_once(text: &str) -> String {
         return text.to_string();
     }
     let chars: Vec<char> = text.chars().collect();
-    // The whole text, where it is UTF-8 in a codec and one of its sequences has a symbol
-    // among its continuation characters (text in a script the codec covers decodes too).
+    if !is_bad(&chars) {
+        return text.to_string();
+    }
     for (_, table) in &CODECS {
         let bytes: Option<Vec<u8>> = chars.iter().map(|&c| encode(table, c)).collect();
         if let Some(Ok(fixed)) = bytes.map(String::from_utf8) {
-            if (0..chars.len()).any(|i| utf8_sequence(table, &chars[i..]).is_some_and(|(_, _, odd)| odd)) {
-                return fixed;
-            }
+            return fixed;
         }
     }
     // Runs of UTF-8 sequences read as Latin-1 or Windows-1252 (at each character the first
-    // of the two in which one starts there): a lone sequence is taken for mojibake only
-    // where it starts with the usual lead characters (Â..Ç: Latin-1 symbols and letters,
-    // Latin Extended; à..ô: three and four bytes), since random Latin-1 text forms lone
-    // pairs too.
+    // of the two in which one starts there), except after the characters after which ftfy
+    // leaves them (mostly what reads as a continuation byte: the run may be the tail of a
+    // longer sequence).
     let sequence_at = |i: usize| CODECS[..2].iter().find_map(|(_, table)| utf8_sequence(table, &chars[i..]));
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
         let mut run = (String::new(), i);
-        while let Some((c, len, _)) = chars.get(run.1).filter(|c| !c.is_ascii()).and_then(|_| sequence_at(run.1)) {
-            run.0.push(c);
-            run.1 += len;
+        if i == 0 || !FRAGMENT_BLOCKERS.contains(chars[i - 1]) {
+            while let Some((c, len)) = chars.get(run.1).filter(|c| !c.is_ascii()).and_then(|_| sequence_at(run.1)) {
+                run.0.push(c);
+                run.1 += len;
+            }
         }
-        if run.0.chars().count() > 1 || (!run.0.is_empty() && matches!(chars[i], 'Â'..='Ç' | 'à'..='ô')) {
-            out.push_str(&run.0);
-            i = run.1;
-        } else {
+        if run.0.is_empty() {
             out.push(chars[i]);
             i += 1;
+        } else {
+            out.push_str(&run.0);
+            i = run.1;
         }
     }
     out
+}
+
+/// ftfy's test for text that looks like mojibake (`is_bad`), from tables measured on ftfy
+/// (`badness_table.rs`): a text is bad where one of its windows of three characters (the
+/// last ones running past the end) is, each character taken by its class, except for the
+/// windows of characters listed apart.
+fn is_bad(chars: &[char]) -> bool {
+    // A character's class, and what it is looked up as among the exceptions (ASCII and
+    // unlisted characters by their class's representative).
+    let class = |c: Option<&char>| -> (u8, char) {
+        let Some(&c) = c else { return (END, '\0') };
+        let k = match CLASS_OF.binary_search_by_key(&c, |&(ch, _)| ch) {
+            Ok(i) if !c.is_ascii() => return (CLASS_OF[i].1, c),
+            Ok(i) => CLASS_OF[i].1,
+            Err(_) if is_python_space(c) => SPACE,
+            Err(_) if c.is_alphanumeric() || c == '_' => WORD,
+            Err(_) => OTHER,
+        };
+        (k, REPRESENTATIVE[k as usize])
+    };
+    let classes = END as usize + 1;
+    (0..chars.len()).any(|i| {
+        let [a, b, c] = [class(chars.get(i)), class(chars.get(i + 1)), class(chars.get(i + 2))];
+        let key = (i > 0, a.1, b.1, c.1);
+        if let Ok(e) = EXCEPTIONS.binary_search_by(|&(later, a, b, c, _)| (later, a, b, c).cmp(&key)) {
+            return EXCEPTIONS[e].4;
+        }
+        let bit = (a.0 as usize * classes + b.0 as usize) * classes + c.0 as usize;
+        let table = if i > 0 { &BAD_LATER } else { &BAD_FIRST };
+        table[bit / 64] >> (bit % 64) & 1 == 1
+    })
 }
 
 /// `c`'s byte in a codec whose upper half is `table` (ASCII is itself).
@@ -193,10 +227,9 @@ fn encode(table: &[char; 128], c: char) -> Option<u8> {
     table.iter().position(|&t| t == c).map(|p| 0x80 + p as u8)
 }
 
-/// The character whose UTF-8 bytes `chars` start with, read through the codec, how many
-/// characters that took, and whether a continuation character is no letter; multi-byte
-/// sequences only.
-fn utf8_sequence(table: &[char; 128], chars: &[char]) -> Option<(char, usize, bool)> {
+/// The character whose UTF-8 bytes `chars` start with, read through the codec, and how
+/// many characters that took; multi-byte sequences only.
+fn utf8_sequence(table: &[char; 128], chars: &[char]) -> Option<(char, usize)> {
     let lead = encode(table, *chars.first()?)?;
     let len = match lead {
         0xc2..=0xdf => 2,
@@ -207,8 +240,7 @@ fn utf8_sequence(table: &[char; 128], chars: &[char]) -> Option<(char, usize, bo
     let bytes: Option<Vec<u8>> = chars.get(..len)?.iter().map(|&c| encode(table, c)).collect();
     let s = String::from_utf8(bytes?).ok()?;
     let c = s.chars().next()?;
-    let odd = chars[1..len].iter().any(|c| !c.is_alphabetic());
-    (s.chars().count() == 1).then_some((c, len, odd))
+    (s.chars().count() == 1).then_some((c, len))
 }
 
 /// ftfy's entity decoding: `&name;` of the HTML5 names that end in `;`, `&NAME;` for
@@ -325,5 +357,31 @@ fn numeric_reference(value: u32, out: &mut String) {
         0x1..=0x8 | 0xb | 0xe..=0x1f | 0x7f | 0xfdd0..=0xfdef => {}
         v if v & 0xfffe == 0xfffe => {}
         v => out.push(char::from_u32(v).unwrap()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables against ftfy's own verdicts on 10,000 random strings, mostly of the
+    /// characters mojibake is made of (tests/fixtures/ftfy_is_bad.json, written by
+    /// tests/reference/make_badness_table.py).
+    #[test]
+    fn is_bad_agrees_with_ftfy() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ftfy_is_bad.json");
+        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        let differ: Vec<(&str, bool)> = cases
+            .iter()
+            .map(|case| (case[0].as_str().unwrap(), case[1].as_bool().unwrap()))
+            .filter(|&(text, bad)| is_bad(&text.chars().collect::<Vec<_>>()) != bad)
+            .collect();
+        for (text, bad) in differ.iter().take(20) {
+            println!("ftfy says {bad} for {text:?}");
+        }
+        println!("is_bad: {} of {} verdicts as ftfy's", cases.len() - differ.len(), cases.len());
+        assert!(cases.len() >= 10_000);
+        assert!(differ.len() * 1000 <= cases.len(), "{} of {} verdicts differ from ftfy's", differ.len(), cases.len());
     }
 }

@@ -1,6 +1,7 @@
 //! DA-CLIP: CLIP (image and text towers) plus the controller (spec sections 2-3), and the
 //! image preprocessing and tokenizer that feed it.
 
+mod badness_table;
 mod clean;
 mod config;
 mod daclip;

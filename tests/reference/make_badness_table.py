@@ -172,11 +172,9 @@ def main():
     # as clean.rs looks them up (ASCII by its class's representative).
     distinct = sorted({c for c in member if not c.isascii()} | {r for r in reps if r.isascii()})
     SEARCH.update(member=member, end=end, space=space, word=word, other=other, distinct=distinct, first=first, later=later)
-    exceptions = []
-    if not os.environ.get("QUICK"):
-        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
-            found = pool.map(exceptions_after, distinct)
-        exceptions = sorted(e for f in found for e in f)
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        found = pool.map(exceptions_after, distinct)
+    exceptions = sorted(e for f in found for e in f)
 
     # Step 4: predecessors after which a fragment stays, for every fragment tried.
     fragments = [("Ã§", "ç"), ("â€™", "’"), ("Ðª", "Ъ"), ("Ã©Ã©", "éé")]

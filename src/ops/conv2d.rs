@@ -85,11 +85,11 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
     ];
     let pixels = u32_of(ho * wo, "output pixels")?;
     let pixel_groups = pixels.div_ceil(4 * wg_x);
-    let groups = [pixel_groups, params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?];
+    let (cout_groups, batch) = (params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?);
     let per_dispatch = groups_per_dispatch(dev, pixel_groups, (4 * wg_x as u64) * cout as u64 * (cin * kh * kw) as u64 * b as u64);
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
-        let groups = [per_dispatch.min(pixel_groups - first_group), groups[1], groups[2]];
+        let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         dev.dispatch(Kernel::Conv2d, &overrides, &part, &[x, w, or_placeholder(bias, w), &out], groups)?;
     }
     Ok(out)

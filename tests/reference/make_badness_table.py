@@ -4,7 +4,7 @@ ftfy itself (its behaviour, not its source): written to src/models/clip/badness_
     python3 -m venv /tmp/ftfyenv && /tmp/ftfyenv/bin/pip install ftfy==6.3.1
     /tmp/ftfyenv/bin/python tests/reference/make_badness_table.py
 
-About 40 minutes on 2 cores (most of it the third step). What it measures:
+About 20 minutes on 2 cores (most of it the third step). What it measures:
 
 1. `ftfy.badness.is_bad` looks at a few neighbouring characters at a time. Characters are
    put in classes that behave alike: first by which two-character strings they make bad

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Rng;
+use common::{tiny_clip_config, tiny_fixture, Rng};
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType};
@@ -94,24 +94,15 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
 }
 
-fn read_fixture(path: &str) -> Vec<u8> {
-    std::fs::read(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn tiny_clip_config() -> DaClipConfig {
-    serde_json::from_slice(&read_fixture("tests/fixtures/tiny/clip_config.json")).unwrap()
-}
-
 /// The bytes of a seed by its name: the two committed tiny checkpoints, and the tiny
 /// DA-CLIP converted to f16 safetensors here (as `www/build.mjs` converts it for the
 /// demo; a clean clone has no build output to read).
 fn seed_bytes(name: &str) -> Vec<u8> {
     match name {
-        "daclip.pt" => read_fixture("tests/fixtures/tiny/daclip.pt"),
-        "universal-ir.pth" => read_fixture("tests/fixtures/tiny/universal-ir.pth"),
+        "daclip.pt" | "universal-ir.pth" => tiny_fixture(name),
         "daclip.safetensors" => {
             let options = ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
-            convert(&read_fixture("tests/fixtures/tiny/daclip.pt"), options).unwrap().bytes
+            convert(&tiny_fixture("daclip.pt"), options).unwrap().bytes
         }
         _ => panic!("no seed is named {name}"),
     }

@@ -2,16 +2,17 @@
 //! allocation per step, cancellation, the sde sampler, bad inputs, tiled restores.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::cell::Cell;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
-use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
+use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::restore::{sample, DeviceSpace, NoisePredictor, Rect, RestoreOptions, Restorer, RgbImage, UNetPredictor};
 use daclip_webgpu::sde::{IrSde, Sampler};
@@ -19,14 +20,11 @@ use daclip_webgpu::tiles::{TileFuture, TileHelpers, TileLayout};
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{Device, Error, Tensor};
 
-fn tiny(file: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)).unwrap()
-}
+use common::{tiny_clip_config, tiny_fixture};
 
 fn models(dev: &Device) -> (DaClip, ConditionalUNet) {
-    let config: DaClipConfig = serde_json::from_slice(&tiny("clip_config.json")).unwrap();
-    let (d, u) = (tiny("daclip.pt"), tiny("universal-ir.pth"));
-    Restorer::load_models(dev, &Checkpoint::parse(&d, Some(config)).unwrap(), &Checkpoint::parse(&u, None).unwrap(), DeviceDType::F32).unwrap()
+    let (d, u) = (tiny_fixture("daclip.pt"), tiny_fixture("universal-ir.pth"));
+    Restorer::load_models(dev, &Checkpoint::parse(&d, Some(tiny_clip_config())).unwrap(), &Checkpoint::parse(&u, None).unwrap(), DeviceDType::F32).unwrap()
 }
 
 /// A 61 x 77 test image.
@@ -328,7 +326,7 @@ fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
 fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
     let dev = Device::new_blocking().unwrap();
     let (daclip, _) = models(&dev);
-    let original = tiny("daclip.pt");
+    let original = tiny_fixture("daclip.pt");
     let img = image_of(61, 77);
     let want = block_on(daclip.classify(&dev, image_ref(&img), None)).unwrap();
     for keep_text in [false, true] {

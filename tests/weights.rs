@@ -2,6 +2,8 @@
 //! and a clear error (never a panic) for every kind of malformed input.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -9,23 +11,17 @@ use daclip_webgpu::models::clip::{DaClipConfig, TextConfig, VisionConfig};
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
 use daclip_webgpu::{Error, Device};
 
+use common::{tiny_clip_config, tiny_fixture};
+
 fn tiny(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
 }
 
-fn read(file: &str) -> Vec<u8> {
-    std::fs::read(tiny(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn tiny_clip_config() -> DaClipConfig {
-    serde_json::from_slice(&read("clip_config.json")).unwrap()
-}
-
 #[test]
 fn torch_reader_matches_pytorch() {
-    let digest: serde_json::Value = serde_json::from_slice(&read("checkpoint_digest.json")).unwrap();
+    let digest: serde_json::Value = serde_json::from_slice(&tiny_fixture("checkpoint_digest.json")).unwrap();
     for file in ["daclip.pt", "universal-ir.pth"] {
-        let bytes = read(file);
+        let bytes = tiny_fixture(file);
         let w = Weights::parse(&bytes).unwrap();
         let expected = digest[file].as_object().unwrap();
         assert_eq!(w.names().count(), expected.len(), "{file}: tensor count");
@@ -54,7 +50,7 @@ fn torch_reader_matches_pytorch() {
 #[test]
 fn conversion_keeps_values() {
     for (file, config) in [("daclip.pt", Some(tiny_clip_config())), ("universal-ir.pth", None)] {
-        let bytes = read(file);
+        let bytes = tiny_fixture(file);
         let original = Checkpoint::parse(&bytes, config.clone()).unwrap();
         for dtype in [StoreDType::F32, StoreDType::F16] {
             let out = convert(&bytes, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(dtype) }).unwrap();
@@ -78,7 +74,7 @@ fn conversion_keeps_values() {
             println!("  every value {} (max abs change {max_err:.2e})", if dtype == StoreDType::F32 { "bit-identical" } else { "the f16 rounding of the original" });
         }
     }
-    let bytes = read("daclip.pt");
+    let bytes = tiny_fixture("daclip.pt");
     let ckpt = Checkpoint::parse(&bytes, Some(tiny_clip_config())).unwrap();
     assert_eq!(ckpt.aliases_dropped, 32, "the visual.* aliases are dropped, clip.visual.* kept");
     assert!(ckpt.weights.names().all(|n| !n.starts_with("visual.")));
@@ -88,7 +84,7 @@ fn conversion_keeps_values() {
 /// the file must not depend on it.
 #[test]
 fn conversion_gives_the_same_bytes_every_time() {
-    let pt = read("daclip.pt");
+    let pt = tiny_fixture("daclip.pt");
     let options = || ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
     let first = convert(&pt, options()).unwrap().bytes;
     for _ in 0..8 {
@@ -98,7 +94,7 @@ fn conversion_gives_the_same_bytes_every_time() {
 
 #[test]
 fn unet_config_is_inferred_from_shapes() {
-    let bytes = read("universal-ir.pth");
+    let bytes = tiny_fixture("universal-ir.pth");
     let ckpt = Checkpoint::parse(&bytes, None).unwrap();
     let ModelKind::UNet(c) = ckpt.kind else { panic!("not a UNet") };
     assert_eq!((c.in_nc, c.out_nc, c.nf, c.ch_mult.clone(), c.context_dim), (3, 3, 16, vec![1, 1, 2, 2], 32));
@@ -108,7 +104,7 @@ fn unet_config_is_inferred_from_shapes() {
 #[test]
 fn loader_uploads_named_tensors() {
     let dev = Device::new_blocking().unwrap();
-    let bytes = read("universal-ir.pth");
+    let bytes = tiny_fixture("universal-ir.pth");
     let w = Weights::parse(&bytes).unwrap();
     let want = w.get("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight").unwrap().to_f32().unwrap();
     for dtype in [DeviceDType::F32, DeviceDType::F16] {
@@ -168,7 +164,7 @@ fn safetensors_raw(header: &str, data: &[u8]) -> Vec<u8> {
 
 /// The tiny UNet as f32 safetensors with `edit` applied to its (name, shape, values) list.
 fn edited_unet(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> Vec<u8> {
-    let bytes = read("universal-ir.pth");
+    let bytes = tiny_fixture("universal-ir.pth");
     let w = Weights::parse(&bytes).unwrap();
     let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = w.tensors().map(|(n, t)| (n.to_string(), t.shape.clone(), t.to_f32().unwrap())).collect();
     edit(&mut list);
@@ -181,7 +177,7 @@ fn edited_unet(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> Vec<u
 
 #[test]
 fn malformed_inputs_give_clear_errors() {
-    let pt = read("daclip.pt");
+    let pt = tiny_fixture("daclip.pt");
     let evil_pickle: &[u8] = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
     let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty file", vec![], "neither a torch.save archive nor a valid safetensors file"),

@@ -19,6 +19,20 @@ macro_rules! report {
     }};
 }
 
+/// A file of the committed tiny checkpoints and their config (tests/fixtures/tiny/).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tiny_fixture(file: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The open_clip config of the tiny DA-CLIP (its 32-wide text tower cannot be read off
+/// the tensor shapes).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tiny_clip_config() -> daclip_webgpu::models::clip::DaClipConfig {
+    serde_json::from_slice(&tiny_fixture("clip_config.json")).unwrap()
+}
+
 /// SplitMix64 with Box-Muller normals: reproducible inputs without a dependency.
 pub struct Rng(u64);
 

@@ -92,16 +92,15 @@ pub fn run(args: Args) -> Result<Outcome> {
     let mut failed = Vec::new();
     for job in &jobs {
         let attempt = |engine: &Engine, photo: &Photo| restore_one(&engine.dev, &engine.restorer()?, photo, job, &options, bits, args.quality, &progress);
-        let result = photos.read(&job.input).and_then(|photo| match attempt(&engine, &photo) {
+        let result = photos.read(&job.input).and_then(|photo| match (attempt(&engine, &photo), engine.dev.lost()) {
             // A lost GPU device (a driver reset, a watchdog) takes the models with it: a
             // new device with the weights loaded again restores the file once more.
-            Err(_) if engine.dev.lost().is_some() => {
-                let why = engine.dev.lost().unwrap_or_default();
+            (Err(_), Some(why)) => {
                 progress.say(&format!("{}: the GPU device was lost ({why}); opening the GPU again, loading the weights again and restoring it once more", job.input.display()));
                 engine = Engine::load(&args)?;
                 attempt(&engine, &photo)
             }
-            other => other,
+            (result, _) => result,
         });
         match result {
             Ok(done) => progress.say_out(&done),
@@ -129,10 +128,9 @@ impl Engine {
     fn load(args: &Args) -> Result<Engine> {
         let dev = args.device.open()?;
         let (daclip_bytes, unet_bytes) = (read_file(&args.daclip)?, read_file(&args.unet)?);
+        // load_models checks that the two belong together (restorer() cannot fail after it).
         let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, DeviceDType::F16)?;
-        let engine = Engine { dev, daclip, unet };
-        engine.restorer()?;
-        Ok(engine)
+        Ok(Engine { dev, daclip, unet })
     }
 
     fn restorer(&self) -> Result<Restorer<'_>> {

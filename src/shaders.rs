@@ -15,6 +15,12 @@ macro_rules! kernels {
                 match self { $(Kernel::$name => $path),* }
             }
 
+            /// The folder of the source file: the kernel family the bench's profile
+            /// adds up (conv, matmul, attention, norm, elementwise, layout, reduce, sde).
+            pub fn family(self) -> &'static str {
+                self.path().split('/').next().unwrap_or("")
+            }
+
             pub fn source(self) -> &'static str {
                 match self { $(Kernel::$name => include_str!(concat!("../shaders/", $path))),* }
             }
@@ -31,7 +37,6 @@ kernels! {
     Softmax => "reduce/softmax.wgsl",
     Activation => "elementwise/activation.wgsl",
     Binary => "elementwise/binary.wgsl",
-    ScaleShift => "elementwise/scale_shift.wgsl",
     Concat => "layout/concat.wgsl",
     UpsampleNearest => "layout/upsample_nearest.wgsl",
     PadCrop => "layout/pad_crop.wgsl",

@@ -4,6 +4,12 @@
 // gathered from the image while filling workgroup memory, never stored.
 //
 // Weights and bias may be f32 or f16 packed two per u32 (W_F16 / BIAS_F16 overrides).
+//
+// Epilogue, each step chosen by an override so that an unused one costs nothing: after
+// the bias, the ResBlock's time conditioning v * (s + 1) + b with s, b the two halves of
+// row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
+// tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
+// and nothing else, and no intermediate makes a round trip through memory.
 // Tiling as in matmul.wgsl: WG_X x WG_Y invocations, a 4 (output channels) x 4 (pixels)
 // block each in vec4 registers, K in steps of TILE_K through workgroup memory holding
 // vec4s; the batch is the z dimension of the grid.
@@ -14,6 +20,7 @@ struct Params {
     stride: u32, pad: u32, has_bias: u32,
     // The first pixel block of this dispatch: a large convolution is dispatched in parts.
     first_group: u32,
+    row: u32, _a: u32, _b: u32, _c: u32,
 }
 
 override WG_X: u32 = 16u;
@@ -21,12 +28,17 @@ override WG_Y: u32 = 16u;
 override TILE_K: u32 = 16u;
 override W_F16: bool = false;
 override BIAS_F16: bool = false;
+override SCALE_SHIFT: bool = false;
+override SILU: bool = false;
+override RESIDUAL: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> t: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 var<workgroup> w_tile: array<vec4<f32>, TILE_K * WG_Y>; // [k][4 output channels]
 var<workgroup> x_tile: array<vec4<f32>, TILE_K * WG_X>; // [k][4 pixels]
@@ -112,10 +124,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         if (gm >= p.cout) { continue; }
         var b = 0.0;
         if (p.has_bias != 0u) { b = load_bias(gm); }
+        var scale = 1.0;
+        var shift = 0.0;
+        if (SCALE_SHIFT) {
+            let r = (p.row + batch) * 2u * p.cout;
+            scale = t[r + gm] + 1.0;
+            shift = t[r + p.cout + gm];
+        }
         for (var j = 0u; j < 4u; j++) {
             let gn = n0 + 4u * lid.x + j;
             if (gn >= npix) { continue; }
-            y[y_base + gm * npix + gn] = acc[i][j] + b;
+            let at = y_base + gm * npix + gn;
+            var v = acc[i][j] + b;
+            if (SCALE_SHIFT) { v = v * scale + shift; }
+            if (SILU) { v = v / (1.0 + exp(-v)); }
+            if (RESIDUAL) { v += residual[at]; }
+            y[at] = v;
         }
     }
 }

@@ -3,6 +3,8 @@
 // A (f32) is M x K, B is K x N read through strides, so transposed operands (the
 // `x W^T` of a Linear, `K^T V` of linear attention) need no copy. B and the bias may be
 // f32 or f16 packed two per u32 (weights), chosen by the B_F16 / BIAS_F16 overrides.
+// With RESIDUAL, a tensor read at the output's own indices is added last (a
+// transformer's x + f(x) without a pass of its own).
 //
 // Tiling: a workgroup of WG_X x WG_Y invocations computes a (4 WG_Y) x (4 WG_X) tile of C,
 // each invocation a 4 x 4 block held in four vec4 registers (rows 4 ty.., columns
@@ -22,12 +24,14 @@ override WG_Y: u32 = 16u;
 override TILE_K: u32 = 16u;
 override B_F16: bool = false;
 override BIAS_F16: bool = false;
+override RESIDUAL: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, TILE_K * WG_Y>; // [k][4 rows]
 var<workgroup> b_tile: array<vec4<f32>, TILE_K * WG_X>; // [k][4 columns]
@@ -106,7 +110,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if (gn >= p.n) { continue; }
             var v = p.alpha * acc[i][j];
             if (p.has_bias != 0u) { v += load_bias(gn); }
-            c[c_base + gm * p.c_sm + gn] = v;
+            let at = c_base + gm * p.c_sm + gn;
+            if (RESIDUAL) { v += residual[at]; }
+            c[at] = v;
         }
     }
 }

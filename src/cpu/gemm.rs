@@ -2,7 +2,8 @@
 //! natively, `sgemm128` in the browser) on blocks of the output, the blocks spread over
 //! threads.
 
-use super::{check_extent, parallel_for, threads, with_scratch, SharedOut};
+use super::kernels::silu;
+use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut};
 use crate::error::Result;
 use crate::ops::conv2d::Params as ConvParams;
 use crate::ops::matmul::Params as MatmulParams;
@@ -76,14 +77,17 @@ fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
 }
 
 /// matmul.wgsl: `c[b] = alpha a[b] b[b] (+ bias over columns)` with strided operands.
-pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (a, b, bias) = (ins[0], ins[1], ins[2]);
+pub(super) fn matmul(p: &MatmulParams, batch: usize, with_residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let (a, b, bias, residual) = (ins[0], ins[1], ins[2], ins[3]);
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     if m == 0 || n == 0 {
         return Ok(());
     }
     if p.has_bias != 0 {
         check_extent("matmul bias", n - 1, bias.len())?;
+    }
+    if with_residual {
+        check_extent("matmul residual", out.len() - 1, residual.len())?;
     }
     let c = SharedOut::new(out);
     // Blocks of rows or columns (whichever is longer) so that every thread has work even
@@ -105,14 +109,20 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
             failed.lock().unwrap().get_or_insert(e);
             return;
         }
-        if p.has_bias != 0 {
+        if p.has_bias != 0 || with_residual {
             for r in 0..r1 - r0 {
                 let row = sc.offset + r * sc.rs;
                 for col in 0..c1 - c0 {
                     let i = row + col;
                     // SAFETY of the read-modify-write: index i is in this task's block.
-                    let v = unsafe { *c.ptr().add(i) };
-                    c.set(i, v + bias[c0 + col]);
+                    let mut v = unsafe { *c.ptr().add(i) };
+                    if p.has_bias != 0 {
+                        v += bias[c0 + col];
+                    }
+                    if with_residual {
+                        v += residual[i];
+                    }
+                    c.set(i, v);
                 }
             }
         }
@@ -123,7 +133,53 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn conv2d(p: &ConvParams, batch: usize, epilogue: ConvEpilogue, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    convolve(p, batch, ins, out)?;
+    let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
+    if !(epilogue.scale_shift || epilogue.silu || epilogue.residual) || npix == 0 || cout == 0 {
+        return Ok(());
+    }
+    let (table, residual, row) = (ins[3], ins[4], p.row as usize);
+    let n = batch * cout * npix;
+    if epilogue.scale_shift {
+        check_extent("conv2d time conditioning", (row + batch) * 2 * cout - 1, table.len())?;
+    }
+    if epilogue.residual {
+        check_extent("conv2d residual", n - 1, residual.len())?;
+    }
+    // One (image, channel) plane per chunk, in the kernel's order: time conditioning,
+    // SiLU, residual.
+    parallel_chunks(&mut out[..n], npix, |bc, y| {
+        let (b, co) = (bc / cout + row, bc % cout);
+        let (scale, shift) = if epilogue.scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
+        let res = &residual[if epilogue.residual { bc * npix..(bc + 1) * npix } else { 0..0 }];
+        for (i, o) in y.iter_mut().enumerate() {
+            let mut v = *o;
+            if epilogue.scale_shift {
+                v = v * scale + shift;
+            }
+            if epilogue.silu {
+                v = silu(v);
+            }
+            if epilogue.residual {
+                v += res[i];
+            }
+            *o = v;
+        }
+    });
+    Ok(())
+}
+
+/// Which steps of conv2d.wgsl's epilogue run (its SCALE_SHIFT, SILU, RESIDUAL).
+#[derive(Clone, Copy)]
+pub(super) struct ConvEpilogue {
+    pub scale_shift: bool,
+    pub silu: bool,
+    pub residual: bool,
+}
+
+/// The convolution and its bias, before the epilogue.
+fn convolve(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (x, w, bias) = (ins[0], ins[1], ins[2]);
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);

@@ -31,7 +31,7 @@ pub(super) fn exp(x: f32) -> f32 {
     e * f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23)
 }
 
-fn silu(v: f32) -> f32 {
+pub(super) fn silu(v: f32) -> f32 {
     v / (1.0 + exp(-v))
 }
 
@@ -226,23 +226,6 @@ pub(super) fn binary(p: &ops::binary::Params, op: u32, ins: &[&[f32]], out: &mut
             } else {
                 yr.iter_mut().zip(ar).zip(b).for_each(|((o, &av), &bv)| *o = f(av, bv));
             }
-        }
-    });
-    Ok(())
-}
-
-pub(super) fn scale_shift(p: &ops::scale_shift::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, t) = (ins[0], ins[1]);
-    let (n, c, hw, row) = (p.n as usize, p.c as usize, p.hw as usize, p.row as usize);
-    check_extent("scale_shift input", n - 1, x.len().min(out.len()))?;
-    check_extent("scale_shift conditioning", (row + n / (c * hw)) * 2 * c - 1, t.len())?;
-    // One (image, channel) plane per chunk: one scale and shift each.
-    parallel_chunks(&mut out[..n], hw, |bc, y| {
-        let (b, ch) = (bc / c + row, bc % c);
-        let (scale, shift) = (t[b * 2 * c + ch], t[b * 2 * c + c + ch]);
-        for (o, &v) in y.iter_mut().zip(&x[bc * hw..(bc + 1) * hw]) {
-            let v = v * (scale + 1.0) + shift;
-            *o = if p.silu != 0 { silu(v) } else { v };
         }
     });
     Ok(())

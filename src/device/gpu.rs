@@ -4,8 +4,14 @@
 //! Kernels are not submitted one by one. Each launcher calls [`Device::dispatch`], which
 //! records the dispatch (pipeline, buffers, uniform parameters, workgroup count) into the
 //! pending batch; [`Device::flush`] turns the batch into ONE command buffer with one compute
-//! pass and one uniform buffer holding every dispatch's parameters, and submits it. A
-//! whole forward pass is therefore a handful of submits. Reading a tensor back flushes.
+//! pass, writes every dispatch's parameters into one uniform buffer (each at its dynamic
+//! offset), and submits it. A whole forward pass is therefore a handful of submits.
+//! Reading a tensor back flushes.
+//!
+//! Recording cost: the uniform buffer lives as long as the device, so a bind group
+//! depends only on the buffers it binds; bind groups are kept per (layout, buffers) and a
+//! UNet step, which draws the same buffers from the pool every time, builds almost none
+//! after its first run. Bind groups holding a buffer go when the buffer is destroyed.
 //!
 //! Errors: every submit and every pipeline or buffer creation runs inside WebGPU error
 //! scopes (validation and out-of-memory). The scopes' results are collected and checked by
@@ -32,8 +38,13 @@ use super::{check_len, AdapterInfo};
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
 const MAX_PENDING_DISPATCHES: usize = 512;
 
-/// WebGPU's `minUniformBufferOffsetAlignment` default: where each dispatch's parameters start.
+/// WebGPU's `minUniformBufferOffsetAlignment` default: where each dispatch's parameters
+/// start, and the most bytes of parameters a kernel may take.
 const UNIFORM_ALIGN: usize = 256;
+
+/// Bind groups kept at most; past this the cache starts again (a long run of differently
+/// sized images would otherwise keep every combination it ever bound).
+const MAX_CACHED_BIND_GROUPS: usize = 8192;
 
 type ScopeFuture = Pin<Box<dyn Future<Output = Option<wgpu::Error>>>>;
 
@@ -41,19 +52,56 @@ type ScopeFuture = Pin<Box<dyn Future<Output = Option<wgpu::Error>>>>;
 struct PipelineKey {
     kernel: Kernel,
     overrides: Vec<(&'static str, u64)>,
+    /// Part of the key because the layout comes from it: a launcher that binds the wrong
+    /// count gets a validation error, and a later right call its own pipeline.
+    buffers: usize,
 }
 
 struct Pipeline {
+    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
+}
+
+/// The one bind group layout of every kernel with `n` storage buffers, from the binding
+/// convention of [`crate::Device::dispatch`]: the uniform parameters at binding 0 (with a
+/// dynamic offset), read-only storage at 1..n, the output (read-write) at n.
+struct Layout {
+    bind_group: wgpu::BindGroupLayout,
+    pipeline: wgpu::PipelineLayout,
+}
+
+/// A bind group is determined by its layout (the buffer count), the size of the
+/// parameters window and the buffers.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    uniform_size: u64,
+    buffers: Vec<wgpu::Buffer>,
 }
 
 struct Dispatch {
     pipeline: Rc<Pipeline>,
     buffers: Vec<wgpu::Buffer>,
-    uniform_offset: u64,
+    uniform_offset: u32,
     uniform_size: u64,
     workgroups: [u32; 3],
+}
+
+/// GPU time per kernel, from timestamp queries around each dispatch (see
+/// [`GpuDevice::set_profiling`]).
+#[derive(Default)]
+struct Profiler {
+    /// Timestamps of flushed batches not yet read: the buffer they were resolved into and
+    /// the kernel of each begin/end pair.
+    pending: Vec<(wgpu::Buffer, Vec<Kernel>)>,
+}
+
+/// What the bench prints of a profile: GPU time and dispatches of one kernel family (the
+/// folder of its shader: conv, matmul, attention, norm, elementwise, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyTime {
+    pub family: &'static str,
+    pub dispatches: u64,
+    pub ms: f64,
 }
 
 #[derive(Default)]
@@ -67,7 +115,15 @@ struct Inner {
     queue: wgpu::Queue,
     info: AdapterInfo,
     modules: RefCell<HashMap<Kernel, wgpu::ShaderModule>>,
+    layouts: RefCell<HashMap<usize, Rc<Layout>>>,
     pipelines: RefCell<HashMap<PipelineKey, Rc<Pipeline>>>,
+    /// Every dispatch's parameters, rewritten by each flush (see the module notes).
+    params: wgpu::Buffer,
+    bind_groups: RefCell<HashMap<BindKey, wgpu::BindGroup>>,
+    /// Bind groups built since the device was opened (the rest came from the cache).
+    bind_groups_built: std::cell::Cell<u64>,
+    /// Present while profiling; needs the adapter's timestamp queries.
+    profiler: RefCell<Option<Profiler>>,
     pool: Rc<RefCell<Pool>>,
     batch: RefCell<Batch>,
     scopes: RefCell<Vec<ScopeFuture>>,
@@ -116,7 +172,9 @@ impl GpuDevice {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("daclip-webgpu"),
-                required_features: wgpu::Features::empty(),
+                // Timestamps only for the bench's profile (`set_profiling`); nothing else
+                // depends on them.
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -160,13 +218,24 @@ impl GpuDevice {
             limits,
             features: adapter.features().iter_names().map(|(n, _)| n.to_string()).collect(),
         };
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (MAX_PENDING_DISPATCHES * UNIFORM_ALIGN) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(GpuDevice {
             inner: Rc::new(Inner {
                 device,
                 queue,
                 info,
                 modules: RefCell::default(),
+                layouts: RefCell::default(),
                 pipelines: RefCell::default(),
+                params,
+                bind_groups: RefCell::default(),
+                bind_groups_built: Default::default(),
+                profiler: RefCell::default(),
                 pool: Rc::default(),
                 batch: RefCell::default(),
                 scopes: RefCell::default(),
@@ -202,8 +271,61 @@ impl GpuDevice {
         self.inner.dispatched.get()
     }
 
+    /// Bind groups built since the device was opened: the dispatches that did not find
+    /// theirs in the cache.
+    pub fn bind_groups_built(&self) -> u64 {
+        self.inner.bind_groups_built.get()
+    }
+
     pub fn memory(&self) -> MemoryStats {
         self.inner.pool.borrow().stats()
+    }
+
+    /// Starts (or stops) timing every dispatch on the GPU with timestamp queries, each in
+    /// a compute pass of its own (which itself costs time: for the bench's profile, not
+    /// for restores). False where the adapter has no timestamp queries.
+    pub fn set_profiling(&self, on: bool) -> bool {
+        if !self.inner.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return false;
+        }
+        self.flush();
+        *self.inner.profiler.borrow_mut() = on.then(Profiler::default);
+        true
+    }
+
+    /// GPU time per kernel family since profiling started (and restarts the count), the
+    /// slowest family first; None when not profiling.
+    pub async fn take_profile(&self) -> Result<Option<Vec<FamilyTime>>> {
+        self.sync().await?;
+        let pending = match self.inner.profiler.borrow_mut().as_mut() {
+            Some(p) => std::mem::take(&mut p.pending),
+            None => return Ok(None),
+        };
+        let period = self.inner.queue.get_timestamp_period() as f64;
+        let mut families: Vec<FamilyTime> = Vec::new();
+        for (buffer, kernels) in pending {
+            let (tx, mapped) = Callback::new();
+            buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+            self.poll_wait()?;
+            mapped.await.map_err(|e| Error::Readback(e.to_string()))?;
+            let view = buffer.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            for (pair, kernel) in ticks.chunks_exact(2).zip(kernels) {
+                let ms = pair[1].saturating_sub(pair[0]) as f64 * period / 1e6;
+                let family = kernel.family();
+                match families.iter_mut().find(|f| f.family == family) {
+                    Some(f) => {
+                        f.dispatches += 1;
+                        f.ms += ms;
+                    }
+                    None => families.push(FamilyTime { family, dispatches: 1, ms }),
+                }
+            }
+            drop(view);
+            buffer.destroy();
+        }
+        families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(Some(families))
     }
 
     /// Starts a new peak-memory measurement from the current allocation.
@@ -229,13 +351,6 @@ impl GpuDevice {
         scopes.push(Box::pin(oom.pop()));
         scopes.push(Box::pin(validation.pop()));
         out
-    }
-
-    /// Keeps an error for the next [`Device::sync`].
-    fn record(&self, e: Error) {
-        if let Ok(mut v) = self.inner.uncaptured.lock() {
-            v.push(e);
-        }
     }
 
     /// Submits pending work, waits for the GPU to finish it, and reports the first error
@@ -433,12 +548,44 @@ impl GpuDevice {
 
     // ---- kernels --------------------------------------------------------------------
 
-    fn pipeline(&self, kernel: Kernel, overrides: &[(&'static str, f64)]) -> Rc<Pipeline> {
-        let key = PipelineKey { kernel, overrides: overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect() };
+    fn layout(&self, buffers: usize) -> Rc<Layout> {
+        if let Some(l) = self.inner.layouts.borrow().get(&buffers) {
+            return l.clone();
+        }
+        let device = &self.inner.device;
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: true, min_binding_size: None },
+            count: None,
+        }];
+        entries.extend((1..=buffers).map(|i| storage(i as u32, i < buffers)));
+        let layout = self.scoped(|| {
+            let bind_group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+            let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(&bind_group)],
+                immediate_size: 0,
+            });
+            Rc::new(Layout { bind_group, pipeline })
+        });
+        self.inner.layouts.borrow_mut().insert(buffers, layout.clone());
+        layout
+    }
+
+    fn pipeline(&self, kernel: Kernel, overrides: &[(&'static str, f64)], buffers: usize) -> Rc<Pipeline> {
+        let key = PipelineKey { kernel, overrides: overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect(), buffers };
         if let Some(p) = self.inner.pipelines.borrow().get(&key) {
             return p.clone();
         }
         let device = &self.inner.device;
+        let layout = self.layout(buffers);
         let pipeline = self.scoped(|| {
             let mut modules = self.inner.modules.borrow_mut();
             let module = modules.entry(kernel).or_insert_with(|| {
@@ -449,14 +596,13 @@ impl GpuDevice {
             });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(kernel.path()),
-                layout: None,
+                layout: Some(&layout.pipeline),
                 module,
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions { constants: overrides, ..Default::default() },
                 cache: None,
             });
-            let layout = pipeline.get_bind_group_layout(0);
-            Pipeline { pipeline, layout }
+            Pipeline { kernel, pipeline }
         });
         let pipeline = Rc::new(pipeline);
         self.inner.pipelines.borrow_mut().insert(key, pipeline.clone());
@@ -469,20 +615,23 @@ impl GpuDevice {
         if workgroups.contains(&0) {
             return Ok(());
         }
+        let bytes = bytemuck::bytes_of(params);
+        let size = bytes.len().next_multiple_of(16);
+        if size > UNIFORM_ALIGN {
+            return Err(Error::Usage(format!("{}: {size} bytes of parameters, more than the {UNIFORM_ALIGN} a dispatch may take", kernel.path())));
+        }
         let buffers = buffers.iter().map(|t| t.buffer().cloned()).collect::<Result<Vec<_>>>()?;
-        let pipeline = self.pipeline(kernel, overrides);
+        let pipeline = self.pipeline(kernel, overrides, buffers.len());
         let full = {
             let mut batch = self.inner.batch.borrow_mut();
             let offset = batch.uniforms.len().next_multiple_of(UNIFORM_ALIGN);
-            let bytes = bytemuck::bytes_of(params);
-            let size = bytes.len().next_multiple_of(16);
             batch.uniforms.resize(offset, 0);
             batch.uniforms.extend_from_slice(bytes);
             batch.uniforms.resize(offset + size, 0);
             batch.dispatches.push(Dispatch {
                 pipeline,
                 buffers,
-                uniform_offset: offset as u64,
+                uniform_offset: offset as u32,
                 uniform_size: size as u64,
                 workgroups,
             });
@@ -495,64 +644,92 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// Submits every pending dispatch as one command buffer with one compute pass.
+    /// The bind group of a dispatch, from the cache when these buffers were bound together
+    /// before.
+    fn bind_group(&self, d: &Dispatch) -> wgpu::BindGroup {
+        let key = BindKey { uniform_size: d.uniform_size, buffers: d.buffers.clone() };
+        if let Some(g) = self.inner.bind_groups.borrow().get(&key) {
+            return g.clone();
+        }
+        let layout = self.layout(d.buffers.len());
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.inner.params,
+                offset: 0,
+                size: wgpu::BufferSize::new(d.uniform_size),
+            }),
+        }];
+        for (i, b) in d.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.as_entire_binding() });
+        }
+        let group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout.bind_group, entries: &entries });
+        self.inner.bind_groups_built.set(self.inner.bind_groups_built.get() + 1);
+        let mut cache = self.inner.bind_groups.borrow_mut();
+        if cache.len() >= MAX_CACHED_BIND_GROUPS {
+            cache.clear();
+        }
+        cache.insert(key, group.clone());
+        group
+    }
+
+    /// Submits every pending dispatch as one command buffer with one compute pass (one
+    /// pass per dispatch while profiling).
     pub fn flush(&self) {
         let batch = std::mem::take(&mut *self.inner.batch.borrow_mut());
         // Taken before the submit: every use of these is in this batch or an earlier one.
         let retired = self.inner.pool.borrow_mut().take_retired();
+        if !retired.is_empty() {
+            #[allow(clippy::mutable_key_type)] // a buffer hashes by its id, which never changes
+            let gone: std::collections::HashSet<&wgpu::Buffer> = retired.iter().collect();
+            self.inner.bind_groups.borrow_mut().retain(|k, _| !k.buffers.iter().any(|b| gone.contains(b)));
+        }
         if batch.dispatches.is_empty() {
             retired.iter().for_each(wgpu::Buffer::destroy);
             return;
         }
         let device = &self.inner.device;
         self.scoped(|| {
-            let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: batch.uniforms.len() as u64,
-                usage: wgpu::BufferUsages::UNIFORM,
-                mapped_at_creation: true,
-            });
-            match uniforms.get_mapped_range_mut(..) {
-                Ok(mut view) => view.copy_from_slice(&batch.uniforms),
-                // The kernels would read zeros: make the next sync fail instead.
-                Err(e) => self.record(Error::OutOfMemory(format!("mapping the parameter buffer failed: {e}"))),
-            }
-            uniforms.unmap();
-            let groups: Vec<wgpu::BindGroup> = batch
-                .dispatches
-                .iter()
-                .map(|d| {
-                    let mut entries = vec![wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniforms,
-                            offset: d.uniform_offset,
-                            size: wgpu::BufferSize::new(d.uniform_size),
-                        }),
-                    }];
-                    for (i, b) in d.buffers.iter().enumerate() {
-                        entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.as_entire_binding() });
-                    }
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &d.pipeline.layout,
-                        entries: &entries,
-                    })
-                })
-                .collect();
+            // Runs before this submit's passes and after every earlier submit's, which
+            // read the parameters they were recorded with.
+            self.inner.queue.write_buffer(&self.inner.params, 0, &batch.uniforms);
+            let groups: Vec<wgpu::BindGroup> = batch.dispatches.iter().map(|d| self.bind_group(d)).collect();
+            let record = |pass: &mut wgpu::ComputePass, d: &Dispatch, g: &wgpu::BindGroup| {
+                pass.set_pipeline(&d.pipeline.pipeline);
+                pass.set_bind_group(0, g, &[d.uniform_offset]);
+                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            };
             let mut enc = device.create_command_encoder(&Default::default());
-            {
+            let mut resolved = None;
+            if let Some(profiler) = self.inner.profiler.borrow_mut().as_mut() {
+                let n = batch.dispatches.len() as u32;
+                let queries = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: 2 * n });
+                for (i, (d, g)) in batch.dispatches.iter().zip(&groups).enumerate() {
+                    let timestamp_writes = wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    };
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(timestamp_writes) });
+                    record(&mut pass, d, g);
+                }
+                let bytes = 16 * n as u64;
+                let buffer = |usage| device.create_buffer(&wgpu::BufferDescriptor { label: Some("profile"), size: bytes, usage, mapped_at_creation: false });
+                let (resolve, readback) = (buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC), buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST));
+                enc.resolve_query_set(&queries, 0..2 * n, &resolve, 0);
+                enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
+                profiler.pending.push((readback, batch.dispatches.iter().map(|d| d.pipeline.kernel).collect()));
+                resolved = Some(resolve);
+            } else {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 for (d, g) in batch.dispatches.iter().zip(&groups) {
-                    pass.set_pipeline(&d.pipeline.pipeline);
-                    pass.set_bind_group(0, g, &[]);
-                    pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+                    record(&mut pass, d, g);
                 }
             }
             self.inner.queue.submit([enc.finish()]);
             // Submitted work keeps what it uses: destroying now frees the memory once the
             // GPU is done with it, without waiting for a garbage collector.
-            uniforms.destroy();
+            resolved.iter().for_each(wgpu::Buffer::destroy);
             retired.iter().for_each(wgpu::Buffer::destroy);
         });
     }
@@ -580,7 +757,7 @@ fn no_adapter_message(detail: &str) -> String {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::device::Device;
+    use crate::device::{block_on, Device};
 
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -628,6 +805,46 @@ mod tests {
         assert_eq!(l.max_storage_buffers_per_shader_stage, d.max_storage_buffers_per_shader_stage);
         assert!(!dev.info().name.is_empty() && !dev.info().features.is_empty());
         println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", dev.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);
+    }
+
+    #[test]
+    fn bind_groups_are_reused_and_forgotten_with_their_buffers() {
+        let dev = Device::new_blocking().unwrap();
+        let x = dev.upload(&[1000], &[0.5; 1000]).unwrap();
+        let step = || crate::ops::gelu(&dev, &crate::ops::silu(&dev, &x).unwrap()).unwrap();
+        let want = dev.read_blocking(&step()).unwrap();
+        // The pool's free list is a stack: two steps see both orders of its two buffers.
+        assert_eq!(dev.read_blocking(&step()).unwrap(), want);
+        let built = dev.bind_groups_built();
+        for _ in 0..3 {
+            assert_eq!(dev.read_blocking(&step()).unwrap(), want);
+        }
+        assert_eq!(dev.bind_groups_built(), built, "the pool hands out the same buffers, so the same bind groups serve");
+        // Destroys the pooled buffers: a bind group kept for them would fail validation.
+        dev.release_free_buffers();
+        assert_eq!(dev.read_blocking(&step()).unwrap(), want);
+        assert_eq!(dev.bind_groups_built(), built + 2, "new buffers, new bind groups");
+    }
+
+    #[test]
+    fn the_profile_counts_each_dispatch_in_its_family() {
+        let dev = Device::new_blocking().unwrap();
+        let x = dev.upload(&[64, 64], &vec![0.25; 64 * 64]).unwrap();
+        if !dev.set_profiling(true) {
+            println!("{}: no timestamp queries, nothing to profile", dev.info());
+            return;
+        }
+        let y = crate::ops::matmul(&dev, &crate::ops::silu(&dev, &x).unwrap(), &x).unwrap();
+        let z = crate::ops::silu(&dev, &y).unwrap();
+        let profile = block_on(dev.take_profile()).unwrap().unwrap();
+        println!("{profile:?}");
+        let count = |family| profile.iter().find(|f| f.family == family).map(|f| f.dispatches);
+        assert_eq!((count("elementwise"), count("matmul")), (Some(2), Some(1)));
+        assert!(profile.iter().all(|f| f.ms >= 0.0 && f.ms.is_finite()));
+        assert_eq!(block_on(dev.take_profile()).unwrap().unwrap(), vec![], "taking the profile starts it again");
+        dev.set_profiling(false);
+        assert!(block_on(dev.take_profile()).unwrap().is_none());
+        assert!(dev.read_blocking(&z).unwrap().iter().all(|v| v.is_finite()));
     }
 
     #[test]

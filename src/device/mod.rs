@@ -24,6 +24,7 @@ pub use tensor::{DType, Tensor};
 use crate::cpu::CpuDevice;
 use crate::error::{Error, Result};
 use crate::shaders::Kernel;
+pub use gpu::FamilyTime;
 use gpu::GpuDevice;
 
 /// What the adapter is and what it allows, for display and for choosing work sizes.
@@ -167,6 +168,34 @@ impl Device {
         match &self.backend {
             Backend::Gpu(g) => g.dispatch_count(),
             Backend::Cpu(c) => c.dispatch_count(),
+        }
+    }
+
+    /// Bind groups built since the device was opened (the GPU keeps them per set of
+    /// buffers and reuses them; the CPU backend builds none).
+    pub fn bind_groups_built(&self) -> u64 {
+        match &self.backend {
+            Backend::Gpu(g) => g.bind_groups_built(),
+            Backend::Cpu(_) => 0,
+        }
+    }
+
+    /// Starts or stops timing each GPU dispatch with timestamp queries (the bench's
+    /// profile; it slows the GPU down). False where there is nothing to time it with: the
+    /// CPU backend, an adapter without timestamp queries.
+    pub fn set_profiling(&self, on: bool) -> bool {
+        match &self.backend {
+            Backend::Gpu(g) => g.set_profiling(on),
+            Backend::Cpu(_) => false,
+        }
+    }
+
+    /// GPU time per kernel family since profiling started or was last taken, slowest
+    /// first; None when not profiling.
+    pub async fn take_profile(&self) -> Result<Option<Vec<FamilyTime>>> {
+        match &self.backend {
+            Backend::Gpu(g) => g.take_profile().await,
+            Backend::Cpu(_) => Ok(None),
         }
     }
 

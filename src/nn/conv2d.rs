@@ -1,6 +1,6 @@
 use crate::error::Result;
 use crate::device::{Device, Tensor};
-use crate::ops::{self, Conv2dArgs};
+use crate::ops::{self, Conv2dArgs, Epilogue};
 use crate::weights::Vb;
 
 /// PyTorch's `nn.Conv2d` (square kernel, zero padding) with optional bias.
@@ -20,6 +20,11 @@ impl Conv2d {
     }
 
     pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d(dev, x, &self.weight, self.bias.as_ref(), self.args)
+        self.forward_with(dev, x, Epilogue::default())
+    }
+
+    /// The convolution with element-wise work after it fused in (see [`Epilogue`]).
+    pub fn forward_with(&self, dev: &Device, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+        ops::conv2d_with(dev, x, &self.weight, self.bias.as_ref(), self.args, epilogue)
     }
 }

@@ -23,6 +23,20 @@ pub(crate) struct Params {
     /// The first block of output pixels of this dispatch (a large convolution goes in
     /// several).
     pub(crate) first_group: u32,
+    /// The time conditioning's row for the first image of the batch (see [`Epilogue`]).
+    pub(crate) row: u32,
+    pub(crate) _pad: [u32; 3],
+}
+
+/// What a convolution applies to its output before writing it, in this order (after the
+/// bias): the ResBlock's time conditioning `v * (scale + 1) + shift` with `scale, shift =
+/// table[row + b].chunk(2)` (the table is [rows, 2 Cout]), SiLU, then adding `residual`
+/// (a tensor of the output's shape). Fused so that no step is a pass of its own.
+#[derive(Default, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub scale_shift: Option<(&'a Tensor, usize)>,
+    pub silu: bool,
+    pub residual: Option<&'a Tensor>,
 }
 
 /// Stride and zero padding of a convolution (the same on both axes, as in every
@@ -43,6 +57,11 @@ impl Conv2dArgs {
 /// PyTorch's `F.conv2d` on NCHW `x` [B, Cin, H, W] with weight [Cout, Cin, kh, kw] and
 /// optional bias [Cout]; weight and bias may be f32 or packed f16.
 pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
+    conv2d_with(dev, x, w, bias, args, Epilogue::default())
+}
+
+/// [`conv2d`] followed by an [`Epilogue`] in the same kernel.
+pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
     expect_rank(x, 4, "conv2d input")?;
     expect_rank(w, 4, "conv2d weight")?;
     x.expect_f32("conv2d input")?;
@@ -59,6 +78,22 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
     }
     let ho = (h + 2 * args.padding - kh) / args.stride + 1;
     let wo = (wd + 2 * args.padding - kw) / args.stride + 1;
+    let row = match epilogue.scale_shift {
+        Some((table, row)) => {
+            table.expect_f32("conv2d time conditioning")?;
+            if table.numel() % (2 * cout) != 0 || (row + b) * 2 * cout > table.numel() {
+                return shape_err!("conv2d time conditioning: rows {row}..{} of {:?} for {cout} channels", row + b, table.shape());
+            }
+            row
+        }
+        None => 0,
+    };
+    if let Some(r) = epilogue.residual {
+        r.expect_f32("conv2d residual")?;
+        if r.shape() != [b, cout, ho, wo] {
+            return shape_err!("conv2d residual {:?} does not match the output [{b}, {cout}, {ho}, {wo}]", r.shape());
+        }
+    }
     let out = dev.empty(&[b, cout, ho, wo])?;
     let params = Params {
         cin: u32_of(cin, "channels")?,
@@ -73,6 +108,8 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
         pad: u32_of(args.padding, "padding")?,
         has_bias: bias.is_some() as u32,
         first_group: 0,
+        row: u32_of(row, "row")?,
+        _pad: [0; 3],
     };
     // Output channels are the rows of this product.
     let (wg_x, wg_y, tile_k) = tile_shape(cout);
@@ -82,6 +119,9 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
         ("TILE_K", tile_k as f64),
         ("W_F16", is_f16(Some(w))),
         ("BIAS_F16", is_f16(bias)),
+        ("SCALE_SHIFT", epilogue.scale_shift.is_some() as u32 as f64),
+        ("SILU", epilogue.silu as u32 as f64),
+        ("RESIDUAL", epilogue.residual.is_some() as u32 as f64),
     ];
     let pixels = u32_of(ho * wo, "output pixels")?;
     let pixel_groups = pixels.div_ceil(4 * wg_x);
@@ -90,7 +130,8 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
-        dev.dispatch(Kernel::Conv2d, &overrides, &part, &[x, w, or_placeholder(bias, w), &out], groups)?;
+        let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
+        dev.dispatch(Kernel::Conv2d, &overrides, &part, &[x, w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), &out], groups)?;
     }
     Ok(out)
 }

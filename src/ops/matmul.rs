@@ -49,8 +49,9 @@ pub(crate) struct Operand<'a> {
     pub col_stride: usize,
 }
 
-/// A general batched product `out[b] = alpha * A[b] B[b] (+ bias over columns)` written
-/// into `out` (row-major [batch, m, n] blocks at `out_offset`, `out_batch_stride` apart).
+/// A general batched product `out[b] = alpha * A[b] B[b] (+ bias over columns)
+/// (+ residual)` written into `out` (row-major [batch, m, n] blocks at `out_offset`,
+/// `out_batch_stride` apart); the residual is read at the output's own indices.
 pub(crate) struct Gemm<'a> {
     pub batch: usize,
     pub m: usize,
@@ -59,6 +60,7 @@ pub(crate) struct Gemm<'a> {
     pub a: Operand<'a>,
     pub b: Operand<'a>,
     pub bias: Option<&'a Tensor>,
+    pub residual: Option<&'a Tensor>,
     pub alpha: f32,
     pub out: &'a Tensor,
     pub out_offset: usize,
@@ -70,6 +72,12 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     g.out.expect_f32("matmul output")?;
     if let Some(bias) = g.bias {
         expect_len(bias, g.n, "bias")?;
+    }
+    if let Some(r) = g.residual {
+        r.expect_f32("matmul residual")?;
+        if r.numel() != g.out.numel() {
+            return shape_err!("matmul residual {:?} does not match the output {:?}", r.shape(), g.out.shape());
+        }
     }
     let params = Params {
         m: u32_of(g.m, "rows")?,
@@ -96,10 +104,12 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         ("TILE_K", tile_k as f64),
         ("B_F16", is_f16(Some(g.b.tensor))),
         ("BIAS_F16", is_f16(g.bias)),
+        ("RESIDUAL", g.residual.is_some() as u32 as f64),
     ];
     let bias = or_placeholder(g.bias, g.b.tensor);
+    let residual = or_placeholder(g.residual, g.a.tensor);
     let groups = [params.n.div_ceil(4 * wg_x), params.m.div_ceil(4 * wg_y), u32_of(g.batch, "batch")?];
-    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, g.out], groups)
+    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, residual, g.out], groups)
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same
@@ -129,6 +139,7 @@ pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             a: Operand { tensor: a, offset: 0, batch_stride: m * k, row_stride: k, col_stride: 1 },
             b: Operand { tensor: b, offset: 0, batch_stride: if b_batched { k * n } else { 0 }, row_stride: n, col_stride: 1 },
             bias: None,
+            residual: None,
             alpha: 1.0,
             out: &out,
             out_offset: 0,
@@ -141,6 +152,12 @@ pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// PyTorch's `nn.Linear`: `y = x W^T + b` for `x` [.., K], `W` [N, K], `b` [N]; the
 /// weight and bias may be f32 or packed f16.
 pub fn linear(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(dev, x, w, b, None)
+}
+
+/// [`linear`] with `residual` (the output's shape) added in the same kernel: a
+/// transformer's `x + f(x)`.
+pub fn linear_with(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
     if w.shape().len() != 2 || x.shape().is_empty() || x.dim(-1) != w.dim(1) {
         return shape_err!("linear: input {:?} does not fit weight {:?} ([out, in])", x.shape(), w.shape());
     }
@@ -159,6 +176,7 @@ pub fn linear(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
             a: Operand { tensor: x, offset: 0, batch_stride: 0, row_stride: k, col_stride: 1 },
             b: Operand { tensor: w, offset: 0, batch_stride: 0, row_stride: 1, col_stride: k },
             bias: b,
+            residual,
             alpha: 1.0,
             out: &out,
             out_offset: 0,

@@ -207,6 +207,12 @@ impl<'w, 'a> Vb<'w, 'a> {
         }
     }
 
+    /// Uploads computed values as f32 whatever this builder's dtype (sums of stored
+    /// weights, which rounding to f16 again would change).
+    pub fn upload_f32(&self, shape: &[usize], values: &[f32]) -> Result<Tensor> {
+        self.dev.upload(shape, values)
+    }
+
     /// Uploads `name` as f32 whatever this builder's dtype (for small vectors that kernels
     /// read as activations, e.g. embeddings added to a stream).
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {

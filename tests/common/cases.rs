@@ -82,6 +82,34 @@ pub async fn conv2d(dev: &Device) {
         let tol = if cin * k * k > 1000 { TOL_LONG } else { TOL };
         check(&name, &read(dev, &got).await, &want, tol);
     }
+
+    // The epilogue (a ResBlock's block1 and block2): time conditioning from rows 3 and 4
+    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, a residual.
+    let (b, cin, h, w, cout) = (2, 12, 9, 11, 20);
+    let x = rng.normals(b * cin * h * w, 1.0);
+    let wv = f16_rounded(&rng.normals(cout * cin * 9, 0.2));
+    let bv = f16_rounded(&rng.normals(cout, 0.5));
+    let t = rng.normals(6 * 2 * cout, 1.0);
+    let res = rng.normals(b * cout * h * w, 1.0);
+    let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
+    let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
+    for (scale_shift, silu, residual) in [(true, true, false), (false, true, true), (false, false, true), (true, false, false)] {
+        let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: residual.then_some(&rt) };
+        let got = ops::conv2d_with(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
+        let want: Vec<f64> = (0..conv.len()).map(|i| {
+            let (r, ch) = (3 + i / (cout * h * w), (i / (h * w)) % cout);
+            let mut v = conv[i];
+            if scale_shift { v = v * (t[r * 2 * cout + ch] as f64 + 1.0) + t[r * 2 * cout + cout + ch] as f64; }
+            if silu { v = cpu::silu(v); }
+            if residual { v += res[i] as f64; }
+            v
+        }).collect();
+        let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, if residual { " + residual" } else { "" });
+        check(&name, &read(dev, &got).await, &want, TOL);
+    }
+    let wrong = up(dev, &[b, cout, h, w + 1], &vec![0.0; b * cout * h * (w + 1)]);
+    assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
+    assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
 }
 
 pub async fn norms(dev: &Device) {
@@ -183,17 +211,6 @@ pub async fn elementwise(dev: &Device) {
     }
     assert!(ops::add(dev, &at, &up(dev, &[b], &[1.0, 2.0])).is_err(), "a shape that does not broadcast must be refused");
 
-    // Rows 3 and 4 of a 6-row table (one row per sampling step, batch 2 from row 3).
-    let t = rng.normals(6 * 2 * c, 1.0);
-    for act in [false, true] {
-        let got = ops::scale_shift(dev, &at, &up(dev, &[6, 2 * c], &t), 3, act).unwrap();
-        let want: Vec<f64> = (0..n).map(|i| {
-            let (r, ch) = (3 + i / (c * h * w), (i / (h * w)) % c);
-            let v = a[i] as f64 * (t[r * 2 * c + ch] as f64 + 1.0) + t[r * 2 * c + c + ch] as f64;
-            if act { cpu::silu(v) } else { v }
-        }).collect();
-        check(&format!("scale_shift rows 3.. of 6{}", if act { " + silu" } else { "" }), &read(dev, &got).await, &want, TOL);
-    }
 }
 
 pub async fn layout(dev: &Device) {

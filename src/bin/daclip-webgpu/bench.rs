@@ -8,7 +8,7 @@ use std::time::Instant;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig, TextTransformer, DEGRADATIONS};
-use daclip_webgpu::models::unet::{ConditionalUNet, UNetConfig};
+use daclip_webgpu::models::unet::{ConditionalUNet, TimeConditioning, UNetConfig};
 use daclip_webgpu::restore::{sample, RestoreOptions, Restorer, UNetPredictor};
 use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
@@ -63,6 +63,16 @@ pub struct Args {
     /// Stop after the kernel rows.
     #[arg(long)]
     kernels: bool,
+    /// Add the large rows on a software adapter or the CPU backend (matmul 4096^3, UNet
+    /// step at 512x512: many minutes on a software adapter); a hardware GPU always gets
+    /// them.
+    #[arg(long)]
+    large: bool,
+    /// Add where a UNet step's GPU time goes, per kernel family, from timestamp queries
+    /// (each dispatch then runs in a compute pass of its own, so the sum exceeds the
+    /// step's time a little).
+    #[arg(long)]
+    profile: bool,
     /// Add whole restores of a 64x64 image: the published posterior sampler (100 steps)
     /// against the MR sampler (mr-ode2, 10 and 20 steps).
     #[arg(long)]
@@ -95,19 +105,21 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let (with_restore, kernels_only, tiled, tile) = (args.restore, args.kernels, args.tiled, args.tile);
+    let (kernels_only, tiled, tile) = (args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
     println!("device: {}", dev.info());
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
     }
+    let unet = UNetRows { restore: args.restore, large: args.large || !(dev.info().is_software || dev.is_cpu()), profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
     if tiled.is_some() {
         // Only the tiled step: on a software adapter it alone takes many minutes.
-        return unet_rows(&dev, false, tiled.map(|size| (size, tile)));
+        return unet_rows(&dev, unet);
     }
     let mut rows = Vec::new();
 
-    for n in [512usize, 1024] {
+    let sides: &[usize] = if unet.large { &[512, 1024, 4096] } else { &[512, 1024] };
+    for &n in sides {
         let a = filled(&dev, &[n, n])?;
         let b = filled(&dev, &[n, n])?;
         let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
@@ -147,7 +159,20 @@ pub fn run(args: Args) -> Result<()> {
     if kernels_only {
         return Ok(());
     }
-    unet_rows(&dev, with_restore, None)
+    unet_rows(&dev, unet)
+}
+
+/// What `unet_rows` prints besides the steps at 64, 128 and 256.
+#[derive(Clone, Copy)]
+struct UNetRows {
+    /// Whole restores of a 64x64 image.
+    restore: bool,
+    /// A step at 512x512.
+    large: bool,
+    /// GPU time per kernel family of the largest step.
+    profile: bool,
+    /// Instead of everything else: one sampler step of an image this size in tiles.
+    tiled: Option<((usize, usize), Option<usize>)>,
 }
 
 /// Seeded random weights of the published UNet, as safetensors with its config.
@@ -163,11 +188,13 @@ fn published_daclip_weights() -> Vec<u8> {
     random_safetensors(&kind.expected_tensors(), 3, |n| n.contains("zero_modules"), kind.metadata())
 }
 
-/// One step of the published UNet (seeded random f16 weights) at three sizes, with the
-/// most GPU memory held at once (weights included), or with `--tiled WxH` instead one
-/// sampler step of an image that size in tiles (`--tile N`, default the adapter's); with
-/// `--restore`, whole restores.
-fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Option<usize>)>) -> Result<()> {
+/// One step of the published UNet (seeded random f16 weights) at three sizes (four with
+/// `--large`), with the most GPU memory held at once (weights included), its dispatches,
+/// the bind groups it had to build and the CPU time to record it; or with `--tiled WxH`
+/// instead one sampler step of an image that size in tiles (`--tile N`, default the
+/// adapter's); with `--restore`, whole restores; with `--profile`, where the largest
+/// step's GPU time goes.
+fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     let bytes = published_unet_weights();
     let unet = ConditionalUNet::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
     drop(bytes);
@@ -179,20 +206,42 @@ fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Op
     println!();
     let memory = if dev.is_cpu() { "host memory of the CPU backend's tensors, f16 weights widened" } else { "GPU memory" };
     println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB; {memory})");
-    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak MiB");
-    println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
-    if let Some(((w, h), tile)) = tiled {
+    if let Some(((w, h), tile)) = what.tiled {
+        print_header();
         return tiled_step_row(dev, &unet, &context, w, h, tile);
     }
-    for side in [64usize, 128, 256] {
+    println!("| {:<52} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms");
+    println!("|{:-<54}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|", "", "", "", "", "", "");
+    let sides: &[usize] = if what.large { &[64, 128, 256, 512] } else { &[64, 128, 256] };
+    for &side in sides {
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
         dev.reset_peak_memory();
-        let ms = time(dev, || unet.forward(dev, &x, &x, &conditioning, 50.0, &context))?;
+        let step = || unet.forward(dev, &x, &x, &conditioning, 50.0, &context);
+        let ms = time(dev, step)?;
         let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
-        println!("| {:<52} | {:>10.1} | {:>14.0} |", format!("UNet step at {side}x{side}"), ms, peak);
+        // One more step, counted: the pool and the bind-group cache are warm, as in every
+        // step of a restore after the first.
+        let (dispatches, built) = (dev.dispatch_count(), dev.bind_groups_built());
+        let start = Instant::now();
+        drop(step()?);
+        dev.flush();
+        let record_ms = start.elapsed().as_secs_f64() * 1e3;
+        dev.sync_blocking()?;
+        let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
+        println!("| {:<52} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms);
     }
-    if with_restore {
+    if dev.is_cpu() {
+        println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
+    } else {
+        println!("(record ms: the CPU time to record a step and submit it: bind groups, command encoding; on a software adapter the GPU's work competes with it for the cores)");
+    }
+    if what.profile {
+        profile_rows(dev, &unet, &conditioning, &context, *sides.last().unwrap())?;
+    }
+    if what.restore {
+        println!();
+        print_header();
         drop(unet);
         let (d, u) = (published_daclip_weights(), published_unet_weights());
         let (daclip, unet) = Restorer::load_models(dev, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, DeviceDType::F16)?;
@@ -217,6 +266,33 @@ fn unet_rows(dev: &Device, with_restore: bool, tiled: Option<((usize, usize), Op
             println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("restore 64x64, {} {steps} steps{speedup}", sampler.name()), ms, peak);
         }
     }
+    Ok(())
+}
+
+fn print_header() {
+    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak MiB");
+    println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
+}
+
+/// GPU time of one UNet step at `side` x `side` per kernel family, from timestamp queries.
+fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, context: &Tensor, side: usize) -> Result<()> {
+    println!();
+    if !dev.set_profiling(true) {
+        println!("(no profile: this device has no timestamp queries)");
+        return Ok(());
+    }
+    let x = filled(dev, &[1, 3, side, side])?;
+    drop(unet.forward(dev, &x, &x, conditioning, 50.0, context)?);
+    let families = daclip_webgpu::device::block_on(dev.take_profile())?.unwrap_or_default();
+    dev.set_profiling(false);
+    let total: f64 = families.iter().map(|f| f.ms).sum();
+    println!("Where a UNet step at {side}x{side} spends its GPU time (timestamp queries, one pass per dispatch)");
+    println!("| {:<12} | {:>10} | {:>10} | {:>7} |", "family", "dispatches", "GPU ms", "share");
+    println!("|{:-<14}|{:->12}|{:->12}|{:->9}|", "", "", "", "");
+    for f in &families {
+        println!("| {:<12} | {:>10} | {:>10.2} | {:>6.1}% |", f.family, f.dispatches, f.ms, 100.0 * f.ms / total.max(1e-12));
+    }
+    println!("| {:<12} | {:>10} | {:>10.2} | {:>6.1}% |", "all", families.iter().map(|f| f.dispatches).sum::<u64>(), total, 100.0);
     Ok(())
 }
 

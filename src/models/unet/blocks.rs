@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::device::{Device, Tensor};
 use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
-use crate::ops::{self, Conv2dArgs, Heads};
+use crate::ops::{self, Conv2dArgs, Epilogue, Heads};
 use crate::weights::Vb;
 
 use super::config::LINEAR_ATTENTION_HIDDEN;
@@ -37,13 +37,15 @@ impl ResBlock {
     }
 
     /// `table` is this block's [`ResBlock::time_table`]; `row` selects the step.
+    /// Three convolutions (two without `res_conv`), the element-wise steps in their
+    /// epilogues.
     pub fn forward(&self, dev: &Device, x: &Tensor, table: &Tensor, row: usize) -> Result<Tensor> {
-        let h = ops::scale_shift(dev, &self.block1.forward(dev, x)?, table, row, true)?;
-        let h = ops::silu(dev, &self.block2.forward(dev, &h)?)?;
-        match &self.res_conv {
-            Some(c) => ops::add(dev, &h, &c.forward(dev, x)?),
-            None => ops::add(dev, &h, x),
-        }
+        let h = self.block1.forward_with(dev, x, Epilogue { scale_shift: Some((table, row)), silu: true, residual: None })?;
+        let res = match &self.res_conv {
+            Some(c) => c.forward(dev, x)?,
+            None => x.clone(),
+        };
+        self.block2.forward_with(dev, &h, Epilogue { silu: true, residual: Some(&res), ..Default::default() })
     }
 }
 
@@ -91,9 +93,11 @@ pub struct SpatialTransformer {
     pub norm1: LayerNorm,
     /// attn1's to_q, to_k and to_v stacked into one [3C, C] projection at load time.
     pub attn1_qkv: Linear,
-    pub attn1_out: Linear,
+    /// attn1's to_out weight; its bias is in `attn2_out`'s (see `forward`).
+    pub attn1_out: Tensor,
     pub norm2: LayerNorm,
     pub attn2_v: Linear,
+    /// attn2's to_out with attn1's to_out bias added to its own (in f32, at load).
     pub attn2_out: Linear,
     pub norm3: LayerNorm,
     pub ff_in: Linear,
@@ -113,15 +117,17 @@ impl SpatialTransformer {
             qkv.extend(b.host(name, &[dim, dim])?.to_f32()?);
         }
         let qkv = vb.upload(&[3 * dim, dim], &qkv)?;
+        let biases = [b.host("attn1.to_out.0.bias", &[dim])?.to_f32()?, b.host("attn2.to_out.0.bias", &[dim])?.to_f32()?];
+        let attn2_out_bias: Vec<f32> = biases[0].iter().zip(&biases[1]).map(|(x, y)| x + y).collect();
         Ok(SpatialTransformer {
             norm: (vb.tensor("norm.weight", &[dim])?, vb.tensor("norm.bias", &[dim])?),
             proj_in: Conv2d::load(&vb.pp("proj_in"), dim, dim, 1, Conv2dArgs::same(1), true)?,
             norm1: LayerNorm::load(&b.pp("norm1"), dim, 1e-5)?,
             attn1_qkv: Linear { weight: qkv, bias: None },
-            attn1_out: Linear::load(&b.pp("attn1.to_out.0"), dim, dim, true)?,
+            attn1_out: b.pp("attn1.to_out.0").tensor("weight", &[dim, dim])?,
             norm2: LayerNorm::load(&b.pp("norm2"), dim, 1e-5)?,
             attn2_v: Linear::load(&b.pp("attn2.to_v"), context_dim, dim, false)?,
-            attn2_out: Linear::load(&b.pp("attn2.to_out.0"), dim, dim, true)?,
+            attn2_out: Linear { weight: b.pp("attn2.to_out.0").tensor("weight", &[dim, dim])?, bias: Some(b.upload_f32(&[dim], &attn2_out_bias)?) },
             norm3: LayerNorm::load(&b.pp("norm3"), dim, 1e-5)?,
             ff_in: Linear::load(&b.pp("ff.net.0.proj"), dim, 8 * dim, true)?,
             ff_out: Linear::load(&b.pp("ff.net.2"), 4 * dim, dim, true)?,
@@ -137,23 +143,23 @@ impl SpatialTransformer {
         let t = self.proj_in.forward(dev, &t)?;
         let t = ops::transpose(dev, &t.reshape(&[1, c, h * w])?)?; // tokens [1, HW, C]
 
-        let qkv = self.attn1_qkv.forward(dev, &self.norm1.forward(dev, &t)?)?;
-        let part = |i: usize| Heads { tensor: &qkv, start: i * c, width: c };
-        let a = ops::attention(dev, part(0), part(1), part(2), self.heads, false)?;
-        let t = ops::add(dev, &t, &self.attn1_out.forward(dev, &a)?)?;
-
         // Cross-attention on ONE context token: the softmax over a single key is exactly 1,
         // so every query receives that token's value whatever q and k are. attn2 therefore
         // adds the same vector to_out(to_v(context)) to every token; norm2 and to_q/to_k
-        // cannot change it and are skipped.
+        // cannot change it and are skipped. That vector (with attn1's to_out bias, which
+        // attn2_out's bias includes) is the bias of attn1's output projection, whose
+        // kernel also adds the residual: t + attn1(t) + attn2(t) in one product.
         let cross = self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)?;
-        let t = ops::add(dev, &t, &cross)?;
+        let qkv = self.attn1_qkv.forward(dev, &self.norm1.forward(dev, &t)?)?;
+        let part = |i: usize| Heads { tensor: &qkv, start: i * c, width: c };
+        let a = ops::attention(dev, part(0), part(1), part(2), self.heads, false)?;
+        let t = ops::linear_with(dev, &a, &self.attn1_out, Some(&cross), Some(&t))?;
 
         let f = ops::geglu(dev, &self.ff_in.forward(dev, &self.norm3.forward(dev, &t)?)?)?;
-        let t = ops::add(dev, &t, &self.ff_out.forward(dev, &f)?)?;
+        let t = ops::linear_with(dev, &f, &self.ff_out.weight, self.ff_out.bias.as_ref(), Some(&t))?;
 
         let t = ops::transpose(dev, &t)?.reshape(&[1, c, h, w])?;
-        ops::add(dev, &self.proj_out.forward(dev, &t)?, x)
+        self.proj_out.forward_with(dev, &t, Epilogue { residual: Some(x), ..Default::default() })
     }
 }
 

@@ -289,7 +289,9 @@ impl GpuDevice {
             return false;
         }
         self.flush();
-        *self.inner.profiler.borrow_mut() = on.then(Profiler::default);
+        let replaced = std::mem::replace(&mut *self.inner.profiler.borrow_mut(), on.then(Profiler::default));
+        // Timestamps never taken: freed now, not when a garbage collector runs.
+        replaced.iter().flat_map(|p| &p.pending).for_each(|(buffer, _)| buffer.destroy());
         true
     }
 

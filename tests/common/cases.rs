@@ -54,6 +54,13 @@ pub async fn linear(dev: &Device) {
         let name = format!("linear {m}x{k} -> {n} ({} weights{})", if f16 { "f16" } else { "f32" }, if bias { ", bias" } else { "" });
         check(&name, &read(dev, &got).await, &want, TOL);
     }
+    // With a residual added in the kernel (a transformer's x + f(x)).
+    let (m, k, n) = (37, 96, 70);
+    let (x, w, b, r) = (rng.normals(m * k, 1.0), f16_rounded(&rng.normals(n * k, 0.05)), rng.normals(n, 0.5), rng.normals(m * n, 1.0));
+    let got = ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), Some(&up(dev, &[n], &b)), Some(&up(dev, &[m, n], &r))).unwrap();
+    let want: Vec<f64> = cpu::linear(&x, &w, Some(&b[..]), m, k, n).iter().zip(&r).map(|(v, &r)| v + r as f64).collect();
+    check(&format!("linear {m}x{k} -> {n} (f16 weights, f32 bias) + residual"), &read(dev, &got).await, &want, TOL);
+    assert!(ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), None, Some(&up(dev, &[m, n + 1], &vec![0.0; m * (n + 1)]))).is_err(), "a residual of another size must be refused");
 }
 
 pub async fn conv2d(dev: &Device) {

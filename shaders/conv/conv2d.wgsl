@@ -10,9 +10,10 @@
 // row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
 // tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
 // and nothing else, and no intermediate makes a round trip through memory.
-// Tiling as in matmul.wgsl: WG_X x WG_Y invocations, a 4 (output channels) x 4 (pixels)
-// block each in vec4 registers, K in steps of TILE_K through workgroup memory holding
-// vec4s; the batch is the z dimension of the grid.
+// Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
+// pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
+// vec4s, the next step fetched into registers while the current one is computed; the
+// batch is the z dimension of the grid.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -26,11 +27,20 @@ struct Params {
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
 override TILE_K: u32 = 16u;
+override MR: u32 = 1u;
+override NR: u32 = 1u;
 override W_F16: bool = false;
 override BIAS_F16: bool = false;
 override SCALE_SHIFT: bool = false;
 override SILU: bool = false;
 override RESIDUAL: bool = false;
+
+override THREADS: u32 = WG_X * WG_Y;
+override W_GROUPS: u32 = MR * WG_Y; // vec4 output-channel groups in the tile
+override X_GROUPS: u32 = NR * WG_X; // vec4 pixel groups in the tile
+override W_FETCH: u32 = (W_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+override X_FETCH: u32 = (X_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+const MAX_FETCH: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -40,8 +50,8 @@ override RESIDUAL: bool = false;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-var<workgroup> w_tile: array<vec4<f32>, TILE_K * WG_Y>; // [k][4 output channels]
-var<workgroup> x_tile: array<vec4<f32>, TILE_K * WG_X>; // [k][4 pixels]
+var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
+var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
 
 fn load_w(i: u32) -> f32 {
     if (W_F16) {
@@ -57,89 +67,117 @@ fn load_bias(i: u32) -> f32 {
     return bitcast<f32>(bias[i]);
 }
 
+// Weights: consecutive invocations take consecutive k of one output channel group.
+fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
+    let gk = k0 + e % TILE_K;
+    var v = vec4<f32>(0.0);
+    for (var r = 0u; r < 4u; r++) {
+        let gm = m0 + 4u * (e / TILE_K) + r;
+        if (gm < p.cout && gk < kdim) { v[r] = load_w(gm * kdim + gk); }
+    }
+    return v;
+}
+
+// The image (im2col gathered on the fly): consecutive invocations take consecutive
+// groups of 4 output pixels.
+fn fetch_x(e: u32, n0: u32, k0: u32, kdim: u32, x_base: u32) -> vec4<f32> {
+    let gk = k0 + e / X_GROUPS;
+    var v = vec4<f32>(0.0);
+    if (gk < kdim) {
+        let taps = p.kh * p.kw;
+        let ci = gk / taps;
+        let tap = gk % taps;
+        let ky = tap / p.kw;
+        let kx = tap % p.kw;
+        for (var r = 0u; r < 4u; r++) {
+            let gn = n0 + 4u * (e % X_GROUPS) + r;
+            let iy = i32((gn / p.wo) * p.stride + ky) - i32(p.pad);
+            let ix = i32((gn % p.wo) * p.stride + kx) - i32(p.pad);
+            if (gn < p.ho * p.wo && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                v[r] = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
+            }
+        }
+    }
+    return v;
+}
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let threads = WG_X * WG_Y;
     let li = lid.y * WG_X + lid.x;
-    let m0 = wid.y * WG_Y * 4u;
-    let n0 = (wid.x + p.first_group) * WG_X * 4u;
+    let m0 = wid.y * W_GROUPS * 4u;
+    let n0 = (wid.x + p.first_group) * X_GROUPS * 4u;
     let batch = wid.z;
-    let taps = p.kh * p.kw;
-    let kdim = p.cin * taps;
+    let kdim = p.cin * p.kh * p.kw;
     let npix = p.ho * p.wo;
     let x_base = batch * p.cin * p.h * p.w;
 
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    // acc[(4 r + i) * 2 + q]: channel 4 (ty + r WG_Y) + i, pixels 4 (tx + q WG_X) + 0..3.
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    var w_next: array<vec4<f32>, MAX_FETCH>;
+    var x_next: array<vec4<f32>, MAX_FETCH>;
+    for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, n0, 0u, kdim, x_base); }
 
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
-        for (var e = li; e < WG_Y * TILE_K; e += threads) {
-            let mq = e / TILE_K;
-            let kk = e % TILE_K;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
-            for (var r = 0u; r < 4u; r++) {
-                let gm = m0 + 4u * mq + r;
-                if (gm < p.cout && gk < kdim) { v[r] = load_w(gm * kdim + gk); }
-            }
-            w_tile[kk * WG_Y + mq] = v;
+        for (var s = 0u; s < W_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
         }
-        // Consecutive invocations take consecutive groups of 4 output pixels.
-        for (var e = li; e < WG_X * TILE_K; e += threads) {
-            let nq = e % WG_X;
-            let kk = e / WG_X;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
-            if (gk < kdim) {
-                let ci = gk / taps;
-                let tap = gk % taps;
-                let ky = tap / p.kw;
-                let kx = tap % p.kw;
-                for (var r = 0u; r < 4u; r++) {
-                    let gn = n0 + 4u * nq + r;
-                    let iy = i32((gn / p.wo) * p.stride + ky) - i32(p.pad);
-                    let ix = i32((gn % p.wo) * p.stride + kx) - i32(p.pad);
-                    if (gn < npix && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                        v[r] = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
-                    }
-                }
-            }
-            x_tile[kk * WG_X + nq] = v;
+        for (var s = 0u; s < X_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < X_GROUPS * TILE_K) { x_tile[e] = x_next[s]; } // [k][pixel group] already
         }
         workgroupBarrier();
+        let k1 = k0 + TILE_K;
+        if (k1 < kdim) {
+            for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, n0, k1, kdim, x_base); }
+        }
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let wv = w_tile[kk * WG_Y + lid.y];
-            let xv = x_tile[kk * WG_X + lid.x];
-            acc[0] = fma(vec4<f32>(wv.x), xv, acc[0]);
-            acc[1] = fma(vec4<f32>(wv.y), xv, acc[1]);
-            acc[2] = fma(vec4<f32>(wv.z), xv, acc[2]);
-            acc[3] = fma(vec4<f32>(wv.w), xv, acc[3]);
+            var wv: array<vec4<f32>, 2>;
+            var xv: array<vec4<f32>, 2>;
+            for (var r = 0u; r < MR; r++) { wv[r] = w_tile[kk * W_GROUPS + lid.y + r * WG_Y]; }
+            for (var q = 0u; q < NR; q++) { xv[q] = x_tile[kk * X_GROUPS + lid.x + q * WG_X]; }
+            for (var r = 0u; r < MR; r++) {
+                for (var q = 0u; q < NR; q++) {
+                    let o = 8u * r + q;
+                    acc[o] = fma(vec4<f32>(wv[r].x), xv[q], acc[o]);
+                    acc[o + 2u] = fma(vec4<f32>(wv[r].y), xv[q], acc[o + 2u]);
+                    acc[o + 4u] = fma(vec4<f32>(wv[r].z), xv[q], acc[o + 4u]);
+                    acc[o + 6u] = fma(vec4<f32>(wv[r].w), xv[q], acc[o + 6u]);
+                }
+            }
         }
         workgroupBarrier();
     }
 
     let y_base = batch * p.cout * npix;
-    for (var i = 0u; i < 4u; i++) {
-        let gm = m0 + 4u * lid.y + i;
-        if (gm >= p.cout) { continue; }
-        var b = 0.0;
-        if (p.has_bias != 0u) { b = load_bias(gm); }
-        var scale = 1.0;
-        var shift = 0.0;
-        if (SCALE_SHIFT) {
-            let r = (p.row + batch) * 2u * p.cout;
-            scale = t[r + gm] + 1.0;
-            shift = t[r + p.cout + gm];
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let gn = n0 + 4u * lid.x + j;
-            if (gn >= npix) { continue; }
-            let at = y_base + gm * npix + gn;
-            var v = acc[i][j] + b;
-            if (SCALE_SHIFT) { v = v * scale + shift; }
-            if (SILU) { v = v / (1.0 + exp(-v)); }
-            if (RESIDUAL) { v += residual[at]; }
-            y[at] = v;
+    for (var r = 0u; r < MR; r++) {
+        for (var i = 0u; i < 4u; i++) {
+            let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
+            if (gm >= p.cout) { continue; }
+            var b = 0.0;
+            if (p.has_bias != 0u) { b = load_bias(gm); }
+            var scale = 1.0;
+            var shift = 0.0;
+            if (SCALE_SHIFT) {
+                let row = (p.row + batch) * 2u * p.cout;
+                scale = t[row + gm] + 1.0;
+                shift = t[row + p.cout + gm];
+            }
+            for (var q = 0u; q < NR; q++) {
+                for (var j = 0u; j < 4u; j++) {
+                    let gn = n0 + 4u * (lid.x + q * WG_X) + j;
+                    if (gn >= npix) { continue; }
+                    let at = y_base + gm * npix + gn;
+                    var v = acc[(4u * r + i) * 2u + q][j] + b;
+                    if (SCALE_SHIFT) { v = v * scale + shift; }
+                    if (SILU) { v = v / (1.0 + exp(-v)); }
+                    if (RESIDUAL) { v += residual[at]; }
+                    y[at] = v;
+                }
+            }
         }
     }
 }

@@ -112,21 +112,19 @@ pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
         _pad: [0; 3],
     };
     // Output channels are the rows of this product.
-    let (wg_x, wg_y, tile_k) = tile_shape(cout);
-    let overrides = [
-        ("WG_X", wg_x as f64),
-        ("WG_Y", wg_y as f64),
-        ("TILE_K", tile_k as f64),
+    let tile = tile_shape(cout, ho * wo, b);
+    let epilogue_overrides = [
         ("W_F16", is_f16(Some(w))),
         ("BIAS_F16", is_f16(bias)),
         ("SCALE_SHIFT", epilogue.scale_shift.is_some() as u32 as f64),
         ("SILU", epilogue.silu as u32 as f64),
         ("RESIDUAL", epilogue.residual.is_some() as u32 as f64),
     ];
+    let overrides = [&tile.overrides()[..], &epilogue_overrides].concat();
     let pixels = u32_of(ho * wo, "output pixels")?;
-    let pixel_groups = pixels.div_ceil(4 * wg_x);
-    let (cout_groups, batch) = (params.cout.div_ceil(4 * wg_y), u32_of(b, "batch")?);
-    let per_dispatch = groups_per_dispatch(dev, pixel_groups, (4 * wg_x as u64) * cout as u64 * (cin * kh * kw) as u64 * b as u64);
+    let pixel_groups = pixels.div_ceil(tile.cols());
+    let (cout_groups, batch) = (params.cout.div_ceil(tile.rows()), u32_of(b, "batch")?);
+    let per_dispatch = groups_per_dispatch(dev, pixel_groups, tile.cols() as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];

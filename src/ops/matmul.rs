@@ -5,15 +5,68 @@ use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
 use crate::shaders::Kernel;
 
-/// Workgroup shape (WG_X, WG_Y, TILE_K) for a product with `m` rows: 256 invocations
-/// with 4 x 4 outputs each, as tall as the rows need so that few-row products (per-step
-/// MLPs, convolutions with 16 or 32 output channels) do not compute empty tile rows. Each
+/// How a product is cut into workgroups: WG_X x WG_Y invocations, each computing
+/// (4 MR) x (4 NR) outputs, K walked TILE_K at a time (the overrides of matmul.wgsl and
+/// conv2d.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Tile {
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub tile_k: u32,
+    pub mr: u32,
+    pub nr: u32,
+}
+
+/// Workgroups a product must have before it gets the larger tiles: fewer would leave a
+/// large GPU's cores idle (a tile 4x the size means a quarter of the workgroups).
+const LARGE_TILE_MIN_WORKGROUPS: usize = 256;
+
+impl Tile {
+    /// Output rows and columns one workgroup computes.
+    pub fn rows(&self) -> u32 {
+        4 * self.mr * self.wg_y
+    }
+
+    pub fn cols(&self) -> u32 {
+        4 * self.nr * self.wg_x
+    }
+
+    pub fn overrides(&self) -> [(&'static str, f64); 5] {
+        [
+            ("WG_X", self.wg_x as f64),
+            ("WG_Y", self.wg_y as f64),
+            ("TILE_K", self.tile_k as f64),
+            ("MR", self.mr as f64),
+            ("NR", self.nr as f64),
+        ]
+    }
+
+    fn workgroups(&self, m: usize, n: usize, batch: usize) -> usize {
+        m.div_ceil(self.rows() as usize) * n.div_ceil(self.cols() as usize) * batch
+    }
+}
+
+/// The tile for a product of `m` rows and `n` columns, `batch` times: 256 invocations,
+/// as tall as the rows need so that few-row products (per-step MLPs, convolutions with 16
+/// or 32 output channels) do not compute empty tile rows; large products get 4 x 8 or
+/// 8 x 8 outputs per invocation (twice or four times the multiply-adds per load from
+/// workgroup memory) while they still have LARGE_TILE_MIN_WORKGROUPS workgroups. Every
 /// shape keeps the two workgroup tiles within WebGPU's 16 KiB.
-pub(crate) fn tile_shape(m: usize) -> (u32, u32, u32) {
+pub(crate) fn tile_shape(m: usize, n: usize, batch: usize) -> Tile {
+    let base = |wg_x, wg_y, tile_k| Tile { wg_x, wg_y, tile_k, mr: 1, nr: 1 };
     match m {
-        0..=16 => (64, 4, 8),
-        17..=32 => (32, 8, 16),
-        _ => (16, 16, 16),
+        0..=16 => base(64, 4, 8),
+        17..=32 => base(32, 8, 16),
+        _ => {
+            let small = base(16, 16, 16);
+            let wide = Tile { nr: 2, ..small };
+            let large = Tile { mr: 2, ..wide };
+            [large, wide]
+                .into_iter()
+                .filter(|t| m > (t.rows() / 2) as usize)
+                .find(|t| t.workgroups(m, n, batch) >= LARGE_TILE_MIN_WORKGROUPS)
+                .unwrap_or(small)
+        }
     }
 }
 
@@ -97,18 +150,16 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         c_sm: u32_of(g.n, "columns")?,
         alpha: g.alpha,
     };
-    let (wg_x, wg_y, tile_k) = tile_shape(g.m);
-    let overrides = [
-        ("WG_X", wg_x as f64),
-        ("WG_Y", wg_y as f64),
-        ("TILE_K", tile_k as f64),
+    let tile = tile_shape(g.m, g.n, g.batch);
+    let epilogue = [
         ("B_F16", is_f16(Some(g.b.tensor))),
         ("BIAS_F16", is_f16(g.bias)),
         ("RESIDUAL", g.residual.is_some() as u32 as f64),
     ];
+    let overrides = [&tile.overrides()[..], &epilogue].concat();
     let bias = or_placeholder(g.bias, g.b.tensor);
     let residual = or_placeholder(g.residual, g.a.tensor);
-    let groups = [params.n.div_ceil(4 * wg_x), params.m.div_ceil(4 * wg_y), u32_of(g.batch, "batch")?];
+    let groups = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), u32_of(g.batch, "batch")?];
     dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, residual, g.out], groups)
 }
 
@@ -184,4 +235,26 @@ pub fn linear_with(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res
         },
     )?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_products_get_large_tiles_while_they_fill_a_gpu() {
+        let shape = |m, n, batch| {
+            let t = tile_shape(m, n, batch);
+            (t.rows(), t.cols())
+        };
+        assert_eq!(shape(4096, 4096, 1), (128, 128)); // 1024 workgroups
+        assert_eq!(shape(200, 20013, 1), (128, 128)); // 314
+        assert_eq!(shape(128, 16384, 1), (64, 128)); // 128 x 128 would give 128 workgroups
+        assert_eq!(shape(64, 65536, 1), (64, 128)); // the UNet's first level at 256 x 256
+        assert_eq!(shape(48, 16389, 2), (64, 128));
+        assert_eq!(shape(1024, 1024, 1), (64, 64)); // 128 workgroups at most otherwise
+        assert_eq!(shape(64, 4096, 1), (64, 64)); // the first level at 64 x 64
+        assert_eq!(shape(20, 1 << 20, 1), (32, 128)); // few rows: the tall-and-narrow shapes
+        assert_eq!(shape(1, 1 << 20, 1), (16, 256));
+    }
 }

@@ -27,9 +27,10 @@ fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
 
 pub async fn matmul(dev: &Device) {
     let mut rng = Rng::new(1);
-    // The last case has a long K: 288 tiles, more loop iterations than llvmpipe allows one
-    // invocation unless the inner loops are unrolled.
-    for &(batch, m, k, n, shared) in &[(3, 67, 131, 45, false), (2, 1, 300, 129, true), (1, 64, 64, 64, false), (1, 130, 17, 3, true), (1, 70, 4608, 33, true)] {
+    // (1, 70, 4608, 33) has a long K: 288 tiles, more loop iterations than llvmpipe allows
+    // one invocation unless the inner loops are unrolled. The last two are large enough for
+    // the large tiles (8 x 8 outputs per invocation; 4 x 8 for 48 rows), with ragged edges.
+    for &(batch, m, k, n, shared) in &[(3, 67, 131, 45, false), (2, 1, 300, 129, true), (1, 64, 64, 64, false), (1, 130, 17, 3, true), (1, 70, 4608, 33, true), (1, 200, 37, 20013, true), (2, 48, 70, 16389, false)] {
         let a = rng.normals(batch * m * k, 1.0);
         let bb = rng.normals(if shared { k * n } else { batch * k * n }, 1.0);
         let bshape: Vec<usize> = if shared { vec![k, n] } else { vec![batch, k, n] };
@@ -43,7 +44,8 @@ pub async fn matmul(dev: &Device) {
 
 pub async fn linear(dev: &Device) {
     let mut rng = Rng::new(2);
-    for &(m, k, n, f16, bias) in &[(50, 768, 97, false, true), (50, 77, 130, true, true), (7, 33, 5, false, false), (3, 512, 256, true, false)] {
+    // The last one takes the large tiles with B read along K (x W^T).
+    for &(m, k, n, f16, bias) in &[(50, 768, 97, false, true), (50, 77, 130, true, true), (7, 33, 5, false, false), (3, 512, 256, true, false), (130, 45, 16400, true, true)] {
         let x = rng.normals(m * k, 1.0);
         let w = rng.normals(n * k, 0.05);
         let b = rng.normals(n, 0.5);
@@ -75,6 +77,9 @@ pub async fn conv2d(dev: &Device) {
         (1, 520, 6, 5, 8, 3, 1, 1, true, true),  // K = 4680: a long reduction
         (1, 32, 21, 19, 24, 3, 1, 1, true, true), // the UNet's 3x3 convs (the CPU's Winograd path), odd sides
         (2, 64, 16, 16, 64, 3, 1, 1, false, false),
+        // Large enough for the large tiles: 8 x 8 outputs per invocation, then 4 x 8.
+        (1, 5, 129, 129, 130, 3, 1, 1, true, true),
+        (2, 8, 259, 255, 64, 4, 2, 1, true, false),
     ];
     for &(b, cin, h, w, cout, k, stride, pad, bias, f16) in &cases {
         let x = rng.normals(b * cin * h * w, 1.0);
@@ -91,32 +96,34 @@ pub async fn conv2d(dev: &Device) {
     }
 
     // The epilogue (a ResBlock's block1 and block2): time conditioning from rows 3 and 4
-    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, a residual.
-    let (b, cin, h, w, cout) = (2, 12, 9, 11, 20);
-    let x = rng.normals(b * cin * h * w, 1.0);
-    let wv = f16_rounded(&rng.normals(cout * cin * 9, 0.2));
-    let bv = f16_rounded(&rng.normals(cout, 0.5));
-    let t = rng.normals(6 * 2 * cout, 1.0);
-    let res = rng.normals(b * cout * h * w, 1.0);
-    let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
-    let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
-    for (scale_shift, silu, residual) in [(true, true, false), (false, true, true), (false, false, true), (true, false, false)] {
-        let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: residual.then_some(&rt) };
-        let got = ops::conv2d_with(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
-        let want: Vec<f64> = (0..conv.len()).map(|i| {
-            let (r, ch) = (3 + i / (cout * h * w), (i / (h * w)) % cout);
-            let mut v = conv[i];
-            if scale_shift { v = v * (t[r * 2 * cout + ch] as f64 + 1.0) + t[r * 2 * cout + cout + ch] as f64; }
-            if silu { v = cpu::silu(v); }
-            if residual { v += res[i] as f64; }
-            v
-        }).collect();
-        let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, if residual { " + residual" } else { "" });
-        check(&name, &read(dev, &got).await, &want, TOL);
+    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, a residual;
+    // on the small tiles and on the large ones.
+    for (b, cin, h, w, cout) in [(2, 4, 91, 91, 130), (2, 12, 9, 11, 20)] {
+        let x = rng.normals(b * cin * h * w, 1.0);
+        let wv = f16_rounded(&rng.normals(cout * cin * 9, 0.2));
+        let bv = f16_rounded(&rng.normals(cout, 0.5));
+        let t = rng.normals(6 * 2 * cout, 1.0);
+        let res = rng.normals(b * cout * h * w, 1.0);
+        let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
+        let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
+        for (scale_shift, silu, residual) in [(true, true, false), (false, true, true), (false, false, true), (true, false, false)] {
+            let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: residual.then_some(&rt) };
+            let got = ops::conv2d_with(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
+            let want: Vec<f64> = (0..conv.len()).map(|i| {
+                let (r, ch) = (3 + i / (cout * h * w), (i / (h * w)) % cout);
+                let mut v = conv[i];
+                if scale_shift { v = v * (t[r * 2 * cout + ch] as f64 + 1.0) + t[r * 2 * cout + cout + ch] as f64; }
+                if silu { v = cpu::silu(v); }
+                if residual { v += res[i] as f64; }
+                v
+            }).collect();
+            let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, if residual { " + residual" } else { "" });
+            check(&name, &read(dev, &got).await, &want, TOL);
+        }
+        let wrong = up(dev, &[b, cout, h, w + 1], &vec![0.0; b * cout * h * (w + 1)]);
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
     }
-    let wrong = up(dev, &[b, cout, h, w + 1], &vec![0.0; b * cout * h * (w + 1)]);
-    assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
-    assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
 }
 
 pub async fn norms(dev: &Device) {

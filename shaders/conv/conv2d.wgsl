@@ -79,22 +79,22 @@ fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
 }
 
 // The image (im2col gathered on the fly): consecutive invocations take consecutive
-// groups of 4 output pixels.
-fn fetch_x(e: u32, n0: u32, k0: u32, kdim: u32, x_base: u32) -> vec4<f32> {
+// groups of 4 output pixels. An invocation always fetches the same pixel group (X_GROUPS
+// divides THREADS), so where the 4 pixels' windows start in the input (`iy0`, `ix0`;
+// far out of range for pixels past the end) is worked out once, not at every K step.
+fn fetch_x(e: u32, k0: u32, kdim: u32, x_base: u32, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
     let gk = k0 + e / X_GROUPS;
     var v = vec4<f32>(0.0);
     if (gk < kdim) {
         let taps = p.kh * p.kw;
         let ci = gk / taps;
         let tap = gk % taps;
-        let ky = tap / p.kw;
-        let kx = tap % p.kw;
+        let iy = iy0 + vec4<i32>(i32(tap / p.kw));
+        let ix = ix0 + vec4<i32>(i32(tap % p.kw));
+        let plane = x_base + ci * p.h * p.w;
         for (var r = 0u; r < 4u; r++) {
-            let gn = n0 + 4u * (e % X_GROUPS) + r;
-            let iy = i32((gn / p.wo) * p.stride + ky) - i32(p.pad);
-            let ix = i32((gn % p.wo) * p.stride + kx) - i32(p.pad);
-            if (gn < p.ho * p.wo && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                v[r] = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
+            if (iy[r] >= 0 && iy[r] < i32(p.h) && ix[r] >= 0 && ix[r] < i32(p.w)) {
+                v[r] = x[plane + u32(iy[r]) * p.w + u32(ix[r])];
             }
         }
     }
@@ -111,13 +111,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let npix = p.ho * p.wo;
     let x_base = batch * p.cin * p.h * p.w;
 
+    var iy0 = vec4<i32>(-(1 << 30));
+    var ix0 = vec4<i32>(-(1 << 30));
+    for (var r = 0u; r < 4u; r++) {
+        let gn = n0 + 4u * (li % X_GROUPS) + r;
+        if (gn < npix) {
+            iy0[r] = i32((gn / p.wo) * p.stride) - i32(p.pad);
+            ix0[r] = i32((gn % p.wo) * p.stride) - i32(p.pad);
+        }
+    }
+
     // acc[(4 r + i) * 2 + q]: channel 4 (ty + r WG_Y) + i, pixels 4 (tx + q WG_X) + 0..3.
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
     var w_next: array<vec4<f32>, MAX_FETCH>;
     var x_next: array<vec4<f32>, MAX_FETCH>;
     for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
-    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, n0, 0u, kdim, x_base); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, x_base, iy0, ix0); }
 
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
         for (var s = 0u; s < W_FETCH; s++) {
@@ -132,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let k1 = k0 + TILE_K;
         if (k1 < kdim) {
             for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
-            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, n0, k1, kdim, x_base); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, x_base, iy0, ix0); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
             var wv: array<vec4<f32>, 2>;

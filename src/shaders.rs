@@ -1,6 +1,19 @@
-//! The one registry of WGSL kernels: each variant is one file under `shaders/`, embedded
+//! The one registry of WGSL kernels: each kernel is one file under `shaders/`, embedded
 //! at compile time. Every file is plain WGSL (sizes arrive in a `Params` uniform, tile and
-//! workgroup sizes are `override` constants), so each can be read and validated alone.
+//! workgroup sizes are `override` constants). The kernels that reduce across a workgroup
+//! (norms, softmax) call `workgroup_sum` / `workgroup_max` and take a `Lanes` input: their
+//! module is one of the two reduction files followed by the kernel's, the subgroup one
+//! where the device has subgroups (see [`Kernel::source`]).
+
+use std::borrow::Cow;
+
+/// The reduction files, relative to `shaders/`: the first works everywhere, the second
+/// needs wgpu's SUBGROUP feature.
+pub const REDUCTIONS: [&str; 2] = ["reduce/workgroup_reduce.wgsl", "reduce/workgroup_reduce_subgroups.wgsl"];
+const REDUCTION_SOURCES: [&str; 2] = [
+    include_str!("../shaders/reduce/workgroup_reduce.wgsl"),
+    include_str!("../shaders/reduce/workgroup_reduce_subgroups.wgsl"),
+];
 
 macro_rules! kernels {
     ($($name:ident => $path:literal),* $(,)?) => {
@@ -21,7 +34,8 @@ macro_rules! kernels {
                 self.path().split('/').next().unwrap_or("")
             }
 
-            pub fn source(self) -> &'static str {
+            /// The kernel's own file.
+            pub fn file_source(self) -> &'static str {
                 match self { $(Kernel::$name => include_str!(concat!("../shaders/", $path))),* }
             }
         }
@@ -44,4 +58,21 @@ kernels! {
     GatherRows => "layout/gather_rows.wgsl",
     FlashAttention => "attention/flash_attention.wgsl",
     SdeUpdate => "sde/update.wgsl",
+}
+
+impl Kernel {
+    /// Whether the kernel reduces across its workgroup (its module starts with a reduction
+    /// file).
+    pub fn reduces(self) -> bool {
+        matches!(self, Kernel::LayerNorm | Kernel::GroupNorm | Kernel::Softmax)
+    }
+
+    /// The WGSL module of the kernel: its file, after the reduction file it needs (the one
+    /// with subgroup operations when `subgroups`).
+    pub fn source(self, subgroups: bool) -> Cow<'static, str> {
+        if !self.reduces() {
+            return Cow::Borrowed(self.file_source());
+        }
+        Cow::Owned([REDUCTION_SOURCES[subgroups as usize], "\n", self.file_source()].concat())
+    }
 }

@@ -5,12 +5,20 @@
 
 mod common;
 
-use daclip_webgpu::device::block_on;
+use daclip_webgpu::device::{block_on, GpuOptions};
 use daclip_webgpu::Device;
 
 fn gpu() -> Device {
     let dev = Device::new_blocking().expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
     println!("adapter: {}", dev.info());
+    dev
+}
+
+/// The GPU with the reduction kernels' workgroup-memory variant, which the browser runs
+/// (`gpu()` takes subgroups where the adapter offers them, as lavapipe does).
+fn gpu_without_subgroups() -> Device {
+    let dev = block_on(Device::new_with(GpuOptions { subgroups: false })).expect("no GPU adapter");
+    assert!(!dev.subgroups());
     dev
 }
 
@@ -38,6 +46,28 @@ macro_rules! kernel_tests {
 }
 
 kernel_tests!(matmul, linear, conv2d, norms, softmax, activations, elementwise, layout, attention, linear_attn);
+
+mod gpu_without_subgroups {
+    #[test]
+    fn norms() {
+        super::block_on(crate::common::cases::norms(&super::gpu_without_subgroups()));
+    }
+
+    #[test]
+    fn softmax() {
+        super::block_on(crate::common::cases::softmax(&super::gpu_without_subgroups()));
+    }
+}
+
+/// Where the adapter offers subgroups the reduction kernels use them, so that `gpu::norms`
+/// and `gpu::softmax` test that variant and `gpu_without_subgroups` the other.
+#[test]
+fn the_reductions_use_subgroups_where_the_adapter_offers_them() {
+    let dev = gpu();
+    let offered = dev.info().features.iter().any(|f| f == "SUBGROUP");
+    println!("subgroups offered: {offered}, used: {}", dev.subgroups());
+    assert_eq!(dev.subgroups(), offered);
+}
 
 /// `op` on the GPU and on the CPU backend: the GPU's dispatches, and the largest
 /// difference between the two outputs.

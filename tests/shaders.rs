@@ -1,38 +1,52 @@
-//! Every WGSL file parses and validates with naga (no GPU needed), every file under
-//! shaders/ is in the registry, and every kernel follows the binding convention the
-//! dispatcher relies on.
+//! Every kernel's module parses and validates with naga (no GPU needed), with both
+//! reduction files where it reduces, every file under shaders/ is in the registry, and
+//! every kernel follows the binding convention the dispatcher relies on.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
 
-use daclip_webgpu::shaders::Kernel;
+use daclip_webgpu::shaders::{Kernel, REDUCTIONS};
 
 #[test]
 fn every_shader_validates() {
     for &kernel in Kernel::ALL {
-        let src = kernel.source();
-        let module = naga::front::wgsl::parse_str(src)
-            .unwrap_or_else(|e| panic!("{}: {}", kernel.path(), e.emit_to_string(src)));
-        // The only capability beyond core WGSL: `unpack2x16float` (f16 weights), which naga
-        // tracks separately and every WebGPU implementation provides.
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", kernel.path(), e.emit_to_string(src)));
+        for subgroups in [false, true] {
+            if subgroups && !kernel.reduces() {
+                continue;
+            }
+            let name = format!("{}{}", kernel.path(), if subgroups { " (subgroups)" } else { "" });
+            let src = kernel.source(subgroups);
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+            // Beyond core WGSL: `unpack2x16float` (f16 weights), which naga tracks
+            // separately and every WebGPU implementation provides, and in the subgroup
+            // variants the `subgroups` feature.
+            let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+            if subgroups {
+                caps |= naga::valid::Capabilities::SUBGROUP;
+            }
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::BASIC | naga::valid::SubgroupOperationSet::ARITHMETIC)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+            // The plain variant must not depend on the feature.
+            assert_eq!(src.contains("subgroupAdd("), subgroups, "{name}");
 
-        let entry: Vec<_> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(entry, ["main"], "{}: one entry point named main", kernel.path());
-        let mut bindings: Vec<(u32, u32, bool)> = module
-            .global_variables
-            .iter()
-            .filter_map(|(_, v)| v.binding.as_ref().map(|b| (b.group, b.binding, v.space == naga::AddressSpace::Uniform)))
-            .collect();
-        bindings.sort();
-        assert_eq!(bindings[0], (0, 0, true), "{}: binding 0 is the Params uniform", kernel.path());
-        for (i, &(group, binding, uniform)) in bindings.iter().enumerate().skip(1) {
-            assert_eq!((group, binding, uniform), (0, i as u32, false), "{}: storage buffers at bindings 1..", kernel.path());
+            let entry: Vec<_> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(entry, ["main"], "{name}: one entry point named main");
+            let mut bindings: Vec<(u32, u32, bool)> = module
+                .global_variables
+                .iter()
+                .filter_map(|(_, v)| v.binding.as_ref().map(|b| (b.group, b.binding, v.space == naga::AddressSpace::Uniform)))
+                .collect();
+            bindings.sort();
+            assert_eq!(bindings[0], (0, 0, true), "{name}: binding 0 is the Params uniform");
+            for (i, &(group, binding, uniform)) in bindings.iter().enumerate().skip(1) {
+                assert_eq!((group, binding, uniform), (0, i as u32, false), "{name}: storage buffers at bindings 1..");
+            }
+            assert!(bindings.len() - 1 <= 8, "{name}: at most 8 storage buffers (WebGPU default)");
+            println!("{name:<48} ok ({} storage buffers)", bindings.len() - 1);
         }
-        assert!(bindings.len() - 1 <= 8, "{}: at most 8 storage buffers (WebGPU default)", kernel.path());
-        println!("{:<36} ok ({} storage buffers)", kernel.path(), bindings.len() - 1);
     }
 }
 
@@ -50,7 +64,7 @@ fn every_shader_file_is_registered() {
         }
     }
     on_disk.sort();
-    let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.path().to_string()).collect();
+    let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.path()).chain(REDUCTIONS).map(String::from).collect();
     registered.sort();
     assert_eq!(on_disk, registered);
 }

@@ -1,7 +1,8 @@
 // GroupNorm on NCHW (population variance, eps inside the root), optional per-channel
 // affine (f32 or packed f16) and optional fused SiLU. One workgroup per (batch, group):
 // the group's (C / groups) * H * W values are contiguous; mean then variance by
-// workgroup-memory reductions in f32.
+// workgroup reductions in f32 (the workgroup_sum of shaders/reduce/, which src/shaders.rs
+// puts in front of this file).
 
 struct Params { batch: u32, c: u32, hw: u32, groups: u32, eps: f32, has_affine: u32, silu: u32, _pad: u32 }
 
@@ -14,8 +15,6 @@ override AFFINE_F16: bool = false;
 @group(0) @binding(3) var<storage, read> beta: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn load_param(i: u32, is_gamma: bool) -> f32 {
     var word: u32;
     let j = select(i, i >> 1u, AFFINE_F16);
@@ -24,29 +23,18 @@ fn load_param(i: u32, is_gamma: bool) -> f32 {
     return bitcast<f32>(word);
 }
 
-fn workgroup_sum(v: f32, li: u32) -> f32 {
-    partial[li] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) { partial[li] += partial[li + s]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, lanes: Lanes) {
+    let li = lanes.li;
     let cg = p.c / p.groups;
     let n = cg * p.hw;
     let base = (wid.y * p.c + wid.x * cg) * p.hw;
     var s = 0.0;
     for (var i = li; i < n; i += WG) { s += x[base + i]; }
-    let mean = workgroup_sum(s, li) / f32(n);
+    let mean = workgroup_sum(s, lanes) / f32(n);
     var v = 0.0;
     for (var i = li; i < n; i += WG) { let d = x[base + i] - mean; v += d * d; }
-    let inv = inverseSqrt(workgroup_sum(v, li) / f32(n) + p.eps);
+    let inv = inverseSqrt(workgroup_sum(v, lanes) / f32(n) + p.eps);
     for (var i = li; i < n; i += WG) {
         var o = (x[base + i] - mean) * inv;
         if (p.has_affine != 0u) {

@@ -1,6 +1,7 @@
 // LayerNorm over the last dimension (eps inside the square root, population variance),
 // with optional affine weight and bias (f32 or packed f16). One workgroup per row: a
-// workgroup-memory reduction for the mean, then for the variance, in f32.
+// workgroup reduction for the mean, then for the variance, in f32 (the workgroup_sum of
+// shaders/reduce/, which src/shaders.rs puts in front of this file).
 
 struct Params { rows: u32, c: u32, eps: f32, has_affine: u32 }
 
@@ -13,8 +14,6 @@ override AFFINE_F16: bool = false;
 @group(0) @binding(3) var<storage, read> beta: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn load_param(i: u32, is_gamma: bool) -> f32 {
     var word: u32;
     let j = select(i, i >> 1u, AFFINE_F16);
@@ -23,30 +22,19 @@ fn load_param(i: u32, is_gamma: bool) -> f32 {
     return bitcast<f32>(word);
 }
 
-fn workgroup_sum(v: f32, li: u32) -> f32 {
-    partial[li] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) { partial[li] += partial[li + s]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        lanes: Lanes) {
+    let li = lanes.li;
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.rows) { return; }
     let base = row * p.c;
     var s = 0.0;
     for (var i = li; i < p.c; i += WG) { s += x[base + i]; }
-    let mean = workgroup_sum(s, li) / f32(p.c);
+    let mean = workgroup_sum(s, lanes) / f32(p.c);
     var v = 0.0;
     for (var i = li; i < p.c; i += WG) { let d = x[base + i] - mean; v += d * d; }
-    let inv = inverseSqrt(workgroup_sum(v, li) / f32(p.c) + p.eps);
+    let inv = inverseSqrt(workgroup_sum(v, lanes) / f32(p.c) + p.eps);
     for (var i = li; i < p.c; i += WG) {
         var o = (x[base + i] - mean) * inv;
         if (p.has_affine != 0u) { o = o * load_param(i, true) + load_param(i, false); }

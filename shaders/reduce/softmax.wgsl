@@ -3,8 +3,9 @@
 // contiguous as [outer, dim, inner].
 //
 // Two ways to map rows, chosen by ROW_PER_INVOCATION:
-//   false: one workgroup per row, max and sum by workgroup-memory reductions: for few,
-//          long rows (softmax over the pixels of an image);
+//   false: one workgroup per row, max and sum by workgroup reductions (workgroup_max and
+//          workgroup_sum of workgroup_reduce*.wgsl, which src/shaders.rs puts in front of
+//          this file): for few, long rows (softmax over the pixels of an image);
 //   true:  one invocation per row, a plain loop: for many short rows whose elements are
 //          strided (softmax over channels at every pixel), where neighbouring invocations
 //          read neighbouring addresses and no workgroup has to synchronise.
@@ -18,8 +19,6 @@ override ROW_PER_INVOCATION: bool = false;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn row_softmax_serial(src: u32, dst: u32) {
     var m = -3.4e38;
     for (var j = 0u; j < p.dim; j++) { m = max(m, x[src + j * p.inner]); }
@@ -31,7 +30,8 @@ fn row_softmax_serial(src: u32, dst: u32) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        lanes: Lanes) {
+    let li = lanes.li;
     let rows = p.outer * p.inner;
     if (ROW_PER_INVOCATION) {
         let row = (wid.x + wid.y * nwg.x) * WG + li;
@@ -51,23 +51,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var m = -3.4e38;
     for (var j = li; j < p.dim; j += WG) { m = max(m, x[src + j * p.inner]); }
-    partial[li] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) { partial[li] = max(partial[li], partial[li + s]); }
-        workgroupBarrier();
-    }
-    m = partial[0];
-    workgroupBarrier();
-
+    m = workgroup_max(m, lanes);
     var sum = 0.0;
     for (var j = li; j < p.dim; j += WG) { sum += exp(x[src + j * p.inner] - m); }
-    partial[li] = sum;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) { partial[li] += partial[li + s]; }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / partial[0];
+    let inv = 1.0 / workgroup_sum(sum, lanes);
     for (var j = li; j < p.dim; j += WG) { y[dst + j * p.inner] = exp(x[src + j * p.inner] - m) * inv; }
 }

@@ -32,7 +32,7 @@ use crate::shaders::Kernel;
 use super::future::Callback;
 use super::pool::{size_class, MemoryStats, Pool};
 use super::tensor::{DType, GpuBuffer, Storage, Tensor};
-use super::{check_len, AdapterInfo};
+use super::{check_len, AdapterInfo, GpuOptions};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -134,6 +134,8 @@ struct Inner {
     ones: RefCell<Option<Tensor>>,
     /// Kernels recorded since the device was opened.
     dispatched: std::cell::Cell<u64>,
+    /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
+    subgroups: bool,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -146,7 +148,7 @@ pub(crate) struct GpuDevice {
 impl GpuDevice {
     /// Opens the best available adapter: natively any wgpu backend (Vulkan, Metal, DX12,
     /// GL), in the browser WebGPU.
-    pub async fn new() -> Result<GpuDevice> {
+    pub async fn new(options: GpuOptions) -> Result<GpuDevice> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -155,11 +157,11 @@ impl GpuDevice {
             })
             .await
             .map_err(|e| Error::NoAdapter(no_adapter_message(&e.to_string())))?;
-        Self::from_adapter(adapter).await
+        Self::from_adapter(adapter, options).await
     }
 
 
-    async fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuDevice> {
+    async fn from_adapter(adapter: wgpu::Adapter, options: GpuOptions) -> Result<GpuDevice> {
         let offered = adapter.limits();
         // WebGPU's defaults, which every kernel is written to fit. Only the buffer sizes
         // are raised when the adapter offers more: that lets bigger images through on big
@@ -169,12 +171,16 @@ impl GpuDevice {
         limits.max_storage_buffer_binding_size =
             limits.max_storage_buffer_binding_size.max(offered.max_storage_buffer_binding_size);
         let limits = limits.or_worse_values_from(&offered);
+        // Timestamps only for the bench's profile (`set_profiling`); nothing else depends
+        // on them. Subgroups for the reduction kernels, which have a plain variant.
+        let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        if options.subgroups {
+            features |= adapter.features() & wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("daclip-webgpu"),
-                // Timestamps only for the bench's profile (`set_profiling`); nothing else
-                // depends on them.
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                required_features: features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -243,6 +249,7 @@ impl GpuDevice {
                 lost,
                 ones: RefCell::default(),
                 dispatched: Default::default(),
+                subgroups: features.contains(wgpu::Features::SUBGROUP),
             }),
         })
     }
@@ -263,6 +270,11 @@ impl GpuDevice {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.info.limits
+    }
+
+    /// Whether the reduction kernels (norms, softmax) use subgroup operations.
+    pub fn subgroups(&self) -> bool {
+        self.inner.subgroups
     }
 
     /// Kernels recorded since the device was opened: lets tests tell whether a call did
@@ -593,7 +605,7 @@ impl GpuDevice {
             let module = modules.entry(kernel).or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.path()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source(self.inner.subgroups)),
                 })
             });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

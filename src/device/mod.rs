@@ -58,6 +58,22 @@ impl std::fmt::Display for AdapterInfo {
     }
 }
 
+/// What the GPU backend may use of the adapter's optional features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Subgroup operations in the reduction kernels (norms, softmax) where the adapter
+    /// offers them: natively on Vulkan, Metal and DX12. Not in the browser yet: wgpu 30
+    /// does not ask WebGPU for its `subgroups` feature. Off, every adapter runs the
+    /// workgroup-memory variant (the same results to rounding). Default: on.
+    pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { subgroups: true }
+    }
+}
+
 /// Which backend to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -101,7 +117,12 @@ impl Device {
     /// Opens the best GPU adapter: natively any wgpu backend (Vulkan, Metal, DX12, GL),
     /// in the browser WebGPU.
     pub async fn new() -> Result<Device> {
-        let gpu = GpuDevice::new().await?;
+        Self::new_with(GpuOptions::default()).await
+    }
+
+    /// [`Device::new`] with what it may use of the adapter's optional features.
+    pub async fn new_with(options: GpuOptions) -> Result<Device> {
+        let gpu = GpuDevice::new(options).await?;
         Ok(Device { backend: Backend::Gpu(gpu), reason: "the GPU was asked for".into() })
     }
 
@@ -122,7 +143,7 @@ impl Device {
         match choice {
             DeviceChoice::Gpu => Self::new().await,
             DeviceChoice::Cpu => Ok(Self::cpu()),
-            DeviceChoice::Auto => match GpuDevice::new().await {
+            DeviceChoice::Auto => match GpuDevice::new(GpuOptions::default()).await {
                 Ok(gpu) if !gpu.info().is_software => {
                     let reason = format!("a hardware GPU adapter was found ({})", gpu.info());
                     Ok(Device { backend: Backend::Gpu(gpu), reason })
@@ -149,6 +170,12 @@ impl Device {
     /// True for the CPU backend.
     pub fn is_cpu(&self) -> bool {
         matches!(self.backend, Backend::Cpu(_))
+    }
+
+    /// Whether the reduction kernels run with subgroup operations (see [`GpuOptions`];
+    /// false on the CPU backend).
+    pub fn subgroups(&self) -> bool {
+        matches!(&self.backend, Backend::Gpu(g) if g.subgroups())
     }
 
     pub fn info(&self) -> &AdapterInfo {

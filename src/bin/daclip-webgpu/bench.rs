@@ -107,7 +107,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (kernels_only, tiled, tile) = (args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
-    println!("device: {}", dev.info());
+    println!("device: {}{}", dev.info(), if dev.subgroups() { ", reductions with subgroups" } else { "" });
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
     }

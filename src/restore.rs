@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
-use crate::models::unet::{ConditionalUNet, TimeConditioning};
+use crate::models::unet::{ConditionalUNet, ImageContext, TimeConditioning};
 use crate::ops::{sde_update, Noise};
 use crate::sde::{Grid, IrSde, PlannedStep, Sampler, Update, PUBLISHED_T};
 use crate::tiles::{check_image_size, TileHelpers, TileLayout, TileLimits, TiledSpace};
@@ -197,22 +197,23 @@ impl SamplingSpace for DeviceSpace<'_> {
 pub struct UNetPredictor<'a> {
     unet: &'a ConditionalUNet,
     time: TimeConditioning,
-    image_context: &'a Tensor,
+    image: ImageContext,
 }
 
 impl<'a> UNetPredictor<'a> {
     /// For DA-CLIP's two embeddings, at the network `times` a sampling plan will ask for
     /// (their conditioning is computed here, once).
-    pub fn new(dev: &Device, unet: &'a ConditionalUNet, degra_context: &Tensor, image_context: &'a Tensor, times: &[f32]) -> Result<Self> {
+    pub fn new(dev: &Device, unet: &'a ConditionalUNet, degra_context: &Tensor, image_context: &Tensor, times: &[f32]) -> Result<Self> {
         let prompt = unet.prompt_embedding(dev, degra_context)?;
         let time = unet.time_conditioning(dev, times, prompt.as_ref())?;
-        Ok(UNetPredictor { unet, time, image_context })
+        let image = unet.image_context(dev, image_context)?;
+        Ok(UNetPredictor { unet, time, image })
     }
 }
 
 impl NoisePredictor for UNetPredictor<'_> {
     fn predict_noise(&mut self, dev: &Device, x: &Tensor, mu: &Tensor, _at: Rect, t: f32) -> Result<Tensor> {
-        self.unet.forward(dev, x, mu, &self.time, t, self.image_context)
+        self.unet.forward(dev, x, mu, &self.time, t, &self.image)
     }
 }
 

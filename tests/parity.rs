@@ -209,13 +209,14 @@ fn unet_parity(dev: Device) {
         let times = [1.0f32, 50.0, 100.0];
         let temb = read(&model.time_embedding(&dev, &times).unwrap());
         let time = model.time_conditioning(&dev, &times, prompt.as_ref()).unwrap();
+        let context = model.image_context(&dev, &image).unwrap();
         for (i, t) in times.iter().enumerate() {
             let width = temb.len() / times.len();
             r.check(&format!("unet_temb_t{t}"), &temb[i * width..(i + 1) * width], &fx.get(&format!("unet_temb_t{t}")).1);
-            let out = model.forward(&dev, &xt, &cond, &time, *t, &image).unwrap();
+            let out = model.forward(&dev, &xt, &cond, &time, *t, &context).unwrap();
             r.check(&format!("unet_out_t{t}"), &read(&out), &fx.get(&format!("unet_out_t{t}")).1);
         }
-        let out = model.forward(&dev, &up("odd_xt"), &up("odd_cond"), &time, 50.0, &image).unwrap();
+        let out = model.forward(&dev, &up("odd_xt"), &up("odd_cond"), &time, 50.0, &context).unwrap();
         r.check(&format!("odd_out_t50 {:?}", &fx.get("odd_xt").0[2..]), &read(&out), &fx.get("odd_out_t50").1);
         failures.extend(r.failures);
     }

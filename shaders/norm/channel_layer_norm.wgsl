@@ -1,17 +1,20 @@
 // The UNet's channel LayerNorm: for every pixel of an NCHW tensor, normalise across the
 // C channels (population variance, eps inside the root) and multiply by a per-channel
-// gain g (no bias). One invocation per pixel, so neighbouring invocations read
-// neighbouring addresses for every channel.
+// gain g (no bias); with RESIDUAL, a tensor of the same shape is added last (the
+// LinearAttention level's x + attention(x) without a pass of its own). One invocation per
+// pixel, so neighbouring invocations read neighbouring addresses for every channel.
 
 struct Params { batch: u32, c: u32, hw: u32, eps: f32 }
 
 override WG: u32 = 256u;
 override G_F16: bool = false;
+override RESIDUAL: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> residual: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 fn load_g(i: u32) -> f32 {
     if (G_F16) { return unpack2x16float(g[i >> 1u])[i & 1u]; }
@@ -33,6 +36,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ch = 0u; ch < p.c; ch++) { let d = x[base + ch * p.hw] - mean; v += d * d; }
     let inv = inverseSqrt(v / f32(p.c) + p.eps);
     for (var ch = 0u; ch < p.c; ch++) {
-        y[base + ch * p.hw] = (x[base + ch * p.hw] - mean) * inv * load_g(ch);
+        let at = base + ch * p.hw;
+        var o = (x[at] - mean) * inv * load_g(ch);
+        if (RESIDUAL) { o += residual[at]; }
+        y[at] = o;
     }
 }

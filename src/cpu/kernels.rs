@@ -71,12 +71,16 @@ pub(super) fn layer_norm(p: &ops::layer_norm::Params, ins: &[&[f32]], out: &mut 
     Ok(())
 }
 
-pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (x, g) = (ins[0], ins[1]);
+    let residual = residual.then_some(ins[2]);
     let (batch, c, hw) = (p.batch as usize, p.c as usize, p.hw as usize);
     check_extent("channel_layer_norm input", batch * c * hw - 1, x.len())?;
     check_extent("channel_layer_norm gain", c - 1, g.len())?;
     check_extent("channel_layer_norm output", batch * c * hw - 1, out.len())?;
+    if let Some(r) = residual {
+        check_extent("channel_layer_norm residual", batch * c * hw - 1, r.len())?;
+    }
     // Tasks: one image, a run of pixels, every channel (strided writes: SharedOut).
     const PIXELS: usize = 256;
     let runs = hw.div_ceil(PIXELS);
@@ -103,7 +107,8 @@ pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, ins: &[&[f
             let row = base + ch * hw;
             for i in 0..p1 - p0 {
                 // Pixels p0..p1 of image b: this task's alone.
-                y.set(row + p0 + i, (x[row + p0 + i] - mean[i] as f32) * inv[i] * gc);
+                let at = row + p0 + i;
+                y.set(at, (x[at] - mean[i] as f32) * inv[i] * gc + residual.map_or(0.0, |r| r[at]));
             }
         }
     });

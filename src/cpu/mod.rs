@@ -299,7 +299,7 @@ impl CpuDevice {
             }
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
-            Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), &ins, out),
+            Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &ins, out),
             Kernel::GroupNorm => kernels::group_norm(&params(p), &ins, out),
             Kernel::Softmax => kernels::softmax(&params(p), &ins, out),
             Kernel::Activation => kernels::activation(&params(p), ov("OP") as u32, &ins, out),

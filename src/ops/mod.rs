@@ -21,7 +21,7 @@ pub(crate) mod upsample;
 pub use activation::{geglu, gelu, silu};
 pub use attention::{attention, Heads};
 pub use binary::{add, mul, sub};
-pub use channel_layer_norm::channel_layer_norm;
+pub use channel_layer_norm::{channel_layer_norm, channel_layer_norm_with};
 pub use concat::concat_channels;
 pub use conv2d::{conv2d, conv2d_with, Conv2dArgs, Epilogue};
 pub use gather_rows::gather_rows;

@@ -147,6 +147,14 @@ pub async fn norms(dev: &Device) {
         let got = ops::channel_layer_norm(dev, &up(dev, &[b, c, h, w], &x), &up(dev, &[1, c, 1, 1], &g), 1e-5).unwrap();
         check(&format!("channel_layer_norm [{b}, {c}, {h}, {w}]"), &read(dev, &got).await, &cpu::channel_layer_norm(&x, [b, c, h * w], &g, 1e-5), TOL);
     }
+    // With a residual added in the kernel (the LinearAttention level's x + attention(x)).
+    let (b, c, h, w) = (2, 40, 7, 9);
+    let (x, g, r) = (rng.normals(b * c * h * w, 1.5), f16_rounded(&rng.normals(c, 1.0)), rng.normals(b * c * h * w, 1.0));
+    let (xt, gt) = (up(dev, &[b, c, h, w], &x), up16(dev, &[1, c, 1, 1], &g));
+    let got = ops::channel_layer_norm_with(dev, &xt, &gt, 1e-5, Some(&up(dev, &[b, c, h, w], &r))).unwrap();
+    let want: Vec<f64> = cpu::channel_layer_norm(&x, [b, c, h * w], &g, 1e-5).iter().zip(&r).map(|(v, &r)| v + r as f64).collect();
+    check(&format!("channel_layer_norm [{b}, {c}, {h}, {w}] f16 gain + residual"), &read(dev, &got).await, &want, TOL);
+    assert!(ops::channel_layer_norm_with(dev, &xt, &gt, 1e-5, Some(&up(dev, &[b, c, h, w - 1], &r[..b * c * h * (w - 1)]))).is_err(), "a residual of another shape must be refused");
 
     for &(b, c, h, w, groups, affine, act) in &[(1, 64, 9, 13, 32, true, false), (2, 96, 7, 5, 32, true, true), (1, 6, 3, 3, 3, false, true)] {
         let x: Vec<f32> = rng.normals(b * c * h * w, 1.5).iter().map(|v| v + 0.4).collect();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig, TextTransformer, DEGRADATIONS};
-use daclip_webgpu::models::unet::{ConditionalUNet, TimeConditioning, UNetConfig};
+use daclip_webgpu::models::unet::{ConditionalUNet, ImageContext, TimeConditioning, UNetConfig};
 use daclip_webgpu::restore::{sample, RestoreOptions, Restorer, UNetPredictor};
 use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
@@ -201,6 +201,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     let context = filled(dev, &[1, 512])?;
     let prompt = unet.prompt_embedding(dev, &context)?;
     let conditioning = unet.time_conditioning(dev, &[50.0], prompt.as_ref())?;
+    let image = unet.image_context(dev, &context)?;
     dev.sync_blocking()?;
     let weights_mib = dev.memory().live_bytes as f64 / (1 << 20) as f64;
     println!();
@@ -217,7 +218,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
         dev.reset_peak_memory();
-        let step = || unet.forward(dev, &x, &x, &conditioning, 50.0, &context);
+        let step = || unet.forward(dev, &x, &x, &conditioning, 50.0, &image);
         let ms = time(dev, step)?;
         let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
         // One more step, counted: the pool and the bind-group cache are warm, as in every
@@ -237,7 +238,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         println!("(record ms: the CPU time to record a step and submit it: bind groups, command encoding; on a software adapter the GPU's work competes with it for the cores)");
     }
     if what.profile {
-        profile_rows(dev, &unet, &conditioning, &context, *sides.last().unwrap())?;
+        profile_rows(dev, &unet, &conditioning, &image, *sides.last().unwrap())?;
     }
     if what.restore {
         println!();
@@ -275,14 +276,14 @@ fn print_header() {
 }
 
 /// GPU time of one UNet step at `side` x `side` per kernel family, from timestamp queries.
-fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, context: &Tensor, side: usize) -> Result<()> {
+fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, image: &ImageContext, side: usize) -> Result<()> {
     println!();
     if !dev.set_profiling(true) {
         println!("(no profile: this device has no timestamp queries)");
         return Ok(());
     }
     let x = filled(dev, &[1, 3, side, side])?;
-    drop(unet.forward(dev, &x, &x, conditioning, 50.0, context)?);
+    drop(unet.forward(dev, &x, &x, conditioning, 50.0, image)?);
     let families = daclip_webgpu::device::block_on(dev.take_profile())?.unwrap_or_default();
     dev.set_profiling(false);
     let total: f64 = families.iter().map(|f| f.ms).sum();

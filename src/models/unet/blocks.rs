@@ -1,6 +1,6 @@
 //! The UNet's modules (spec section 4), named and nested as in the state dict.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
 use crate::ops::{self, Conv2dArgs, Epilogue, Heads};
@@ -76,11 +76,12 @@ impl LinearAttention {
         })
     }
 
-    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
+    /// The attention of `x`, plus `residual` (added by the last norm's kernel).
+    pub fn forward(&self, dev: &Device, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let [q, k, v] = &self.to_qkv;
         let (q, k, v) = (q.forward(dev, x)?, k.forward(dev, x)?, v.forward(dev, x)?);
         let out = linear_attention(dev, &q, &k, &v, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
-        ops::channel_layer_norm(dev, &self.to_out.forward(dev, &out)?, &self.to_out_norm, CHANNEL_LN_EPS)
+        ops::channel_layer_norm_with(dev, &self.to_out.forward(dev, &out)?, &self.to_out_norm, CHANNEL_LN_EPS, Some(residual))
     }
 }
 
@@ -136,8 +137,15 @@ impl SpatialTransformer {
         })
     }
 
-    /// `context` is the image embedding [1, context_dim], the single context token.
-    pub fn forward(&self, dev: &Device, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// What the cross-attention adds to every token for the image embedding `context`
+    /// [1, context_dim] (see `forward`): depends on nothing else, so a restore computes it
+    /// once for all its steps and tiles.
+    pub fn cross_vector(&self, dev: &Device, context: &Tensor) -> Result<Tensor> {
+        self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)
+    }
+
+    /// `cross` is [`SpatialTransformer::cross_vector`] of the image embedding.
+    pub fn forward(&self, dev: &Device, x: &Tensor, cross: &Tensor) -> Result<Tensor> {
         let (c, h, w) = (x.dim(1), x.dim(2), x.dim(3));
         let t = ops::group_norm(dev, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
         let t = self.proj_in.forward(dev, &t)?;
@@ -149,11 +157,10 @@ impl SpatialTransformer {
         // cannot change it and are skipped. That vector (with attn1's to_out bias, which
         // attn2_out's bias includes) is the bias of attn1's output projection, whose
         // kernel also adds the residual: t + attn1(t) + attn2(t) in one product.
-        let cross = self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)?;
         let qkv = self.attn1_qkv.forward(dev, &self.norm1.forward(dev, &t)?)?;
         let part = |i: usize| Heads { tensor: &qkv, start: i * c, width: c };
         let a = ops::attention(dev, part(0), part(1), part(2), self.heads, false)?;
-        let t = ops::linear_with(dev, &a, &self.attn1_out, Some(&cross), Some(&t))?;
+        let t = ops::linear_with(dev, &a, &self.attn1_out, Some(cross), Some(&t))?;
 
         let f = ops::geglu(dev, &self.ff_in.forward(dev, &self.norm3.forward(dev, &t)?)?)?;
         let t = ops::linear_with(dev, &f, &self.ff_out.weight, self.ff_out.bias.as_ref(), Some(&t))?;
@@ -179,13 +186,16 @@ pub struct ResidualAttention {
 }
 
 impl ResidualAttention {
-    pub fn forward(&self, dev: &Device, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `cross`: a SpatialTransformer's cross-attention vector (unused by LinearAttention).
+    pub fn forward(&self, dev: &Device, x: &Tensor, cross: Option<&Tensor>) -> Result<Tensor> {
         let n = ops::channel_layer_norm(dev, x, &self.norm, CHANNEL_LN_EPS)?;
-        let y = match &self.attention {
-            Attention::Linear(a) => a.forward(dev, &n)?,
-            Attention::Spatial(s) => s.forward(dev, &n, context)?,
-        };
-        ops::add(dev, &y, x)
+        match &self.attention {
+            Attention::Linear(a) => a.forward(dev, &n, x),
+            Attention::Spatial(s) => {
+                let cross = cross.ok_or_else(|| Error::Shape("a SpatialTransformer needs its cross-attention vector".into()))?;
+                ops::add(dev, &s.forward(dev, &n, cross)?, x)
+            }
+        }
     }
 }
 

@@ -6,4 +6,4 @@ mod model;
 
 pub use blocks::{Attention, LinearAttention, Resample, ResBlock, ResidualAttention, SpatialTransformer};
 pub use config::UNetConfig;
-pub use model::{ConditionalUNet, Level, TimeConditioning};
+pub use model::{ConditionalUNet, ImageContext, Level, TimeConditioning};

@@ -45,6 +45,13 @@ pub struct TimeConditioning {
     times: Vec<f32>,
 }
 
+/// The image embedding as the UNet's SpatialTransformers use it, computed once per
+/// restore: for each of them (in [`ConditionalUNet::attentions`] order) its
+/// cross-attention vector (see [`SpatialTransformer::cross_vector`]).
+pub struct ImageContext {
+    cross: Vec<Tensor>,
+}
+
 impl TimeConditioning {
     /// The row of time `t` (which must be one of the times it was built for).
     pub fn row(&self, t: f32) -> Result<usize> {
@@ -184,6 +191,27 @@ impl ConditionalUNet {
         Ok(TimeConditioning { tables, times: times.to_vec() })
     }
 
+    /// Every level's attention, in the order `forward` runs them.
+    pub fn attentions(&self) -> Vec<&ResidualAttention> {
+        let mut v: Vec<_> = self.downs.iter().map(|l| &l.attn).collect();
+        v.push(&self.mid_attn);
+        v.extend(self.ups.iter().map(|l| &l.attn));
+        v
+    }
+
+    /// The image embedding `context` [1, context_dim] prepared for every step.
+    pub fn image_context(&self, dev: &Device, context: &Tensor) -> Result<ImageContext> {
+        let cross = self
+            .attentions()
+            .into_iter()
+            .filter_map(|a| match &a.attention {
+                Attention::Spatial(s) => Some(s.cross_vector(dev, context)),
+                Attention::Linear(_) => None,
+            })
+            .collect::<Result<_>>()?;
+        Ok(ImageContext { cross })
+    }
+
     /// Inputs are reflect-padded to a multiple of this (2^depth).
     pub fn padding_multiple(&self) -> usize {
         1 << self.config.depth()
@@ -205,10 +233,10 @@ impl ConditionalUNet {
     }
 
     /// The predicted noise for state `xt` [1, C, H, W] given `cond` (the LQ image), the
-    /// time `t` (one of those `time` was built for), and the image context
-    /// [1, context_dim]. Any H, W: the input is reflect-padded to a multiple of 2^depth
-    /// and the output cropped back.
-    pub fn forward(&self, dev: &Device, xt: &Tensor, cond: &Tensor, time: &TimeConditioning, t: f32, image_context: &Tensor) -> Result<Tensor> {
+    /// time `t` (one of those `time` was built for), and the image context (from
+    /// [`ConditionalUNet::image_context`]). Any H, W: the input is reflect-padded to a
+    /// multiple of 2^depth and the output cropped back.
+    pub fn forward(&self, dev: &Device, xt: &Tensor, cond: &Tensor, time: &TimeConditioning, t: f32, image: &ImageContext) -> Result<Tensor> {
         let row = time.row(t)?;
         if xt.shape() != cond.shape() || xt.shape().len() != 4 || xt.dim(1) != self.config.in_nc {
             return shape_err!("UNet input {:?} and condition {:?} must both be [1, {}, H, W]", xt.shape(), cond.shape(), self.config.in_nc);
@@ -229,22 +257,31 @@ impl ConditionalUNet {
         // The tables come in res_blocks() order, which is the order of the calls below.
         let mut tables = time.tables.iter();
         let mut table = || tables.next().ok_or_else(|| Error::Shape("time conditioning of another model".into()));
+        // The cross-attention vectors likewise, in attentions() order.
+        let mut cross = image.cross.iter();
+        let mut attend = |attn: &ResidualAttention, x: &Tensor| -> Result<Tensor> {
+            let c = match attn.attention {
+                Attention::Spatial(_) => Some(cross.next().ok_or_else(|| Error::Shape("image context of another model".into()))?),
+                Attention::Linear(_) => None,
+            };
+            attn.forward(dev, x, c)
+        };
         let mut skips = Vec::with_capacity(2 * self.downs.len());
         for level in &self.downs {
             x = level.block1.forward(dev, &x, table()?, row)?;
             skips.push(x.clone());
             x = level.block2.forward(dev, &x, table()?, row)?;
-            x = level.attn.forward(dev, &x, image_context)?;
+            x = attend(&level.attn, &x)?;
             skips.push(x.clone());
             x = level.resample.forward(dev, &x)?;
         }
         x = self.mid_block1.forward(dev, &x, table()?, row)?;
-        x = self.mid_attn.forward(dev, &x, image_context)?;
+        x = attend(&self.mid_attn, &x)?;
         x = self.mid_block2.forward(dev, &x, table()?, row)?;
         for level in &self.ups {
             x = level.block1.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
             x = level.block2.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
-            x = level.attn.forward(dev, &x, image_context)?;
+            x = attend(&level.attn, &x)?;
             x = level.resample.forward(dev, &x)?;
         }
         if let Some((_, up)) = &self.downscale {

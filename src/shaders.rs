@@ -48,6 +48,7 @@ kernels! {
     LayerNorm => "norm/layer_norm.wgsl",
     ChannelLayerNorm => "norm/channel_layer_norm.wgsl",
     GroupNorm => "norm/group_norm.wgsl",
+    GroupNormStats => "norm/group_norm_stats.wgsl",
     Softmax => "reduce/softmax.wgsl",
     Activation => "elementwise/activation.wgsl",
     Binary => "elementwise/binary.wgsl",
@@ -64,7 +65,7 @@ impl Kernel {
     /// Whether the kernel reduces across its workgroup (its module starts with a reduction
     /// file).
     pub fn reduces(self) -> bool {
-        matches!(self, Kernel::LayerNorm | Kernel::GroupNorm | Kernel::Softmax)
+        matches!(self, Kernel::LayerNorm | Kernel::GroupNorm | Kernel::GroupNormStats | Kernel::Softmax)
     }
 
     /// The WGSL module of the kernel: its file, after the reduction file it needs (the one

@@ -125,10 +125,18 @@ pub(super) fn group_norm(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut 
     if p.has_affine != 0 {
         check_extent("group_norm affine", c - 1, g.len().min(b.len()))?;
     }
+    let chunks = p.chunks as usize;
+    if chunks > 1 {
+        check_extent("group_norm statistics", batch * groups * chunks * 2 - 1, ins[3].len())?;
+    }
     // (batch, group) blocks are contiguous and in order: one chunk each.
     parallel_chunks(&mut out[..batch * c * hw], n, |blk, y| {
         let xs = &x[blk * n..(blk + 1) * n];
-        let (mean, inv) = moments(n, p.eps, |i| xs[i]);
+        let (mean, inv) = if chunks > 1 {
+            merged_moments(&ins[3][blk * chunks * 2..(blk + 1) * chunks * 2], p.chunk as usize, n, p.eps)
+        } else {
+            moments(n, p.eps, |i| xs[i])
+        };
         let ch0 = (blk % groups) * cg;
         for (i, o) in y.iter_mut().enumerate() {
             let mut v = (xs[i] - mean) * inv;
@@ -138,6 +146,38 @@ pub(super) fn group_norm(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut 
             }
             *o = if p.silu != 0 { silu(v) } else { v };
         }
+    });
+    Ok(())
+}
+
+/// group_norm.wgsl's merge of its chunks' (mean, M2) into the group's mean and
+/// 1 / sqrt(var + eps), in chunk order (in f64 here).
+fn merged_moments(stats: &[f32], chunk: usize, n: usize, eps: f32) -> (f32, f32) {
+    let (mut count, mut mean, mut m2) = (0f64, 0f64, 0f64);
+    for (j, st) in stats.chunks_exact(2).enumerate() {
+        let nj = chunk.min(n - j * chunk) as f64;
+        let delta = st[0] as f64 - mean;
+        let total = count + nj;
+        mean += delta * nj / total;
+        m2 += st[1] as f64 + delta * delta * count * nj / total;
+        count = total;
+    }
+    (mean as f32, (1.0 / (m2 / n as f64 + eps as f64).sqrt()) as f32)
+}
+
+/// group_norm_stats.wgsl: each chunk's mean and sum of squared deviations.
+pub(super) fn group_norm_stats(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let x = ins[0];
+    let (batch, c, hw, groups, chunk, chunks) = (p.batch as usize, p.c as usize, p.hw as usize, p.groups as usize, p.chunk as usize, p.chunks as usize);
+    let n = c / groups * hw;
+    check_extent("group_norm_stats input", batch * c * hw - 1, x.len())?;
+    check_extent("group_norm_stats output", batch * groups * chunks * 2 - 1, out.len())?;
+    parallel_chunks(&mut out[..batch * groups * chunks * 2], 2, |t, st| {
+        let (blk, j) = (t / chunks, t % chunks);
+        let xs = &x[blk * n + j * chunk..blk * n + (j * chunk + chunk).min(n)];
+        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / xs.len() as f64;
+        st[0] = mean as f32;
+        st[1] = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() as f32;
     });
     Ok(())
 }

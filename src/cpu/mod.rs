@@ -301,6 +301,7 @@ impl CpuDevice {
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
             Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &ins, out),
             Kernel::GroupNorm => kernels::group_norm(&params(p), &ins, out),
+            Kernel::GroupNormStats => kernels::group_norm_stats(&params(p), &ins, out),
             Kernel::Softmax => kernels::softmax(&params(p), &ins, out),
             Kernel::Activation => kernels::activation(&params(p), ov("OP") as u32, &ins, out),
             Kernel::Binary => kernels::binary(&params(p), ov("OP") as u32, &ins, out),

@@ -7,6 +7,12 @@ use crate::shaders::Kernel;
 
 const WG: usize = 256;
 
+/// Values per workgroup of a large group (group_norm.wgsl): a group of at least
+/// MIN_CHUNKS chunks is normalised by one workgroup per chunk after a statistics pass,
+/// instead of by one workgroup, which would leave 32 workgroups for a whole image.
+const CHUNK: usize = 4096;
+const MIN_CHUNKS: usize = 4;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct Params {
@@ -17,7 +23,10 @@ pub(crate) struct Params {
     pub(crate) eps: f32,
     pub(crate) has_affine: u32,
     pub(crate) silu: u32,
-    pub(crate) _pad: u32,
+    /// Values per chunk and chunks per group (1: the whole group in one workgroup).
+    pub(crate) chunk: u32,
+    pub(crate) chunks: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// PyTorch's `nn.GroupNorm` on NCHW `x`, with optional affine (weight, bias) [C] and an
@@ -43,6 +52,8 @@ pub fn group_norm(
             return shape_err!("group_norm weight and bias must share a dtype");
         }
     }
+    let n = c / groups * hw;
+    let chunks = if n >= MIN_CHUNKS * CHUNK { n.div_ceil(CHUNK) } else { 1 };
     let out = dev.empty(x.shape())?;
     let params = Params {
         batch: u32_of(b, "batch")?,
@@ -52,10 +63,20 @@ pub fn group_norm(
         eps,
         has_affine: affine.is_some() as u32,
         silu: silu as u32,
-        _pad: 0,
+        chunk: u32_of(CHUNK.min(n), "chunk")?,
+        chunks: u32_of(chunks, "chunks")?,
+        _pad: [0; 3],
     };
     let (g, bb) = affine.unwrap_or((x, x));
     let overrides = [("WG", WG as f64), ("AFFINE_F16", is_f16(affine.map(|a| a.0)))];
-    dev.dispatch(Kernel::GroupNorm, &overrides, &params, &[x, g, bb, &out], [params.groups, params.batch, 1])?;
+    let grid = [params.groups, params.batch, params.chunks];
+    let stats = if chunks > 1 {
+        let stats = dev.empty(&[b, groups, chunks, 2])?;
+        dev.dispatch(Kernel::GroupNormStats, &[("WG", WG as f64)], &params, &[x, &stats], grid)?;
+        Some(stats)
+    } else {
+        None
+    };
+    dev.dispatch(Kernel::GroupNorm, &overrides, &params, &[x, g, bb, stats.as_ref().unwrap_or(x), &out], grid)?;
     Ok(out)
 }

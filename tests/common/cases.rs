@@ -156,12 +156,18 @@ pub async fn norms(dev: &Device) {
     check(&format!("channel_layer_norm [{b}, {c}, {h}, {w}] f16 gain + residual"), &read(dev, &got).await, &want, TOL);
     assert!(ops::channel_layer_norm_with(dev, &xt, &gt, 1e-5, Some(&up(dev, &[b, c, h, w - 1], &r[..b * c * h * (w - 1)]))).is_err(), "a residual of another shape must be refused");
 
-    for &(b, c, h, w, groups, affine, act) in &[(1, 64, 9, 13, 32, true, false), (2, 96, 7, 5, 32, true, true), (1, 6, 3, 3, 3, false, true)] {
+    // The last two have groups of over 16384 values: a statistics pass, then one
+    // workgroup per chunk of 4096 (the last chunk partial).
+    for &(b, c, h, w, groups, affine, act) in &[(1, 64, 9, 13, 32, true, false), (2, 96, 7, 5, 32, true, true), (1, 6, 3, 3, 3, false, true), (1, 64, 97, 91, 32, true, true), (2, 32, 50, 90, 8, false, false)] {
         let x: Vec<f32> = rng.normals(b * c * h * w, 1.5).iter().map(|v| v + 0.4).collect();
         let g = rng.normals(c, 1.0);
         let bb = rng.normals(c, 1.0);
         let (gt, bt) = (up(dev, &[c], &g), up(dev, &[c], &bb));
-        let got = ops::group_norm(dev, &up(dev, &[b, c, h, w], &x), groups, affine.then_some((&gt, &bt)), 1e-6, act).unwrap();
+        let xt = up(dev, &[b, c, h, w], &x);
+        let before = dev.dispatch_count();
+        let got = ops::group_norm(dev, &xt, groups, affine.then_some((&gt, &bt)), 1e-6, act).unwrap();
+        let chunked = c / groups * h * w >= 16384;
+        assert_eq!(dev.dispatch_count() - before, 1 + chunked as u64, "a statistics pass exactly for the large groups");
         let want = cpu::group_norm(&x, [b, c, h * w], groups, affine.then_some((&g[..], &bb[..])), 1e-6, act);
         check(&format!("group_norm [{b}, {c}, {h}, {w}] / {groups}{}{}", if affine { " affine" } else { "" }, if act { " + silu" } else { "" }), &read(dev, &got).await, &want, TOL);
     }

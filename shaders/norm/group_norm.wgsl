@@ -5,8 +5,8 @@
 // front of this file). A large one (chunks > 1) is `chunks` workgroups, one per chunk of
 // `chunk` values, so that a big image's 32 groups still spread over a whole GPU:
 // group_norm_stats.wgsl has left every chunk's mean and sum of squared deviations in
-// `stats`, and each workgroup merges its group's (Chan et al.'s pairwise update, in chunk
-// order, so every workgroup of the group gets the same statistics) and normalises its chunk.
+// `stats`, and each workgroup merges its group's (in the same order in every workgroup of
+// the group, so all get the same statistics) and normalises its chunk.
 
 struct Params {
     batch: u32, c: u32, hw: u32, groups: u32, eps: f32, has_affine: u32, silu: u32,
@@ -42,18 +42,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, lanes: Lanes) {
     var lo = 0u;
     var hi = n;
     if (p.chunks > 1u) {
+        // The group's mean is the chunks' means weighted by their sizes, and its M2 the
+        // chunks' M2 plus each chunk's size times its mean's squared deviation from the
+        // group's: two workgroup sums over the chunks.
         let first = (wid.y * p.groups + wid.x) * p.chunks;
-        var count = 0.0;
+        var s = 0.0;
+        for (var j = li; j < p.chunks; j += WG) { s += f32(min(p.chunk, n - j * p.chunk)) * stats[first + j].x; }
+        mean = workgroup_sum(s, lanes) / f32(n);
         var m2 = 0.0;
-        for (var j = 0u; j < p.chunks; j++) {
-            let nj = f32(min(p.chunk, n - j * p.chunk));
+        for (var j = li; j < p.chunks; j += WG) {
             let st = stats[first + j];
-            let delta = st.x - mean;
-            let total = count + nj;
-            mean += delta * (nj / total);
-            m2 += st.y + delta * delta * (count * nj / total);
-            count = total;
+            let d = st.x - mean;
+            m2 += st.y + f32(min(p.chunk, n - j * p.chunk)) * d * d;
         }
+        m2 = workgroup_sum(m2, lanes);
         inv = inverseSqrt(m2 / f32(n) + p.eps);
         lo = wid.z * p.chunk;
         hi = min(lo + p.chunk, n);

@@ -151,17 +151,12 @@ pub(super) fn group_norm(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut 
 }
 
 /// group_norm.wgsl's merge of its chunks' (mean, M2) into the group's mean and
-/// 1 / sqrt(var + eps), in chunk order (in f64 here).
+/// 1 / sqrt(var + eps): the size-weighted mean of the means, and the M2s plus each
+/// chunk's size times its mean's squared deviation (in f64 here).
 fn merged_moments(stats: &[f32], chunk: usize, n: usize, eps: f32) -> (f32, f32) {
-    let (mut count, mut mean, mut m2) = (0f64, 0f64, 0f64);
-    for (j, st) in stats.chunks_exact(2).enumerate() {
-        let nj = chunk.min(n - j * chunk) as f64;
-        let delta = st[0] as f64 - mean;
-        let total = count + nj;
-        mean += delta * nj / total;
-        m2 += st[1] as f64 + delta * delta * count * nj / total;
-        count = total;
-    }
+    let size = |j: usize| chunk.min(n - j * chunk) as f64;
+    let mean = stats.chunks_exact(2).enumerate().map(|(j, st)| size(j) * st[0] as f64).sum::<f64>() / n as f64;
+    let m2: f64 = stats.chunks_exact(2).enumerate().map(|(j, st)| st[1] as f64 + size(j) * (st[0] as f64 - mean).powi(2)).sum();
     (mean as f32, (1.0 / (m2 / n as f64 + eps as f64).sqrt()) as f32)
 }
 

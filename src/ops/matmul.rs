@@ -257,4 +257,20 @@ mod tests {
         assert_eq!(shape(20, 1 << 20, 1), (32, 128)); // few rows: the tall-and-narrow shapes
         assert_eq!(shape(1, 1 << 20, 1), (16, 256));
     }
+
+    #[test]
+    fn every_tile_fits_the_kernels_registers_and_webgpus_workgroup_memory() {
+        for m in [1, 16, 17, 32, 33, 64, 65, 128, 4096] {
+            for n in [1, 4096, 1 << 20] {
+                let t = tile_shape(m, n, 1);
+                let threads = t.wg_x * t.wg_y;
+                let (a_groups, b_groups) = (t.mr * t.wg_y, t.nr * t.wg_x);
+                // MAX_FETCH in matmul.wgsl and conv2d.wgsl; X_GROUPS must divide THREADS (conv2d.wgsl).
+                assert!((a_groups * t.tile_k).div_ceil(threads) <= 4 && (b_groups * t.tile_k).div_ceil(threads) <= 4, "{t:?}");
+                assert_eq!(threads % b_groups, 0, "{t:?}");
+                assert!(threads <= 256 && t.mr <= 2 && t.nr <= 2, "{t:?}");
+                assert!(16 * t.tile_k * (a_groups + b_groups) <= 16384, "{t:?}");
+            }
+        }
+    }
 }

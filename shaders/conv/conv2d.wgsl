@@ -5,20 +5,15 @@
 //
 // Weights and bias may be f32 or f16 packed two per u32 (W_F16 / BIAS_F16 overrides).
 //
-// The input may be gathered from more than one place, each chosen by an override:
-// channels `split..cin` from a second tensor x2 (CONCAT: the convolution of
-// torch.cat([x, x2], 1), as the UNet's up levels take their skips, without the
-// concatenation's copy), and the image nearest-upsampled 2x (UPSAMPLE: h, w are then the
-// upsampled size, twice the stored one; the UNet's Upsample is upsampling then this
-// convolution).
-//
 // Epilogue, each step chosen by an override so that an unused one costs nothing: after
 // the bias, the ResBlock's time conditioning v * (s + 1) + b with s, b the two halves of
 // row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
 // tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
 // and nothing else, and no intermediate makes a round trip through memory.
-// Tiling: the register tile of register_tile.wgsl (added to this file), output
-// channels (rows of the weights) by output pixels; the batch is the grid's z.
+// Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
+// pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
+// vec4s, the next step fetched into registers while the current one is computed; the
+// batch is the z dimension of the grid.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -26,43 +21,37 @@ struct Params {
     stride: u32, pad: u32, has_bias: u32,
     // The first pixel block of this dispatch: a large convolution is dispatched in parts.
     first_group: u32,
-    row: u32,
-    // Channels read from x; the rest from x2 (CONCAT). cin without CONCAT.
-    split: u32,
-    _a: u32, _b: u32,
+    row: u32, _a: u32, _b: u32, _c: u32,
 }
 
+override WG_X: u32 = 16u;
+override WG_Y: u32 = 16u;
+override TILE_K: u32 = 16u;
+override MR: u32 = 1u;
+override NR: u32 = 1u;
 override W_F16: bool = false;
 override BIAS_F16: bool = false;
 override SCALE_SHIFT: bool = false;
 override SILU: bool = false;
 override RESIDUAL: bool = false;
-override CONCAT: bool = false;
-override UPSAMPLE: bool = false;
+
+override THREADS: u32 = WG_X * WG_Y;
+override W_GROUPS: u32 = MR * WG_Y; // vec4 output-channel groups in the tile
+override X_GROUPS: u32 = NR * WG_X; // vec4 pixel groups in the tile
+override W_FETCH: u32 = (W_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+override X_FETCH: u32 = (X_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+const MAX_FETCH: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> x2: array<f32>;
-@group(0) @binding(3) var<storage, read> wt: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
-@group(0) @binding(5) var<storage, read> t: array<f32>;
-@group(0) @binding(6) var<storage, read> residual: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
+@group(0) @binding(4) var<storage, read> t: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-// This invocation's image in x and x2, and where the windows of its 4 output pixels
-// start in the (upsampled) input (see fetch_cols).
-var<private> x_base: u32;
-var<private> x2_base: u32;
-var<private> iy0: vec4<i32>;
-var<private> ix0: vec4<i32>;
-
-fn kdim() -> u32 { return p.cin * p.kh * p.kw; }
-
-// The stored image's height and width.
-fn stored_size() -> vec2<u32> {
-    if (UPSAMPLE) { return vec2<u32>(p.h >> 1u, p.w >> 1u); }
-    return vec2<u32>(p.h, p.w);
-}
+var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
+var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
 
 fn load_w(i: u32) -> f32 {
     if (W_F16) {
@@ -79,44 +68,33 @@ fn load_bias(i: u32) -> f32 {
 }
 
 // Weights: consecutive invocations take consecutive k of one output channel group.
-fn row_slot(e: u32) -> vec2<u32> { return vec2<u32>(e / TILE_K, e % TILE_K); }
-
-fn fetch_rows(e: u32, m0: u32, k0: u32) -> vec4<f32> {
-    let s = row_slot(e);
-    let gk = k0 + s.y;
-    let kd = kdim();
+fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
+    let gk = k0 + e % TILE_K;
     var v = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
-        let gm = m0 + 4u * s.x + r;
-        if (gm < p.cout && gk < kd) { v[r] = load_w(gm * kd + gk); }
+        let gm = m0 + 4u * (e / TILE_K) + r;
+        if (gm < p.cout && gk < kdim) { v[r] = load_w(gm * kdim + gk); }
     }
     return v;
 }
 
 // The image (im2col gathered on the fly): consecutive invocations take consecutive
-// groups of 4 output pixels. An invocation always fetches the same pixel group
-// (COL_GROUPS divides THREADS), so where the 4 pixels' windows start in the input (`iy0`,
-// `ix0`; far out of range for pixels past the end) is worked out once, not at every K
-// step; `n0` is therefore unused here.
-fn col_slot(e: u32) -> vec2<u32> { return vec2<u32>(e % COL_GROUPS, e / COL_GROUPS); }
-
-fn fetch_cols(e: u32, n0: u32, k0: u32) -> vec4<f32> {
-    let gk = k0 + col_slot(e).y;
+// groups of 4 output pixels. An invocation always fetches the same pixel group (X_GROUPS
+// divides THREADS), so where the 4 pixels' windows start in the input (`iy0`, `ix0`;
+// far out of range for pixels past the end) is worked out once, not at every K step.
+fn fetch_x(e: u32, k0: u32, kdim: u32, x_base: u32, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
+    let gk = k0 + e / X_GROUPS;
     var v = vec4<f32>(0.0);
-    if (gk < kdim()) {
+    if (gk < kdim) {
         let taps = p.kh * p.kw;
         let ci = gk / taps;
         let tap = gk % taps;
         let iy = iy0 + vec4<i32>(i32(tap / p.kw));
         let ix = ix0 + vec4<i32>(i32(tap % p.kw));
-        let size = stored_size();
-        let second = CONCAT && ci >= p.split;
-        let plane = select(x_base + ci * size.x * size.y, x2_base + (ci - p.split) * size.x * size.y, second);
+        let plane = x_base + ci * p.h * p.w;
         for (var r = 0u; r < 4u; r++) {
             if (iy[r] >= 0 && iy[r] < i32(p.h) && ix[r] >= 0 && ix[r] < i32(p.w)) {
-                var at = plane + u32(iy[r]) * size.y + u32(ix[r]);
-                if (UPSAMPLE) { at = plane + (u32(iy[r]) >> 1u) * size.y + (u32(ix[r]) >> 1u); }
-                if (second) { v[r] = x2[at]; } else { v[r] = x[at]; }
+                v[r] = x[plane + u32(iy[r]) * p.w + u32(ix[r])];
             }
         }
     }
@@ -126,28 +104,68 @@ fn fetch_cols(e: u32, n0: u32, k0: u32) -> vec4<f32> {
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let li = lid.y * WG_X + lid.x;
-    let m0 = wid.y * ROW_GROUPS * 4u;
-    let n0 = (wid.x + p.first_group) * COL_GROUPS * 4u;
+    let m0 = wid.y * W_GROUPS * 4u;
+    let n0 = (wid.x + p.first_group) * X_GROUPS * 4u;
     let batch = wid.z;
+    let kdim = p.cin * p.kh * p.kw;
     let npix = p.ho * p.wo;
-    let size = stored_size();
-    x_base = batch * p.split * size.x * size.y;
-    x2_base = batch * (p.cin - p.split) * size.x * size.y;
-    iy0 = vec4<i32>(-(1 << 30));
-    ix0 = vec4<i32>(-(1 << 30));
+    let x_base = batch * p.cin * p.h * p.w;
+
+    var iy0 = vec4<i32>(-(1 << 30));
+    var ix0 = vec4<i32>(-(1 << 30));
     for (var r = 0u; r < 4u; r++) {
-        let gn = n0 + 4u * col_slot(li).x + r;
+        let gn = n0 + 4u * (li % X_GROUPS) + r;
         if (gn < npix) {
             iy0[r] = i32((gn / p.wo) * p.stride) - i32(p.pad);
             ix0[r] = i32((gn % p.wo) * p.stride) - i32(p.pad);
         }
     }
-    let acc = multiply_tiles(lid, m0, n0, kdim());
+
+    // acc[(4 r + i) * 2 + q]: channel 4 (ty + r WG_Y) + i, pixels 4 (tx + q WG_X) + 0..3.
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    var w_next: array<vec4<f32>, MAX_FETCH>;
+    var x_next: array<vec4<f32>, MAX_FETCH>;
+    for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, x_base, iy0, ix0); }
+
+    for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
+        for (var s = 0u; s < W_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
+        }
+        for (var s = 0u; s < X_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < X_GROUPS * TILE_K) { x_tile[e] = x_next[s]; } // [k][pixel group] already
+        }
+        workgroupBarrier();
+        let k1 = k0 + TILE_K;
+        if (k1 < kdim) {
+            for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, x_base, iy0, ix0); }
+        }
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var wv: array<vec4<f32>, 2>;
+            var xv: array<vec4<f32>, 2>;
+            for (var r = 0u; r < MR; r++) { wv[r] = w_tile[kk * W_GROUPS + lid.y + r * WG_Y]; }
+            for (var q = 0u; q < NR; q++) { xv[q] = x_tile[kk * X_GROUPS + lid.x + q * WG_X]; }
+            for (var r = 0u; r < MR; r++) {
+                for (var q = 0u; q < NR; q++) {
+                    let o = 8u * r + q;
+                    acc[o] = fma(vec4<f32>(wv[r].x), xv[q], acc[o]);
+                    acc[o + 2u] = fma(vec4<f32>(wv[r].y), xv[q], acc[o + 2u]);
+                    acc[o + 4u] = fma(vec4<f32>(wv[r].z), xv[q], acc[o + 4u]);
+                    acc[o + 6u] = fma(vec4<f32>(wv[r].w), xv[q], acc[o + 6u]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
 
     let y_base = batch * p.cout * npix;
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
-            let gm = tile_row(m0, lid, r, i);
+            let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
             if (gm >= p.cout) { continue; }
             var b = 0.0;
             if (p.has_bias != 0u) { b = load_bias(gm); }
@@ -160,7 +178,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             for (var q = 0u; q < NR; q++) {
                 for (var j = 0u; j < 4u; j++) {
-                    let gn = tile_col(n0, lid, q, j);
+                    let gn = n0 + 4u * (lid.x + q * WG_X) + j;
                     if (gn >= npix) { continue; }
                     let at = y_base + gm * npix + gn;
                     var v = acc[(4u * r + i) * 2u + q][j] + b;

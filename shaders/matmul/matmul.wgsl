@@ -6,22 +6,40 @@
 // With RESIDUAL, a tensor read at the output's own indices is added last (a
 // transformer's x + f(x) without a pass of its own).
 //
-// Tiling: the register tile of register_tile.wgsl (added to this file), rows of A by
-// columns of B; batch is the grid's z.
+// Tiling: a workgroup of WG_X x WG_Y invocations computes a (4 MR WG_Y) x (4 NR WG_X)
+// tile of C, each invocation (4 MR) x (4 NR) outputs in vec4 registers: rows
+// 4 (ty + r WG_Y) + 0..3 for r < MR, columns 4 (tx + c WG_X) + 0..3 for c < NR, so
+// neighbouring invocations read neighbouring vec4s of workgroup memory and write
+// neighbouring vec4s of C. K is walked in steps of TILE_K through workgroup memory holding
+// vec4s of A (4 rows) and of B (4 columns): per k, MR + NR vec4 loads feed 16 MR NR
+// multiply-adds (MR = NR = 2, the large tiles for large products: 4 loads per 64).
+// The next step's global values are fetched into registers before the current step is
+// computed, so their latency hides behind the arithmetic. Batch is the grid's z.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
     a_off: u32, a_sb: u32, a_sm: u32, a_sk: u32,
     b_off: u32, b_sb: u32, b_sk: u32, b_sn: u32,
     c_off: u32, c_sb: u32, c_sm: u32, alpha: f32,
-    // The batch in groups of per_group (a product per head and chunk): entry z is entry
-    // z % per_group of group z / per_group, which starts a_sg, b_sg, c_sg after the last.
-    per_group: u32, a_sg: u32, b_sg: u32, c_sg: u32,
 }
 
+override WG_X: u32 = 16u;
+override WG_Y: u32 = 16u;
+override TILE_K: u32 = 16u;
+// vec4 row groups (MR) and column groups (NR) per invocation: 1 or 2.
+override MR: u32 = 1u;
+override NR: u32 = 1u;
 override B_F16: bool = false;
 override BIAS_F16: bool = false;
 override RESIDUAL: bool = false;
+
+override THREADS: u32 = WG_X * WG_Y;
+override A_GROUPS: u32 = MR * WG_Y; // vec4 row groups in the tile
+override B_GROUPS: u32 = NR * WG_X; // vec4 column groups in the tile
+// vec4s of the next step each invocation fetches (at most MAX_FETCH).
+override A_FETCH: u32 = (A_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+override B_FETCH: u32 = (B_GROUPS * TILE_K + THREADS - 1u) / THREADS;
+const MAX_FETCH: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -30,9 +48,8 @@ override RESIDUAL: bool = false;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 
-// Where this invocation's batch starts in A and B.
-var<private> a_base: u32;
-var<private> b_base: u32;
+var<workgroup> a_tile: array<vec4<f32>, TILE_K * A_GROUPS>; // [k][4 rows]
+var<workgroup> b_tile: array<vec4<f32>, TILE_K * B_GROUPS>; // [k][4 columns]
 
 fn load_b(i: u32) -> f32 {
     if (B_F16) {
@@ -48,55 +65,96 @@ fn load_bias(i: u32) -> f32 {
     return bitcast<f32>(bias[i]);
 }
 
-// A: consecutive invocations take consecutive k (A is usually row-major).
-fn row_slot(e: u32) -> vec2<u32> { return vec2<u32>(e / TILE_K, e % TILE_K); }
+// Where fetched vec4 `e` of a step goes: consecutive invocations take consecutive k
+// (A is usually row-major).
+fn a_slot(e: u32) -> vec2<u32> { return vec2<u32>(e / TILE_K, e % TILE_K); } // (group, k)
 
-fn fetch_rows(e: u32, m0: u32, k0: u32) -> vec4<f32> {
-    let s = row_slot(e);
+fn fetch_a(e: u32, m0: u32, k0: u32, base: u32) -> vec4<f32> {
+    let s = a_slot(e);
     let gk = k0 + s.y;
     var v = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
         let gm = m0 + 4u * s.x + r;
-        if (gm < p.m && gk < p.k) { v[r] = a[a_base + gm * p.a_sm + gk * p.a_sk]; }
+        if (gm < p.m && gk < p.k) { v[r] = a[base + gm * p.a_sm + gk * p.a_sk]; }
     }
     return v;
 }
 
 // B is walked along its contiguous direction by consecutive invocations.
-fn col_slot(e: u32) -> vec2<u32> {
+fn b_slot(e: u32) -> vec2<u32> { // (group, k)
     if (p.b_sk == 1u) { return vec2<u32>(e / TILE_K, e % TILE_K); }
-    return vec2<u32>(e % COL_GROUPS, e / COL_GROUPS);
+    return vec2<u32>(e % B_GROUPS, e / B_GROUPS);
 }
 
-fn fetch_cols(e: u32, n0: u32, k0: u32) -> vec4<f32> {
-    let s = col_slot(e);
+fn fetch_b(e: u32, n0: u32, k0: u32, base: u32) -> vec4<f32> {
+    let s = b_slot(e);
     let gk = k0 + s.y;
     var v = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
         let gn = n0 + 4u * s.x + r;
-        if (gn < p.n && gk < p.k) { v[r] = load_b(b_base + gk * p.b_sk + gn * p.b_sn); }
+        if (gn < p.n && gk < p.k) { v[r] = load_b(base + gk * p.b_sk + gn * p.b_sn); }
     }
     return v;
 }
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wid.y * ROW_GROUPS * 4u;
-    let n0 = wid.x * COL_GROUPS * 4u;
-    let group = wid.z / p.per_group;
-    let batch = wid.z % p.per_group;
-    a_base = p.a_off + group * p.a_sg + batch * p.a_sb;
-    b_base = p.b_off + group * p.b_sg + batch * p.b_sb;
-    let acc = multiply_tiles(lid, m0, n0, p.k);
+    let li = lid.y * WG_X + lid.x;
+    let m0 = wid.y * A_GROUPS * 4u;
+    let n0 = wid.x * B_GROUPS * 4u;
+    let batch = wid.z;
+    let a_base = p.a_off + batch * p.a_sb;
+    let b_base = p.b_off + batch * p.b_sb;
 
-    let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;
+    // acc[(4 r + i) * 2 + c]: row 4 (ty + r WG_Y) + i, columns 4 (tx + c WG_X) + 0..3.
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    var a_next: array<vec4<f32>, MAX_FETCH>;
+    var b_next: array<vec4<f32>, MAX_FETCH>;
+    for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base); }
+    for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, 0u, b_base); }
+
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var s = 0u; s < A_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[at.y * A_GROUPS + at.x] = a_next[s]; }
+        }
+        for (var s = 0u; s < B_FETCH; s++) {
+            let e = li + s * THREADS;
+            if (e < B_GROUPS * TILE_K) { let at = b_slot(e); b_tile[at.y * B_GROUPS + at.x] = b_next[s]; }
+        }
+        workgroupBarrier();
+        let k1 = k0 + TILE_K;
+        if (k1 < p.k) {
+            for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, k1, a_base); }
+            for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base); }
+        }
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var av: array<vec4<f32>, 2>;
+            var bv: array<vec4<f32>, 2>;
+            for (var r = 0u; r < MR; r++) { av[r] = a_tile[kk * A_GROUPS + lid.y + r * WG_Y]; }
+            for (var q = 0u; q < NR; q++) { bv[q] = b_tile[kk * B_GROUPS + lid.x + q * WG_X]; }
+            for (var r = 0u; r < MR; r++) {
+                for (var q = 0u; q < NR; q++) {
+                    let o = 8u * r + q;
+                    acc[o] = fma(vec4<f32>(av[r].x), bv[q], acc[o]);
+                    acc[o + 2u] = fma(vec4<f32>(av[r].y), bv[q], acc[o + 2u]);
+                    acc[o + 4u] = fma(vec4<f32>(av[r].z), bv[q], acc[o + 4u]);
+                    acc[o + 6u] = fma(vec4<f32>(av[r].w), bv[q], acc[o + 6u]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let c_base = p.c_off + batch * p.c_sb;
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
-            let gm = tile_row(m0, lid, r, i);
+            let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
             if (gm >= p.m) { continue; }
             for (var q = 0u; q < NR; q++) {
                 for (var j = 0u; j < 4u; j++) {
-                    let gn = tile_col(n0, lid, q, j);
+                    let gn = n0 + 4u * (lid.x + q * WG_X) + j;
                     if (gn >= p.n) { continue; }
                     var v = p.alpha * acc[(4u * r + i) * 2u + q][j];
                     if (p.has_bias != 0u) { v += load_bias(gn); }

@@ -4,7 +4,7 @@
 //
 // Two ways to map rows, chosen by ROW_PER_INVOCATION:
 //   false: one workgroup per row, max and sum by workgroup reductions (workgroup_max and
-//          workgroup_sum of workgroup_reduce*.wgsl, which src/shaders.rs adds to
+//          workgroup_sum of workgroup_reduce*.wgsl, which src/shaders.rs puts in front of
 //          this file): for few, long rows (softmax over the pixels of an image);
 //   true:  one invocation per row, a plain loop: for many short rows whose elements are
 //          strided (softmax over channels at every pixel), where neighbouring invocations

@@ -12,7 +12,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::ops::{gemm, softmax_rows, BatchGroups, Gemm, Operand};
+use crate::ops::{gemm, softmax_rows, Gemm, Operand};
 
 /// Pixels per partial context sum.
 const CHUNK: usize = 256;
@@ -39,30 +39,30 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
         softmax_rows(dev, q_in, base, [heads, dim_head, n], &q)?;
         softmax_rows(dev, k_in, base, [hidden, n, 1], &k)?;
         let v_base = base;
-        // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T, every head in one
-        // product (the heads are groups of the batch); the last, shorter chunk in another.
-        for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
-            if count == 0 {
-                continue;
+        for h in 0..heads {
+            // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T
+            for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
+                if count == 0 {
+                    continue;
+                }
+                gemm(
+                    dev,
+                    Gemm {
+                        batch: count,
+                        m: dim_head,
+                        n: dim_head,
+                        k: len,
+                        a: Operand { tensor: &k, offset: h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
+                        b: Operand { tensor: v_in, offset: v_base + h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
+                        bias: None,
+                        residual: None,
+                        alpha: 1.0,
+                        out: &partial,
+                        out_offset: (h * chunks + first) * dd,
+                        out_batch_stride: dd,
+                    },
+                )?;
             }
-            gemm(
-                dev,
-                Gemm {
-                    batch: heads * count,
-                    m: dim_head,
-                    n: dim_head,
-                    k: len,
-                    a: Operand { tensor: &k, offset: first * CHUNK, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
-                    b: Operand { tensor: v_in, offset: v_base + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
-                    bias: None,
-                    residual: None,
-                    alpha: 1.0,
-                    out: &partial,
-                    out_offset: first * dd,
-                    out_batch_stride: dd,
-                    groups: Some(BatchGroups { per_group: count, a: plane, b: plane, out: chunks * dd }),
-                },
-            )?;
         }
         // context[h] = (1/N) sum over chunks: ones [1, chunks] . partial[h] [chunks, d*e]
         gemm(
@@ -80,7 +80,6 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
                 out: &context,
                 out_offset: 0,
                 out_batch_stride: dd,
-                groups: None,
             },
         )?;
         // out[h] (e x n) = context[h]^T (e x d) . q[h] (d x n) * dim_head^-1/2
@@ -99,7 +98,6 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
                 out: &out,
                 out_offset: b * hidden * n,
                 out_batch_stride: plane,
-                groups: None,
             },
         )?;
     }

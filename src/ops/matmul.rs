@@ -89,12 +89,6 @@ pub(crate) struct Params {
     pub(crate) c_sb: u32,
     pub(crate) c_sm: u32,
     pub(crate) alpha: f32,
-    /// Batch entries per group (see [`BatchGroups`]), and where group 1 starts in A, B
-    /// and C relative to group 0.
-    pub(crate) per_group: u32,
-    pub(crate) a_sg: u32,
-    pub(crate) b_sg: u32,
-    pub(crate) c_sg: u32,
 }
 
 /// A matrix operand seen through strides (in elements): entry (batch, row, col) is at
@@ -108,22 +102,9 @@ pub(crate) struct Operand<'a> {
     pub col_stride: usize,
 }
 
-/// A batch of products that is two nested ones (per head, per chunk of pixels): batch
-/// entry `b` is entry `b % per_group` of group `b / per_group`, and each group starts
-/// these strides (in elements) after the one before in A, B and the output; the batch
-/// strides apply within a group.
-#[derive(Clone, Copy)]
-pub(crate) struct BatchGroups {
-    pub per_group: usize,
-    pub a: usize,
-    pub b: usize,
-    pub out: usize,
-}
-
 /// A general batched product `out[b] = alpha * A[b] B[b] (+ bias over columns)
 /// (+ residual)` written into `out` (row-major [batch, m, n] blocks at `out_offset`,
-/// `out_batch_stride` apart, or as `groups` say); the residual is read at the output's
-/// own indices.
+/// `out_batch_stride` apart); the residual is read at the output's own indices.
 pub(crate) struct Gemm<'a> {
     pub batch: usize,
     pub m: usize,
@@ -137,7 +118,6 @@ pub(crate) struct Gemm<'a> {
     pub out: &'a Tensor,
     pub out_offset: usize,
     pub out_batch_stride: usize,
-    pub groups: Option<BatchGroups>,
 }
 
 pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
@@ -169,10 +149,6 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         c_sb: u32_of(g.out_batch_stride, "stride")?,
         c_sm: u32_of(g.n, "columns")?,
         alpha: g.alpha,
-        per_group: u32_of(g.groups.map_or(g.batch, |gr| gr.per_group).max(1), "batch")?,
-        a_sg: u32_of(g.groups.map_or(0, |gr| gr.a), "stride")?,
-        b_sg: u32_of(g.groups.map_or(0, |gr| gr.b), "stride")?,
-        c_sg: u32_of(g.groups.map_or(0, |gr| gr.out), "stride")?,
     };
     let tile = tile_shape(g.m, g.n, g.batch);
     let epilogue = [
@@ -219,7 +195,6 @@ pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             out: &out,
             out_offset: 0,
             out_batch_stride: m * n,
-            groups: None,
         },
     )?;
     Ok(out)
@@ -257,7 +232,6 @@ pub fn linear_with(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res
             out: &out,
             out_offset: 0,
             out_batch_stride: 0,
-            groups: None,
         },
     )?;
     Ok(out)

@@ -133,13 +133,14 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, with_residual: bool, ins: &
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &ConvParams, batch: usize, epilogue: ConvEpilogue, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    convolve(p, batch, ins, out)?;
+pub(super) fn conv2d(p: &ConvParams, batch: usize, input: ConvInput, epilogue: ConvEpilogue, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let gathered = gather_input(p, batch, input, ins[0], ins[1])?;
+    convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), ins[2], ins[3], out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
     if !(epilogue.scale_shift || epilogue.silu || epilogue.residual) || npix == 0 || cout == 0 {
         return Ok(());
     }
-    let (table, residual, row) = (ins[3], ins[4], p.row as usize);
+    let (table, residual, row) = (ins[4], ins[5], p.row as usize);
     let n = batch * cout * npix;
     if epilogue.scale_shift {
         check_extent("conv2d time conditioning", (row + batch) * 2 * cout - 1, table.len())?;
@@ -170,6 +171,44 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, epilogue: ConvEpilogue, ins: 
     Ok(())
 }
 
+/// How conv2d.wgsl gathers its input (its CONCAT, UPSAMPLE).
+#[derive(Clone, Copy)]
+pub(super) struct ConvInput {
+    pub concat: bool,
+    pub upsample: bool,
+}
+
+/// The input the convolution sees, [batch, cin, h, w], where it is not `x` itself:
+/// `x`'s `split` channels then `x2`'s, nearest-upsampled 2x. Built whole here (the copy
+/// the GPU kernel saves is cheap next to the convolution on a CPU).
+fn gather_input(p: &ConvParams, batch: usize, input: ConvInput, x: &[f32], x2: &[f32]) -> Result<Option<Vec<f32>>> {
+    if !(input.concat || input.upsample) {
+        return Ok(None);
+    }
+    let (cin, split, h, w) = (p.cin as usize, p.split as usize, p.h as usize, p.w as usize);
+    let (sh, sw) = if input.upsample { (h / 2, w / 2) } else { (h, w) };
+    check_extent("conv2d input", batch * split * sh * sw - 1, x.len())?;
+    if input.concat && cin > split {
+        check_extent("conv2d second input", batch * (cin - split) * sh * sw - 1, x2.len())?;
+    }
+    let mut out = vec![0.0; batch * cin * h * w];
+    // One (image, channel) plane per chunk.
+    parallel_chunks(&mut out, h * w, |bc, plane| {
+        let (b, c) = (bc / cin, bc % cin);
+        let src = if c < split { &x[(b * split + c) * sh * sw..][..sh * sw] } else { &x2[(b * (cin - split) + c - split) * sh * sw..][..sh * sw] };
+        if input.upsample {
+            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                for (xx, v) in row.iter_mut().enumerate() {
+                    *v = src[(y / 2) * sw + xx / 2];
+                }
+            }
+        } else {
+            plane.copy_from_slice(src);
+        }
+    });
+    Ok(Some(out))
+}
+
 /// Which steps of conv2d.wgsl's epilogue run (its SCALE_SHIFT, SILU, RESIDUAL).
 #[derive(Clone, Copy)]
 pub(super) struct ConvEpilogue {
@@ -179,8 +218,7 @@ pub(super) struct ConvEpilogue {
 }
 
 /// The convolution and its bias, before the epilogue.
-fn convolve(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, w, bias) = (ins[0], ins[1], ins[2]);
+fn convolve(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);

@@ -124,6 +124,42 @@ pub async fn conv2d(dev: &Device) {
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
     }
+
+    // Inputs gathered by the kernel: a concatenation (the up levels' ResBlocks: 3x3 and
+    // the 1x1 res_conv), a nearest 2x upsampling (Upsample's conv), both; on the small
+    // tiles and on the large ones.
+    // (batch, channels of x, of the second input (0: none), stored h, w, cout, k, upsample)
+    let gathered = [
+        (2, 5, 7, 9, 11, 13, 3, false),
+        (2, 9, 8, 10, 7, 65, 1, false),
+        (1, 6, 3, 67, 65, 130, 3, false),
+        (2, 6, 0, 7, 9, 11, 3, true),
+        (1, 4, 0, 33, 34, 130, 3, true),
+        (1, 3, 4, 6, 5, 9, 3, true),
+    ];
+    for &(b, c1, c2, h, w, cout, k, upsample) in &gathered {
+        let (cin, f) = (c1 + c2, if upsample { 2 } else { 1 });
+        let (x1, x2) = (rng.normals(b * c1 * h * w, 1.0), rng.normals(b * c2 * h * w, 1.0));
+        let wv = f16_rounded(&rng.normals(cout * cin * k * k, 0.2));
+        let bv = f16_rounded(&rng.normals(cout, 0.5));
+        // The input the convolution sees, built here.
+        let (sh, sw) = (f * h, f * w);
+        let seen: Vec<f32> = (0..b * cin * sh * sw).map(|i| {
+            let (bi, c, y, xx) = (i / (cin * sh * sw), (i / (sh * sw)) % cin, (i / sw) % sh, i % sw);
+            let at = (y / f) * w + xx / f;
+            if c < c1 { x1[(bi * c1 + c) * h * w + at] } else { x2[(bi * c2 + c - c1) * h * w + at] }
+        }).collect();
+        let (want, [ho, wo]) = cpu::conv2d(&seen, &wv, Some(&bv), [b, cin, sh, sw], [cout, k, k], 1, k / 2);
+        let (t1, t2) = (up(dev, &[b, c1, h, w], &x1), up(dev, &[b, c2, h, w], &x2));
+        let input = ops::ConvInput { x: &t1, second: (c2 > 0).then_some(&t2), upsample };
+        let got = ops::conv2d_with(dev, input, &up16(dev, &[cout, cin, k, k], &wv), Some(&up16(dev, &[cout], &bv)), Conv2dArgs::same(k), ops::Epilogue::default()).unwrap();
+        assert_eq!(got.shape(), &[b, cout, ho, wo]);
+        let name = format!("conv2d k{k} of [{b},{c1},{h},{w}]{}{} -> {cout}", if c2 > 0 { format!(" ++ [{b},{c2},{h},{w}]") } else { String::new() }, if upsample { " upsampled 2x" } else { "" });
+        check(&name, &read(dev, &got).await, &want, TOL);
+    }
+    let (a, other) = (up(dev, &[1, 2, 5, 5], &[0.0; 50]), up(dev, &[1, 2, 5, 6], &[0.0; 60]));
+    let wt = up(dev, &[3, 4, 3, 3], &[0.0; 108]);
+    assert!(ops::conv2d_with(dev, ops::ConvInput::concat(&a, &other), &wt, None, Conv2dArgs::same(3), ops::Epilogue::default()).is_err(), "a concatenation of different sizes must be refused");
 }
 
 pub async fn norms(dev: &Device) {
@@ -257,13 +293,6 @@ pub async fn layout(dev: &Device) {
 
     let x = rng.normals(2 * 3 * 5 * 7, 1.0);
     let xt = up(dev, &[2, 3, 5, 7], &x);
-    let got = ops::upsample_nearest2x(dev, &xt).unwrap();
-    let want: Vec<f64> = (0..6 * 10 * 14).map(|i| {
-        let (p, y, xx) = (i / 140, (i / 14) % 10, i % 14);
-        x[(p * 5 + y / 2) * 7 + xx / 2] as f64
-    }).collect();
-    check("upsample nearest 2x [2,3,5,7]", &read(dev, &got).await, &want, 0.0);
-
     let got = ops::reflect_pad(dev, &xt, 8, 12).unwrap();
     let refl = |i: usize, n: usize| if i < n { i } else { 2 * (n - 1) - i };
     let want: Vec<f64> = (0..6 * 8 * 12).map(|i| {

@@ -15,7 +15,8 @@
 // Epilogue, each step chosen by an override so that an unused one costs nothing: after
 // the bias, the ResBlock's time conditioning v * (s + 1) + b with s, b the two halves of
 // row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
-// tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
+// tensor of the output's shape added (RESIDUAL), then a second one (RESIDUAL2: a
+// SpatialTransformer level's inner and outer residual). A ResBlock is then three convolutions
 // and nothing else, and no intermediate makes a round trip through memory.
 // Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
 // pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
@@ -44,6 +45,7 @@ override BIAS_F16: bool = false;
 override SCALE_SHIFT: bool = false;
 override SILU: bool = false;
 override RESIDUAL: bool = false;
+override RESIDUAL2: bool = false;
 override CONCAT: bool = false;
 override UPSAMPLE: bool = false;
 
@@ -61,7 +63,8 @@ const MAX_FETCH: u32 = 4u;
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
 @group(0) @binding(5) var<storage, read> t: array<f32>;
 @group(0) @binding(6) var<storage, read> residual: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read> residual2: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
 var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
@@ -211,6 +214,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                     if (SCALE_SHIFT) { v = v * scale + shift; }
                     if (SILU) { v = v / (1.0 + exp(-v)); }
                     if (RESIDUAL) { v += residual[at]; }
+                    if (RESIDUAL2) { v += residual2[at]; }
                     y[at] = v;
                 }
             }

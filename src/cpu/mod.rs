@@ -294,7 +294,7 @@ impl CpuDevice {
         match kernel {
             Kernel::Matmul => gemm::matmul(&params(p), batch, ov("RESIDUAL") != 0.0, &ins, out),
             Kernel::Conv2d => {
-                let epilogue = gemm::ConvEpilogue { scale_shift: ov("SCALE_SHIFT") != 0.0, silu: ov("SILU") != 0.0, residual: ov("RESIDUAL") != 0.0 };
+                let epilogue = gemm::ConvEpilogue { scale_shift: ov("SCALE_SHIFT") != 0.0, silu: ov("SILU") != 0.0, residual: ov("RESIDUAL") != 0.0, residual2: ov("RESIDUAL2") != 0.0 };
                 let input = gemm::ConvInput { concat: ov("CONCAT") != 0.0, upsample: ov("UPSAMPLE") != 0.0 };
                 gemm::conv2d(&params(p), batch, input, epilogue, &ins, out)
             }

@@ -84,12 +84,15 @@ impl<'a> From<&'a Tensor> for ConvInput<'a> {
 /// What a convolution applies to its output before writing it, in this order (after the
 /// bias): the ResBlock's time conditioning `v * (scale + 1) + shift` with `scale, shift =
 /// table[row + b].chunk(2)` (the table is [rows, 2 Cout]), SiLU, then adding `residual`
-/// (a tensor of the output's shape). Fused so that no step is a pass of its own.
+/// and then `second_residual` (tensors of the output's shape; the second only with the
+/// first: a SpatialTransformer level's inner and outer residual). Fused so that no step
+/// is a pass of its own.
 #[derive(Default, Clone, Copy)]
 pub struct Epilogue<'a> {
     pub scale_shift: Option<(&'a Tensor, usize)>,
     pub silu: bool,
     pub residual: Option<&'a Tensor>,
+    pub second_residual: Option<&'a Tensor>,
 }
 
 /// Stride and zero padding of a convolution (the same on both axes, as in every
@@ -142,7 +145,10 @@ pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor
         }
         None => 0,
     };
-    if let Some(r) = epilogue.residual {
+    if epilogue.second_residual.is_some() && epilogue.residual.is_none() {
+        return shape_err!("conv2d: a second residual needs a first");
+    }
+    for r in epilogue.residual.iter().chain(&epilogue.second_residual) {
         r.expect_f32("conv2d residual")?;
         if r.shape() != [b, cout, ho, wo] {
             return shape_err!("conv2d residual {:?} does not match the output [{b}, {cout}, {ho}, {wo}]", r.shape());
@@ -174,6 +180,7 @@ pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor
         ("SCALE_SHIFT", epilogue.scale_shift.is_some() as u32 as f64),
         ("SILU", epilogue.silu as u32 as f64),
         ("RESIDUAL", epilogue.residual.is_some() as u32 as f64),
+        ("RESIDUAL2", epilogue.second_residual.is_some() as u32 as f64),
         ("CONCAT", input.second.is_some() as u32 as f64),
         ("UPSAMPLE", input.upsample as u32 as f64),
     ];
@@ -186,7 +193,7 @@ pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
-        let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), &out];
+        let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
         dev.dispatch(Kernel::Conv2d, &overrides, &part, &buffers, groups)?;
     }
     Ok(out)

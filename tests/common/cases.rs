@@ -96,32 +96,37 @@ pub async fn conv2d(dev: &Device) {
     }
 
     // The epilogue (a ResBlock's block1 and block2): time conditioning from rows 3 and 4
-    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, a residual;
-    // on the small tiles and on the large ones.
+    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, one residual
+    // or two (a SpatialTransformer's proj_out); on the small tiles and on the large ones.
     for (b, cin, h, w, cout) in [(2, 4, 91, 91, 130), (2, 12, 9, 11, 20)] {
         let x = rng.normals(b * cin * h * w, 1.0);
         let wv = f16_rounded(&rng.normals(cout * cin * 9, 0.2));
         let bv = f16_rounded(&rng.normals(cout, 0.5));
         let t = rng.normals(6 * 2 * cout, 1.0);
         let res = rng.normals(b * cout * h * w, 1.0);
+        let res2 = rng.normals(b * cout * h * w, 1.0);
         let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
         let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
-        for (scale_shift, silu, residual) in [(true, true, false), (false, true, true), (false, false, true), (true, false, false)] {
-            let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: residual.then_some(&rt) };
+        let rt2 = up(dev, &[b, cout, h, w], &res2);
+        for (scale_shift, silu, residuals) in [(true, true, 0), (false, true, 1), (false, false, 1), (true, false, 0), (false, false, 2), (true, true, 2)] {
+            let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: (residuals > 0).then_some(&rt), second_residual: (residuals > 1).then_some(&rt2) };
             let got = ops::conv2d_with(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
             let want: Vec<f64> = (0..conv.len()).map(|i| {
                 let (r, ch) = (3 + i / (cout * h * w), (i / (h * w)) % cout);
                 let mut v = conv[i];
                 if scale_shift { v = v * (t[r * 2 * cout + ch] as f64 + 1.0) + t[r * 2 * cout + cout + ch] as f64; }
                 if silu { v = cpu::silu(v); }
-                if residual { v += res[i] as f64; }
+                if residuals > 0 { v += res[i] as f64; }
+                if residuals > 1 { v += res2[i] as f64; }
                 v
             }).collect();
-            let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, if residual { " + residual" } else { "" });
+            let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, [""," + residual", " + 2 residuals"][residuals]);
             check(&name, &read(dev, &got).await, &want, TOL);
         }
         let wrong = up(dev, &[b, cout, h, w + 1], &vec![0.0; b * cout * h * (w + 1)]);
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&rt), second_residual: Some(&wrong), ..Default::default() }).is_err(), "a second residual of another shape must be refused");
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { second_residual: Some(&rt), ..Default::default() }).is_err(), "a second residual without a first must be refused");
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
     }
 
@@ -372,7 +377,8 @@ pub async fn attention(dev: &Device) {
 
 pub async fn linear_attn(dev: &Device) {
     let mut rng = Rng::new(9);
-    for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3)] {
+    // 575 pixels: two full chunks of the context sum and a shorter one, for every head.
+    for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3), (2, 4, 8, 23, 25)] {
         let n = h * w;
         let qkv = rng.normals(b * 3 * heads * dh * n, 2.0);
         // The reference takes them stacked per batch as to_qkv makes them; the op, apart.

@@ -42,7 +42,7 @@ impl ResBlock {
     /// block1 and res_conv read it, and they gather it themselves.
     pub fn forward<'a>(&self, dev: &Device, x: impl Into<ConvInput<'a>>, table: &Tensor, row: usize) -> Result<Tensor> {
         let x = x.into();
-        let h = self.block1.forward_with(dev, x, Epilogue { scale_shift: Some((table, row)), silu: true, residual: None })?;
+        let h = self.block1.forward_with(dev, x, Epilogue { scale_shift: Some((table, row)), silu: true, ..Default::default() })?;
         let res = match (&self.res_conv, x.plain()) {
             (Some(c), _) => c.forward(dev, x)?,
             (None, Some(x)) => x.clone(),
@@ -147,8 +147,9 @@ impl SpatialTransformer {
         self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)
     }
 
-    /// `cross` is [`SpatialTransformer::cross_vector`] of the image embedding.
-    pub fn forward(&self, dev: &Device, x: &Tensor, cross: &Tensor) -> Result<Tensor> {
+    /// `cross` is [`SpatialTransformer::cross_vector`] of the image embedding; `outer`
+    /// is added last (the level's residual, by proj_out's kernel).
+    pub fn forward(&self, dev: &Device, x: &Tensor, cross: &Tensor, outer: &Tensor) -> Result<Tensor> {
         let (c, h, w) = (x.dim(1), x.dim(2), x.dim(3));
         let t = ops::group_norm(dev, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
         let t = self.proj_in.forward(dev, &t)?;
@@ -169,7 +170,7 @@ impl SpatialTransformer {
         let t = ops::linear_with(dev, &f, &self.ff_out.weight, self.ff_out.bias.as_ref(), Some(&t))?;
 
         let t = ops::transpose(dev, &t)?.reshape(&[1, c, h, w])?;
-        self.proj_out.forward_with(dev, &t, Epilogue { residual: Some(x), ..Default::default() })
+        self.proj_out.forward_with(dev, &t, Epilogue { residual: Some(x), second_residual: Some(outer), ..Default::default() })
     }
 }
 
@@ -205,7 +206,7 @@ impl ResidualAttention {
             Attention::Linear(a) => a.forward(dev, &n, x),
             Attention::Spatial(s) => {
                 let cross = cross.ok_or_else(|| Error::Shape("a SpatialTransformer needs its cross-attention vector".into()))?;
-                ops::add(dev, &s.forward(dev, &n, cross)?, x)
+                s.forward(dev, &n, cross, x)
             }
         }
     }

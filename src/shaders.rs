@@ -53,6 +53,7 @@ kernels! {
     Activation => "elementwise/activation.wgsl",
     Binary => "elementwise/binary.wgsl",
     Concat => "layout/concat.wgsl",
+    UpsampleNearest => "layout/upsample_nearest.wgsl",
     PadCrop => "layout/pad_crop.wgsl",
     Transpose => "layout/transpose.wgsl",
     GatherRows => "layout/gather_rows.wgsl",

@@ -5,18 +5,10 @@
 //
 // Weights and bias may be f32 or f16 packed two per u32 (W_F16 / BIAS_F16 overrides).
 //
-// The input may be gathered from more than one place, each chosen by an override:
-// channels `split..cin` from a second tensor x2 (CONCAT: the convolution of
-// torch.cat([x, x2], 1), as the UNet's up levels take their skips, without the
-// concatenation's copy), and the image nearest-upsampled 2x (UPSAMPLE: h, w are then the
-// upsampled size, twice the stored one; the UNet's Upsample is upsampling then this
-// convolution).
-//
 // Epilogue, each step chosen by an override so that an unused one costs nothing: after
 // the bias, the ResBlock's time conditioning v * (s + 1) + b with s, b the two halves of
 // row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
-// tensor of the output's shape added (RESIDUAL), then a second one (RESIDUAL2: a
-// SpatialTransformer level's inner and outer residual). A ResBlock is then three convolutions
+// tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
 // and nothing else, and no intermediate makes a round trip through memory.
 // Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
 // pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
@@ -29,10 +21,7 @@ struct Params {
     stride: u32, pad: u32, has_bias: u32,
     // The first pixel block of this dispatch: a large convolution is dispatched in parts.
     first_group: u32,
-    row: u32,
-    // Channels read from x; the rest from x2 (CONCAT). cin without CONCAT.
-    split: u32,
-    _a: u32, _b: u32,
+    row: u32, _a: u32, _b: u32, _c: u32,
 }
 
 override WG_X: u32 = 16u;
@@ -45,9 +34,6 @@ override BIAS_F16: bool = false;
 override SCALE_SHIFT: bool = false;
 override SILU: bool = false;
 override RESIDUAL: bool = false;
-override RESIDUAL2: bool = false;
-override CONCAT: bool = false;
-override UPSAMPLE: bool = false;
 
 override THREADS: u32 = WG_X * WG_Y;
 override W_GROUPS: u32 = MR * WG_Y; // vec4 output-channel groups in the tile
@@ -58,13 +44,11 @@ const MAX_FETCH: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> x2: array<f32>;
-@group(0) @binding(3) var<storage, read> wt: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
-@group(0) @binding(5) var<storage, read> t: array<f32>;
-@group(0) @binding(6) var<storage, read> residual: array<f32>;
-@group(0) @binding(7) var<storage, read> residual2: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
+@group(0) @binding(4) var<storage, read> t: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
 var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
@@ -83,12 +67,6 @@ fn load_bias(i: u32) -> f32 {
     return bitcast<f32>(bias[i]);
 }
 
-// The stored image's height and width.
-fn stored_size() -> vec2<u32> {
-    if (UPSAMPLE) { return vec2<u32>(p.h >> 1u, p.w >> 1u); }
-    return vec2<u32>(p.h, p.w);
-}
-
 // Weights: consecutive invocations take consecutive k of one output channel group.
 fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
     let gk = k0 + e % TILE_K;
@@ -104,8 +82,7 @@ fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
 // groups of 4 output pixels. An invocation always fetches the same pixel group (X_GROUPS
 // divides THREADS), so where the 4 pixels' windows start in the input (`iy0`, `ix0`;
 // far out of range for pixels past the end) is worked out once, not at every K step.
-// `bases`: where this image starts in x and in x2.
-fn fetch_x(e: u32, k0: u32, kdim: u32, bases: vec2<u32>, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
+fn fetch_x(e: u32, k0: u32, kdim: u32, x_base: u32, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
     let gk = k0 + e / X_GROUPS;
     var v = vec4<f32>(0.0);
     if (gk < kdim) {
@@ -114,15 +91,10 @@ fn fetch_x(e: u32, k0: u32, kdim: u32, bases: vec2<u32>, iy0: vec4<i32>, ix0: ve
         let tap = gk % taps;
         let iy = iy0 + vec4<i32>(i32(tap / p.kw));
         let ix = ix0 + vec4<i32>(i32(tap % p.kw));
-        let size = stored_size();
-        // The channel's plane in x2 or x: one branch per fetch, not per value.
-        let second = CONCAT && ci >= p.split;
-        let plane = select(bases.x + ci * size.x * size.y, bases.y + (ci - p.split) * size.x * size.y, second);
+        let plane = x_base + ci * p.h * p.w;
         for (var r = 0u; r < 4u; r++) {
             if (iy[r] >= 0 && iy[r] < i32(p.h) && ix[r] >= 0 && ix[r] < i32(p.w)) {
-                var at = plane + u32(iy[r]) * size.y + u32(ix[r]);
-                if (UPSAMPLE) { at = plane + (u32(iy[r]) >> 1u) * size.y + (u32(ix[r]) >> 1u); }
-                if (second) { v[r] = x2[at]; } else { v[r] = x[at]; }
+                v[r] = x[plane + u32(iy[r]) * p.w + u32(ix[r])];
             }
         }
     }
@@ -137,8 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let batch = wid.z;
     let kdim = p.cin * p.kh * p.kw;
     let npix = p.ho * p.wo;
-    let size = stored_size();
-    let bases = vec2<u32>(batch * p.split, batch * (p.cin - p.split)) * (size.x * size.y);
+    let x_base = batch * p.cin * p.h * p.w;
 
     var iy0 = vec4<i32>(-(1 << 30));
     var ix0 = vec4<i32>(-(1 << 30));
@@ -156,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var w_next: array<vec4<f32>, MAX_FETCH>;
     var x_next: array<vec4<f32>, MAX_FETCH>;
     for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
-    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, bases, iy0, ix0); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, x_base, iy0, ix0); }
 
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
         for (var s = 0u; s < W_FETCH; s++) {
@@ -171,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let k1 = k0 + TILE_K;
         if (k1 < kdim) {
             for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
-            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, bases, iy0, ix0); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, x_base, iy0, ix0); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
             var wv: array<vec4<f32>, 2>;
@@ -214,7 +185,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                     if (SCALE_SHIFT) { v = v * scale + shift; }
                     if (SILU) { v = v / (1.0 + exp(-v)); }
                     if (RESIDUAL) { v += residual[at]; }
-                    if (RESIDUAL2) { v += residual2[at]; }
                     y[at] = v;
                 }
             }

@@ -1,8 +1,4 @@
-// Batched matrix product with general strides: C[b] = alpha * A[b] B[b] (+ bias); with
-// GROUPED the batch is groups of per_group matrices, C[g, b] = alpha * A[g, b] B[g, b],
-// each index with a stride of its own (such as heads by chunks of pixels). An override,
-// so that ungrouped products do not pay for the division (on lavapipe it made every
-// product about 20% slower).
+// Batched matrix product with general strides: C[b] = alpha * A[b] B[b] (+ bias).
 //
 // A (f32) is M x K, B is K x N read through strides, so transposed operands (the
 // `x W^T` of a Linear, `K^T V` of linear attention) need no copy. B and the bias may be
@@ -18,15 +14,13 @@
 // vec4s of A (4 rows) and of B (4 columns): per k, MR + NR vec4 loads feed 16 MR NR
 // multiply-adds (MR = NR = 2, the large tiles for large products: 4 loads per 64).
 // The next step's global values are fetched into registers before the current step is
-// computed, so their latency hides behind the arithmetic. The batch (group * per_group +
-// index) is the grid's z.
+// computed, so their latency hides behind the arithmetic. Batch is the grid's z.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
     a_off: u32, a_sb: u32, a_sm: u32, a_sk: u32,
     b_off: u32, b_sb: u32, b_sk: u32, b_sn: u32,
     c_off: u32, c_sb: u32, c_sm: u32, alpha: f32,
-    per_group: u32, a_sg: u32, b_sg: u32, c_sg: u32,
 }
 
 override WG_X: u32 = 16u;
@@ -38,7 +32,6 @@ override NR: u32 = 1u;
 override B_F16: bool = false;
 override BIAS_F16: bool = false;
 override RESIDUAL: bool = false;
-override GROUPED: bool = false;
 
 override THREADS: u32 = WG_X * WG_Y;
 override A_GROUPS: u32 = MR * WG_Y; // vec4 row groups in the tile
@@ -109,14 +102,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let li = lid.y * WG_X + lid.x;
     let m0 = wid.y * A_GROUPS * 4u;
     let n0 = wid.x * B_GROUPS * 4u;
-    var group = 0u;
-    var batch = wid.z;
-    if (GROUPED) {
-        group = wid.z / p.per_group;
-        batch = wid.z % p.per_group;
-    }
-    let a_base = p.a_off + group * p.a_sg + batch * p.a_sb;
-    let b_base = p.b_off + group * p.b_sg + batch * p.b_sb;
+    let batch = wid.z;
+    let a_base = p.a_off + batch * p.a_sb;
+    let b_base = p.b_off + batch * p.b_sb;
 
     // acc[(4 r + i) * 2 + c]: row 4 (ty + r WG_Y) + i, columns 4 (tx + c WG_X) + 0..3.
     var acc: array<vec4<f32>, 16>;
@@ -159,7 +147,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
 
-    let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;
+    let c_base = p.c_off + batch * p.c_sb;
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;

@@ -294,9 +294,8 @@ impl CpuDevice {
         match kernel {
             Kernel::Matmul => gemm::matmul(&params(p), batch, ov("RESIDUAL") != 0.0, &ins, out),
             Kernel::Conv2d => {
-                let epilogue = gemm::ConvEpilogue { scale_shift: ov("SCALE_SHIFT") != 0.0, silu: ov("SILU") != 0.0, residual: ov("RESIDUAL") != 0.0, residual2: ov("RESIDUAL2") != 0.0 };
-                let input = gemm::ConvInput { concat: ov("CONCAT") != 0.0, upsample: ov("UPSAMPLE") != 0.0 };
-                gemm::conv2d(&params(p), batch, input, epilogue, &ins, out)
+                let epilogue = gemm::ConvEpilogue { scale_shift: ov("SCALE_SHIFT") != 0.0, silu: ov("SILU") != 0.0, residual: ov("RESIDUAL") != 0.0 };
+                gemm::conv2d(&params(p), batch, epilogue, &ins, out)
             }
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
@@ -307,6 +306,7 @@ impl CpuDevice {
             Kernel::Activation => kernels::activation(&params(p), ov("OP") as u32, &ins, out),
             Kernel::Binary => kernels::binary(&params(p), ov("OP") as u32, &ins, out),
             Kernel::Concat => kernels::concat(&params(p), &ins, out),
+            Kernel::UpsampleNearest => kernels::upsample_nearest(&params(p), &ins, out),
             Kernel::PadCrop => kernels::pad_crop(&params(p), &ins, out),
             Kernel::Transpose => kernels::transpose(&params(p), batch, &ins, out),
             Kernel::GatherRows => kernels::gather_rows(&params(p), &ins, out),

@@ -53,7 +53,6 @@ kernels! {
     Activation => "elementwise/activation.wgsl",
     Binary => "elementwise/binary.wgsl",
     Concat => "layout/concat.wgsl",
-    UpsampleNearest => "layout/upsample_nearest.wgsl",
     PadCrop => "layout/pad_crop.wgsl",
     Transpose => "layout/transpose.wgsl",
     GatherRows => "layout/gather_rows.wgsl",

@@ -3,13 +3,25 @@
 // (Cout x Cin*kh*kw) by (Cin*kh*kw x Ho*Wo) product whose right operand (im2col) is
 // gathered from the image while filling workgroup memory, never stored.
 //
-// Weights and bias may be f32 or f16 packed two per u32 (W_F16 / BIAS_F16 overrides).
+// Weights may be f32 or f16 packed two per u32 (the W_F16 override: it is read in the
+// inner loop), the bias too (the BIAS_F16 flag).
 //
-// Epilogue, each step chosen by an override so that an unused one costs nothing: after
-// the bias, the ResBlock's time conditioning v * (s + 1) + b with s, b the two halves of
-// row `row + batch` of the table t (SCALE_SHIFT), then SiLU (SILU), then a residual
-// tensor of the output's shape added (RESIDUAL). A ResBlock is then three convolutions
-// and nothing else, and no intermediate makes a round trip through memory.
+// The input may be gathered from more than one place: channels `split..cin` from a
+// second tensor x2 (the convolution of torch.cat([x, x2], 1), as the UNet's up levels
+// take their skips, without the concatenation's copy; split = cin reads x alone), and
+// the image nearest-upsampled 2x (up = 1: h, w are then the upsampled size, twice the
+// stored one; the UNet's Upsample is upsampling then this convolution).
+//
+// Epilogue, each step chosen by a flag in Params: after the bias, the ResBlock's time
+// conditioning v * (s + 1) + b with s, b the two halves of row `row + batch` of the
+// table t (SCALE_SHIFT), then SiLU (SILU), then a residual tensor of the output's shape
+// added (RESIDUAL), then a second one (RESIDUAL2: a SpatialTransformer level's inner and
+// outer residual). A ResBlock is then three convolutions and nothing else.
+//
+// The gathers and the epilogue are values in Params, not overrides: every distinct
+// override set is a pipeline of its own to compile, which dominates a short restore on
+// SwiftShader. They cost a shift and a compare per fetched value, and the epilogue a
+// second pass over this invocation's outputs (see the end of main).
 // Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
 // pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
 // vec4s, the next step fetched into registers while the current one is computed; the
@@ -21,8 +33,23 @@ struct Params {
     stride: u32, pad: u32, has_bias: u32,
     // The first pixel block of this dispatch: a large convolution is dispatched in parts.
     first_group: u32,
-    row: u32, _a: u32, _b: u32, _c: u32,
+    row: u32,
+    // Channels read from x; the rest from x2. cin when there is no x2.
+    split: u32,
+    // The upsampling's log2: 0 or 1 (2x nearest).
+    up: u32,
+    // The epilogue's steps and the bias's format: the flags below.
+    flags: u32,
 }
+
+const BIAS_F16: u32 = 1u;
+const SCALE_SHIFT: u32 = 2u;
+const SILU: u32 = 4u;
+const RESIDUAL: u32 = 8u;
+const RESIDUAL2: u32 = 16u;
+const EPILOGUE: u32 = SCALE_SHIFT | SILU | RESIDUAL | RESIDUAL2;
+
+fn has(flag: u32) -> bool { return (p.flags & flag) != 0u; }
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
@@ -30,10 +57,6 @@ override TILE_K: u32 = 16u;
 override MR: u32 = 1u;
 override NR: u32 = 1u;
 override W_F16: bool = false;
-override BIAS_F16: bool = false;
-override SCALE_SHIFT: bool = false;
-override SILU: bool = false;
-override RESIDUAL: bool = false;
 
 override THREADS: u32 = WG_X * WG_Y;
 override W_GROUPS: u32 = MR * WG_Y; // vec4 output-channel groups in the tile
@@ -44,11 +67,13 @@ const MAX_FETCH: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read> t: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x2: array<f32>;
+@group(0) @binding(3) var<storage, read> wt: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<u32>;
+@group(0) @binding(5) var<storage, read> t: array<f32>;
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
+@group(0) @binding(7) var<storage, read> residual2: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
 var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
@@ -60,11 +85,17 @@ fn load_w(i: u32) -> f32 {
     return bitcast<f32>(wt[i]);
 }
 
+// Branch-free: it sits in the loop over acc, whose body must stay small (see the end of
+// main).
 fn load_bias(i: u32) -> f32 {
-    if (BIAS_F16) {
-        return unpack2x16float(bias[i >> 1u])[i & 1u];
-    }
-    return bitcast<f32>(bias[i]);
+    let f16 = has(BIAS_F16);
+    let word = bias[select(i, i >> 1u, f16)];
+    return select(bitcast<f32>(word), unpack2x16float(word)[i & 1u], f16);
+}
+
+// The stored image's height and width.
+fn stored_size() -> vec2<u32> {
+    return vec2<u32>(p.h >> p.up, p.w >> p.up);
 }
 
 // Weights: consecutive invocations take consecutive k of one output channel group.
@@ -82,7 +113,8 @@ fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
 // groups of 4 output pixels. An invocation always fetches the same pixel group (X_GROUPS
 // divides THREADS), so where the 4 pixels' windows start in the input (`iy0`, `ix0`;
 // far out of range for pixels past the end) is worked out once, not at every K step.
-fn fetch_x(e: u32, k0: u32, kdim: u32, x_base: u32, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
+// `bases`: where this image starts in x and in x2.
+fn fetch_x(e: u32, k0: u32, kdim: u32, bases: vec2<u32>, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
     let gk = k0 + e / X_GROUPS;
     var v = vec4<f32>(0.0);
     if (gk < kdim) {
@@ -91,10 +123,17 @@ fn fetch_x(e: u32, k0: u32, kdim: u32, x_base: u32, iy0: vec4<i32>, ix0: vec4<i3
         let tap = gk % taps;
         let iy = iy0 + vec4<i32>(i32(tap / p.kw));
         let ix = ix0 + vec4<i32>(i32(tap % p.kw));
-        let plane = x_base + ci * p.h * p.w;
+        let size = stored_size();
+        // The channel's plane in x2 or x: one branch per fetch, not per value.
+        let second = ci >= p.split;
+        let plane = select(bases.x + ci * size.x * size.y, bases.y + (ci - p.split) * size.x * size.y, second);
+        // Without x2 (split = cin, the same for the whole dispatch) x alone is read: a
+        // branch every invocation takes the same way, so none pays for the other side.
+        let concat = p.split < p.cin;
         for (var r = 0u; r < 4u; r++) {
             if (iy[r] >= 0 && iy[r] < i32(p.h) && ix[r] >= 0 && ix[r] < i32(p.w)) {
-                v[r] = x[plane + u32(iy[r]) * p.w + u32(ix[r])];
+                let at = plane + (u32(iy[r]) >> p.up) * size.y + (u32(ix[r]) >> p.up);
+                if (!concat) { v[r] = x[at]; } else if (second) { v[r] = x2[at]; } else { v[r] = x[at]; }
             }
         }
     }
@@ -109,7 +148,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let batch = wid.z;
     let kdim = p.cin * p.kh * p.kw;
     let npix = p.ho * p.wo;
-    let x_base = batch * p.cin * p.h * p.w;
+    let size = stored_size();
+    let bases = vec2<u32>(batch * p.split, batch * (p.cin - p.split)) * (size.x * size.y);
 
     var iy0 = vec4<i32>(-(1 << 30));
     var ix0 = vec4<i32>(-(1 << 30));
@@ -127,7 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var w_next: array<vec4<f32>, MAX_FETCH>;
     var x_next: array<vec4<f32>, MAX_FETCH>;
     for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
-    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, x_base, iy0, ix0); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, bases, iy0, ix0); }
 
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
         for (var s = 0u; s < W_FETCH; s++) {
@@ -142,7 +182,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let k1 = k0 + TILE_K;
         if (k1 < kdim) {
             for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
-            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, x_base, iy0, ix0); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, bases, iy0, ix0); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
             var wv: array<vec4<f32>, 2>;
@@ -169,24 +209,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if (gm >= p.cout) { continue; }
             var b = 0.0;
             if (p.has_bias != 0u) { b = load_bias(gm); }
+            for (var q = 0u; q < NR; q++) {
+                for (var j = 0u; j < 4u; j++) {
+                    let gn = n0 + 4u * (lid.x + q * WG_X) + j;
+                    if (gn < npix) { y[y_base + gm * npix + gn] = acc[(4u * r + i) * 2u + q][j] + b; }
+                }
+            }
+        }
+    }
+    if ((p.flags & EPILOGUE) == 0u) { return; }
+    // The epilogue re-reads the outputs this invocation has just written (its own
+    // writes, so no barrier) rather than taking them from acc: the loops above keep the
+    // same small body whatever the flags, so the compiler still unrolls them and acc
+    // stays in registers (reading acc here made every convolution on lavapipe about 40%
+    // slower).
+    for (var r = 0u; r < MR; r++) {
+        for (var i = 0u; i < 4u; i++) {
+            let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
+            if (gm >= p.cout) { continue; }
             var scale = 1.0;
             var shift = 0.0;
-            if (SCALE_SHIFT) {
+            if (has(SCALE_SHIFT)) {
                 let row = (p.row + batch) * 2u * p.cout;
                 scale = t[row + gm] + 1.0;
                 shift = t[row + p.cout + gm];
             }
-            for (var q = 0u; q < NR; q++) {
-                for (var j = 0u; j < 4u; j++) {
-                    let gn = n0 + 4u * (lid.x + q * WG_X) + j;
-                    if (gn >= npix) { continue; }
-                    let at = y_base + gm * npix + gn;
-                    var v = acc[(4u * r + i) * 2u + q][j] + b;
-                    if (SCALE_SHIFT) { v = v * scale + shift; }
-                    if (SILU) { v = v / (1.0 + exp(-v)); }
-                    if (RESIDUAL) { v += residual[at]; }
-                    y[at] = v;
-                }
+            for (var n = 0u; n < 4u * NR; n++) {
+                let gn = n0 + 4u * (lid.x + (n / 4u) * WG_X) + n % 4u;
+                if (gn >= npix) { continue; }
+                let at = y_base + gm * npix + gn;
+                var v = y[at];
+                if (has(SCALE_SHIFT)) { v = v * scale + shift; }
+                if (has(SILU)) { v = v / (1.0 + exp(-v)); }
+                if (has(RESIDUAL)) { v += residual[at]; }
+                if (has(RESIDUAL2)) { v += residual2[at]; }
+                y[at] = v;
             }
         }
     }

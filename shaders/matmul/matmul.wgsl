@@ -1,10 +1,15 @@
-// Batched matrix product with general strides: C[b] = alpha * A[b] B[b] (+ bias).
+// Batched matrix product with general strides: C[b] = alpha * A[b] B[b] (+ bias); with
+// GROUPED the batch is groups of per_group matrices, C[g, b] = alpha * A[g, b] B[g, b],
+// each index with a stride of its own (such as heads by chunks of pixels). An override,
+// so that ungrouped products do not pay for the division (on lavapipe it made every
+// product about 20% slower).
 //
 // A (f32) is M x K, B is K x N read through strides, so transposed operands (the
 // `x W^T` of a Linear, `K^T V` of linear attention) need no copy. B and the bias may be
 // f32 or f16 packed two per u32 (weights), chosen by the B_F16 / BIAS_F16 overrides.
-// With RESIDUAL, a tensor read at the output's own indices is added last (a
-// transformer's x + f(x) without a pass of its own).
+// With the RESIDUAL flag, a tensor read at the output's own indices is added last (a
+// transformer's x + f(x) without a pass of its own): a flag in Params, not an override,
+// since every override set is a pipeline of its own to compile (see conv2d.wgsl).
 //
 // Tiling: a workgroup of WG_X x WG_Y invocations computes a (4 MR WG_Y) x (4 NR WG_X)
 // tile of C, each invocation (4 MR) x (4 NR) outputs in vec4 registers: rows
@@ -14,14 +19,21 @@
 // vec4s of A (4 rows) and of B (4 columns): per k, MR + NR vec4 loads feed 16 MR NR
 // multiply-adds (MR = NR = 2, the large tiles for large products: 4 loads per 64).
 // The next step's global values are fetched into registers before the current step is
-// computed, so their latency hides behind the arithmetic. Batch is the grid's z.
+// computed, so their latency hides behind the arithmetic. The batch (group * per_group +
+// index) is the grid's z.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
     a_off: u32, a_sb: u32, a_sm: u32, a_sk: u32,
     b_off: u32, b_sb: u32, b_sk: u32, b_sn: u32,
     c_off: u32, c_sb: u32, c_sm: u32, alpha: f32,
+    per_group: u32, a_sg: u32, b_sg: u32, c_sg: u32,
+    flags: u32,
 }
+
+const RESIDUAL: u32 = 1u;
+
+fn has(flag: u32) -> bool { return (p.flags & flag) != 0u; }
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
@@ -31,7 +43,7 @@ override MR: u32 = 1u;
 override NR: u32 = 1u;
 override B_F16: bool = false;
 override BIAS_F16: bool = false;
-override RESIDUAL: bool = false;
+override GROUPED: bool = false;
 
 override THREADS: u32 = WG_X * WG_Y;
 override A_GROUPS: u32 = MR * WG_Y; // vec4 row groups in the tile
@@ -102,9 +114,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let li = lid.y * WG_X + lid.x;
     let m0 = wid.y * A_GROUPS * 4u;
     let n0 = wid.x * B_GROUPS * 4u;
-    let batch = wid.z;
-    let a_base = p.a_off + batch * p.a_sb;
-    let b_base = p.b_off + batch * p.b_sb;
+    var group = 0u;
+    var batch = wid.z;
+    if (GROUPED) {
+        group = wid.z / p.per_group;
+        batch = wid.z % p.per_group;
+    }
+    let a_base = p.a_off + group * p.a_sg + batch * p.a_sb;
+    let b_base = p.b_off + group * p.b_sg + batch * p.b_sb;
 
     // acc[(4 r + i) * 2 + c]: row 4 (ty + r WG_Y) + i, columns 4 (tx + c WG_X) + 0..3.
     var acc: array<vec4<f32>, 16>;
@@ -147,7 +164,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
 
-    let c_base = p.c_off + batch * p.c_sb;
+    let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
@@ -158,10 +175,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                     if (gn >= p.n) { continue; }
                     var v = p.alpha * acc[(4u * r + i) * 2u + q][j];
                     if (p.has_bias != 0u) { v += load_bias(gn); }
-                    let at = c_base + gm * p.c_sm + gn;
-                    if (RESIDUAL) { v += residual[at]; }
-                    c[at] = v;
+                    c[c_base + gm * p.c_sm + gn] = v;
                 }
+            }
+        }
+    }
+    if (!has(RESIDUAL)) { return; }
+    // The residual is added to the outputs this invocation has just written (its own
+    // writes, so no barrier), not in the loop over acc: that loop keeps the same small
+    // body whatever the flags, so the compiler still unrolls it and acc stays in
+    // registers (conv2d.wgsl measured the difference).
+    for (var r = 0u; r < MR; r++) {
+        for (var i = 0u; i < 4u; i++) {
+            let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
+            if (gm >= p.m) { continue; }
+            for (var n = 0u; n < 4u * NR; n++) {
+                let gn = n0 + 4u * (lid.x + (n / 4u) * WG_X) + n % 4u;
+                if (gn < p.n) { c[c_base + gm * p.c_sm + gn] += residual[c_base + gm * p.c_sm + gn]; }
             }
         }
     }

@@ -76,8 +76,10 @@ fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
     (0..len).step_by(step).map(|s| (s, (s + step).min(len))).collect()
 }
 
-/// matmul.wgsl: `c[b] = alpha a[b] b[b] (+ bias over columns)` with strided operands.
-pub(super) fn matmul(p: &MatmulParams, batch: usize, with_residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+/// matmul.wgsl: `c[g, b] = alpha a[g, b] b[g, b] (+ bias over columns)` with strided
+/// operands; `batch` counts every group's matrices.
+pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let with_residual = p.has(MatmulParams::RESIDUAL);
     let (a, b, bias, residual) = (ins[0], ins[1], ins[2], ins[3]);
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     if m == 0 || n == 0 {
@@ -98,11 +100,13 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, with_residual: bool, ins: &
     let tasks = batch * blocks.len();
     let failed = std::sync::Mutex::new(None);
     parallel_for(tasks, |t| {
-        let (bi, (s, e)) = (t / blocks.len(), blocks[t % blocks.len()]);
+        let (z, (s, e)) = (t / blocks.len(), blocks[t % blocks.len()]);
+        let (g, bi) = (z / p.per_group as usize, z % p.per_group as usize);
         let (r0, r1, c0, c1) = if split_rows { (s, e, 0, n) } else { (0, m, s, e) };
-        let sa = Strided { offset: p.a_off as usize + bi * p.a_sb as usize + r0 * p.a_sm as usize, rs: p.a_sm as usize, cs: p.a_sk as usize };
-        let sb = Strided { offset: p.b_off as usize + bi * p.b_sb as usize + c0 * p.b_sn as usize, rs: p.b_sk as usize, cs: p.b_sn as usize };
-        let sc = Strided { offset: p.c_off as usize + bi * p.c_sb as usize + r0 * p.c_sm as usize + c0, rs: p.c_sm as usize, cs: 1 };
+        let base = |off: u32, sg: u32, sb: u32| off as usize + g * sg as usize + bi * sb as usize;
+        let sa = Strided { offset: base(p.a_off, p.a_sg, p.a_sb) + r0 * p.a_sm as usize, rs: p.a_sm as usize, cs: p.a_sk as usize };
+        let sb = Strided { offset: base(p.b_off, p.b_sg, p.b_sb) + c0 * p.b_sn as usize, rs: p.b_sk as usize, cs: p.b_sn as usize };
+        let sc = Strided { offset: base(p.c_off, p.c_sg, p.c_sb) + r0 * p.c_sm as usize + c0, rs: p.c_sm as usize, cs: 1 };
         // Rows r0..r1 and columns c0..c1 of matrix bi: this task's block alone.
         let done = sgemm(r1 - r0, c1 - c0, k, p.alpha, a, sa, b, sb, &c, sc);
         if let Err(e) = done {
@@ -133,36 +137,46 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, with_residual: bool, ins: &
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &ConvParams, batch: usize, epilogue: ConvEpilogue, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    convolve(p, batch, ins, out)?;
+pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    let gathered = gather_input(p, batch, ins[0], ins[1])?;
+    convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), ins[2], ins[3], out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
-    if !(epilogue.scale_shift || epilogue.silu || epilogue.residual) || npix == 0 || cout == 0 {
+    let [scale_shift, silu_on, with_residual, with_residual2] = [ConvParams::SCALE_SHIFT, ConvParams::SILU, ConvParams::RESIDUAL, ConvParams::RESIDUAL2].map(|f| p.has(f));
+    if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
         return Ok(());
     }
-    let (table, residual, row) = (ins[3], ins[4], p.row as usize);
+    let (table, residual, residual2, row) = (ins[4], ins[5], ins[6], p.row as usize);
     let n = batch * cout * npix;
-    if epilogue.scale_shift {
+    if scale_shift {
         check_extent("conv2d time conditioning", (row + batch) * 2 * cout - 1, table.len())?;
     }
-    if epilogue.residual {
+    if with_residual {
         check_extent("conv2d residual", n - 1, residual.len())?;
     }
+    if with_residual2 {
+        check_extent("conv2d second residual", n - 1, residual2.len())?;
+    }
     // One (image, channel) plane per chunk, in the kernel's order: time conditioning,
-    // SiLU, residual.
+    // SiLU, residuals.
     parallel_chunks(&mut out[..n], npix, |bc, y| {
         let (b, co) = (bc / cout + row, bc % cout);
-        let (scale, shift) = if epilogue.scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
-        let res = &residual[if epilogue.residual { bc * npix..(bc + 1) * npix } else { 0..0 }];
+        let (scale, shift) = if scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
+        let planes = if with_residual { bc * npix..(bc + 1) * npix } else { 0..0 };
+        let res = &residual[planes.clone()];
+        let res2 = &residual2[if with_residual2 { planes } else { 0..0 }];
         for (i, o) in y.iter_mut().enumerate() {
             let mut v = *o;
-            if epilogue.scale_shift {
+            if scale_shift {
                 v = v * scale + shift;
             }
-            if epilogue.silu {
+            if silu_on {
                 v = silu(v);
             }
-            if epilogue.residual {
+            if with_residual {
                 v += res[i];
+            }
+            if with_residual2 {
+                v += res2[i];
             }
             *o = v;
         }
@@ -170,17 +184,40 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, epilogue: ConvEpilogue, ins: 
     Ok(())
 }
 
-/// Which steps of conv2d.wgsl's epilogue run (its SCALE_SHIFT, SILU, RESIDUAL).
-#[derive(Clone, Copy)]
-pub(super) struct ConvEpilogue {
-    pub scale_shift: bool,
-    pub silu: bool,
-    pub residual: bool,
+/// The input the convolution sees, [batch, cin, h, w], where it is not `x` itself:
+/// `x`'s `split` channels then `x2`'s, nearest-upsampled 2x where `up` is 1. Built whole
+/// here (the copy the GPU kernel saves is cheap next to the convolution on a CPU).
+fn gather_input(p: &ConvParams, batch: usize, x: &[f32], x2: &[f32]) -> Result<Option<Vec<f32>>> {
+    let (cin, split, h, w) = (p.cin as usize, p.split as usize, p.h as usize, p.w as usize);
+    let upsample = p.up != 0;
+    if split >= cin && !upsample {
+        return Ok(None);
+    }
+    let (sh, sw) = if upsample { (h / 2, w / 2) } else { (h, w) };
+    check_extent("conv2d input", batch * split * sh * sw - 1, x.len())?;
+    if cin > split {
+        check_extent("conv2d second input", batch * (cin - split) * sh * sw - 1, x2.len())?;
+    }
+    let mut out = vec![0.0; batch * cin * h * w];
+    // One (image, channel) plane per chunk.
+    parallel_chunks(&mut out, h * w, |bc, plane| {
+        let (b, c) = (bc / cin, bc % cin);
+        let src = if c < split { &x[(b * split + c) * sh * sw..][..sh * sw] } else { &x2[(b * (cin - split) + c - split) * sh * sw..][..sh * sw] };
+        if upsample {
+            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                for (xx, v) in row.iter_mut().enumerate() {
+                    *v = src[(y / 2) * sw + xx / 2];
+                }
+            }
+        } else {
+            plane.copy_from_slice(src);
+        }
+    });
+    Ok(Some(out))
 }
 
 /// The convolution and its bias, before the epilogue.
-fn convolve(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, w, bias) = (ins[0], ins[1], ins[2]);
+fn convolve(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);

@@ -285,22 +285,6 @@ pub(super) fn concat(p: &ops::concat::Params, ins: &[&[f32]], out: &mut [f32]) -
     Ok(())
 }
 
-pub(super) fn upsample_nearest(p: &ops::upsample::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let x = ins[0];
-    let (n, h, w) = (p.n as usize, p.h as usize, p.w as usize);
-    check_extent("upsample output", n - 1, out.len())?;
-    check_extent("upsample input", n / 4 - 1, x.len())?;
-    // One output row per chunk.
-    parallel_chunks(&mut out[..n], 2 * w, |r, y| {
-        let (plane, oy) = (r / (2 * h), r % (2 * h));
-        let src = &x[(plane * h + oy / 2) * w..(plane * h + oy / 2 + 1) * w];
-        for (ox, o) in y.iter_mut().enumerate() {
-            *o = src[ox / 2];
-        }
-    });
-    Ok(())
-}
-
 pub(super) fn pad_crop(p: &ops::pad_crop::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let x = ins[0];
     let (n, h, w, ho, wo) = (p.n as usize, p.h as usize, p.w as usize, p.ho as usize, p.wo as usize);

@@ -292,11 +292,8 @@ impl CpuDevice {
         let ov = |name| overridden(overrides, name);
         self.inner.dispatched.set(self.inner.dispatched.get() + 1);
         match kernel {
-            Kernel::Matmul => gemm::matmul(&params(p), batch, ov("RESIDUAL") != 0.0, &ins, out),
-            Kernel::Conv2d => {
-                let epilogue = gemm::ConvEpilogue { scale_shift: ov("SCALE_SHIFT") != 0.0, silu: ov("SILU") != 0.0, residual: ov("RESIDUAL") != 0.0 };
-                gemm::conv2d(&params(p), batch, epilogue, &ins, out)
-            }
+            Kernel::Matmul => gemm::matmul(&params(p), batch, &ins, out),
+            Kernel::Conv2d => gemm::conv2d(&params(p), batch, &ins, out),
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
             Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &ins, out),
@@ -306,7 +303,6 @@ impl CpuDevice {
             Kernel::Activation => kernels::activation(&params(p), ov("OP") as u32, &ins, out),
             Kernel::Binary => kernels::binary(&params(p), ov("OP") as u32, &ins, out),
             Kernel::Concat => kernels::concat(&params(p), &ins, out),
-            Kernel::UpsampleNearest => kernels::upsample_nearest(&params(p), &ins, out),
             Kernel::PadCrop => kernels::pad_crop(&params(p), &ins, out),
             Kernel::Transpose => kernels::transpose(&params(p), batch, &ins, out),
             Kernel::GatherRows => kernels::gather_rows(&params(p), &ins, out),

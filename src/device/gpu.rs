@@ -289,6 +289,13 @@ impl GpuDevice {
         self.inner.bind_groups_built.get()
     }
 
+    /// Compute pipelines created since the device was opened: one per kernel and set of
+    /// override values, each compiled once (on a software adapter the cost of a short
+    /// restore's first step).
+    pub fn pipelines_created(&self) -> u64 {
+        self.inner.pipelines.borrow().len() as u64
+    }
+
     pub fn memory(&self) -> MemoryStats {
         self.inner.pool.borrow().stats()
     }
@@ -838,6 +845,34 @@ mod tests {
         dev.release_free_buffers();
         assert_eq!(dev.read_blocking(&step()).unwrap(), want);
         assert_eq!(dev.bind_groups_built(), built + 2, "new buffers, new bind groups");
+    }
+
+    #[test]
+    fn gathers_and_epilogues_share_their_convolutions_and_products_pipelines() {
+        use crate::ops::{conv2d_with, linear_with, Conv2dArgs, ConvInput, Epilogue};
+        let dev = Device::new_blocking().unwrap();
+        let up = |shape: &[usize]| dev.upload(shape, &vec![0.25; shape.iter().product()]).unwrap();
+        let (x, half, small) = (up(&[1, 16, 6, 6]), up(&[1, 8, 6, 6]), up(&[1, 16, 3, 3]));
+        let (w, bias, table, res) = (up(&[16, 16, 3, 3]), up(&[16]), up(&[1, 32]), up(&[1, 16, 6, 6]));
+        let args = Conv2dArgs::same(3);
+        let (lin_x, lin_w, lin_b, lin_res) = (up(&[8, 16]), up(&[16, 16]), up(&[16]), up(&[8, 16]));
+        conv2d_with(&dev, &x, &w, None, args, Epilogue::default()).unwrap();
+        linear_with(&dev, &lin_x, &lin_w, None, None).unwrap();
+        let created = dev.pipelines_created();
+        // The gathers and the epilogue's steps are values in Params, not overrides: no
+        // pipeline of their own to compile, which a short restore on a software adapter
+        // pays for.
+        let fused = Epilogue { scale_shift: Some((&table, 0)), silu: true, residual: Some(&res), second_residual: Some(&res) };
+        conv2d_with(&dev, ConvInput::concat(&half, &half), &w, Some(&bias), args, fused).unwrap();
+        conv2d_with(&dev, ConvInput::upsampled(&small), &w, Some(&bias), args, Epilogue { residual: Some(&res), ..Default::default() }).unwrap();
+        linear_with(&dev, &lin_x, &lin_w, Some(&lin_b), Some(&lin_res)).unwrap();
+        dev.sync_blocking().unwrap();
+        assert_eq!(dev.pipelines_created(), created);
+        // What the loops over K or the accumulators read stays an override: an f32 bias
+        // shares the product's pipeline (BIAS_F16 false), an f16 one has its own.
+        let f16_bias = dev.upload_f16(&[16], &[0.5; 16]).unwrap();
+        linear_with(&dev, &lin_x, &lin_w, Some(&f16_bias), None).unwrap();
+        assert_eq!(dev.pipelines_created(), created + 1);
     }
 
     #[test]

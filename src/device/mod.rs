@@ -207,6 +207,14 @@ impl Device {
         }
     }
 
+    /// Compute pipelines created since the device was opened (the CPU backend has none).
+    pub fn pipelines_created(&self) -> u64 {
+        match &self.backend {
+            Backend::Gpu(g) => g.pipelines_created(),
+            Backend::Cpu(_) => 0,
+        }
+    }
+
     /// Starts or stops timing each GPU dispatch with timestamp queries (the bench's
     /// profile; it slows the GPU down). False where there is nothing to time it with: the
     /// CPU backend, an adapter without timestamp queries.

@@ -1,6 +1,6 @@
 use crate::error::Result;
 use crate::device::{Device, Tensor};
-use crate::ops::{self, Conv2dArgs, Epilogue};
+use crate::ops::{self, Conv2dArgs, ConvInput, Epilogue};
 use crate::weights::Vb;
 
 /// PyTorch's `nn.Conv2d` (square kernel, zero padding) with optional bias.
@@ -19,12 +19,14 @@ impl Conv2d {
         })
     }
 
-    pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
-        self.forward_with(dev, x, Epilogue::default())
+    /// The convolution of a tensor, or of a concatenation or upsampling gathered on the
+    /// fly (see [`ConvInput`]).
+    pub fn forward<'a>(&self, dev: &Device, input: impl Into<ConvInput<'a>>) -> Result<Tensor> {
+        self.forward_with(dev, input, Epilogue::default())
     }
 
     /// The convolution with element-wise work after it fused in (see [`Epilogue`]).
-    pub fn forward_with(&self, dev: &Device, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
-        ops::conv2d_with(dev, x, &self.weight, self.bias.as_ref(), self.args, epilogue)
+    pub fn forward_with<'a>(&self, dev: &Device, input: impl Into<ConvInput<'a>>, epilogue: Epilogue) -> Result<Tensor> {
+        ops::conv2d_with(dev, input, &self.weight, self.bias.as_ref(), self.args, epilogue)
     }
 }

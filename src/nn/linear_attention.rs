@@ -38,47 +38,49 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
         let base = b * hidden * n;
         softmax_rows(dev, q_in, base, [heads, dim_head, n], &q)?;
         softmax_rows(dev, k_in, base, [hidden, n, 1], &k)?;
-        let v_base = base;
-        for h in 0..heads {
-            // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T
-            for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
-                if count == 0 {
-                    continue;
-                }
-                gemm(
-                    dev,
-                    Gemm {
-                        batch: count,
-                        m: dim_head,
-                        n: dim_head,
-                        k: len,
-                        a: Operand { tensor: &k, offset: h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
-                        b: Operand { tensor: v_in, offset: v_base + h * plane + first * CHUNK, batch_stride: CHUNK, row_stride: 1, col_stride: n },
-                        bias: None,
-                        residual: None,
-                        alpha: 1.0,
-                        out: &partial,
-                        out_offset: (h * chunks + first) * dd,
-                        out_batch_stride: dd,
-                    },
-                )?;
+        // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T: heads by chunks in
+        // one product per chunk length (the full chunks, then the rest).
+        for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
+            if count == 0 {
+                continue;
             }
+            gemm(
+                dev,
+                Gemm {
+                    groups: heads,
+                    batch: count,
+                    m: dim_head,
+                    n: dim_head,
+                    k: len,
+                    a: Operand { tensor: &k, offset: first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
+                    b: Operand { tensor: v_in, offset: base + first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: 1, col_stride: n },
+                    bias: None,
+                    residual: None,
+                    alpha: 1.0,
+                    out: &partial,
+                    out_offset: first * dd,
+                    out_group_stride: chunks * dd,
+                    out_batch_stride: dd,
+                },
+            )?;
         }
         // context[h] = (1/N) sum over chunks: ones [1, chunks] . partial[h] [chunks, d*e]
         gemm(
             dev,
             Gemm {
+                groups: 1,
                 batch: heads,
                 m: 1,
                 n: dd,
                 k: chunks,
-                a: Operand { tensor: &ones, offset: 0, batch_stride: 0, row_stride: chunks, col_stride: 1 },
-                b: Operand { tensor: &partial, offset: 0, batch_stride: chunks * dd, row_stride: dd, col_stride: 1 },
+                a: Operand { tensor: &ones, offset: 0, group_stride: 0, batch_stride: 0, row_stride: chunks, col_stride: 1 },
+                b: Operand { tensor: &partial, offset: 0, group_stride: 0, batch_stride: chunks * dd, row_stride: dd, col_stride: 1 },
                 bias: None,
                 residual: None,
                 alpha: 1.0 / n as f32,
                 out: &context,
                 out_offset: 0,
+                out_group_stride: 0,
                 out_batch_stride: dd,
             },
         )?;
@@ -86,17 +88,19 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
         gemm(
             dev,
             Gemm {
+                groups: 1,
                 batch: heads,
                 m: dim_head,
                 n,
                 k: dim_head,
-                a: Operand { tensor: &context, offset: 0, batch_stride: dd, row_stride: 1, col_stride: dim_head },
-                b: Operand { tensor: &q, offset: 0, batch_stride: plane, row_stride: n, col_stride: 1 },
+                a: Operand { tensor: &context, offset: 0, group_stride: 0, batch_stride: dd, row_stride: 1, col_stride: dim_head },
+                b: Operand { tensor: &q, offset: 0, group_stride: 0, batch_stride: plane, row_stride: n, col_stride: 1 },
                 bias: None,
                 residual: None,
                 alpha: 1.0 / (dim_head as f32).sqrt(),
                 out: &out,
                 out_offset: b * hidden * n,
+                out_group_stride: 0,
                 out_batch_stride: plane,
             },
         )?;

@@ -25,18 +25,89 @@ pub(crate) struct Params {
     pub(crate) first_group: u32,
     /// The time conditioning's row for the first image of the batch (see [`Epilogue`]).
     pub(crate) row: u32,
-    pub(crate) _pad: [u32; 3],
+    /// Channels read from the first input (`cin` unless it is a [`ConvInput::concat`]).
+    pub(crate) split: u32,
+    /// The input upsampling's log2 (1 for a [`ConvInput::upsampled`], else 0).
+    pub(crate) up: u32,
+    /// [`Params::BIAS_F16`] and the [`Epilogue`]'s steps.
+    pub(crate) flags: u32,
+}
+
+impl Params {
+    pub(crate) const BIAS_F16: u32 = 1;
+    pub(crate) const SCALE_SHIFT: u32 = 2;
+    pub(crate) const SILU: u32 = 4;
+    pub(crate) const RESIDUAL: u32 = 8;
+    pub(crate) const RESIDUAL2: u32 = 16;
+
+    pub(crate) fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// What a convolution reads, gathered by its kernel instead of passes of their own:
+/// `torch.cat([x, second], 1)` where `second` is given, then, with `upsample`, that image
+/// nearest-upsampled 2x (`nn.Upsample(scale_factor=2, mode="nearest")`).
+#[derive(Clone, Copy)]
+pub struct ConvInput<'a> {
+    pub x: &'a Tensor,
+    pub second: Option<&'a Tensor>,
+    pub upsample: bool,
+}
+
+impl<'a> ConvInput<'a> {
+    /// The channels of `x` then those of `second`.
+    pub fn concat(x: &'a Tensor, second: &'a Tensor) -> Self {
+        ConvInput { x, second: Some(second), upsample: false }
+    }
+
+    /// `x` nearest-upsampled 2x.
+    pub fn upsampled(x: &'a Tensor) -> Self {
+        ConvInput { x, second: None, upsample: true }
+    }
+
+    /// The tensor itself when the input is just one tensor as stored.
+    pub fn plain(&self) -> Option<&'a Tensor> {
+        (self.second.is_none() && !self.upsample).then_some(self.x)
+    }
+
+    /// [batch, channels, height, width] of the input the convolution sees.
+    fn shape(&self) -> Result<[usize; 4]> {
+        let x = self.x;
+        expect_rank(x, 4, "conv2d input")?;
+        x.expect_f32("conv2d input")?;
+        let mut c = x.dim(1);
+        if let Some(s) = self.second {
+            expect_rank(s, 4, "conv2d second input")?;
+            s.expect_f32("conv2d second input")?;
+            if s.dim(0) != x.dim(0) || s.shape()[2..] != x.shape()[2..] {
+                return shape_err!("conv2d: the inputs to concatenate need equal batch and size, got {:?} and {:?}", x.shape(), s.shape());
+            }
+            c += s.dim(1);
+        }
+        let f = if self.upsample { 2 } else { 1 };
+        Ok([x.dim(0), c, f * x.dim(2), f * x.dim(3)])
+    }
+}
+
+impl<'a> From<&'a Tensor> for ConvInput<'a> {
+    fn from(x: &'a Tensor) -> Self {
+        ConvInput { x, second: None, upsample: false }
+    }
 }
 
 /// What a convolution applies to its output before writing it, in this order (after the
 /// bias): the ResBlock's time conditioning `v * (scale + 1) + shift` with `scale, shift =
 /// table[row + b].chunk(2)` (the table is [rows, 2 Cout]), SiLU, then adding `residual`
-/// (a tensor of the output's shape). Fused so that no step is a pass of its own.
+/// and then `second_residual` (tensors of the output's shape; the second only with the
+/// first: a SpatialTransformer level's inner and outer residual). Fused so that no step
+/// is a pass of its own.
 #[derive(Default, Clone, Copy)]
 pub struct Epilogue<'a> {
     pub scale_shift: Option<(&'a Tensor, usize)>,
     pub silu: bool,
     pub residual: Option<&'a Tensor>,
+    pub second_residual: Option<&'a Tensor>,
 }
 
 /// Stride and zero padding of a convolution (the same on both axes, as in every
@@ -60,18 +131,19 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
     conv2d_with(dev, x, w, bias, args, Epilogue::default())
 }
 
-/// [`conv2d`] followed by an [`Epilogue`] in the same kernel.
-pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
-    expect_rank(x, 4, "conv2d input")?;
+/// [`conv2d`] of a [`ConvInput`] (a tensor, a concatenation, an upsampled image),
+/// followed by an [`Epilogue`], in one kernel.
+pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
+    let input = input.into();
+    let x = input.x;
+    let [b, cin, h, wd] = input.shape()?;
     expect_rank(w, 4, "conv2d weight")?;
-    x.expect_f32("conv2d input")?;
-    let [b, cin, h, wd] = [x.dim(0), x.dim(1), x.dim(2), x.dim(3)];
     let [cout, wcin, kh, kw] = [w.dim(0), w.dim(1), w.dim(2), w.dim(3)];
     if wcin != cin {
-        return shape_err!("conv2d: input {:?} has {cin} channels but weight {:?} expects {wcin}", x.shape(), w.shape());
+        return shape_err!("conv2d: input [{b}, {cin}, {h}, {wd}] has {cin} channels but weight {:?} expects {wcin}", w.shape());
     }
     if args.stride == 0 || h + 2 * args.padding < kh || wd + 2 * args.padding < kw {
-        return shape_err!("conv2d: kernel {kh}x{kw} (stride {}, padding {}) does not fit input {:?}", args.stride, args.padding, x.shape());
+        return shape_err!("conv2d: kernel {kh}x{kw} (stride {}, padding {}) does not fit input [{b}, {cin}, {h}, {wd}]", args.stride, args.padding);
     }
     if let Some(bias) = bias {
         expect_len(bias, cout, "conv2d bias")?;
@@ -88,7 +160,10 @@ pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
         }
         None => 0,
     };
-    if let Some(r) = epilogue.residual {
+    if epilogue.second_residual.is_some() && epilogue.residual.is_none() {
+        return shape_err!("conv2d: a second residual needs a first");
+    }
+    for r in epilogue.residual.iter().chain(&epilogue.second_residual) {
         r.expect_f32("conv2d residual")?;
         if r.shape() != [b, cout, ho, wo] {
             return shape_err!("conv2d residual {:?} does not match the output [{b}, {cout}, {ho}, {wo}]", r.shape());
@@ -109,18 +184,23 @@ pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
         has_bias: bias.is_some() as u32,
         first_group: 0,
         row: u32_of(row, "row")?,
-        _pad: [0; 3],
+        split: x.dim(1) as u32,
+        up: input.upsample as u32,
+        flags: [
+            (is_f16(bias) != 0.0, Params::BIAS_F16),
+            (epilogue.scale_shift.is_some(), Params::SCALE_SHIFT),
+            (epilogue.silu, Params::SILU),
+            (epilogue.residual.is_some(), Params::RESIDUAL),
+            (epilogue.second_residual.is_some(), Params::RESIDUAL2),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |flags, (_, flag)| flags | flag),
     };
     // Output channels are the rows of this product.
     let tile = tile_shape(cout, ho * wo, b);
-    let epilogue_overrides = [
-        ("W_F16", is_f16(Some(w))),
-        ("BIAS_F16", is_f16(bias)),
-        ("SCALE_SHIFT", epilogue.scale_shift.is_some() as u32 as f64),
-        ("SILU", epilogue.silu as u32 as f64),
-        ("RESIDUAL", epilogue.residual.is_some() as u32 as f64),
-    ];
-    let overrides = [&tile.overrides()[..], &epilogue_overrides].concat();
+    // Only what the inner loop reads is an override (each set is a pipeline to compile).
+    let overrides = [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat();
     let pixels = u32_of(ho * wo, "output pixels")?;
     let pixel_groups = pixels.div_ceil(tile.cols());
     let (cout_groups, batch) = (params.cout.div_ceil(tile.rows()), u32_of(b, "batch")?);
@@ -129,7 +209,8 @@ pub fn conv2d_with(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
-        dev.dispatch(Kernel::Conv2d, &overrides, &part, &[x, w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), &out], groups)?;
+        let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
+        dev.dispatch(Kernel::Conv2d, &overrides, &part, &buffers, groups)?;
     }
     Ok(out)
 }

@@ -89,23 +89,43 @@ pub(crate) struct Params {
     pub(crate) c_sb: u32,
     pub(crate) c_sm: u32,
     pub(crate) alpha: f32,
+    /// Matrices per group: the grid's z is group * per_group + index in the group.
+    pub(crate) per_group: u32,
+    pub(crate) a_sg: u32,
+    pub(crate) b_sg: u32,
+    pub(crate) c_sg: u32,
+    /// [`Params::RESIDUAL`].
+    pub(crate) flags: u32,
 }
 
-/// A matrix operand seen through strides (in elements): entry (batch, row, col) is at
-/// `offset + batch * batch_stride + row * row_stride + col * col_stride`.
+impl Params {
+    pub(crate) const RESIDUAL: u32 = 1;
+
+    pub(crate) fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// A matrix operand seen through strides (in elements): entry (group, batch, row, col) is
+/// at `offset + group * group_stride + batch * batch_stride + row * row_stride + col *
+/// col_stride`.
 #[derive(Clone, Copy)]
 pub(crate) struct Operand<'a> {
     pub tensor: &'a Tensor,
     pub offset: usize,
+    pub group_stride: usize,
     pub batch_stride: usize,
     pub row_stride: usize,
     pub col_stride: usize,
 }
 
-/// A general batched product `out[b] = alpha * A[b] B[b] (+ bias over columns)
-/// (+ residual)` written into `out` (row-major [batch, m, n] blocks at `out_offset`,
-/// `out_batch_stride` apart); the residual is read at the output's own indices.
+/// A general batched product `out[g, b] = alpha * A[g, b] B[g, b] (+ bias over columns)
+/// (+ residual)` for `groups` groups of `batch` products (one dispatch for a batch with two
+/// strides, such as heads by chunks of pixels), written into `out` (row-major [m, n]
+/// blocks at `out_offset`, `out_group_stride` and `out_batch_stride` apart); the residual
+/// is read at the output's own indices.
 pub(crate) struct Gemm<'a> {
+    pub groups: usize,
     pub batch: usize,
     pub m: usize,
     pub n: usize,
@@ -117,6 +137,7 @@ pub(crate) struct Gemm<'a> {
     pub alpha: f32,
     pub out: &'a Tensor,
     pub out_offset: usize,
+    pub out_group_stride: usize,
     pub out_batch_stride: usize,
 }
 
@@ -149,18 +170,22 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         c_sb: u32_of(g.out_batch_stride, "stride")?,
         c_sm: u32_of(g.n, "columns")?,
         alpha: g.alpha,
+        per_group: u32_of(g.batch.max(1), "batch")?,
+        a_sg: u32_of(g.a.group_stride, "stride")?,
+        b_sg: u32_of(g.b.group_stride, "stride")?,
+        c_sg: u32_of(g.out_group_stride, "stride")?,
+        flags: if g.residual.is_some() { Params::RESIDUAL } else { 0 },
     };
-    let tile = tile_shape(g.m, g.n, g.batch);
-    let epilogue = [
-        ("B_F16", is_f16(Some(g.b.tensor))),
-        ("BIAS_F16", is_f16(g.bias)),
-        ("RESIDUAL", g.residual.is_some() as u32 as f64),
-    ];
-    let overrides = [&tile.overrides()[..], &epilogue].concat();
+    let batch = g.groups * g.batch;
+    let tile = tile_shape(g.m, g.n, batch);
+    // Only what the loops over K or over the accumulators, or the grid's indexing, read
+    // is an override (each set is a pipeline to compile).
+    let variant = [("B_F16", is_f16(Some(g.b.tensor))), ("BIAS_F16", is_f16(g.bias)), ("GROUPED", (g.groups > 1) as u32 as f64)];
+    let overrides = [&tile.overrides()[..], &variant].concat();
     let bias = or_placeholder(g.bias, g.b.tensor);
     let residual = or_placeholder(g.residual, g.a.tensor);
-    let groups = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), u32_of(g.batch, "batch")?];
-    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, residual, g.out], groups)
+    let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), u32_of(batch, "batch")?];
+    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, residual, g.out], grid)
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same
@@ -183,17 +208,19 @@ pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     gemm(
         dev,
         Gemm {
+            groups: 1,
             batch,
             m,
             n,
             k,
-            a: Operand { tensor: a, offset: 0, batch_stride: m * k, row_stride: k, col_stride: 1 },
-            b: Operand { tensor: b, offset: 0, batch_stride: if b_batched { k * n } else { 0 }, row_stride: n, col_stride: 1 },
+            a: Operand { tensor: a, offset: 0, group_stride: 0, batch_stride: m * k, row_stride: k, col_stride: 1 },
+            b: Operand { tensor: b, offset: 0, group_stride: 0, batch_stride: if b_batched { k * n } else { 0 }, row_stride: n, col_stride: 1 },
             bias: None,
             residual: None,
             alpha: 1.0,
             out: &out,
             out_offset: 0,
+            out_group_stride: 0,
             out_batch_stride: m * n,
         },
     )?;
@@ -220,17 +247,19 @@ pub fn linear_with(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>, res
     gemm(
         dev,
         Gemm {
+            groups: 1,
             batch: 1,
             m,
             n,
             k,
-            a: Operand { tensor: x, offset: 0, batch_stride: 0, row_stride: k, col_stride: 1 },
-            b: Operand { tensor: w, offset: 0, batch_stride: 0, row_stride: 1, col_stride: k },
+            a: Operand { tensor: x, offset: 0, group_stride: 0, batch_stride: 0, row_stride: k, col_stride: 1 },
+            b: Operand { tensor: w, offset: 0, group_stride: 0, batch_stride: 0, row_stride: 1, col_stride: k },
             bias: b,
             residual,
             alpha: 1.0,
             out: &out,
             out_offset: 0,
+            out_group_stride: 0,
             out_batch_stride: 0,
         },
     )?;

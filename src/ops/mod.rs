@@ -16,14 +16,13 @@ pub(crate) mod pad_crop;
 pub(crate) mod sde_update;
 pub(crate) mod softmax;
 pub(crate) mod transpose;
-pub(crate) mod upsample;
 
 pub use activation::{geglu, gelu, silu};
 pub use attention::{attention, Heads};
 pub use binary::{add, mul, sub};
 pub use channel_layer_norm::{channel_layer_norm, channel_layer_norm_with};
 pub use concat::concat_channels;
-pub use conv2d::{conv2d, conv2d_with, Conv2dArgs, Epilogue};
+pub use conv2d::{conv2d, conv2d_with, Conv2dArgs, ConvInput, Epilogue};
 pub use gather_rows::gather_rows;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
@@ -34,7 +33,6 @@ pub use sde_update::{sde_update, Noise};
 pub use softmax::softmax;
 pub(crate) use softmax::softmax_rows;
 pub use transpose::transpose;
-pub use upsample::upsample_nearest2x;
 
 use crate::error::{Error, Result};
 use crate::device::{DType, Device, Tensor};

@@ -96,34 +96,75 @@ pub async fn conv2d(dev: &Device) {
     }
 
     // The epilogue (a ResBlock's block1 and block2): time conditioning from rows 3 and 4
-    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, a residual;
-    // on the small tiles and on the large ones.
+    // of a 6-row table (one row per sampling step, batch 2 from row 3), SiLU, one residual
+    // or two (a SpatialTransformer's proj_out); on the small tiles and on the large ones.
     for (b, cin, h, w, cout) in [(2, 4, 91, 91, 130), (2, 12, 9, 11, 20)] {
         let x = rng.normals(b * cin * h * w, 1.0);
         let wv = f16_rounded(&rng.normals(cout * cin * 9, 0.2));
         let bv = f16_rounded(&rng.normals(cout, 0.5));
         let t = rng.normals(6 * 2 * cout, 1.0);
         let res = rng.normals(b * cout * h * w, 1.0);
+        let res2 = rng.normals(b * cout * h * w, 1.0);
         let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
         let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
-        for (scale_shift, silu, residual) in [(true, true, false), (false, true, true), (false, false, true), (true, false, false)] {
-            let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: residual.then_some(&rt) };
+        let rt2 = up(dev, &[b, cout, h, w], &res2);
+        for (scale_shift, silu, residuals) in [(true, true, 0), (false, true, 1), (false, false, 1), (true, false, 0), (false, false, 2), (true, true, 2)] {
+            let epilogue = ops::Epilogue { scale_shift: scale_shift.then_some((&tt, 3)), silu, residual: (residuals > 0).then_some(&rt), second_residual: (residuals > 1).then_some(&rt2) };
             let got = ops::conv2d_with(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
             let want: Vec<f64> = (0..conv.len()).map(|i| {
                 let (r, ch) = (3 + i / (cout * h * w), (i / (h * w)) % cout);
                 let mut v = conv[i];
                 if scale_shift { v = v * (t[r * 2 * cout + ch] as f64 + 1.0) + t[r * 2 * cout + cout + ch] as f64; }
                 if silu { v = cpu::silu(v); }
-                if residual { v += res[i] as f64; }
+                if residuals > 0 { v += res[i] as f64; }
+                if residuals > 1 { v += res2[i] as f64; }
                 v
             }).collect();
-            let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, if residual { " + residual" } else { "" });
+            let name = format!("conv2d 3x3 {cin} -> {cout}, batch 2{}{}{}", if scale_shift { " + time conditioning" } else { "" }, if silu { " + silu" } else { "" }, [""," + residual", " + 2 residuals"][residuals]);
             check(&name, &read(dev, &got).await, &want, TOL);
         }
         let wrong = up(dev, &[b, cout, h, w + 1], &vec![0.0; b * cout * h * (w + 1)]);
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&wrong), ..Default::default() }).is_err(), "a residual of another shape must be refused");
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { residual: Some(&rt), second_residual: Some(&wrong), ..Default::default() }).is_err(), "a second residual of another shape must be refused");
+        assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { second_residual: Some(&rt), ..Default::default() }).is_err(), "a second residual without a first must be refused");
         assert!(ops::conv2d_with(dev, &xt, &wt, None, Conv2dArgs::same(3), ops::Epilogue { scale_shift: Some((&tt, 5)), ..Default::default() }).is_err(), "table rows past its end must be refused");
     }
+
+    // Inputs gathered by the kernel: a concatenation (the up levels' ResBlocks: 3x3 and
+    // the 1x1 res_conv), a nearest 2x upsampling (Upsample's conv), both; on the small
+    // tiles and on the large ones.
+    // (batch, channels of x, of the second input (0: none), stored h, w, cout, k, upsample)
+    let gathered = [
+        (2, 5, 7, 9, 11, 13, 3, false),
+        (2, 9, 8, 10, 7, 65, 1, false),
+        (1, 6, 3, 67, 65, 130, 3, false),
+        (2, 6, 0, 7, 9, 11, 3, true),
+        (1, 4, 0, 33, 34, 130, 3, true),
+        (1, 3, 4, 6, 5, 9, 3, true),
+    ];
+    for &(b, c1, c2, h, w, cout, k, upsample) in &gathered {
+        let (cin, f) = (c1 + c2, if upsample { 2 } else { 1 });
+        let (x1, x2) = (rng.normals(b * c1 * h * w, 1.0), rng.normals(b * c2 * h * w, 1.0));
+        let wv = f16_rounded(&rng.normals(cout * cin * k * k, 0.2));
+        let bv = f16_rounded(&rng.normals(cout, 0.5));
+        // The input the convolution sees, built here.
+        let (sh, sw) = (f * h, f * w);
+        let seen: Vec<f32> = (0..b * cin * sh * sw).map(|i| {
+            let (bi, c, y, xx) = (i / (cin * sh * sw), (i / (sh * sw)) % cin, (i / sw) % sh, i % sw);
+            let at = (y / f) * w + xx / f;
+            if c < c1 { x1[(bi * c1 + c) * h * w + at] } else { x2[(bi * c2 + c - c1) * h * w + at] }
+        }).collect();
+        let (want, [ho, wo]) = cpu::conv2d(&seen, &wv, Some(&bv), [b, cin, sh, sw], [cout, k, k], 1, k / 2);
+        let (t1, t2) = (up(dev, &[b, c1, h, w], &x1), up(dev, &[b, c2, h, w], &x2));
+        let input = ops::ConvInput { x: &t1, second: (c2 > 0).then_some(&t2), upsample };
+        let got = ops::conv2d_with(dev, input, &up16(dev, &[cout, cin, k, k], &wv), Some(&up16(dev, &[cout], &bv)), Conv2dArgs::same(k), ops::Epilogue::default()).unwrap();
+        assert_eq!(got.shape(), &[b, cout, ho, wo]);
+        let name = format!("conv2d k{k} of [{b},{c1},{h},{w}]{}{} -> {cout}", if c2 > 0 { format!(" ++ [{b},{c2},{h},{w}]") } else { String::new() }, if upsample { " upsampled 2x" } else { "" });
+        check(&name, &read(dev, &got).await, &want, TOL);
+    }
+    let (a, other) = (up(dev, &[1, 2, 5, 5], &[0.0; 50]), up(dev, &[1, 2, 5, 6], &[0.0; 60]));
+    let wt = up(dev, &[3, 4, 3, 3], &[0.0; 108]);
+    assert!(ops::conv2d_with(dev, ops::ConvInput::concat(&a, &other), &wt, None, Conv2dArgs::same(3), ops::Epilogue::default()).is_err(), "a concatenation of different sizes must be refused");
 }
 
 pub async fn norms(dev: &Device) {
@@ -257,13 +298,6 @@ pub async fn layout(dev: &Device) {
 
     let x = rng.normals(2 * 3 * 5 * 7, 1.0);
     let xt = up(dev, &[2, 3, 5, 7], &x);
-    let got = ops::upsample_nearest2x(dev, &xt).unwrap();
-    let want: Vec<f64> = (0..6 * 10 * 14).map(|i| {
-        let (p, y, xx) = (i / 140, (i / 14) % 10, i % 14);
-        x[(p * 5 + y / 2) * 7 + xx / 2] as f64
-    }).collect();
-    check("upsample nearest 2x [2,3,5,7]", &read(dev, &got).await, &want, 0.0);
-
     let got = ops::reflect_pad(dev, &xt, 8, 12).unwrap();
     let refl = |i: usize, n: usize| if i < n { i } else { 2 * (n - 1) - i };
     let want: Vec<f64> = (0..6 * 8 * 12).map(|i| {
@@ -343,7 +377,8 @@ pub async fn attention(dev: &Device) {
 
 pub async fn linear_attn(dev: &Device) {
     let mut rng = Rng::new(9);
-    for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3)] {
+    // 575 pixels: two full chunks of the context sum and a shorter one, for every head.
+    for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3), (2, 4, 8, 23, 25)] {
         let n = h * w;
         let qkv = rng.normals(b * 3 * heads * dh * n, 2.0);
         // The reference takes them stacked per batch as to_qkv makes them; the op, apart.

@@ -83,6 +83,11 @@ pub struct Args {
     /// The tile side for --tiled.
     #[arg(long, requires = "tiled")]
     tile: Option<usize>,
+    /// Time only UNet steps at these sides (comma-separated, such as 64,128): the rows to
+    /// compare two builds with, without the minutes the other rows take on a software
+    /// adapter.
+    #[arg(long, value_name = "SIDES", value_delimiter = ',', conflicts_with_all = ["tiled", "kernels"])]
+    steps: Option<Vec<usize>>,
     /// Only write the bench's weights (DA-CLIP without its text tower, the UNet; seeded
     /// random, published shapes) into this folder as daclip.safetensors and
     /// unet.safetensors, for the browser bench (tests/browser/bench.mjs).
@@ -111,14 +116,21 @@ pub fn run(args: Args) -> Result<()> {
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
     }
-    let unet = UNetRows { restore: args.restore, large: args.large || !(dev.info().is_software || dev.is_cpu()), profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
-    if tiled.is_some() {
-        // Only the tiled step: on a software adapter it alone takes many minutes.
+    let large = args.large || !(dev.info().is_software || dev.is_cpu());
+    let only_steps = args.steps.is_some();
+    let sides = match args.steps {
+        Some(sides) => sides,
+        None if large => vec![64, 128, 256, 512],
+        None => vec![64, 128, 256],
+    };
+    let unet = UNetRows { sides, restore: args.restore, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
+    if tiled.is_some() || only_steps {
+        // Only the UNet's rows asked for: on a software adapter the rest takes minutes.
         return unet_rows(&dev, unet);
     }
     let mut rows = Vec::new();
 
-    let sides: &[usize] = if unet.large { &[512, 1024, 4096] } else { &[512, 1024] };
+    let sides: &[usize] = if large { &[512, 1024, 4096] } else { &[512, 1024] };
     for &n in sides {
         let a = filled(&dev, &[n, n])?;
         let b = filled(&dev, &[n, n])?;
@@ -162,13 +174,12 @@ pub fn run(args: Args) -> Result<()> {
     unet_rows(&dev, unet)
 }
 
-/// What `unet_rows` prints besides the steps at 64, 128 and 256.
-#[derive(Clone, Copy)]
+/// What `unet_rows` prints.
 struct UNetRows {
+    /// The sides of the steps timed.
+    sides: Vec<usize>,
     /// Whole restores of a 64x64 image.
     restore: bool,
-    /// A step at 512x512.
-    large: bool,
     /// GPU time per kernel family of the largest step.
     profile: bool,
     /// Instead of everything else: one sampler step of an image this size in tiles.
@@ -188,12 +199,12 @@ fn published_daclip_weights() -> Vec<u8> {
     random_safetensors(&kind.expected_tensors(), 3, |n| n.contains("zero_modules"), kind.metadata())
 }
 
-/// One step of the published UNet (seeded random f16 weights) at three sizes (four with
-/// `--large`), with the most GPU memory held at once (weights included), its dispatches,
-/// the bind groups it had to build and the CPU time to record it; or with `--tiled WxH`
+/// One step of the published UNet (seeded random f16 weights) at each of `what.sides`, with the most GPU memory held at once (weights included), its dispatches,
+/// the bind groups it had to build, the CPU time to record it and the pipelines it
+/// created first; or with `--tiled WxH`
 /// instead one sampler step of an image that size in tiles (`--tile N`, default the
 /// adapter's); with `--restore`, whole restores; with `--profile`, where the largest
-/// step's GPU time goes.
+/// last step's GPU time goes.
 fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     let bytes = published_unet_weights();
     let unet = ConditionalUNet::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
@@ -211,15 +222,16 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         print_header();
         return tiled_step_row(dev, &unet, &context, w, h, tile);
     }
-    println!("| {:<52} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms");
-    println!("|{:-<54}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|", "", "", "", "", "", "");
-    let sides: &[usize] = if what.large { &[64, 128, 256, 512] } else { &[64, 128, 256] };
-    for &side in sides {
+    println!("| {:<52} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
+    println!("|{:-<54}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "");
+    for &side in &what.sides {
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
         dev.reset_peak_memory();
+        let pipelines = dev.pipelines_created();
         let step = || unet.forward(dev, &x, &x, &conditioning, 50.0, &image);
         let ms = time(dev, step)?;
+        let pipelines = dev.pipelines_created() - pipelines;
         let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
         // One more step, counted: the pool and the bind-group cache are warm, as in every
         // step of a restore after the first.
@@ -230,15 +242,16 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         let record_ms = start.elapsed().as_secs_f64() * 1e3;
         dev.sync_blocking()?;
         let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
-        println!("| {:<52} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms);
+        println!("| {:<52} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} | {:>9} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms, pipelines);
     }
     if dev.is_cpu() {
         println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
     } else {
         println!("(record ms: the CPU time to record a step and submit it: bind groups, command encoding; on a software adapter the GPU's work competes with it for the cores)");
+        println!("(pipelines: those the row's warm-up step had to create, each compiled once per device: a cold restore's first-step cost on a software adapter)");
     }
     if what.profile {
-        profile_rows(dev, &unet, &conditioning, &image, *sides.last().unwrap())?;
+        profile_rows(dev, &unet, &conditioning, &image, *what.sides.last().unwrap())?;
     }
     if what.restore {
         println!();

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
-use crate::ops::{self, Conv2dArgs, Epilogue, Heads};
+use crate::ops::{self, Conv2dArgs, ConvInput, Epilogue, Heads};
 use crate::weights::Vb;
 
 use super::config::LINEAR_ATTENTION_HIDDEN;
@@ -38,12 +38,15 @@ impl ResBlock {
 
     /// `table` is this block's [`ResBlock::time_table`]; `row` selects the step.
     /// Three convolutions (two without `res_conv`), the element-wise steps in their
-    /// epilogues.
-    pub fn forward(&self, dev: &Device, x: &Tensor, table: &Tensor, row: usize) -> Result<Tensor> {
-        let h = self.block1.forward_with(dev, x, Epilogue { scale_shift: Some((table, row)), silu: true, residual: None })?;
-        let res = match &self.res_conv {
-            Some(c) => c.forward(dev, x)?,
-            None => x.clone(),
+    /// epilogues. `x` may be a concatenation (the up levels' input and skip): only
+    /// block1 and res_conv read it, and they gather it themselves.
+    pub fn forward<'a>(&self, dev: &Device, x: impl Into<ConvInput<'a>>, table: &Tensor, row: usize) -> Result<Tensor> {
+        let x = x.into();
+        let h = self.block1.forward_with(dev, x, Epilogue { scale_shift: Some((table, row)), silu: true, ..Default::default() })?;
+        let res = match (&self.res_conv, x.plain()) {
+            (Some(c), _) => c.forward(dev, x)?,
+            (None, Some(x)) => x.clone(),
+            (None, None) => return Err(Error::Shape("a ResBlock without res_conv adds its input as it is: it cannot take a concatenation".into())),
         };
         self.block2.forward_with(dev, &h, Epilogue { silu: true, residual: Some(&res), ..Default::default() })
     }
@@ -144,8 +147,9 @@ impl SpatialTransformer {
         self.attn2_out.forward(dev, &self.attn2_v.forward(dev, context)?)
     }
 
-    /// `cross` is [`SpatialTransformer::cross_vector`] of the image embedding.
-    pub fn forward(&self, dev: &Device, x: &Tensor, cross: &Tensor) -> Result<Tensor> {
+    /// `cross` is [`SpatialTransformer::cross_vector`] of the image embedding; `outer`
+    /// is added last (the level's residual, by proj_out's kernel).
+    pub fn forward(&self, dev: &Device, x: &Tensor, cross: &Tensor, outer: &Tensor) -> Result<Tensor> {
         let (c, h, w) = (x.dim(1), x.dim(2), x.dim(3));
         let t = ops::group_norm(dev, x, 32, Some((&self.norm.0, &self.norm.1)), 1e-6, false)?;
         let t = self.proj_in.forward(dev, &t)?;
@@ -166,7 +170,7 @@ impl SpatialTransformer {
         let t = ops::linear_with(dev, &f, &self.ff_out.weight, self.ff_out.bias.as_ref(), Some(&t))?;
 
         let t = ops::transpose(dev, &t)?.reshape(&[1, c, h, w])?;
-        self.proj_out.forward_with(dev, &t, Epilogue { residual: Some(x), ..Default::default() })
+        self.proj_out.forward_with(dev, &t, Epilogue { residual: Some(x), second_residual: Some(outer), ..Default::default() })
     }
 }
 
@@ -186,6 +190,15 @@ pub struct ResidualAttention {
 }
 
 impl ResidualAttention {
+    /// The SpatialTransformer, where this level has one (it needs a cross-attention
+    /// vector; LinearAttention does not).
+    pub fn spatial(&self) -> Option<&SpatialTransformer> {
+        match &self.attention {
+            Attention::Spatial(s) => Some(s),
+            Attention::Linear(_) => None,
+        }
+    }
+
     /// `cross`: a SpatialTransformer's cross-attention vector (unused by LinearAttention).
     pub fn forward(&self, dev: &Device, x: &Tensor, cross: Option<&Tensor>) -> Result<Tensor> {
         let n = ops::channel_layer_norm(dev, x, &self.norm, CHANNEL_LN_EPS)?;
@@ -193,7 +206,7 @@ impl ResidualAttention {
             Attention::Linear(a) => a.forward(dev, &n, x),
             Attention::Spatial(s) => {
                 let cross = cross.ok_or_else(|| Error::Shape("a SpatialTransformer needs its cross-attention vector".into()))?;
-                ops::add(dev, &s.forward(dev, &n, cross)?, x)
+                s.forward(dev, &n, cross, x)
             }
         }
     }
@@ -213,7 +226,7 @@ impl Resample {
     pub fn forward(&self, dev: &Device, x: &Tensor) -> Result<Tensor> {
         match self {
             Resample::Down(c) | Resample::Plain(c) => c.forward(dev, x),
-            Resample::Up(c) => c.forward(dev, &ops::upsample_nearest2x(dev, x)?),
+            Resample::Up(c) => c.forward(dev, ConvInput::upsampled(x)),
         }
     }
 }

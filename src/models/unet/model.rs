@@ -7,7 +7,7 @@ use super::UNetConfig;
 use crate::error::{shape_err, Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::{Conv2d, Linear};
-use crate::ops::{self, Conv2dArgs};
+use crate::ops::{self, Conv2dArgs, ConvInput};
 use crate::weights::{Checkpoint, DeviceDType, ModelKind, Vb};
 
 /// One entry of `downs` or `ups`: two ResBlocks, the level's attention, the resampling.
@@ -204,10 +204,7 @@ impl ConditionalUNet {
         let cross = self
             .attentions()
             .into_iter()
-            .filter_map(|a| match &a.attention {
-                Attention::Spatial(s) => Some(s.cross_vector(dev, context)),
-                Attention::Linear(_) => None,
-            })
+            .filter_map(|a| a.spatial().map(|s| s.cross_vector(dev, context)))
             .collect::<Result<_>>()?;
         Ok(ImageContext { cross })
     }
@@ -247,9 +244,15 @@ impl ConditionalUNet {
         if h.min(w) < self.min_side() {
             return shape_err!("an image of {w}x{h} is too small for this model: each side must be at least {} pixels", self.min_side());
         }
-        let x = ops::concat_channels(dev, &ops::sub(dev, xt, cond)?, cond)?;
-        let x = if (ph, pw) != (h, w) { ops::reflect_pad(dev, &x, ph, pw)? } else { x };
-        let x0 = self.init_conv.forward(dev, &x)?;
+        // The input is torch.cat([xt - cond, cond], 1), reflect-padded: init_conv gathers
+        // the concatenation itself.
+        let diff = ops::sub(dev, xt, cond)?;
+        let (diff, cond) = if (ph, pw) != (h, w) {
+            (ops::reflect_pad(dev, &diff, ph, pw)?, ops::reflect_pad(dev, cond, ph, pw)?)
+        } else {
+            (diff, cond.clone())
+        };
+        let x0 = self.init_conv.forward(dev, ConvInput::concat(&diff, &cond))?;
         let mut x = match &self.downscale {
             Some((down, _)) => down.forward(dev, &x0)?,
             None => x0.clone(),
@@ -260,10 +263,7 @@ impl ConditionalUNet {
         // The cross-attention vectors likewise, in attentions() order.
         let mut cross = image.cross.iter();
         let mut attend = |attn: &ResidualAttention, x: &Tensor| -> Result<Tensor> {
-            let c = match attn.attention {
-                Attention::Spatial(_) => Some(cross.next().ok_or_else(|| Error::Shape("image context of another model".into()))?),
-                Attention::Linear(_) => None,
-            };
+            let c = attn.spatial().map(|_| cross.next().ok_or_else(|| Error::Shape("image context of another model".into()))).transpose()?;
             attn.forward(dev, x, c)
         };
         let mut skips = Vec::with_capacity(2 * self.downs.len());
@@ -279,15 +279,15 @@ impl ConditionalUNet {
         x = attend(&self.mid_attn, &x)?;
         x = self.mid_block2.forward(dev, &x, table()?, row)?;
         for level in &self.ups {
-            x = level.block1.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
-            x = level.block2.forward(dev, &ops::concat_channels(dev, &x, &skips.pop().unwrap())?, table()?, row)?;
+            x = level.block1.forward(dev, ConvInput::concat(&x, &skips.pop().unwrap()), table()?, row)?;
+            x = level.block2.forward(dev, ConvInput::concat(&x, &skips.pop().unwrap()), table()?, row)?;
             x = attend(&level.attn, &x)?;
             x = level.resample.forward(dev, &x)?;
         }
         if let Some((_, up)) = &self.downscale {
-            x = up.forward(dev, &ops::upsample_nearest2x(dev, &x)?)?;
+            x = up.forward(dev, ConvInput::upsampled(&x))?;
         }
-        x = self.final_res_block.forward(dev, &ops::concat_channels(dev, &x, &x0)?, table()?, row)?;
+        x = self.final_res_block.forward(dev, ConvInput::concat(&x, &x0), table()?, row)?;
         let out = self.final_conv.forward(dev, &x)?;
         if (ph, pw) != (h, w) {
             ops::crop(dev, &out, h, w)

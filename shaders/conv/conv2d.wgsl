@@ -40,6 +40,10 @@ struct Params {
     up: u32,
     // The epilogue's steps and the bias's format: the flags below.
     flags: u32,
+    // Output channel o is the weight's (and bias's) first_cout + o: one part of a
+    // stacked projection.
+    first_cout: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 const BIAS_F16: u32 = 1u;
@@ -104,7 +108,7 @@ fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
         let gm = m0 + 4u * (e / TILE_K) + r;
-        if (gm < p.cout && gk < kdim) { v[r] = load_w(gm * kdim + gk); }
+        if (gm < p.cout && gk < kdim) { v[r] = load_w((p.first_cout + gm) * kdim + gk); }
     }
     return v;
 }
@@ -208,7 +212,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
             if (gm >= p.cout) { continue; }
             var b = 0.0;
-            if (p.has_bias != 0u) { b = load_bias(gm); }
+            if (p.has_bias != 0u) { b = load_bias(p.first_cout + gm); }
             for (var q = 0u; q < NR; q++) {
                 for (var j = 0u; j < 4u; j++) {
                     let gn = n0 + 4u * (lid.x + q * WG_X) + j;

@@ -139,7 +139,11 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
 pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let gathered = gather_input(p, batch, ins[0], ins[1])?;
-    convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), ins[2], ins[3], out)?;
+    // Output channel o is the weight's and bias's first_cout + o.
+    let first = p.first_cout as usize;
+    let kdim = (p.cin * p.kh * p.kw) as usize;
+    let (w, bias) = (ins[2].get(first * kdim..).unwrap_or(&[]), if p.has_bias != 0 { ins[3].get(first..).unwrap_or(&[]) } else { ins[3] });
+    convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), w, bias, out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
     let [scale_shift, silu_on, with_residual, with_residual2] = [ConvParams::SCALE_SHIFT, ConvParams::SILU, ConvParams::RESIDUAL, ConvParams::RESIDUAL2].map(|f| p.has(f));
     if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {

@@ -178,12 +178,22 @@ pub(super) fn group_norm_stats(p: &ops::group_norm::Params, ins: &[&[f32]], out:
 }
 
 pub(super) fn softmax(p: &ops::softmax::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let x = ins[0];
-    let (outer, dim, inner, off) = (p.outer as usize, p.dim as usize, p.inner as usize, p.in_off as usize);
+    let a = [p.a_outer, p.a_dim, p.a_inner, p.a_in, p.a_out].map(|v| v as usize);
+    let b = [p.b_outer, p.b_dim, p.b_inner, p.b_in, p.b_out].map(|v| v as usize);
+    for ([outer, dim, inner, off, out_off], x) in [(a, ins[0]), (b, ins[1])] {
+        if outer * dim * inner > 0 {
+            softmax_block(x, [outer, dim, inner, off], out, out_off)?;
+        }
+    }
+    Ok(())
+}
+
+/// Softmax of `x` from `off` seen as [outer, dim, inner] along dim, into `out` from `out_off`.
+fn softmax_block(x: &[f32], [outer, dim, inner, off]: [usize; 4], out: &mut [f32], out_off: usize) -> Result<()> {
     let block = dim * inner;
     check_extent("softmax input", off + outer * block - 1, x.len())?;
-    check_extent("softmax output", outer * block - 1, out.len())?;
-    parallel_chunks(&mut out[..outer * block], block, |o, y| {
+    check_extent("softmax output", out_off + outer * block - 1, out.len())?;
+    parallel_chunks(&mut out[out_off..out_off + outer * block], block, |o, y| {
         let xs = &x[off + o * block..off + (o + 1) * block];
         if inner == 1 {
             let m = xs.iter().fold(f32::MIN, |m, &v| m.max(v));

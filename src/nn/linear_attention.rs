@@ -1,43 +1,88 @@
 //! The UNet's LinearAttention core (spec section 4): given q, k and v, the three parts of
-//! `to_qkv`'s output, each [B, heads * dim_head, H, W] (kept apart so that no buffer
-//! holds all three at full resolution), per head
+//! `to_qkv`'s output (see [`Qkv`]), each [B, heads * dim_head, H, W], per head
 //!   q = softmax over its dim_head channels (per pixel), times dim_head^-1/2,
 //!   k = softmax over the N = H W pixels (per channel),  v = v / N,
 //!   context[d, e] = sum_n k[d, n] v[e, n],   out[e, n] = sum_d context[d, e] q[d, n].
-//! Cost is linear in N: two softmaxes and small batched products; the N x N matrix of
-//! ordinary attention never appears. The context sums over all N pixels, so it is split
-//! into chunks of pixels computed in parallel (one workgroup each) and then summed:
-//! a single 32 x 32 product over N would occupy one workgroup per head. The result [B, heads * dim_head, H, W] feeds
-//! `to_out` (a 1x1 conv and the channel LayerNorm), which the model applies.
+//! Cost is linear in N: two softmaxes (one dispatch) and small batched products; the
+//! N x N matrix of ordinary attention never appears. The context sums over all N pixels,
+//! so it is split into chunks of pixels computed in parallel (one workgroup each) and
+//! then summed: a single 32 x 32 product over N would occupy one workgroup per head. The
+//! result [B, heads * dim_head, H, W] feeds `to_out` (a 1x1 conv and the channel
+//! LayerNorm), which the model applies.
 
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::ops::{gemm, softmax_rows, Gemm, Operand};
+use crate::ops::{gemm, softmax_rows, Gemm, Operand, SoftmaxRows};
 
 /// Pixels per partial context sum.
 const CHUNK: usize = 256;
 
-pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
-    let s = q_in.shape();
-    let hidden = heads * dim_head;
-    if s.len() != 4 || s[1] != hidden || k_in.shape() != s || v_in.shape() != s {
-        return shape_err!("linear_attention: q, k, v must each be [B, {hidden}, H, W], got {s:?}, {:?}, {:?}", k_in.shape(), v_in.shape());
+/// q, k and v as `to_qkv` makes them.
+#[derive(Clone, Copy)]
+pub enum Qkv<'a> {
+    /// One tensor [B, 3 * hidden, H, W]: q, k, v are its three channel blocks.
+    Stacked(&'a Tensor),
+    /// Three tensors [B, hidden, H, W], where one holding all three would not fit a
+    /// buffer binding.
+    Apart([&'a Tensor; 3]),
+}
+
+impl<'a> Qkv<'a> {
+    /// Part `i` (0 q, 1 k, 2 v) of image `b`: its tensor and first element.
+    fn part(&self, i: usize, b: usize, hidden_n: usize) -> (&'a Tensor, usize) {
+        match *self {
+            Qkv::Stacked(t) => (t, (b * 3 + i) * hidden_n),
+            Qkv::Apart(parts) => (parts[i], b * hidden_n),
+        }
     }
+}
+
+pub fn linear_attention(dev: &Device, qkv: Qkv, heads: usize, dim_head: usize) -> Result<Tensor> {
+    let hidden = heads * dim_head;
+    let s = match qkv {
+        Qkv::Stacked(t) => {
+            let s = t.shape();
+            if s.len() != 4 || s[1] != 3 * hidden {
+                return shape_err!("linear_attention: stacked q, k, v must be [B, {}, H, W], got {s:?}", 3 * hidden);
+            }
+            [s[0], hidden, s[2], s[3]]
+        }
+        Qkv::Apart([q, k, v]) => {
+            let s = q.shape();
+            if s.len() != 4 || s[1] != hidden || k.shape() != s || v.shape() != s {
+                return shape_err!("linear_attention: q, k, v must each be [B, {hidden}, H, W], got {s:?}, {:?}, {:?}", k.shape(), v.shape());
+            }
+            [s[0], s[1], s[2], s[3]]
+        }
+    };
     let (batch, n) = (s[0], s[2] * s[3]);
     let dd = dim_head * dim_head;
     let plane = dim_head * n; // elements of one head's q (or k, or v)
     let (full, rest) = (n / CHUNK, n % CHUNK);
     let chunks = full + (rest > 0) as usize;
-    let q = dev.empty(&[heads, dim_head, n])?;
-    let k = dev.empty(&[heads, dim_head, n])?;
+    // The softmaxed q then k of one image, [2, heads, dim_head, n]: one buffer, written by
+    // one dispatch, where the stack fits one (then so do these two thirds of it).
+    let stacked = matches!(qkv, Qkv::Stacked(_));
+    let q = dev.empty(&[1 + stacked as usize, heads, dim_head, n])?;
+    let k_apart = if stacked { None } else { Some(dev.empty(&[heads, dim_head, n])?) };
+    let (k, k_at) = match &k_apart {
+        Some(k) => (k, 0),
+        None => (&q, hidden * n),
+    };
     let partial = dev.empty(&[heads, chunks, dd])?;
     let context = dev.empty(&[heads, dim_head, dim_head])?;
     let ones = dev.ones(chunks)?;
     let out = dev.empty(&[batch, hidden, s[2], s[3]])?;
     for b in 0..batch {
-        let base = b * hidden * n;
-        softmax_rows(dev, q_in, base, [heads, dim_head, n], &q)?;
-        softmax_rows(dev, k_in, base, [hidden, n, 1], &k)?;
+        let [(q_in, q_at), (k_in, k_in_at), (v_in, v_at)] = [0, 1, 2].map(|i| qkv.part(i, b, hidden * n));
+        let q_rows = SoftmaxRows { x: q_in, offset: q_at, shape: [heads, dim_head, n], out_offset: 0 };
+        let k_rows = SoftmaxRows { x: k_in, offset: k_in_at, shape: [hidden, n, 1], out_offset: k_at };
+        if stacked {
+            softmax_rows(dev, &[q_rows, k_rows], &q)?;
+        } else {
+            softmax_rows(dev, &[q_rows], &q)?;
+            softmax_rows(dev, &[k_rows], k)?;
+        }
         // partial[h][c] (d x e) = k[h][:, chunk c] . v[h][:, chunk c]^T: heads by chunks in
         // one product per chunk length (the full chunks, then the rest).
         for (first, count, len) in [(0, full, CHUNK), (full, (rest > 0) as usize, rest)] {
@@ -52,8 +97,8 @@ pub fn linear_attention(dev: &Device, q_in: &Tensor, k_in: &Tensor, v_in: &Tenso
                     m: dim_head,
                     n: dim_head,
                     k: len,
-                    a: Operand { tensor: &k, offset: first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
-                    b: Operand { tensor: v_in, offset: base + first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: 1, col_stride: n },
+                    a: Operand { tensor: k, offset: k_at + first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: n, col_stride: 1 },
+                    b: Operand { tensor: v_in, offset: v_at + first * CHUNK, group_stride: plane, batch_stride: CHUNK, row_stride: 1, col_stride: n },
                     bias: None,
                     residual: None,
                     alpha: 1.0,

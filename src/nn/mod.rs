@@ -9,4 +9,4 @@ mod linear_attention;
 pub use conv2d::Conv2d;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
-pub use linear_attention::linear_attention;
+pub use linear_attention::{linear_attention, Qkv};

@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::tile_shape;
@@ -31,6 +33,10 @@ pub(crate) struct Params {
     pub(crate) up: u32,
     /// [`Params::BIAS_F16`] and the [`Epilogue`]'s steps.
     pub(crate) flags: u32,
+    /// The weight's (and bias's) first output channel computed: output channel `o` is the
+    /// weight's `first_cout + o` (see [`conv2d_channels`]).
+    pub(crate) first_cout: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 impl Params {
@@ -134,11 +140,23 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, args:
 /// [`conv2d`] of a [`ConvInput`] (a tensor, a concatenation, an upsampled image),
 /// followed by an [`Epilogue`], in one kernel.
 pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
+    expect_rank(w, 4, "conv2d weight")?;
+    conv2d_channels(dev, input, w, bias, args, epilogue, 0..w.dim(0))
+}
+
+/// [`conv2d_with`] computing only the output channels `channels` of `w` and `bias`: one
+/// part of a stacked projection (LinearAttention's q, k, v) where all of it would not fit
+/// one buffer.
+pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue, channels: Range<usize>) -> Result<Tensor> {
     let input = input.into();
     let x = input.x;
     let [b, cin, h, wd] = input.shape()?;
     expect_rank(w, 4, "conv2d weight")?;
-    let [cout, wcin, kh, kw] = [w.dim(0), w.dim(1), w.dim(2), w.dim(3)];
+    let [wcout, wcin, kh, kw] = [w.dim(0), w.dim(1), w.dim(2), w.dim(3)];
+    if channels.start > channels.end || channels.end > wcout {
+        return shape_err!("conv2d: output channels {channels:?} of weight {:?}", w.shape());
+    }
+    let cout = channels.len();
     if wcin != cin {
         return shape_err!("conv2d: input [{b}, {cin}, {h}, {wd}] has {cin} channels but weight {:?} expects {wcin}", w.shape());
     }
@@ -146,7 +164,7 @@ pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor
         return shape_err!("conv2d: kernel {kh}x{kw} (stride {}, padding {}) does not fit input [{b}, {cin}, {h}, {wd}]", args.stride, args.padding);
     }
     if let Some(bias) = bias {
-        expect_len(bias, cout, "conv2d bias")?;
+        expect_len(bias, wcout, "conv2d bias")?;
     }
     let ho = (h + 2 * args.padding - kh) / args.stride + 1;
     let wo = (wd + 2 * args.padding - kw) / args.stride + 1;
@@ -196,6 +214,8 @@ pub fn conv2d_with<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Tensor
         .iter()
         .filter(|(on, _)| *on)
         .fold(0, |flags, (_, flag)| flags | flag),
+        first_cout: channels.start as u32,
+        _pad: [0; 3],
     };
     // Output channels are the rows of this product.
     let tile = tile_shape(cout, ho * wo, b);

@@ -22,7 +22,7 @@ pub use attention::{attention, Heads};
 pub use binary::{add, mul, sub};
 pub use channel_layer_norm::{channel_layer_norm, channel_layer_norm_with};
 pub use concat::concat_channels;
-pub use conv2d::{conv2d, conv2d_with, Conv2dArgs, ConvInput, Epilogue};
+pub use conv2d::{conv2d, conv2d_channels, conv2d_with, Conv2dArgs, ConvInput, Epilogue};
 pub use gather_rows::gather_rows;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
@@ -31,7 +31,7 @@ pub(crate) use matmul::{gemm, Gemm, Operand};
 pub use pad_crop::{crop, reflect_pad};
 pub use sde_update::{sde_update, Noise};
 pub use softmax::softmax;
-pub(crate) use softmax::softmax_rows;
+pub(crate) use softmax::{softmax_rows, SoftmaxRows};
 pub use transpose::transpose;
 
 use crate::error::{Error, Result};

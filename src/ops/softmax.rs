@@ -7,13 +7,23 @@ use crate::shaders::Kernel;
 
 const WG: usize = 64;
 
+/// softmax.wgsl's two blocks: `a_*` rows one per invocation (strided), `b_*` rows one per
+/// workgroup (contiguous); `a_groups` workgroups go to block a.
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
 pub(crate) struct Params {
-    pub(crate) outer: u32,
-    pub(crate) dim: u32,
-    pub(crate) inner: u32,
-    pub(crate) in_off: u32,
+    pub(crate) a_outer: u32,
+    pub(crate) a_dim: u32,
+    pub(crate) a_inner: u32,
+    pub(crate) a_in: u32,
+    pub(crate) a_out: u32,
+    pub(crate) b_outer: u32,
+    pub(crate) b_dim: u32,
+    pub(crate) b_inner: u32,
+    pub(crate) b_in: u32,
+    pub(crate) b_out: u32,
+    pub(crate) a_groups: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Softmax along dimension `dim` (negative counts from the end).
@@ -27,26 +37,48 @@ pub fn softmax(dev: &Device, x: &Tensor, dim: isize) -> Result<Tensor> {
     let outer: usize = x.shape()[..d].iter().product();
     let inner: usize = x.shape()[d + 1..].iter().product();
     let out = dev.empty(x.shape())?;
-    softmax_rows(dev, x, 0, [outer, x.shape()[d], inner], &out)?;
+    softmax_rows(dev, &[SoftmaxRows { x, offset: 0, shape: [outer, x.shape()[d], inner], out_offset: 0 }], &out)?;
     Ok(out)
 }
 
-/// Softmax of the block of `x` starting at element `offset`, seen as [outer, dim, inner]
-/// and reduced along `dim`, written contiguous into `out`.
-pub(crate) fn softmax_rows(dev: &Device, x: &Tensor, offset: usize, [outer, dim, inner]: [usize; 3], out: &Tensor) -> Result<()> {
-    x.expect_f32("softmax input")?;
-    if offset + outer * dim * inner > x.numel() || out.numel() < outer * dim * inner {
-        return shape_err!("softmax: block [{outer}, {dim}, {inner}] at {offset} does not fit");
+/// A block of softmax rows: `x` from element `offset`, seen as `shape` = [outer, dim,
+/// inner] and reduced along dim, written contiguous from element `out_offset` of the
+/// output.
+pub(crate) struct SoftmaxRows<'a> {
+    pub(crate) x: &'a Tensor,
+    pub(crate) offset: usize,
+    pub(crate) shape: [usize; 3],
+    pub(crate) out_offset: usize,
+}
+
+/// The softmaxes of up to two blocks into `out`, in one dispatch: at most one block with
+/// strided rows (inner > 1) and one with contiguous rows (softmax.wgsl maps each its way).
+pub(crate) fn softmax_rows(dev: &Device, blocks: &[SoftmaxRows], out: &Tensor) -> Result<()> {
+    let (strided, contiguous): (Vec<&SoftmaxRows>, Vec<&SoftmaxRows>) = blocks.iter().partition(|b| b.shape[2] > 1);
+    if blocks.is_empty() || strided.len() > 1 || contiguous.len() > 1 {
+        return shape_err!("softmax: one dispatch takes one block of strided rows and one of contiguous rows, got {} and {}", strided.len(), contiguous.len());
     }
-    let params = Params {
-        outer: u32_of(outer, "rows")?,
-        dim: u32_of(dim, "softmax length")?,
-        inner: u32_of(inner, "stride")?,
-        in_off: u32_of(offset, "offset")?,
+    for b in blocks {
+        b.x.expect_f32("softmax input")?;
+        let [outer, dim, inner] = b.shape;
+        let len = outer * dim * inner;
+        if b.offset + len > b.x.numel() || b.out_offset + len > out.numel() {
+            return shape_err!("softmax: block [{outer}, {dim}, {inner}] from {} into {} does not fit", b.offset, b.out_offset);
+        }
+    }
+    // A missing block has no rows and binds the other block's tensor.
+    let (a, b) = (strided.first().copied(), contiguous.first().copied());
+    let fields = |blk: Option<&SoftmaxRows>| -> Result<[u32; 5]> {
+        let Some(blk) = blk else { return Ok([0; 5]) };
+        let [outer, dim, inner] = blk.shape;
+        Ok([u32_of(outer, "rows")?, u32_of(dim, "softmax length")?, u32_of(inner, "stride")?, u32_of(blk.offset, "offset")?, u32_of(blk.out_offset, "offset")?])
     };
-    // Strided rows go one per invocation, contiguous rows one per workgroup (softmax.wgsl).
-    let per_invocation = inner > 1;
-    let overrides = [("WG", WG as f64), ("ROW_PER_INVOCATION", per_invocation as u32 as f64)];
-    let groups = grid_1d(outer * inner, if per_invocation { WG } else { 1 })?;
-    dev.dispatch(Kernel::Softmax, &overrides, &params, &[x, out], groups)
+    let a_rows = a.map_or(0, |a| a.shape[0] * a.shape[2]);
+    let b_rows = b.map_or(0, |b| b.shape[0] * b.shape[2]);
+    let a_groups = a_rows.div_ceil(WG);
+    let [a_outer, a_dim, a_inner, a_in, a_out] = fields(a)?;
+    let [b_outer, b_dim, b_inner, b_in, b_out] = fields(b)?;
+    let params = Params { a_outer, a_dim, a_inner, a_in, a_out, b_outer, b_dim, b_inner, b_in, b_out, a_groups: u32_of(a_groups, "workgroups")?, _pad: 0 };
+    let (xa, xb) = (a.map_or(blocks[0].x, |a| a.x), b.map_or(blocks[0].x, |b| b.x));
+    dev.dispatch(Kernel::Softmax, &[("WG", WG as f64)], &params, &[xa, xb, out], grid_1d(a_groups + b_rows, 1)?)
 }

@@ -2,7 +2,7 @@
 //! f64 CPU reference, the error printed and bounded.
 
 use super::{check, f16_rounded, reference as cpu, Rng};
-use daclip_webgpu::nn::linear_attention;
+use daclip_webgpu::nn::{linear_attention, Qkv};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::{Device, Tensor};
 
@@ -93,6 +93,21 @@ pub async fn conv2d(dev: &Device) {
         let name = format!("conv2d [{b},{cin},{h},{w}] -> {cout} k{k} s{stride} p{pad}{}{}", if bias { " bias" } else { "" }, if f16 { " f16" } else { "" });
         let tol = if cin * k * k > 1000 { TOL_LONG } else { TOL };
         check(&name, &read(dev, &got).await, &want, tol);
+    }
+
+    // Some output channels of a stacked weight (LinearAttention's q, k, v where the stack
+    // does not fit a buffer): the rows of the whole convolution.
+    for (cin, h, w, cout, k, range, f16) in [(9, 10, 7, 65, 1, 20..45, true), (20, 33, 31, 48, 3, 16..40, false)] {
+        let x = rng.normals(cin * h * w, 1.0);
+        let wv = rng.normals(cout * cin * k * k, 0.2);
+        let bv = rng.normals(cout, 0.5);
+        let (wt, bt) = if f16 { (up16(dev, &[cout, cin, k, k], &wv), up16(dev, &[cout], &bv)) } else { (up(dev, &[cout, cin, k, k], &wv), up(dev, &[cout], &bv)) };
+        let got = ops::conv2d_channels(dev, &up(dev, &[1, cin, h, w], &x), &wt, Some(&bt), Conv2dArgs::same(k), ops::Epilogue::default(), range.clone()).unwrap();
+        let (wv, bv) = if f16 { (f16_rounded(&wv), f16_rounded(&bv)) } else { (wv, bv) };
+        let (whole, _) = cpu::conv2d(&x, &wv, Some(&bv), [1, cin, h, w], [cout, k, k], 1, k / 2);
+        assert_eq!(got.shape(), &[1, range.len(), h, w]);
+        check(&format!("conv2d [1,{cin},{h},{w}] -> channels {range:?} of {cout} k{k}"), &read(dev, &got).await, &whole[range.start * h * w..range.end * h * w], TOL);
+        assert!(ops::conv2d_channels(dev, &up(dev, &[1, cin, h, w], &x), &wt, None, Conv2dArgs::same(k), ops::Epilogue::default(), 0..cout + 1).is_err(), "channels past the weight's must be refused");
     }
 
     // The epilogue (a ResBlock's block1 and block2): time conditioning from rows 3 and 4
@@ -381,11 +396,23 @@ pub async fn linear_attn(dev: &Device) {
     for &(b, heads, dh, h, w) in &[(1, 4, 32, 9, 13), (2, 2, 8, 5, 3), (2, 4, 8, 23, 25)] {
         let n = h * w;
         let qkv = rng.normals(b * 3 * heads * dh * n, 2.0);
-        // The reference takes them stacked per batch as to_qkv makes them; the op, apart.
+        let want = cpu::linear_attention(&qkv, b, heads, dh, n);
+        // As to_qkv makes them: stacked per image, or apart.
+        let stacked = up(dev, &[b, 3 * heads * dh, h, w], &qkv);
         let part = |i: usize| -> Vec<f32> { (0..b).flat_map(|bt| qkv[(bt * 3 + i) * heads * dh * n..(bt * 3 + i + 1) * heads * dh * n].to_vec()).collect() };
         let shape = [b, heads * dh, h, w];
-        let got = linear_attention(dev, &up(dev, &shape, &part(0)), &up(dev, &shape, &part(1)), &up(dev, &shape, &part(2)), heads, dh).unwrap();
-        assert_eq!(got.shape(), &[b, heads * dh, h, w]);
-        check(&format!("linear_attention b{b} {heads}x{dh} on {h}x{w}"), &read(dev, &got).await, &cpu::linear_attention(&qkv, b, heads, dh, n), TOL);
+        let [q, k, v] = [0, 1, 2].map(|i| up(dev, &shape, &part(i)));
+        for (qkv, name) in [(Qkv::Stacked(&stacked), "stacked"), (Qkv::Apart([&q, &k, &v]), "apart")] {
+            let before = dev.dispatch_count();
+            let got = linear_attention(dev, qkv, heads, dh).unwrap();
+            // Per image: the softmaxes (one dispatch when stacked), the partial context
+            // sums (two lengths of chunk where 256 does not divide the pixels), their sum
+            // and the output product.
+            let softmaxes = if name == "stacked" { 1 } else { 2 };
+            let sums = 1 + (n > 256 && n % 256 != 0) as u64;
+            assert_eq!(dev.dispatch_count() - before, b as u64 * (softmaxes + sums + 2), "linear_attention {name} dispatches");
+            assert_eq!(got.shape(), &[b, heads * dh, h, w]);
+            check(&format!("linear_attention {name} b{b} {heads}x{dh} on {h}x{w}"), &read(dev, &got).await, &want, TOL);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
-use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear};
+use crate::nn::{linear_attention, Conv2d, LayerNorm, Linear, Qkv};
 use crate::ops::{self, Conv2dArgs, ConvInput, Epilogue, Heads};
 use crate::weights::Vb;
 
@@ -54,10 +54,7 @@ impl ResBlock {
 
 /// `LinearAttention(dim)`: 4 heads of 32, softmax of q over channels and of k over pixels.
 pub struct LinearAttention {
-    /// `to_qkv` split at load into its q, k and v output channels: three 128-channel
-    /// results at full resolution fit the per-binding limit where one 384-channel one
-    /// would cap the image size at a third of the pixels.
-    pub to_qkv: [Conv2d; 3],
+    pub to_qkv: Conv2d,
     pub to_out: Conv2d,
     /// `to_out.1.g`: the channel LayerNorm after the output conv.
     pub to_out_norm: Tensor,
@@ -66,14 +63,8 @@ pub struct LinearAttention {
 impl LinearAttention {
     pub fn load(vb: &Vb, dim: usize) -> Result<Self> {
         let h = LINEAR_ATTENTION_HIDDEN;
-        let qkv = vb.pp("to_qkv").host("weight", &[3 * h, dim, 1, 1])?.to_f32()?;
-        let part = |i: usize| -> Result<Conv2d> {
-            let w = &qkv[i * h * dim..(i + 1) * h * dim];
-            let weight = vb.upload(&[h, dim, 1, 1], w)?;
-            Ok(Conv2d { weight, bias: None, args: Conv2dArgs::same(1) })
-        };
         Ok(LinearAttention {
-            to_qkv: [part(0)?, part(1)?, part(2)?],
+            to_qkv: Conv2d::load(&vb.pp("to_qkv"), dim, 3 * h, 1, Conv2dArgs::same(1), false)?,
             to_out: Conv2d::load(&vb.pp("to_out.0"), h, dim, 1, Conv2dArgs::same(1), true)?,
             to_out_norm: vb.tensor("to_out.1.g", &[1, dim, 1, 1])?,
         })
@@ -81,9 +72,21 @@ impl LinearAttention {
 
     /// The attention of `x`, plus `residual` (added by the last norm's kernel).
     pub fn forward(&self, dev: &Device, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let [q, k, v] = &self.to_qkv;
-        let (q, k, v) = (q.forward(dev, x)?, k.forward(dev, x)?, v.forward(dev, x)?);
-        let out = linear_attention(dev, &q, &k, &v, 4, LINEAR_ATTENTION_HIDDEN / 4)?;
+        let h = LINEAR_ATTENTION_HIDDEN;
+        let limits = dev.limits();
+        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
+        let stack_bytes = 4 * 3 * h * x.dim(0) * x.dim(2) * x.dim(3);
+        // to_qkv in one convolution where its output fits a binding; else in three, each
+        // a third of the channels, so that the image size limit stays that of one third
+        // (see ConditionalUNet::widest_bytes_per_pixel).
+        let out = if stack_bytes <= binding {
+            let qkv = self.to_qkv.forward(dev, x)?;
+            linear_attention(dev, Qkv::Stacked(&qkv), 4, h / 4)?
+        } else {
+            let part = |i: usize| ops::conv2d_channels(dev, x, &self.to_qkv.weight, None, self.to_qkv.args, Epilogue::default(), i * h..(i + 1) * h);
+            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+            linear_attention(dev, Qkv::Apart([&q, &k, &v]), 4, h / 4)?
+        };
         ops::channel_layer_norm_with(dev, &self.to_out.forward(dev, &out)?, &self.to_out_norm, CHANNEL_LN_EPS, Some(residual))
     }
 }

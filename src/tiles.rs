@@ -51,8 +51,7 @@ pub struct TileLimits {
 
 impl TileLimits {
     pub fn new(dev: &Device, unet: &ConditionalUNet) -> TileLimits {
-        let limits = dev.limits();
-        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
+        let binding = dev.max_tensor_bytes();
         let widest = unet.widest_bytes_per_pixel();
         let m = unet.padding_multiple();
         let fits = |t: usize| widest * t.next_multiple_of(m).pow(2) <= binding;

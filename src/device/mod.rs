@@ -189,6 +189,12 @@ impl Device {
         &self.info().limits
     }
 
+    /// The most bytes one tensor may hold: it must fit one buffer and one binding.
+    pub fn max_tensor_bytes(&self) -> usize {
+        let limits = self.limits();
+        limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize
+    }
+
     /// Kernels recorded (GPU) or run (CPU) since the device was opened: lets tests tell
     /// whether a call did any work at all.
     pub fn dispatch_count(&self) -> u64 {

@@ -10,7 +10,7 @@ const WG: usize = 64;
 /// softmax.wgsl's two blocks: `a_*` rows one per invocation (strided), `b_*` rows one per
 /// workgroup (contiguous); `a_groups` workgroups go to block a.
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
+#[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct Params {
     pub(crate) a_outer: u32,
     pub(crate) a_dim: u32,

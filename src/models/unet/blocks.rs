@@ -73,13 +73,11 @@ impl LinearAttention {
     /// The attention of `x`, plus `residual` (added by the last norm's kernel).
     pub fn forward(&self, dev: &Device, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let h = LINEAR_ATTENTION_HIDDEN;
-        let limits = dev.limits();
-        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize;
         let stack_bytes = 4 * 3 * h * x.dim(0) * x.dim(2) * x.dim(3);
         // to_qkv in one convolution where its output fits a binding; else in three, each
         // a third of the channels, so that the image size limit stays that of one third
         // (see ConditionalUNet::widest_bytes_per_pixel).
-        let out = if stack_bytes <= binding {
+        let out = if stack_bytes <= dev.max_tensor_bytes() {
             let qkv = self.to_qkv.forward(dev, x)?;
             linear_attention(dev, Qkv::Stacked(&qkv), 4, h / 4)?
         } else {

@@ -8,12 +8,19 @@
 use std::borrow::Cow;
 
 /// The reduction files, relative to `shaders/`: the first works everywhere, the second
-/// needs wgpu's SUBGROUP feature.
+/// needs subgroups (wgpu's SUBGROUP feature natively, WebGPU's `subgroups` feature and
+/// WGSL's `subgroup_id` language extension in the browser).
 pub const REDUCTIONS: [&str; 2] = ["reduce/workgroup_reduce.wgsl", "reduce/workgroup_reduce_subgroups.wgsl"];
 const REDUCTION_SOURCES: [&str; 2] = [
     include_str!("../shaders/reduce/workgroup_reduce.wgsl"),
     include_str!("../shaders/reduce/workgroup_reduce_subgroups.wgsl"),
 ];
+
+/// What a browser needs at the top of a module that uses subgroups: the extension, and
+/// the `subgroup_id` / `num_subgroups` built-ins (a language extension, Chrome 144+).
+/// naga 30, which compiles the native modules, rejects both directives (it takes subgroup
+/// operations without them), so only the browser's modules carry them.
+const WEB_SUBGROUP_DIRECTIVES: &str = "enable subgroups;\nrequires subgroup_id;\n";
 
 macro_rules! kernels {
     ($($name:ident => $path:literal),* $(,)?) => {
@@ -68,11 +75,13 @@ impl Kernel {
     }
 
     /// The WGSL module of the kernel: its file, after the reduction file it needs (the one
-    /// with subgroup operations when `subgroups`).
+    /// with subgroup operations when `subgroups`, in wasm after the directives a browser
+    /// requires).
     pub fn source(self, subgroups: bool) -> Cow<'static, str> {
         if !self.reduces() {
             return Cow::Borrowed(self.file_source());
         }
-        Cow::Owned([REDUCTION_SOURCES[subgroups as usize], "\n", self.file_source()].concat())
+        let directives = if subgroups && cfg!(target_arch = "wasm32") { WEB_SUBGROUP_DIRECTIVES } else { "" };
+        Cow::Owned([directives, REDUCTION_SOURCES[subgroups as usize], "\n", self.file_source()].concat())
     }
 }

@@ -4,7 +4,10 @@
 
 mod common;
 
+use daclip_webgpu::device::GpuOptions;
 use daclip_webgpu::Device;
+use js_sys::Reflect;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -30,6 +33,39 @@ async fn conv2d_in_browser() {
 #[wasm_bindgen_test]
 async fn attention_in_browser() {
     common::cases::attention(&dev().await).await;
+}
+
+/// Whether this browser offers what the subgroup reduction file needs, asked of WebGPU
+/// directly: the adapter's `subgroups` feature and WGSL's `subgroup_id` (SwiftShader in
+/// Chromium 156 has both).
+async fn browser_offers_subgroups() -> bool {
+    let get = |target: &JsValue, key: &str| Reflect::get(target, &key.into()).unwrap();
+    let has = |set: JsValue, name: &str| {
+        let f: js_sys::Function = get(&set, "has").dyn_into().unwrap();
+        f.call1(&set, &name.into()).unwrap().is_truthy()
+    };
+    let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into().unwrap();
+    let adapter = wasm_bindgen_futures::JsFuture::from(request.call0(&gpu).unwrap().dyn_into::<js_sys::Promise>().unwrap()).await.unwrap();
+    has(get(&adapter, "features"), "subgroups") && has(get(&gpu, "wgslLanguageFeatures"), "subgroup_id")
+}
+
+/// The reduction kernels (norms, softmax) in both variants: with subgroups, which wgpu
+/// cannot request in the browser by itself (src/device/web_subgroups.rs), where the
+/// browser offers them, and with workgroup memory.
+#[wasm_bindgen_test]
+async fn reductions_in_browser() {
+    let offered = browser_offers_subgroups().await;
+    let dev = dev().await;
+    report!("subgroups offered: {offered}, used: {}", dev.subgroups());
+    assert_eq!(dev.subgroups(), offered);
+    common::cases::norms(&dev).await;
+    common::cases::softmax(&dev).await;
+
+    let plain = Device::new_with(GpuOptions { subgroups: false }).await.expect("WebGPU adapter");
+    assert!(!plain.subgroups());
+    common::cases::norms(&plain).await;
+    common::cases::softmax(&plain).await;
 }
 
 /// The CPU backend compiled to wasm with simd128: every kernel case, as natively.

@@ -6,9 +6,8 @@
 // subgroup size (4 on SwiftShader, 32 on NVIDIA, up to 128) and however the adapter
 // groups invocations into subgroups.
 //
-// Native only: naga 30 takes subgroup operations without WGSL's `enable subgroups;` (and
-// rejects the directive), which a browser would require, and wgpu 30 cannot ask WebGPU
-// for the feature; in the browser the workgroup-memory file runs.
+// No directives here: naga 30 (native) rejects `enable subgroups;` and `requires
+// subgroup_id;`, which a browser requires; in wasm `Kernel::source` puts them first.
 
 struct Lanes {
     @builtin(local_invocation_index) li: u32,

@@ -177,17 +177,19 @@ impl GpuDevice {
         if options.subgroups {
             features |= adapter.features() & wgpu::Features::SUBGROUP;
         }
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("daclip-webgpu"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            })
-            .await
-            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("daclip-webgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let (requested, subgroups) = (adapter.request_device(&descriptor).await, features.contains(wgpu::Features::SUBGROUP));
+        #[cfg(target_arch = "wasm32")]
+        let (requested, subgroups) = super::web_subgroups::request_device(&adapter, &descriptor, options.subgroups).await;
+        let (device, queue) = requested.map_err(|e| Error::RequestDevice(e.to_string()))?;
 
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
@@ -249,7 +251,7 @@ impl GpuDevice {
                 lost,
                 ones: RefCell::default(),
                 dispatched: Default::default(),
-                subgroups: features.contains(wgpu::Features::SUBGROUP),
+                subgroups,
             }),
         })
     }

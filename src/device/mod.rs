@@ -11,6 +11,8 @@ mod future;
 mod gpu;
 mod pool;
 mod tensor;
+#[cfg(target_arch = "wasm32")]
+mod web_subgroups;
 
 pub use future::Callback;
 #[cfg(target_arch = "wasm32")]
@@ -62,8 +64,8 @@ impl std::fmt::Display for AdapterInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuOptions {
     /// Subgroup operations in the reduction kernels (norms, softmax) where the adapter
-    /// offers them: natively on Vulkan, Metal and DX12. Not in the browser yet: wgpu 30
-    /// does not ask WebGPU for its `subgroups` feature. Off, every adapter runs the
+    /// offers them: natively on Vulkan, Metal and DX12; in the browser where WebGPU offers
+    /// `subgroups` and WGSL `subgroup_id` (Chrome 144+). Off, every adapter runs the
     /// workgroup-memory variant (the same results to rounding). Default: on.
     pub subgroups: bool,
 }

@@ -64,8 +64,8 @@ pub struct Args {
     #[arg(long)]
     kernels: bool,
     /// Add the large rows on a software adapter or the CPU backend (matmul 4096^3, UNet
-    /// step at 512x512: many minutes on a software adapter); a hardware GPU always gets
-    /// them.
+    /// step at 512x512, with --restore a 512x512 restore: many minutes on a software
+    /// adapter); a hardware GPU always gets them.
     #[arg(long)]
     large: bool,
     /// Add where a UNet step's GPU time goes, per kernel family, from timestamp queries
@@ -74,7 +74,8 @@ pub struct Args {
     #[arg(long)]
     profile: bool,
     /// Add whole restores of a 64x64 image: the published posterior sampler (100 steps)
-    /// against the MR sampler (mr-ode2, 10 and 20 steps).
+    /// against the MR sampler (mr-ode2, 10 and 20 steps); with the large rows also a
+    /// 512x512 image with mr-ode2 in 10 steps.
     #[arg(long)]
     restore: bool,
     /// Time only one sampler step of a WIDTHxHEIGHT image in tiles, with its peak memory.
@@ -123,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         None if large => vec![64, 128, 256, 512],
         None => vec![64, 128, 256],
     };
-    let unet = UNetRows { sides, restore: args.restore, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
+    let unet = UNetRows { sides, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
     if tiled.is_some() || only_steps {
         // Only the UNet's rows asked for: on a software adapter the rest takes minutes.
         return unet_rows(&dev, unet);
@@ -180,6 +181,8 @@ struct UNetRows {
     sides: Vec<usize>,
     /// Whole restores of a 64x64 image.
     restore: bool,
+    /// With `restore`, also a 512x512 image (mr-ode2, 10 steps).
+    large_restore: bool,
     /// GPU time per kernel family of the largest step.
     profile: bool,
     /// Instead of everything else: one sampler step of an image this size in tiles.
@@ -260,10 +263,14 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         let (d, u) = (published_daclip_weights(), published_unet_weights());
         let (daclip, unet) = Restorer::load_models(dev, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, DeviceDType::F16)?;
         let restorer = Restorer::new(&daclip, &unet)?;
-        let img: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 37 % 256) as u8).collect();
-        let image = ImageRef { width: 64, height: 64, channels: 3, data: &img };
         let mut published_ms = 0.0;
-        for (sampler, steps) in [(Sampler::Posterior, 100), (Sampler::MrOde2, 10), (Sampler::MrOde2, 20)] {
+        let mut restores = vec![(64, Sampler::Posterior, 100), (64, Sampler::MrOde2, 10), (64, Sampler::MrOde2, 20)];
+        if what.large_restore {
+            restores.push((512, Sampler::MrOde2, 10));
+        }
+        for (side, sampler, steps) in restores {
+            let img: Vec<u8> = (0..side * side * 3).map(|i| (i * 37 % 256) as u8).collect();
+            let image = ImageRef { width: side, height: side, channels: 3, data: &img };
             dev.release_free_buffers();
             dev.reset_peak_memory();
             let options = RestoreOptions { sampler, steps, ..Default::default() };
@@ -271,13 +278,15 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
             daclip_webgpu::device::block_on(restorer.restore(dev, image, &options, &mut |_| true))?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
-            let speedup = if sampler == Sampler::Posterior {
-                published_ms = ms;
-                String::new()
-            } else {
-                format!(" ({:.1}x faster)", published_ms / ms)
+            let speedup = match (side, sampler) {
+                (64, Sampler::Posterior) => {
+                    published_ms = ms;
+                    String::new()
+                }
+                (64, _) => format!(" ({:.1}x faster)", published_ms / ms),
+                _ => String::new(),
             };
-            println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("restore 64x64, {} {steps} steps{speedup}", sampler.name()), ms, peak);
+            println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("restore {side}x{side}, {} {steps} steps{speedup}", sampler.name()), ms, peak);
         }
     }
     Ok(())

@@ -3,7 +3,9 @@
 //! workgroup sizes are `override` constants). The kernels that reduce across a workgroup
 //! (norms, softmax) call `workgroup_sum` / `workgroup_max` and take a `Lanes` input: their
 //! module is one of the two reduction files followed by the kernel's, the subgroup one
-//! where the device has subgroups (see [`Kernel::source`]).
+//! where the device has subgroups (see [`Kernel::source`]). The cooperative-matrix
+//! product is written for 16 x 16 matrices and built for 8 x 8 ones where the adapter
+//! offers those.
 
 use std::borrow::Cow;
 
@@ -51,6 +53,7 @@ macro_rules! kernels {
 
 kernels! {
     Matmul => "matmul/matmul.wgsl",
+    MatmulCoop => "matmul/matmul_coop.wgsl",
     Conv2d => "conv/conv2d.wgsl",
     LayerNorm => "norm/layer_norm.wgsl",
     ChannelLayerNorm => "norm/channel_layer_norm.wgsl",
@@ -74,10 +77,19 @@ impl Kernel {
         matches!(self, Kernel::LayerNorm | Kernel::GroupNorm | Kernel::GroupNormStats | Kernel::Softmax)
     }
 
+    /// Whether the kernel needs cooperative matrices, f16 and subgroups (native only).
+    pub fn cooperative(self) -> bool {
+        matches!(self, Kernel::MatmulCoop)
+    }
+
     /// The WGSL module of the kernel: its file, after the reduction file it needs (the one
     /// with subgroup operations when `subgroups`, in wasm after the directives a browser
-    /// requires).
-    pub fn source(self, subgroups: bool) -> Cow<'static, str> {
+    /// requires); a cooperative kernel's with `coop_size` x `coop_size` matrices (16 or 8).
+    pub fn source(self, subgroups: bool, coop_size: u32) -> Cow<'static, str> {
+        if self.cooperative() && coop_size != 16 {
+            let mat = format!("coop_mat{coop_size}x{coop_size}<");
+            return Cow::Owned(self.file_source().replace("coop_mat16x16<", &mat));
+        }
         if !self.reduces() {
             return Cow::Borrowed(self.file_source());
         }

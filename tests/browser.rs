@@ -62,7 +62,7 @@ async fn reductions_in_browser() {
     common::cases::norms(&dev).await;
     common::cases::softmax(&dev).await;
 
-    let plain = Device::new_with(GpuOptions { subgroups: false }).await.expect("WebGPU adapter");
+    let plain = Device::new_with(GpuOptions { subgroups: false, ..GpuOptions::default() }).await.expect("WebGPU adapter");
     assert!(!plain.subgroups());
     common::cases::norms(&plain).await;
     common::cases::softmax(&plain).await;

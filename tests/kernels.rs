@@ -5,7 +5,7 @@
 
 mod common;
 
-use daclip_webgpu::device::{block_on, GpuOptions};
+use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
 use daclip_webgpu::Device;
 
 fn gpu() -> Device {
@@ -17,9 +17,13 @@ fn gpu() -> Device {
 /// The GPU with the reduction kernels' workgroup-memory variant, which the browser runs
 /// (`gpu()` takes subgroups where the adapter offers them, as lavapipe does).
 fn gpu_without_subgroups() -> Device {
-    let dev = block_on(Device::new_with(GpuOptions { subgroups: false })).expect("no GPU adapter");
+    let dev = block_on(Device::new_with(GpuOptions { subgroups: false, ..GpuOptions::default() })).expect("no GPU adapter");
     assert!(!dev.subgroups());
     dev
+}
+
+fn gpu_with(cooperative_matrix: CooperativeMatrices) -> Device {
+    block_on(Device::new_with(GpuOptions { cooperative_matrix, ..GpuOptions::default() })).expect("no GPU adapter")
 }
 
 fn cpu() -> Device {
@@ -57,6 +61,49 @@ mod gpu_without_subgroups {
     fn softmax() {
         super::block_on(crate::common::cases::softmax(&super::gpu_without_subgroups()));
     }
+}
+
+/// The products with f16 weights on cooperative matrices wherever the adapter offers
+/// them (Mesa 26's lavapipe included), and on the f32 kernel (which `gpu` runs where there
+/// are none, and on software adapters).
+mod products {
+    use super::{gpu_with, CooperativeMatrices};
+
+    #[test]
+    fn matmul_on_cooperative_matrices() {
+        super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Any)));
+    }
+
+    #[test]
+    fn linear_on_cooperative_matrices() {
+        super::block_on(crate::common::cases::linear(&gpu_with(CooperativeMatrices::Any)));
+    }
+
+    #[test]
+    fn matmul_on_the_f32_kernel() {
+        super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Off)));
+    }
+
+    #[test]
+    fn linear_on_the_f32_kernel() {
+        super::block_on(crate::common::cases::linear(&gpu_with(CooperativeMatrices::Off)));
+    }
+}
+
+/// Cooperative matrices are taken exactly where the adapter offers a configuration the
+/// kernel takes (16 x 16 x 16 or 8 x 8 x 8 f16 -> f32, with the features it needs: none on
+/// Debian 12's lavapipe, 8 x 8 x 8 on Mesa 26's), by default only on hardware adapters.
+#[test]
+fn the_products_use_cooperative_matrices_where_the_adapter_offers_them() {
+    let any = gpu_with(CooperativeMatrices::Any);
+    let info = any.info();
+    let needed = ["EXPERIMENTAL_COOPERATIVE_MATRIX", "SHADER_F16", "SUBGROUP"];
+    let featured = needed.iter().all(|n| info.features.iter().any(|f| f == n));
+    let offered = featured && ["16x16x16 F16->F32", "8x8x8 F16->F32"].iter().any(|c| info.cooperative_matrix.iter().any(|o| o == c));
+    println!("cooperative matrix configurations offered: {:?}; used: {:?}", info.cooperative_matrix, any.cooperative_matrix());
+    assert_eq!(any.cooperative_matrix().is_some(), offered);
+    assert_eq!(gpu().cooperative_matrix().is_some(), offered && !info.is_software);
+    assert!(gpu_with(CooperativeMatrices::Off).cooperative_matrix().is_none());
 }
 
 /// Where the adapter offers subgroups the reduction kernels use them, so that `gpu::norms`

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use daclip_webgpu::device::block_on;
+use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
@@ -223,8 +223,13 @@ fn unet_parity(dev: Device) {
     assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
 }
 
+/// The GPU adapter, with the products of f16 weights on cooperative matrices wherever it
+/// offers them (a hardware GPU does by default; Mesa 26's lavapipe only when asked).
 fn gpu() -> Device {
-    Device::new_blocking().expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)")
+    let options = GpuOptions { cooperative_matrix: CooperativeMatrices::Any, ..GpuOptions::default() };
+    let dev = block_on(Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+    println!("products with f16 weights: {}", if dev.cooperative_matrix().is_some() { "cooperative matrices" } else { "f32 kernel" });
+    dev
 }
 
 #[test]

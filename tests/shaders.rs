@@ -10,12 +10,20 @@ use daclip_webgpu::shaders::{Kernel, REDUCTIONS};
 #[test]
 fn every_shader_validates() {
     for &kernel in Kernel::ALL {
-        for subgroups in [false, true] {
-            if subgroups && !kernel.reduces() {
-                continue;
-            }
-            let name = format!("{}{}", kernel.path(), if subgroups { " (subgroups)" } else { "" });
-            let src = kernel.source(subgroups);
+        // (subgroups, cooperative matrix size): the reductions in both variants, the
+        // cooperative product for both matrix sizes.
+        let variants: &[(bool, u32)] = match (kernel.reduces(), kernel.cooperative()) {
+            (true, _) => &[(false, 16), (true, 16)],
+            (_, true) => &[(true, 16), (true, 8)],
+            _ => &[(false, 16)],
+        };
+        for &(subgroups, coop_size) in variants {
+            let name = match (subgroups, kernel.cooperative()) {
+                (_, true) => format!("{} ({coop_size}x{coop_size})", kernel.path()),
+                (true, _) => format!("{} (subgroups)", kernel.path()),
+                _ => kernel.path().to_string(),
+            };
+            let src = kernel.source(subgroups, coop_size);
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
             // Beyond core WGSL: `unpack2x16float` (f16 weights), which naga tracks
             // separately and every WebGPU implementation provides, and in the subgroup
@@ -24,13 +32,17 @@ fn every_shader_validates() {
             if subgroups {
                 caps |= naga::valid::Capabilities::SUBGROUP;
             }
+            if kernel.cooperative() {
+                caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX | naga::valid::Capabilities::SHADER_FLOAT16;
+                assert!(src.contains(&format!("coop_mat{coop_size}x{coop_size}<")), "{name}");
+            }
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
                 .subgroup_operations(naga::valid::SubgroupOperationSet::BASIC | naga::valid::SubgroupOperationSet::ARITHMETIC)
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
             // The plain variant must not depend on the feature.
-            assert_eq!(src.contains("subgroupAdd("), subgroups, "{name}");
+            assert_eq!(src.contains("subgroupAdd("), subgroups && kernel.reduces(), "{name}");
 
             let entry: Vec<_> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
             assert_eq!(entry, ["main"], "{name}: one entry point named main");

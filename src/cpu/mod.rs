@@ -212,6 +212,7 @@ impl CpuDevice {
             is_software: false,
             limits: wgpu::Limits::default(),
             features: Vec::new(),
+            cooperative_matrix: Vec::new(),
         };
         let stats = MemoryStats { live_bytes: 0, free_bytes: 0, peak_bytes: 0 };
         CpuDevice { inner: Rc::new(Inner { info, stats: Rc::new(RefCell::new(stats)), dispatched: Cell::new(0) }) }
@@ -292,7 +293,9 @@ impl CpuDevice {
         let ov = |name| overridden(overrides, name);
         self.inner.dispatched.set(self.inner.dispatched.get() + 1);
         match kernel {
-            Kernel::Matmul => gemm::matmul(&params(p), batch, &ins, out),
+            // The CPU has no cooperative matrices and never records that variant; it
+            // computes the same product.
+            Kernel::Matmul | Kernel::MatmulCoop => gemm::matmul(&params(p), batch, &ins, out),
             Kernel::Conv2d => gemm::conv2d(&params(p), batch, &ins, out),
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),

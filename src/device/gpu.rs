@@ -32,7 +32,7 @@ use crate::shaders::Kernel;
 use super::future::Callback;
 use super::pool::{size_class, MemoryStats, Pool};
 use super::tensor::{DType, GpuBuffer, Storage, Tensor};
-use super::{check_len, AdapterInfo, GpuOptions};
+use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, GpuOptions};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -136,6 +136,8 @@ struct Inner {
     dispatched: std::cell::Cell<u64>,
     /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
     subgroups: bool,
+    /// What the matrix products run on where the adapter has tensor cores.
+    cooperative_matrix: Option<CooperativeMatrix>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -177,16 +179,30 @@ impl GpuDevice {
         if options.subgroups {
             features |= adapter.features() & wgpu::Features::SUBGROUP;
         }
+        let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
+        let cooperative_matrix = match options.cooperative_matrix {
+            CooperativeMatrices::Any => cooperative_matrix_of(&adapter),
+            CooperativeMatrices::Hardware if !software => cooperative_matrix_of(&adapter),
+            _ => None,
+        };
+        let mut experimental_features = wgpu::ExperimentalFeatures::disabled();
+        if cooperative_matrix.is_some() {
+            features |= COOPERATIVE_FEATURES;
+            // SAFETY: wgpu marks cooperative matrices experimental (their validation is
+            // incomplete). Only matmul_coop.wgsl uses them, with loads and stores inside
+            // workgroup memory it declares, and its results are tested against the CPU.
+            experimental_features = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("daclip-webgpu"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
         #[cfg(not(target_arch = "wasm32"))]
-        let (requested, subgroups) = (adapter.request_device(&descriptor).await, features.contains(wgpu::Features::SUBGROUP));
+        let (requested, subgroups) = (adapter.request_device(&descriptor).await, options.subgroups && features.contains(wgpu::Features::SUBGROUP));
         #[cfg(target_arch = "wasm32")]
         let (requested, subgroups) = super::web_subgroups::request_device(&adapter, &descriptor, options.subgroups).await;
         let (device, queue) = requested.map_err(|e| Error::RequestDevice(e.to_string()))?;
@@ -225,6 +241,11 @@ impl GpuDevice {
             is_software: ai.device_type == wgpu::DeviceType::Cpu,
             limits,
             features: adapter.features().iter_names().map(|(n, _)| n.to_string()).collect(),
+            cooperative_matrix: adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|c| format!("{}x{}x{} {:?}->{:?}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type))
+                .collect(),
         };
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
@@ -252,8 +273,14 @@ impl GpuDevice {
                 ones: RefCell::default(),
                 dispatched: Default::default(),
                 subgroups,
+                cooperative_matrix,
             }),
         })
+    }
+
+    /// The cooperative matrices the matrix products run on, if any.
+    pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
+        self.inner.cooperative_matrix
     }
 
     /// Why the device was lost, once it was: every later use of it fails.
@@ -614,7 +641,7 @@ impl GpuDevice {
             let module = modules.entry(kernel).or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.path()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source(self.inner.subgroups)),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source(self.inner.subgroups, self.inner.cooperative_matrix.map_or(16, |c| c.size))),
                 })
             });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -760,6 +787,38 @@ impl GpuDevice {
 
 fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+}
+
+/// What matmul_coop.wgsl needs besides the matrices: f16 workgroup tiles and subgroup ids.
+const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SUBGROUP);
+
+/// The cooperative-matrix configuration matmul_coop.wgsl can use on `adapter`: square
+/// f16 -> f32 matrices of 16 (preferred: NVIDIA's) or 8 (Apple's, lavapipe's), on
+/// subgroups of one fixed size (the kernel maps subgroups to tiles by it) of at least
+/// size^2 / 8 invocations (each then fetches at most 16 values of a step, its MAX_FETCH).
+fn cooperative_matrix_of(adapter: &wgpu::Adapter) -> Option<CooperativeMatrix> {
+    if !adapter.features().contains(COOPERATIVE_FEATURES) {
+        return None;
+    }
+    let info = adapter.get_info();
+    let subgroup_size = info.subgroup_min_size;
+    if subgroup_size != info.subgroup_max_size || subgroup_size == 0 || 4 * subgroup_size > 256 {
+        return None;
+    }
+    let offered = adapter.cooperative_matrix_properties();
+    [16, 8]
+        .into_iter()
+        .filter(|&size| 2 * size * size <= 16 * subgroup_size)
+        .find(|&size| {
+            offered.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (size, size, size)
+                    && c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+            })
+        })
+        .map(|size| CooperativeMatrix { size, subgroup_size })
 }
 
 fn no_adapter_message(detail: &str) -> String {

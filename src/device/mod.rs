@@ -46,6 +46,9 @@ pub struct AdapterInfo {
     pub limits: wgpu::Limits,
     /// Features the adapter offers (not all are enabled on the device).
     pub features: Vec<String>,
+    /// The cooperative-matrix (tensor core) configurations the adapter offers, as
+    /// `MxNxK in->accumulator` (empty without wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX).
+    pub cooperative_matrix: Vec<String>,
 }
 
 impl std::fmt::Display for AdapterInfo {
@@ -68,12 +71,41 @@ pub struct GpuOptions {
     /// `subgroups` and WGSL `subgroup_id` (Chrome 144+). Off, every adapter runs the
     /// workgroup-memory variant (the same results to rounding). Default: on.
     pub subgroups: bool,
+    /// Which adapters run the matrix products with f16 weights on cooperative matrices
+    /// (tensor cores); see [`CooperativeMatrices`]. Default: hardware adapters.
+    pub cooperative_matrix: CooperativeMatrices,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { subgroups: true }
+        GpuOptions { subgroups: true, cooperative_matrix: CooperativeMatrices::Hardware }
     }
+}
+
+/// Where the matrix products with f16 weights run on cooperative matrices: natively, on
+/// adapters that offer wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX with a 16 x 16 x 16 or
+/// 8 x 8 x 8 f16 -> f32 configuration, f16 shaders and subgroups of one fixed size (NVIDIA
+/// through Vulkan; Mesa 26's lavapipe, a software one). Such a product rounds its
+/// activations to f16 (sums stay f32), within the f16 weights' parity tolerance; products
+/// with f32 weights always stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooperativeMatrices {
+    /// Every product on the f32 kernel.
+    Off,
+    /// On hardware adapters only: a software adapter emulates the matrices more slowly
+    /// than it runs the f32 kernel (Mesa 26.2's lavapipe, `bench`: a 1024^3 product with
+    /// f16 weights at 2.9 against 4.5 GFLOP/s).
+    Hardware,
+    /// On any adapter that offers them (to test the kernel on lavapipe).
+    Any,
+}
+
+/// The cooperative-matrix configuration the matrix products use: `size` x `size` x
+/// `size` f16 inputs, f32 sums, on subgroups of `subgroup_size` invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooperativeMatrix {
+    pub size: u32,
+    pub subgroup_size: u32,
 }
 
 /// Which backend to open.
@@ -178,6 +210,15 @@ impl Device {
     /// false on the CPU backend).
     pub fn subgroups(&self) -> bool {
         matches!(&self.backend, Backend::Gpu(g) if g.subgroups())
+    }
+
+    /// The cooperative matrices the matrix products run on, if any (see [`GpuOptions`];
+    /// none on the CPU backend and in the browser).
+    pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
+        match &self.backend {
+            Backend::Gpu(g) => g.cooperative_matrix(),
+            Backend::Cpu(_) => None,
+        }
     }
 
     pub fn info(&self) -> &AdapterInfo {

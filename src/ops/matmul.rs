@@ -2,7 +2,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::device::{Device, Tensor};
+use crate::device::{DType, Device, Tensor};
 use crate::shaders::Kernel;
 
 /// How a product is cut into workgroups: WG_X x WG_Y invocations, each computing
@@ -177,15 +177,32 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         flags: if g.residual.is_some() { Params::RESIDUAL } else { 0 },
     };
     let batch = g.groups * g.batch;
-    let tile = tile_shape(g.m, g.n, batch);
     // Only what the loops over K or over the accumulators, or the grid's indexing, read
     // is an override (each set is a pipeline to compile).
     let variant = [("B_F16", is_f16(Some(g.b.tensor))), ("BIAS_F16", is_f16(g.bias)), ("GROUPED", (g.groups > 1) as u32 as f64)];
-    let overrides = [&tile.overrides()[..], &variant].concat();
     let bias = or_placeholder(g.bias, g.b.tensor);
-    let residual = or_placeholder(g.residual, g.a.tensor);
-    let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), u32_of(batch, "batch")?];
-    dev.dispatch(Kernel::Matmul, &overrides, &params, &[g.a.tensor, g.b.tensor, bias, residual, g.out], grid)
+    let buffers = [g.a.tensor, g.b.tensor, bias, or_placeholder(g.residual, g.a.tensor), g.out];
+    let batch = u32_of(batch, "batch")?;
+    if let Some(coop) = dev.cooperative_matrix().filter(|_| runs_on_cooperative_matrices(dev, g.m, g.b.tensor.dtype() == DType::F16Packed)) {
+        let tile = 4 * coop.size; // matmul_coop.wgsl's BM and BN with 2 x 2 subgroups
+        let overrides = [("S", coop.size as f64), ("SUBGROUP_SIZE", coop.subgroup_size as f64), variant[1], variant[2]];
+        let grid = [params.n.div_ceil(tile), params.m.div_ceil(tile), batch];
+        return dev.dispatch(Kernel::MatmulCoop, &overrides, &params, &buffers, grid);
+    }
+    let tile = tile_shape(g.m, g.n, batch as usize);
+    let overrides = [&tile.overrides()[..], &variant].concat();
+    let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), batch];
+    dev.dispatch(Kernel::Matmul, &overrides, &params, &buffers, grid)
+}
+
+/// Whether a product of `rows` rows runs on cooperative matrices on `dev`, which rounds
+/// its left operand to f16 (sums stay f32): where the device has them (see
+/// [`crate::device::GpuOptions`]), for products with f16 weights (`b_f16`: a model loaded
+/// with f16 weights, whose parity tolerance is that of f16; f32 weights keep f32
+/// products) and more than 32 rows (fewer, such as per-step MLPs, keep the f32 kernel's
+/// tall-and-narrow tiles, where a cooperative tile would be mostly empty rows).
+pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, b_f16: bool) -> bool {
+    dev.cooperative_matrix().is_some() && b_f16 && rows > 32
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same

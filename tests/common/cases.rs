@@ -25,6 +25,13 @@ fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
     dev.upload_f16(shape, v).expect("upload f16")
 }
 
+/// A product's left operand as the device computes with it: rounded to f16 where the
+/// product runs on cooperative matrices (the reference then checks the f32 sums as
+/// tightly as elsewhere).
+fn left_as_computed(dev: &Device, rows: usize, b_f16: bool, a: Vec<f32>) -> Vec<f32> {
+    if ops::runs_on_cooperative_matrices(dev, rows, b_f16) { f16_rounded(&a) } else { a }
+}
+
 pub async fn matmul(dev: &Device) {
     let mut rng = Rng::new(1);
     // (1, 70, 4608, 33) has a long K: 288 tiles, more loop iterations than llvmpipe allows
@@ -40,6 +47,15 @@ pub async fn matmul(dev: &Device) {
         let tol = if k > 1000 { TOL_LONG } else { TOL };
         check(&format!("matmul [{batch}, {m}, {k}] x {bshape:?}"), &read(dev, &got).await, &want, tol);
     }
+    // f16 weights read along N (a Linear's are read along K), the cooperative-matrix
+    // kernel's other B layout where the device has it; ragged edges, K not a multiple of
+    // any tile.
+    for &(m, k, n) in &[(67, 131, 45), (200, 77, 300)] {
+        let (a, bb) = (rng.normals(m * k, 1.0), f16_rounded(&rng.normals(k * n, 1.0)));
+        let got = ops::matmul(dev, &up(dev, &[m, k], &a), &up16(dev, &[k, n], &bb)).unwrap();
+        let want = cpu::matmul(&left_as_computed(dev, m, true, a), &bb, 1, m, k, n, false);
+        check(&format!("matmul [{m}, {k}] x [{k}, {n}] f16"), &read(dev, &got).await, &want, TOL);
+    }
 }
 
 pub async fn linear(dev: &Device) {
@@ -52,7 +68,7 @@ pub async fn linear(dev: &Device) {
         let (wt, bt) = if f16 { (up16(dev, &[n, k], &w), up16(dev, &[n], &b)) } else { (up(dev, &[n, k], &w), up(dev, &[n], &b)) };
         let got = ops::linear(dev, &up(dev, &[m, k], &x), &wt, bias.then_some(&bt)).unwrap();
         let (w, b) = if f16 { (f16_rounded(&w), f16_rounded(&b)) } else { (w, b) };
-        let want = cpu::linear(&x, &w, bias.then_some(&b[..]), m, k, n);
+        let want = cpu::linear(&left_as_computed(dev, m, f16, x), &w, bias.then_some(&b[..]), m, k, n);
         let name = format!("linear {m}x{k} -> {n} ({} weights{})", if f16 { "f16" } else { "f32" }, if bias { ", bias" } else { "" });
         check(&name, &read(dev, &got).await, &want, TOL);
     }
@@ -60,6 +76,7 @@ pub async fn linear(dev: &Device) {
     let (m, k, n) = (37, 96, 70);
     let (x, w, b, r) = (rng.normals(m * k, 1.0), f16_rounded(&rng.normals(n * k, 0.05)), rng.normals(n, 0.5), rng.normals(m * n, 1.0));
     let got = ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), Some(&up(dev, &[n], &b)), Some(&up(dev, &[m, n], &r))).unwrap();
+    let x = left_as_computed(dev, m, true, x);
     let want: Vec<f64> = cpu::linear(&x, &w, Some(&b[..]), m, k, n).iter().zip(&r).map(|(v, &r)| v + r as f64).collect();
     check(&format!("linear {m}x{k} -> {n} (f16 weights, f32 bias) + residual"), &read(dev, &got).await, &want, TOL);
     assert!(ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), None, Some(&up(dev, &[m, n + 1], &vec![0.0; m * (n + 1)]))).is_err(), "a residual of another size must be refused");

@@ -14,6 +14,7 @@ use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
+use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -113,7 +114,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (kernels_only, tiled, tile) = (args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
-    println!("device: {}{}", dev.info(), if dev.subgroups() { ", reductions with subgroups" } else { "" });
+    let coop = dev.cooperative_matrix().map(|c| format!(", products with f16 weights on {0}x{0}x{0} cooperative matrices", c.size)).unwrap_or_default();
+    println!("device: {}{}{coop}", dev.info(), if dev.subgroups() { ", reductions with subgroups" } else { "" });
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
     }
@@ -138,12 +140,19 @@ pub fn run(args: Args) -> Result<()> {
         let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
         rows.push(Row { name: format!("matmul {n}x{n}x{n} f32"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
     }
-    {
-        let n = 1024;
-        let x = filled(&dev, &[n, n])?;
-        let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
-        let ms = time(&dev, || ops::linear(&dev, &x, &w, None))?;
-        rows.push(Row { name: format!("linear {n}x{n} -> {n}, f16 weights"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+    // The products the models run with f16 weights: on cooperative matrices where the
+    // device has them, and then on the f32 kernel too (a device opened without them).
+    let f32_products = match dev.cooperative_matrix() {
+        Some(_) => Some(block_on(Device::new_with(GpuOptions { cooperative_matrix: CooperativeMatrices::Off, ..GpuOptions::default() }))?),
+        None => None,
+    };
+    for &n in if large { &[1024, 4096][..] } else { &[1024][..] } {
+        for (dev, kernel) in [(&dev, if f32_products.is_some() { ", cooperative matrix" } else { "" })].into_iter().chain(f32_products.iter().map(|d| (d, ", f32 kernel"))) {
+            let x = filled(dev, &[n, n])?;
+            let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
+            let ms = time(dev, || ops::linear(dev, &x, &w, None))?;
+            rows.push(Row { name: format!("linear {n}x{n} -> {n}, f16 weights{kernel}"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+        }
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
         let x = filled(&dev, &[1, c, side, side])?;
@@ -164,10 +173,10 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     println!();
-    println!("| {:<52} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
-    println!("|{:-<54}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
+    println!("| {:<60} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
+    println!("|{:-<62}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
     for r in &rows {
-        println!("| {:<52} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
+        println!("| {:<60} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
     }
     if kernels_only {
         return Ok(());
@@ -225,8 +234,8 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         print_header();
         return tiled_step_row(dev, &unet, &context, w, h, tile);
     }
-    println!("| {:<52} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
-    println!("|{:-<54}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "");
+    println!("| {:<60} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
+    println!("|{:-<62}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "");
     for &side in &what.sides {
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
@@ -245,7 +254,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         let record_ms = start.elapsed().as_secs_f64() * 1e3;
         dev.sync_blocking()?;
         let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
-        println!("| {:<52} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} | {:>9} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms, pipelines);
+        println!("| {:<60} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} | {:>9} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms, pipelines);
     }
     if dev.is_cpu() {
         println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
@@ -286,15 +295,15 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
                 (64, _) => format!(" ({:.1}x faster)", published_ms / ms),
                 _ => String::new(),
             };
-            println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("restore {side}x{side}, {} {steps} steps{speedup}", sampler.name()), ms, peak);
+            println!("| {:<60} | {:>10.0} | {:>14.0} |", format!("restore {side}x{side}, {} {steps} steps{speedup}", sampler.name()), ms, peak);
         }
     }
     Ok(())
 }
 
 fn print_header() {
-    println!("| {:<52} | {:>10} | {:>14} |", "stage", "ms", "peak MiB");
-    println!("|{:-<54}|{:->12}|{:->16}|", "", "", "");
+    println!("| {:<60} | {:>10} | {:>14} |", "stage", "ms", "peak MiB");
+    println!("|{:-<62}|{:->12}|{:->16}|", "", "", "");
 }
 
 /// GPU time of one UNet step at `side` x `side` per kernel family, from timestamp queries.
@@ -337,7 +346,7 @@ fn tiled_step_row(dev: &Device, unet: &ConditionalUNet, context: &Tensor, w: usi
     daclip_webgpu::device::block_on(sample(&mut space, sde.max_sigma, &plan, false, &mut |_, _| true))?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
-    println!("| {:<52} | {:>10.0} | {:>14.0} |", format!("tiled step {w}x{h}: {tiles} tiles of {tile}, overlap {overlap}"), ms, peak);
+    println!("| {:<60} | {:>10.0} | {:>14.0} |", format!("tiled step {w}x{h}: {tiles} tiles of {tile}, overlap {overlap}"), ms, peak);
     Ok(())
 }
 

@@ -137,6 +137,9 @@ mod native {
             l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size,
             l.max_storage_buffers_per_shader_stage, l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20);
         println!("features:  {}", info.features.join(", "));
+        if !info.cooperative_matrix.is_empty() {
+            println!("cooperative matrix: {}", info.cooperative_matrix.join(", "));
+        }
         println!("kernels:   reductions with {}", if dev.subgroups() { "subgroup operations" } else { "workgroup memory" });
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! (norms, softmax) call `workgroup_sum` / `workgroup_max` and take a `Lanes` input: their
 //! module is one of the two reduction files followed by the kernel's, the subgroup one
 //! where the device has subgroups (see [`Kernel::source`]). The cooperative-matrix
-//! product is written for 16 x 16 matrices and built for 8 x 8 ones where the adapter
+//! kernels are written for 16 x 16 matrices and built for 8 x 8 ones where the adapter
 //! offers those.
 
 use std::borrow::Cow;
@@ -55,6 +55,7 @@ kernels! {
     Matmul => "matmul/matmul.wgsl",
     MatmulCoop => "matmul/matmul_coop.wgsl",
     Conv2d => "conv/conv2d.wgsl",
+    Conv2dCoop => "conv/conv2d_coop.wgsl",
     LayerNorm => "norm/layer_norm.wgsl",
     ChannelLayerNorm => "norm/channel_layer_norm.wgsl",
     GroupNorm => "norm/group_norm.wgsl",
@@ -79,7 +80,7 @@ impl Kernel {
 
     /// Whether the kernel needs cooperative matrices, f16 and subgroups (native only).
     pub fn cooperative(self) -> bool {
-        matches!(self, Kernel::MatmulCoop)
+        matches!(self, Kernel::MatmulCoop | Kernel::Conv2dCoop)
     }
 
     /// The WGSL module of the kernel: its file, after the reduction file it needs (the one

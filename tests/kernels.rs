@@ -63,9 +63,9 @@ mod gpu_without_subgroups {
     }
 }
 
-/// The products with f16 weights on cooperative matrices wherever the adapter offers
-/// them (Mesa 26's lavapipe included), and on the f32 kernel (which `gpu` runs where there
-/// are none, and on software adapters).
+/// The products and convolutions with f16 weights on cooperative matrices wherever the
+/// adapter offers them (Mesa 26's lavapipe included), and on the f32 kernels (which `gpu`
+/// runs where there are none, and on software adapters).
 mod products {
     use super::{gpu_with, CooperativeMatrices};
 
@@ -80,6 +80,11 @@ mod products {
     }
 
     #[test]
+    fn conv2d_on_cooperative_matrices() {
+        super::block_on(crate::common::cases::conv2d(&gpu_with(CooperativeMatrices::Any)));
+    }
+
+    #[test]
     fn matmul_on_the_f32_kernel() {
         super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Off)));
     }
@@ -87,6 +92,11 @@ mod products {
     #[test]
     fn linear_on_the_f32_kernel() {
         super::block_on(crate::common::cases::linear(&gpu_with(CooperativeMatrices::Off)));
+    }
+
+    #[test]
+    fn conv2d_on_the_f32_kernel() {
+        super::block_on(crate::common::cases::conv2d(&gpu_with(CooperativeMatrices::Off)));
     }
 }
 

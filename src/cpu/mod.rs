@@ -293,10 +293,10 @@ impl CpuDevice {
         let ov = |name| overridden(overrides, name);
         self.inner.dispatched.set(self.inner.dispatched.get() + 1);
         match kernel {
-            // The CPU has no cooperative matrices and never records that variant; it
-            // computes the same product.
+            // The CPU has no cooperative matrices and never records those variants; they
+            // compute the same product and convolution.
             Kernel::Matmul | Kernel::MatmulCoop => gemm::matmul(&params(p), batch, &ins, out),
-            Kernel::Conv2d => gemm::conv2d(&params(p), batch, &ins, out),
+            Kernel::Conv2d | Kernel::Conv2dCoop => gemm::conv2d(&params(p), batch, &ins, out),
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
             Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &ins, out),

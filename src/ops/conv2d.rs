@@ -2,10 +2,10 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::tile_shape;
+use super::matmul::{runs_on_cooperative_matrices, tile_shape};
 use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::device::{Device, Tensor};
+use crate::device::{DType, Device, Tensor};
 use crate::shaders::Kernel;
 
 #[repr(C)]
@@ -217,20 +217,26 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         first_cout: channels.start as u32,
         _pad: [0; 3],
     };
-    // Output channels are the rows of this product.
-    let tile = tile_shape(cout, ho * wo, b);
-    // Only what the inner loop reads is an override (each set is a pipeline to compile).
-    let overrides = [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat();
+    // Output channels are the rows of this product. Only what the inner loop reads is
+    // an override (each set is a pipeline to compile).
+    let (kernel, overrides, rows, cols) = match dev.cooperative_matrix().filter(|_| runs_on_cooperative_matrices(dev, cout, w.dtype() == DType::F16Packed)) {
+        // conv2d_coop.wgsl's BM and BN with 2 x 2 subgroups.
+        Some(c) => (Kernel::Conv2dCoop, vec![("S", c.size as f64), ("SUBGROUP_SIZE", c.subgroup_size as f64)], 4 * c.size, 4 * c.size),
+        None => {
+            let tile = tile_shape(cout, ho * wo, b);
+            (Kernel::Conv2d, [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat(), tile.rows(), tile.cols())
+        }
+    };
     let pixels = u32_of(ho * wo, "output pixels")?;
-    let pixel_groups = pixels.div_ceil(tile.cols());
-    let (cout_groups, batch) = (params.cout.div_ceil(tile.rows()), u32_of(b, "batch")?);
-    let per_dispatch = groups_per_dispatch(dev, pixel_groups, tile.cols() as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
+    let pixel_groups = pixels.div_ceil(cols);
+    let (cout_groups, batch) = (params.cout.div_ceil(rows), u32_of(b, "batch")?);
+    let per_dispatch = groups_per_dispatch(dev, pixel_groups, cols as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
         let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
-        dev.dispatch(Kernel::Conv2d, &overrides, &part, &buffers, groups)?;
+        dev.dispatch(kernel, &overrides, &part, &buffers, groups)?;
     }
     Ok(out)
 }

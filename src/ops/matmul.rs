@@ -195,14 +195,15 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     dev.dispatch(Kernel::Matmul, &overrides, &params, &buffers, grid)
 }
 
-/// Whether a product of `rows` rows runs on cooperative matrices on `dev`, which rounds
-/// its left operand to f16 (sums stay f32): where the device has them (see
-/// [`crate::device::GpuOptions`]), for products with f16 weights (`b_f16`: a model loaded
-/// with f16 weights, whose parity tolerance is that of f16; f32 weights keep f32
-/// products) and more than 32 rows (fewer, such as per-step MLPs, keep the f32 kernel's
-/// tall-and-narrow tiles, where a cooperative tile would be mostly empty rows).
-pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, b_f16: bool) -> bool {
-    dev.cooperative_matrix().is_some() && b_f16 && rows > 32
+/// Whether a product (or a convolution: its rows are the output channels) of `rows` rows
+/// runs on cooperative matrices on `dev`, which rounds its activations to f16 (sums stay
+/// f32): where the device has them (see [`crate::device::GpuOptions`]), with f16 weights
+/// (`weights_f16`: a model loaded with f16 weights, whose parity tolerance is that of
+/// f16; f32 weights keep f32 products) and more than 32 rows (fewer, such as per-step
+/// MLPs or convolutions to a few channels, keep the f32 kernels' tall-and-narrow tiles,
+/// where a cooperative tile would be mostly empty rows).
+pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, weights_f16: bool) -> bool {
+    dev.cooperative_matrix().is_some() && weights_f16 && rows > 32
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same

@@ -25,11 +25,11 @@ fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
     dev.upload_f16(shape, v).expect("upload f16")
 }
 
-/// A product's left operand as the device computes with it: rounded to f16 where the
-/// product runs on cooperative matrices (the reference then checks the f32 sums as
+/// A product's or convolution's activations as the device computes with them: rounded to
+/// f16 where it runs on cooperative matrices (the reference then checks the f32 sums as
 /// tightly as elsewhere).
-fn left_as_computed(dev: &Device, rows: usize, b_f16: bool, a: Vec<f32>) -> Vec<f32> {
-    if ops::runs_on_cooperative_matrices(dev, rows, b_f16) { f16_rounded(&a) } else { a }
+fn activations_as_computed(dev: &Device, rows: usize, weights_f16: bool, a: Vec<f32>) -> Vec<f32> {
+    if ops::runs_on_cooperative_matrices(dev, rows, weights_f16) { f16_rounded(&a) } else { a }
 }
 
 pub async fn matmul(dev: &Device) {
@@ -53,7 +53,7 @@ pub async fn matmul(dev: &Device) {
     for &(m, k, n) in &[(67, 131, 45), (200, 77, 300)] {
         let (a, bb) = (rng.normals(m * k, 1.0), f16_rounded(&rng.normals(k * n, 1.0)));
         let got = ops::matmul(dev, &up(dev, &[m, k], &a), &up16(dev, &[k, n], &bb)).unwrap();
-        let want = cpu::matmul(&left_as_computed(dev, m, true, a), &bb, 1, m, k, n, false);
+        let want = cpu::matmul(&activations_as_computed(dev, m, true, a), &bb, 1, m, k, n, false);
         check(&format!("matmul [{m}, {k}] x [{k}, {n}] f16"), &read(dev, &got).await, &want, TOL);
     }
 }
@@ -68,7 +68,7 @@ pub async fn linear(dev: &Device) {
         let (wt, bt) = if f16 { (up16(dev, &[n, k], &w), up16(dev, &[n], &b)) } else { (up(dev, &[n, k], &w), up(dev, &[n], &b)) };
         let got = ops::linear(dev, &up(dev, &[m, k], &x), &wt, bias.then_some(&bt)).unwrap();
         let (w, b) = if f16 { (f16_rounded(&w), f16_rounded(&b)) } else { (w, b) };
-        let want = cpu::linear(&left_as_computed(dev, m, f16, x), &w, bias.then_some(&b[..]), m, k, n);
+        let want = cpu::linear(&activations_as_computed(dev, m, f16, x), &w, bias.then_some(&b[..]), m, k, n);
         let name = format!("linear {m}x{k} -> {n} ({} weights{})", if f16 { "f16" } else { "f32" }, if bias { ", bias" } else { "" });
         check(&name, &read(dev, &got).await, &want, TOL);
     }
@@ -76,7 +76,7 @@ pub async fn linear(dev: &Device) {
     let (m, k, n) = (37, 96, 70);
     let (x, w, b, r) = (rng.normals(m * k, 1.0), f16_rounded(&rng.normals(n * k, 0.05)), rng.normals(n, 0.5), rng.normals(m * n, 1.0));
     let got = ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), Some(&up(dev, &[n], &b)), Some(&up(dev, &[m, n], &r))).unwrap();
-    let x = left_as_computed(dev, m, true, x);
+    let x = activations_as_computed(dev, m, true, x);
     let want: Vec<f64> = cpu::linear(&x, &w, Some(&b[..]), m, k, n).iter().zip(&r).map(|(v, &r)| v + r as f64).collect();
     check(&format!("linear {m}x{k} -> {n} (f16 weights, f32 bias) + residual"), &read(dev, &got).await, &want, TOL);
     assert!(ops::linear_with(dev, &up(dev, &[m, k], &x), &up16(dev, &[n, k], &w), None, Some(&up(dev, &[m, n + 1], &vec![0.0; m * (n + 1)]))).is_err(), "a residual of another size must be refused");
@@ -94,6 +94,7 @@ pub async fn conv2d(dev: &Device) {
         (1, 520, 6, 5, 8, 3, 1, 1, true, true),  // K = 4680: a long reduction
         (1, 32, 21, 19, 24, 3, 1, 1, true, true), // the UNet's 3x3 convs (the CPU's Winograd path), odd sides
         (2, 64, 16, 16, 64, 3, 1, 1, false, false),
+        (1, 64, 17, 19, 48, 3, 1, 1, true, true), // K = 576 to 48 channels: many K steps of the cooperative tiles
         // Large enough for the large tiles: 8 x 8 outputs per invocation, then 4 x 8.
         (1, 5, 129, 129, 130, 3, 1, 1, true, true),
         (2, 8, 259, 255, 64, 4, 2, 1, true, false),
@@ -105,6 +106,7 @@ pub async fn conv2d(dev: &Device) {
         let (wt, bt) = if f16 { (up16(dev, &[cout, cin, k, k], &wv), up16(dev, &[cout], &bv)) } else { (up(dev, &[cout, cin, k, k], &wv), up(dev, &[cout], &bv)) };
         let got = ops::conv2d(dev, &up(dev, &[b, cin, h, w], &x), &wt, bias.then_some(&bt), Conv2dArgs { stride, padding: pad }).unwrap();
         let (wv, bv) = if f16 { (f16_rounded(&wv), f16_rounded(&bv)) } else { (wv, bv) };
+        let x = activations_as_computed(dev, cout, f16, x);
         let (want, [ho, wo]) = cpu::conv2d(&x, &wv, bias.then_some(&bv[..]), [b, cin, h, w], [cout, k, k], stride, pad);
         assert_eq!(got.shape(), &[b, cout, ho, wo]);
         let name = format!("conv2d [{b},{cin},{h},{w}] -> {cout} k{k} s{stride} p{pad}{}{}", if bias { " bias" } else { "" }, if f16 { " f16" } else { "" });
@@ -121,6 +123,7 @@ pub async fn conv2d(dev: &Device) {
         let (wt, bt) = if f16 { (up16(dev, &[cout, cin, k, k], &wv), up16(dev, &[cout], &bv)) } else { (up(dev, &[cout, cin, k, k], &wv), up(dev, &[cout], &bv)) };
         let got = ops::conv2d_channels(dev, &up(dev, &[1, cin, h, w], &x), &wt, Some(&bt), Conv2dArgs::same(k), ops::Epilogue::default(), range.clone()).unwrap();
         let (wv, bv) = if f16 { (f16_rounded(&wv), f16_rounded(&bv)) } else { (wv, bv) };
+        let x = activations_as_computed(dev, range.len(), f16, x);
         let (whole, _) = cpu::conv2d(&x, &wv, Some(&bv), [1, cin, h, w], [cout, k, k], 1, k / 2);
         assert_eq!(got.shape(), &[1, range.len(), h, w]);
         check(&format!("conv2d [1,{cin},{h},{w}] -> channels {range:?} of {cout} k{k}"), &read(dev, &got).await, &whole[range.start * h * w..range.end * h * w], TOL);
@@ -137,7 +140,7 @@ pub async fn conv2d(dev: &Device) {
         let t = rng.normals(6 * 2 * cout, 1.0);
         let res = rng.normals(b * cout * h * w, 1.0);
         let res2 = rng.normals(b * cout * h * w, 1.0);
-        let (conv, _) = cpu::conv2d(&x, &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
+        let (conv, _) = cpu::conv2d(&activations_as_computed(dev, cout, true, x.clone()), &wv, Some(&bv), [b, cin, h, w], [cout, 3, 3], 1, 1);
         let (xt, wt, bt, tt, rt) = (up(dev, &[b, cin, h, w], &x), up16(dev, &[cout, cin, 3, 3], &wv), up16(dev, &[cout], &bv), up(dev, &[6, 2 * cout], &t), up(dev, &[b, cout, h, w], &res));
         let rt2 = up(dev, &[b, cout, h, w], &res2);
         for (scale_shift, silu, residuals) in [(true, true, 0), (false, true, 1), (false, false, 1), (true, false, 0), (false, false, 2), (true, true, 2)] {
@@ -186,6 +189,7 @@ pub async fn conv2d(dev: &Device) {
             let at = (y / f) * w + xx / f;
             if c < c1 { x1[(bi * c1 + c) * h * w + at] } else { x2[(bi * c2 + c - c1) * h * w + at] }
         }).collect();
+        let seen = activations_as_computed(dev, cout, true, seen);
         let (want, [ho, wo]) = cpu::conv2d(&seen, &wv, Some(&bv), [b, cin, sh, sw], [cout, k, k], 1, k / 2);
         let (t1, t2) = (up(dev, &[b, c1, h, w], &x1), up(dev, &[b, c2, h, w], &x2));
         let input = ops::ConvInput { x: &t1, second: (c2 > 0).then_some(&t2), upsample };

@@ -140,14 +140,19 @@ pub fn run(args: Args) -> Result<()> {
         let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
         rows.push(Row { name: format!("matmul {n}x{n}x{n} f32"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
     }
-    // The products the models run with f16 weights: on cooperative matrices where the
-    // device has them, and then on the f32 kernel too (a device opened without them).
-    let f32_products = match dev.cooperative_matrix() {
+    // The products and convolutions the models run with f16 weights: on cooperative
+    // matrices where the device has them, and then on the f32 kernels too (a device
+    // opened without them).
+    let f32_kernels = match dev.cooperative_matrix() {
         Some(_) => Some(block_on(Device::new_with(GpuOptions { cooperative_matrix: CooperativeMatrices::Off, ..GpuOptions::default() }))?),
         None => None,
     };
+    let kernels: Vec<(&Device, &str)> = match &f32_kernels {
+        Some(f32_dev) => vec![(&dev, ", cooperative matrix"), (f32_dev, ", f32 kernel")],
+        None => vec![(&dev, "")],
+    };
     for &n in if large { &[1024, 4096][..] } else { &[1024][..] } {
-        for (dev, kernel) in [(&dev, if f32_products.is_some() { ", cooperative matrix" } else { "" })].into_iter().chain(f32_products.iter().map(|d| (d, ", f32 kernel"))) {
+        for &(dev, kernel) in &kernels {
             let x = filled(dev, &[n, n])?;
             let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
             let ms = time(dev, || ops::linear(dev, &x, &w, None))?;
@@ -155,11 +160,13 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
-        let x = filled(&dev, &[1, c, side, side])?;
-        let w = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
-        let ms = time(&dev, || ops::conv2d(&dev, &x, &w, None, Conv2dArgs::same(3)))?;
-        let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
-        rows.push(Row { name: format!("conv2d 3x3 {c}->{c} at {side}x{side}, f16 weights"), gflop, ms });
+        for &(dev, kernel) in &kernels {
+            let x = filled(dev, &[1, c, side, side])?;
+            let w = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+            let ms = time(dev, || ops::conv2d(dev, &x, &w, None, Conv2dArgs::same(3)))?;
+            let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
+            rows.push(Row { name: format!("conv2d 3x3 {c}->{c} at {side}x{side}, f16 weights{kernel}"), gflop, ms });
+        }
     }
     {
         let (tokens, heads, d) = (1024usize, 16usize, 32usize);

@@ -188,7 +188,13 @@ pub fn run(args: Args) -> Result<()> {
     if kernels_only {
         return Ok(());
     }
-    unet_rows(&dev, unet)
+    let sides = unet.sides.clone();
+    unet_rows(&dev, unet)?;
+    if let Some(f32_dev) = &f32_kernels {
+        println!("\nThe same steps on the f32 kernels (a device opened without cooperative matrices):");
+        unet_rows(f32_dev, UNetRows { sides, restore: false, large_restore: false, profile: false, tiled: None })?;
+    }
+    Ok(())
 }
 
 /// What `unet_rows` prints.

@@ -174,10 +174,15 @@ impl Device {
     /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
     /// falls back to the CPU backend, saying why in [`Device::reason`].
     pub async fn open(choice: DeviceChoice) -> Result<Device> {
+        Self::open_with(choice, GpuOptions::default()).await
+    }
+
+    /// [`Device::open`] with what a GPU may use of the adapter's optional features.
+    pub async fn open_with(choice: DeviceChoice, options: GpuOptions) -> Result<Device> {
         match choice {
-            DeviceChoice::Gpu => Self::new().await,
+            DeviceChoice::Gpu => Self::new_with(options).await,
             DeviceChoice::Cpu => Ok(Self::cpu()),
-            DeviceChoice::Auto => match GpuDevice::new(GpuOptions::default()).await {
+            DeviceChoice::Auto => match GpuDevice::new(options).await {
                 Ok(gpu) if !gpu.info().is_software => {
                     let reason = format!("a hardware GPU adapter was found ({})", gpu.info());
                     Ok(Device { backend: Backend::Gpu(gpu), reason })

@@ -29,7 +29,7 @@ mod native {
     use std::process::ExitCode;
 
     use clap::{Parser, Subcommand};
-    use daclip_webgpu::device::DeviceChoice;
+    use daclip_webgpu::device::{block_on, CooperativeMatrices, DeviceChoice, GpuOptions};
     use daclip_webgpu::{Device, Error, Result};
 
     /// DA-CLIP image restoration on WebGPU (and on the CPU where there is no GPU).
@@ -70,12 +70,24 @@ mod native {
         /// software one such as lavapipe); stderr says which runs and why.
         #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
         pub device: String,
+        /// Where the products and convolutions with f16 weights run on cooperative
+        /// matrices (tensor cores; their activations rounded to f16): hardware: on hardware
+        /// GPUs that offer them natively; any: on software adapters too (Mesa 26's
+        /// lavapipe, which emulates them slowly); off: never (the f32 kernels).
+        #[arg(long, default_value = "hardware", value_parser = ["hardware", "any", "off"])]
+        pub cooperative_matrix: String,
     }
 
     impl DeviceArg {
         /// Opens the device and says on stderr which one runs and why.
         pub fn open(&self) -> Result<Device> {
-            let dev = Device::open_blocking(DeviceChoice::parse(&self.device)?)?;
+            let cooperative_matrix = match self.cooperative_matrix.as_str() {
+                "any" => CooperativeMatrices::Any,
+                "off" => CooperativeMatrices::Off,
+                _ => CooperativeMatrices::Hardware,
+            };
+            let options = GpuOptions { cooperative_matrix, ..GpuOptions::default() };
+            let dev = block_on(Device::open_with(DeviceChoice::parse(&self.device)?, options))?;
             eprintln!("device: {} ({})", dev.info(), dev.reason());
             Ok(dev)
         }
@@ -141,6 +153,10 @@ mod native {
             println!("cooperative matrix: {}", info.cooperative_matrix.join(", "));
         }
         println!("kernels:   reductions with {}", if dev.subgroups() { "subgroup operations" } else { "workgroup memory" });
+        match dev.cooperative_matrix() {
+            Some(c) => println!("           products and convolutions with f16 weights on {0}x{0}x{0} cooperative matrices (subgroups of {1})", c.size, c.subgroup_size),
+            None => println!("           products and convolutions on the f32 kernels"),
+        }
         Ok(())
     }
 }

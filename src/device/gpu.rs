@@ -136,8 +136,9 @@ struct Inner {
     dispatched: std::cell::Cell<u64>,
     /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
     subgroups: bool,
-    /// What the matrix products run on where the adapter has tensor cores.
-    cooperative_matrix: Option<CooperativeMatrix>,
+    /// What the matrix products run on where the adapter has tensor cores (cleared when
+    /// they fail the device's check).
+    cooperative_matrix: std::cell::Cell<Option<CooperativeMatrix>>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -273,14 +274,19 @@ impl GpuDevice {
                 ones: RefCell::default(),
                 dispatched: Default::default(),
                 subgroups,
-                cooperative_matrix,
+                cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
             }),
         })
     }
 
     /// The cooperative matrices the matrix products run on, if any.
     pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
-        self.inner.cooperative_matrix
+        self.inner.cooperative_matrix.get()
+    }
+
+    /// From now on every product and convolution runs the f32 kernels.
+    pub fn disable_cooperative_matrix(&self) {
+        self.inner.cooperative_matrix.set(None);
     }
 
     /// Why the device was lost, once it was: every later use of it fails.
@@ -641,7 +647,7 @@ impl GpuDevice {
             let module = modules.entry(kernel).or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.path()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source(self.inner.subgroups, self.inner.cooperative_matrix.map_or(16, |c| c.size))),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source(self.inner.subgroups, self.inner.cooperative_matrix.get().map_or(16, |c| c.size))),
                 })
             });
             let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

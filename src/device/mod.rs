@@ -157,7 +157,22 @@ impl Device {
     /// [`Device::new`] with what it may use of the adapter's optional features.
     pub async fn new_with(options: GpuOptions) -> Result<Device> {
         let gpu = GpuDevice::new(options).await?;
-        Ok(Device { backend: Backend::Gpu(gpu), reason: "the GPU was asked for".into() })
+        Ok(Self::checked(gpu, "the GPU was asked for".into()).await)
+    }
+
+    /// The device of `gpu`, whose cooperative-matrix kernels (where it has them) first pass
+    /// a check of exact results (`ops::cooperative_check`); where they fail it, the f32
+    /// kernels run and `reason` says why.
+    async fn checked(gpu: GpuDevice, reason: String) -> Device {
+        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason };
+        if dev.cooperative_matrix().is_some() {
+            if let Err(why) = crate::ops::cooperative_check::check_cooperative_matrix(&dev).await {
+                gpu.disable_cooperative_matrix();
+                dev.reason += &format!("; its cooperative matrices failed the device's check ({why}), so the f32 kernels run");
+            }
+            dev.release_free_buffers();
+        }
+        dev
     }
 
     /// [`Device::new`] for native callers that are not async.
@@ -185,7 +200,7 @@ impl Device {
             DeviceChoice::Auto => match GpuDevice::new(options).await {
                 Ok(gpu) if !gpu.info().is_software => {
                     let reason = format!("a hardware GPU adapter was found ({})", gpu.info());
-                    Ok(Device { backend: Backend::Gpu(gpu), reason })
+                    Ok(Self::checked(gpu, reason).await)
                 }
                 Ok(gpu) => {
                     let reason = format!("the only GPU adapter is a software one ({}), slower than the CPU backend", gpu.info());

@@ -84,6 +84,36 @@ mod products {
         super::block_on(crate::common::cases::conv2d(&gpu_with(CooperativeMatrices::Any)));
     }
 
+    /// Every tile bench may time, forced on every product and convolution of the cases,
+    /// where it fits the device; the large tile must fit wherever there are matrices.
+    #[test]
+    fn products_on_every_cooperative_tile() {
+        use daclip_webgpu::device::CooperativeTile;
+        let dev = gpu_with(CooperativeMatrices::Any);
+        let Some(coop) = dev.cooperative_matrix() else {
+            assert!(!dev.force_cooperative_tile(Some(CooperativeTile::SMALL)));
+            println!("no cooperative matrices on {}: nothing to tile", dev.info());
+            return;
+        };
+        assert!(dev.cooperative_tile_fits(CooperativeTile::SMALL) && dev.cooperative_tile_fits(CooperativeTile::LARGE));
+        // The rule: the large tile for products with enough workgroups of it.
+        let large = CooperativeTile::LARGE.rows(coop) as usize;
+        assert_eq!(daclip_webgpu::ops::cooperative_tile(&dev, 16 * large, 16 * large, 1), CooperativeTile::LARGE);
+        assert_eq!(daclip_webgpu::ops::cooperative_tile(&dev, 64, 16 * large, 1), CooperativeTile::SMALL);
+        assert_eq!(daclip_webgpu::ops::cooperative_tile(&dev, large, large, 1), CooperativeTile::SMALL);
+        for tile in CooperativeTile::CANDIDATES {
+            if !dev.force_cooperative_tile(Some(tile)) {
+                println!("tile {tile}: does not fit {}", dev.info());
+                continue;
+            }
+            println!("tile {tile}: {} x {} outputs", tile.rows(coop), tile.cols(coop));
+            super::block_on(crate::common::cases::matmul(&dev));
+            super::block_on(crate::common::cases::linear(&dev));
+            super::block_on(crate::common::cases::conv2d(&dev));
+        }
+        assert!(dev.force_cooperative_tile(None));
+    }
+
     #[test]
     fn matmul_on_the_f32_kernel() {
         super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Off)));

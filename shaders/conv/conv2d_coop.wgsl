@@ -5,9 +5,9 @@
 // output channels (rows) by output pixels (columns) over K = cin kh kw, the im2col
 // operand gathered from the image while filling workgroup memory, never stored. The
 // image is rounded to f16 on its way in; sums are f32. The tiling, the register fetch of
-// the next step and the staged output are matmul_coop.wgsl's; each invocation gathers
-// one fixed pixel of the tile (BN divides THREADS), so where its window starts is worked
-// out once. The epilogue is applied in the staged pass, all steps at once.
+// the next step and the staged output are matmul_coop.wgsl's (with its SG_* and ACC_*
+// overrides); each invocation gathers one fixed pixel of the tile (BN divides THREADS),
+// so where its window starts is worked out once. The epilogue is applied in the staged pass, all steps at once.
 //
 // The aliases below are for S = 16; for S = 8 the module is built with coop_mat8x8 in
 // their place (`Kernel::source`), and the S override is set to the same size.
@@ -43,16 +43,20 @@ override S: u32 = 16u;
 override SUBGROUP_SIZE: u32 = 32u;
 override SG_ROWS: u32 = 2u;
 override SG_COLS: u32 = 2u;
+override ACC_ROWS: u32 = 2u;
+override ACC_COLS: u32 = 2u;
 
 override THREADS: u32 = SG_ROWS * SG_COLS * SUBGROUP_SIZE;
-override BM: u32 = 2u * S * SG_ROWS; // output channels
-override BN: u32 = 2u * S * SG_COLS; // output pixels
+override BM: u32 = ACC_ROWS * S * SG_ROWS; // output channels
+override BN: u32 = ACC_COLS * S * SG_COLS; // output pixels
 override BK: u32 = 2u * S;
 override A_STRIDE: u32 = BK + 8u;
 override B_STRIDE: u32 = BN + 8u;
 override A_FETCH: u32 = (BM * BK + THREADS - 1u) / THREADS;
 override B_FETCH: u32 = (BK * BN + THREADS - 1u) / THREADS;
-const MAX_FETCH: u32 = 16u;
+const MAX_FETCH: u32 = 32u;
+const MAX_ACC: u32 = 16u;
+const MAX_FRAGMENTS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -122,8 +126,8 @@ fn main(
     let npix = p.ho * p.wo;
     let size = stored_size();
     let bases = vec2<u32>(batch * p.split, batch * (p.cin - p.split)) * (size.x * size.y);
-    let row0 = (sg / SG_COLS) * 2u * S;
-    let col0 = (sg % SG_COLS) * 2u * S;
+    let row0 = (sg / SG_COLS) * ACC_ROWS * S;
+    let col0 = (sg % SG_COLS) * ACC_COLS * S;
 
     // This invocation's pixel of the tile and the first im2col row it gathers; the
     // others are BK / (THREADS / BN) rows apart.
@@ -137,10 +141,9 @@ fn main(
         ix0 = i32(((n0 + pixel) % p.wo) * p.stride) - i32(p.pad);
     }
 
-    var acc00 = CoopC();
-    var acc01 = CoopC();
-    var acc10 = CoopC();
-    var acc11 = CoopC();
+    var acc: array<CoopC, MAX_ACC>; // zeros
+    var af: array<CoopA, MAX_FRAGMENTS>;
+    var bf: array<CoopB, MAX_FRAGMENTS>;
     var a_next: array<f32, MAX_FETCH>;
     var b_next: array<f32, MAX_FETCH>;
     for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
@@ -162,30 +165,24 @@ fn main(
             for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_x(k1 + k_first + s * k_step, kdim, bases, iy0, ix0); }
         }
         for (var kk = 0u; kk < BK; kk += S) {
-            let a0 = coopLoadT<CoopA>(&a_tile[row0 * A_STRIDE + kk], A_STRIDE);
-            let a1 = coopLoadT<CoopA>(&a_tile[(row0 + S) * A_STRIDE + kk], A_STRIDE);
-            let b0 = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0], B_STRIDE);
-            let b1 = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0 + S], B_STRIDE);
-            acc00 = coopMultiplyAdd(a0, b0, acc00);
-            acc01 = coopMultiplyAdd(a0, b1, acc01);
-            acc10 = coopMultiplyAdd(a1, b0, acc10);
-            acc11 = coopMultiplyAdd(a1, b1, acc11);
+            for (var r = 0u; r < ACC_ROWS; r++) { af[r] = coopLoadT<CoopA>(&a_tile[(row0 + r * S) * A_STRIDE + kk], A_STRIDE); }
+            for (var j = 0u; j < ACC_COLS; j++) { bf[j] = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0 + j * S], B_STRIDE); }
+            for (var r = 0u; r < ACC_ROWS; r++) {
+                for (var j = 0u; j < ACC_COLS; j++) {
+                    acc[r * ACC_COLS + j] = coopMultiplyAdd(af[r], bf[j], acc[r * ACC_COLS + j]);
+                }
+            }
         }
         workgroupBarrier();
     }
 
     let y_base = batch * p.cout * npix;
     let stage = sg * S * S;
-    for (var q = 0u; q < 4u; q++) {
-        switch q {
-            case 0u: { coopStoreT(acc00, &c_stage[stage], S); }
-            case 1u: { coopStoreT(acc01, &c_stage[stage], S); }
-            case 2u: { coopStoreT(acc10, &c_stage[stage], S); }
-            default: { coopStoreT(acc11, &c_stage[stage], S); }
-        }
+    for (var q = 0u; q < ACC_ROWS * ACC_COLS; q++) {
+        coopStoreT(acc[q], &c_stage[stage], S);
         workgroupBarrier();
-        let tile_row = m0 + row0 + (q / 2u) * S;
-        let tile_col = n0 + col0 + (q % 2u) * S;
+        let tile_row = m0 + row0 + (q / ACC_COLS) * S;
+        let tile_col = n0 + col0 + (q % ACC_COLS) * S;
         for (var e = lane; e < S * S; e += SUBGROUP_SIZE) {
             let gm = tile_row + e / S;
             let gn = tile_col + e % S;

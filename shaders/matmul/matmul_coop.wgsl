@@ -10,8 +10,9 @@
 // their place (`Kernel::source`), and the S override is set to the same size.
 //
 // Tiling: SG_ROWS x SG_COLS subgroups of SUBGROUP_SIZE invocations; each subgroup owns
-// 2 x 2 accumulator matrices, a (2 S) x (2 S) block of C, so a workgroup computes
-// (2 S SG_ROWS) x (2 S SG_COLS) outputs. K is walked 2 S at a time through workgroup
+// ACC_ROWS x ACC_COLS accumulator matrices, an (ACC_ROWS S) x (ACC_COLS S) block of C, so
+// a workgroup computes (ACC_ROWS S SG_ROWS) x (ACC_COLS S SG_COLS) outputs (the host's
+// `device::CooperativeTile`, chosen by `ops::cooperative_tile`). K is walked 2 S at a time through workgroup
 // memory (the A tile row-major, the B tile k-major, rows padded by 8 halves against bank
 // conflicts, which keeps every row start 16-byte aligned), fetching the next step into
 // registers while the current one is multiplied, as matmul.wgsl does. The accumulators
@@ -39,20 +40,25 @@ override S: u32 = 16u;
 override SUBGROUP_SIZE: u32 = 32u;
 override SG_ROWS: u32 = 2u;
 override SG_COLS: u32 = 2u;
+override ACC_ROWS: u32 = 2u;
+override ACC_COLS: u32 = 2u;
 override BIAS_F16: bool = false;
 override GROUPED: bool = false;
 
 override THREADS: u32 = SG_ROWS * SG_COLS * SUBGROUP_SIZE;
-override BM: u32 = 2u * S * SG_ROWS;
-override BN: u32 = 2u * S * SG_COLS;
+override BM: u32 = ACC_ROWS * S * SG_ROWS;
+override BN: u32 = ACC_COLS * S * SG_COLS;
 override BK: u32 = 2u * S;
 override A_STRIDE: u32 = BK + 8u;
 override B_STRIDE: u32 = BN + 8u;
-// Values of the next step each invocation fetches (at most MAX_FETCH: the device takes
-// this kernel only for subgroup sizes where that holds).
+// Values of the next step each invocation fetches (at most MAX_FETCH, and at most
+// MAX_ACC accumulators and MAX_FRAGMENTS rows or columns of them: the host's tiles
+// keep to these).
 override A_FETCH: u32 = (BM * BK + THREADS - 1u) / THREADS;
 override B_FETCH: u32 = (BK * BN + THREADS - 1u) / THREADS;
-const MAX_FETCH: u32 = 16u;
+const MAX_FETCH: u32 = 32u;
+const MAX_ACC: u32 = 16u;
+const MAX_FRAGMENTS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -119,13 +125,12 @@ fn main(
     let a_base = p.a_off + group * p.a_sg + batch * p.a_sb;
     let b_base = p.b_off + group * p.b_sg + batch * p.b_sb;
     // This subgroup's block of the workgroup tile.
-    let row0 = (sg / SG_COLS) * 2u * S;
-    let col0 = (sg % SG_COLS) * 2u * S;
+    let row0 = (sg / SG_COLS) * ACC_ROWS * S;
+    let col0 = (sg % SG_COLS) * ACC_COLS * S;
 
-    var acc00 = CoopC();
-    var acc01 = CoopC();
-    var acc10 = CoopC();
-    var acc11 = CoopC();
+    var acc: array<CoopC, MAX_ACC>; // zeros
+    var af: array<CoopA, MAX_FRAGMENTS>;
+    var bf: array<CoopB, MAX_FRAGMENTS>;
     var a_next: array<f32, MAX_FETCH>;
     var b_next: array<f32, MAX_FETCH>;
     for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base); }
@@ -147,30 +152,24 @@ fn main(
             for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base); }
         }
         for (var kk = 0u; kk < BK; kk += S) {
-            let a0 = coopLoadT<CoopA>(&a_tile[row0 * A_STRIDE + kk], A_STRIDE);
-            let a1 = coopLoadT<CoopA>(&a_tile[(row0 + S) * A_STRIDE + kk], A_STRIDE);
-            let b0 = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0], B_STRIDE);
-            let b1 = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0 + S], B_STRIDE);
-            acc00 = coopMultiplyAdd(a0, b0, acc00);
-            acc01 = coopMultiplyAdd(a0, b1, acc01);
-            acc10 = coopMultiplyAdd(a1, b0, acc10);
-            acc11 = coopMultiplyAdd(a1, b1, acc11);
+            for (var r = 0u; r < ACC_ROWS; r++) { af[r] = coopLoadT<CoopA>(&a_tile[(row0 + r * S) * A_STRIDE + kk], A_STRIDE); }
+            for (var j = 0u; j < ACC_COLS; j++) { bf[j] = coopLoadT<CoopB>(&b_tile[kk * B_STRIDE + col0 + j * S], B_STRIDE); }
+            for (var r = 0u; r < ACC_ROWS; r++) {
+                for (var j = 0u; j < ACC_COLS; j++) {
+                    acc[r * ACC_COLS + j] = coopMultiplyAdd(af[r], bf[j], acc[r * ACC_COLS + j]);
+                }
+            }
         }
         workgroupBarrier();
     }
 
     let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;
     let stage = sg * S * S;
-    for (var t = 0u; t < 4u; t++) {
-        switch t {
-            case 0u: { coopStoreT(acc00, &c_stage[stage], S); }
-            case 1u: { coopStoreT(acc01, &c_stage[stage], S); }
-            case 2u: { coopStoreT(acc10, &c_stage[stage], S); }
-            default: { coopStoreT(acc11, &c_stage[stage], S); }
-        }
+    for (var t = 0u; t < ACC_ROWS * ACC_COLS; t++) {
+        coopStoreT(acc[t], &c_stage[stage], S);
         workgroupBarrier();
-        let tile_row = m0 + row0 + (t / 2u) * S;
-        let tile_col = n0 + col0 + (t % 2u) * S;
+        let tile_row = m0 + row0 + (t / ACC_COLS) * S;
+        let tile_col = n0 + col0 + (t % ACC_COLS) * S;
         for (var e = lane; e < S * S; e += SUBGROUP_SIZE) {
             let gm = tile_row + e / S;
             let gn = tile_col + e % S;

@@ -32,7 +32,7 @@ use crate::shaders::Kernel;
 use super::future::Callback;
 use super::pool::{size_class, MemoryStats, Pool};
 use super::tensor::{DType, GpuBuffer, Storage, Tensor};
-use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, GpuOptions};
+use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, CooperativeTile, GpuOptions};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -139,6 +139,8 @@ struct Inner {
     /// What the matrix products run on where the adapter has tensor cores (cleared when
     /// they fail the device's check).
     cooperative_matrix: std::cell::Cell<Option<CooperativeMatrix>>,
+    /// The tile every cooperative product uses, when one is forced (bench, tests).
+    forced_cooperative_tile: std::cell::Cell<Option<CooperativeTile>>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -168,12 +170,13 @@ impl GpuDevice {
         let offered = adapter.limits();
         // WebGPU's defaults, which every kernel is written to fit. Only the buffer sizes
         // are raised when the adapter offers more: that lets bigger images through on big
-        // GPUs without any kernel depending on it.
+        // GPUs without any kernel depending on it (and, natively, workgroup memory for
+        // the cooperative-matrix tiles below).
         let mut limits = wgpu::Limits::default();
         limits.max_buffer_size = limits.max_buffer_size.max(offered.max_buffer_size);
         limits.max_storage_buffer_binding_size =
             limits.max_storage_buffer_binding_size.max(offered.max_storage_buffer_binding_size);
-        let limits = limits.or_worse_values_from(&offered);
+        let mut limits = limits.or_worse_values_from(&offered);
         // Timestamps only for the bench's profile (`set_profiling`); nothing else depends
         // on them. Subgroups for the reduction kernels, which have a plain variant.
         let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -189,6 +192,10 @@ impl GpuDevice {
         let mut experimental_features = wgpu::ExperimentalFeatures::disabled();
         if cooperative_matrix.is_some() {
             features |= COOPERATIVE_FEATURES;
+            // Native only: the larger cooperative tiles need more workgroup memory than
+            // WebGPU's default 16 KiB (CooperativeTile::workgroup_bytes), and are chosen
+            // only where the device has it.
+            limits.max_compute_workgroup_storage_size = offered.max_compute_workgroup_storage_size.max(limits.max_compute_workgroup_storage_size);
             // SAFETY: wgpu marks cooperative matrices experimental (their validation is
             // incomplete). Only matmul_coop.wgsl uses them, with loads and stores inside
             // workgroup memory it declares, and its results are tested against the CPU.
@@ -275,6 +282,7 @@ impl GpuDevice {
                 dispatched: Default::default(),
                 subgroups,
                 cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
+                forced_cooperative_tile: std::cell::Cell::new(None),
             }),
         })
     }
@@ -282,6 +290,15 @@ impl GpuDevice {
     /// The cooperative matrices the matrix products run on, if any.
     pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
         self.inner.cooperative_matrix.get()
+    }
+
+    /// Makes every cooperative product use `tile` (None: each chooses its own).
+    pub fn force_cooperative_tile(&self, tile: Option<CooperativeTile>) {
+        self.inner.forced_cooperative_tile.set(tile);
+    }
+
+    pub fn forced_cooperative_tile(&self) -> Option<CooperativeTile> {
+        self.inner.forced_cooperative_tile.get()
     }
 
     /// From now on every product and convolution runs the f32 kernels.
@@ -803,7 +820,8 @@ const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPER
 /// The cooperative-matrix configuration matmul_coop.wgsl can use on `adapter`: square
 /// f16 -> f32 matrices of 16 (preferred: NVIDIA's) or 8 (Apple's, lavapipe's), on
 /// subgroups of one fixed size (the kernel maps subgroups to tiles by it) of at least
-/// size^2 / 8 invocations (each then fetches at most 16 values of a step, its MAX_FETCH).
+/// size^2 / 8 invocations (on the small tile each then fetches at most 16 values of a step;
+/// `CooperativeTile::fits` decides the rest).
 fn cooperative_matrix_of(adapter: &wgpu::Adapter) -> Option<CooperativeMatrix> {
     if !adapter.features().contains(COOPERATIVE_FEATURES) {
         return None;
@@ -889,7 +907,13 @@ mod tests {
         let l = dev.limits();
         let d = wgpu::Limits::default();
         assert_eq!(l.max_compute_invocations_per_workgroup, d.max_compute_invocations_per_workgroup);
-        assert_eq!(l.max_compute_workgroup_storage_size, d.max_compute_workgroup_storage_size);
+        // Raised only for the larger cooperative-matrix tiles, which are chosen by whether
+        // they fit (CooperativeTile::fits).
+        if dev.cooperative_matrix().is_some() {
+            assert!(l.max_compute_workgroup_storage_size >= d.max_compute_workgroup_storage_size);
+        } else {
+            assert_eq!(l.max_compute_workgroup_storage_size, d.max_compute_workgroup_storage_size);
+        }
         assert_eq!(l.max_storage_buffers_per_shader_stage, d.max_storage_buffers_per_shader_stage);
         assert!(!dev.info().name.is_empty() && !dev.info().features.is_empty());
         println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", dev.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);

@@ -108,6 +108,80 @@ pub struct CooperativeMatrix {
     pub subgroup_size: u32,
 }
 
+/// How matmul_coop.wgsl and conv2d_coop.wgsl cut a product into workgroups:
+/// `sg_rows` x `sg_cols` subgroups, each accumulating `acc_rows` x `acc_cols` matrices,
+/// so a workgroup computes (`acc_rows` `sg_rows` S) x (`acc_cols` `sg_cols` S) outputs for
+/// S x S matrices, walking K 2 S at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooperativeTile {
+    pub sg_rows: u32,
+    pub sg_cols: u32,
+    pub acc_rows: u32,
+    pub acc_cols: u32,
+}
+
+impl CooperativeTile {
+    /// 2 x 2 subgroups of 2 x 2 matrices: 64 x 64 outputs for S = 16.
+    pub const SMALL: CooperativeTile = CooperativeTile { sg_rows: 2, sg_cols: 2, acc_rows: 2, acc_cols: 2 };
+    /// 2 x 4 subgroups of 4 x 2 matrices: 128 x 128 outputs for S = 16, half the global
+    /// reads of SMALL per multiply-add, and 8 products per 6 matrix loads from workgroup
+    /// memory against SMALL's 4 per 4.
+    pub const LARGE: CooperativeTile = CooperativeTile { sg_rows: 2, sg_cols: 4, acc_rows: 4, acc_cols: 2 };
+    /// The tiles `bench` times (where they fit the device) and the kernel tests check.
+    pub const CANDIDATES: [CooperativeTile; 6] = [
+        Self::SMALL,
+        Self::LARGE,
+        CooperativeTile { sg_rows: 4, sg_cols: 2, acc_rows: 2, acc_cols: 4 },
+        CooperativeTile { sg_rows: 2, sg_cols: 2, acc_rows: 4, acc_cols: 4 },
+        CooperativeTile { sg_rows: 2, sg_cols: 4, acc_rows: 2, acc_cols: 2 },
+        CooperativeTile { sg_rows: 2, sg_cols: 2, acc_rows: 2, acc_cols: 4 },
+    ];
+
+    /// Output rows (and columns) of one workgroup on `coop`'s matrices.
+    pub fn rows(&self, coop: CooperativeMatrix) -> u32 {
+        self.acc_rows * self.sg_rows * coop.size
+    }
+
+    pub fn cols(&self, coop: CooperativeMatrix) -> u32 {
+        self.acc_cols * self.sg_cols * coop.size
+    }
+
+    pub fn invocations(&self, coop: CooperativeMatrix) -> u32 {
+        self.sg_rows * self.sg_cols * coop.subgroup_size
+    }
+
+    /// The kernels' workgroup memory: the f16 A tile (rows by 2 S + 8), the f16 B tile
+    /// (2 S by columns + 8) and an f32 S x S staging tile per subgroup.
+    pub fn workgroup_bytes(&self, coop: CooperativeMatrix) -> u32 {
+        let (s, k) = (coop.size, 2 * coop.size);
+        let a = self.rows(coop) * (k + 8) * 2;
+        let b = k * (self.cols(coop) + 8) * 2;
+        (a.next_multiple_of(4) + b.next_multiple_of(4)) + self.sg_rows * self.sg_cols * s * s * 4
+    }
+
+    /// Whether the kernels can run this tile on `coop`'s matrices within `limits`: at most
+    /// 32 values fetched per invocation and step, 16 accumulators and 4 rows or columns of
+    /// them per subgroup (the shaders' MAX_FETCH, MAX_ACC, MAX_FRAGMENTS), a pixel per
+    /// invocation of a column (conv2d_coop.wgsl: the columns divide the invocations).
+    pub fn fits(&self, coop: CooperativeMatrix, max_invocations: u32, max_workgroup_bytes: u32) -> bool {
+        let threads = self.invocations(coop);
+        let k = 2 * coop.size;
+        threads <= max_invocations
+            && self.workgroup_bytes(coop) <= max_workgroup_bytes
+            && (self.rows(coop) * k).div_ceil(threads) <= 32
+            && (self.cols(coop) * k).div_ceil(threads) <= 32
+            && self.acc_rows * self.acc_cols <= 16
+            && self.acc_rows.max(self.acc_cols) <= 4
+            && threads % self.cols(coop) == 0
+    }
+}
+
+impl std::fmt::Display for CooperativeTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} subgroups of {}x{} matrices", self.sg_rows, self.sg_cols, self.acc_rows, self.acc_cols)
+    }
+}
+
 /// Which backend to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -238,6 +312,39 @@ impl Device {
         match &self.backend {
             Backend::Gpu(g) => g.cooperative_matrix(),
             Backend::Cpu(_) => None,
+        }
+    }
+
+    /// Makes every cooperative-matrix product and convolution use `tile` (None: each
+    /// chooses its own, [`crate::ops::cooperative_tile`]), for `bench` and the tests.
+    /// False (and nothing changed) where the device has no cooperative matrices or the
+    /// tile does not fit it.
+    pub fn force_cooperative_tile(&self, tile: Option<CooperativeTile>) -> bool {
+        match &self.backend {
+            Backend::Gpu(g) if self.cooperative_matrix().is_some() && tile.is_none_or(|t| self.cooperative_tile_fits(t)) => {
+                g.force_cooperative_tile(tile);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The tile every cooperative product uses, if one was forced.
+    pub fn forced_cooperative_tile(&self) -> Option<CooperativeTile> {
+        match &self.backend {
+            Backend::Gpu(g) => g.forced_cooperative_tile(),
+            Backend::Cpu(_) => None,
+        }
+    }
+
+    /// Whether `tile` fits this device's cooperative matrices and limits.
+    pub fn cooperative_tile_fits(&self, tile: CooperativeTile) -> bool {
+        match (&self.backend, self.cooperative_matrix()) {
+            (Backend::Gpu(g), Some(coop)) => {
+                let l = g.limits();
+                tile.fits(coop, l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size)
+            }
+            _ => false,
         }
     }
 

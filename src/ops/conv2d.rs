@@ -2,7 +2,7 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::{runs_on_cooperative_matrices, tile_shape};
+use super::matmul::{cooperative_overrides, cooperative_tile, runs_on_cooperative_matrices, tile_shape};
 use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{DType, Device, Tensor};
@@ -220,8 +220,10 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
     // Output channels are the rows of this product. Only what the inner loop reads is
     // an override (each set is a pipeline to compile).
     let (kernel, overrides, rows, cols) = match dev.cooperative_matrix().filter(|_| runs_on_cooperative_matrices(dev, cout, w.dtype() == DType::F16Packed)) {
-        // conv2d_coop.wgsl's BM and BN with 2 x 2 subgroups.
-        Some(c) => (Kernel::Conv2dCoop, vec![("S", c.size as f64), ("SUBGROUP_SIZE", c.subgroup_size as f64)], 4 * c.size, 4 * c.size),
+        Some(c) => {
+            let tile = cooperative_tile(dev, cout, ho * wo, b);
+            (Kernel::Conv2dCoop, cooperative_overrides(c, tile).to_vec(), tile.rows(c), tile.cols(c))
+        }
         None => {
             let tile = tile_shape(cout, ho * wo, b);
             (Kernel::Conv2d, [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat(), tile.rows(), tile.cols())

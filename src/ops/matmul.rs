@@ -2,7 +2,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::device::{DType, Device, Tensor};
+use crate::device::{CooperativeMatrix, CooperativeTile, DType, Device, Tensor};
 use crate::shaders::Kernel;
 
 /// How a product is cut into workgroups: WG_X x WG_Y invocations, each computing
@@ -184,9 +184,9 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     let buffers = [g.a.tensor, g.b.tensor, bias, or_placeholder(g.residual, g.a.tensor), g.out];
     let batch = u32_of(batch, "batch")?;
     if let Some(coop) = dev.cooperative_matrix().filter(|_| runs_on_cooperative_matrices(dev, g.m, g.b.tensor.dtype() == DType::F16Packed)) {
-        let tile = 4 * coop.size; // matmul_coop.wgsl's BM and BN with 2 x 2 subgroups
-        let overrides = [("S", coop.size as f64), ("SUBGROUP_SIZE", coop.subgroup_size as f64), variant[1], variant[2]];
-        let grid = [params.n.div_ceil(tile), params.m.div_ceil(tile), batch];
+        let tile = cooperative_tile(dev, g.m, g.n, batch as usize);
+        let overrides = [&cooperative_overrides(coop, tile)[..], &variant[1..]].concat();
+        let grid = [params.n.div_ceil(tile.cols(coop)), params.m.div_ceil(tile.rows(coop)), batch];
         return dev.dispatch(Kernel::MatmulCoop, &overrides, &params, &buffers, grid);
     }
     let tile = tile_shape(g.m, g.n, batch as usize);
@@ -204,6 +204,37 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
 /// where a cooperative tile would be mostly empty rows).
 pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, weights_f16: bool) -> bool {
     dev.cooperative_matrix().is_some() && weights_f16 && rows > 32
+}
+
+/// The cooperative-matrix tile of a product (or convolution) of `m` rows and `n` columns,
+/// `batch` times, on `dev` (which has cooperative matrices): the forced one if any
+/// ([`Device::force_cooperative_tile`]), else [`CooperativeTile::LARGE`] where it fits
+/// the device and the product still has LARGE_TILE_MIN_WORKGROUPS workgroups of it
+/// (the rule of the f32 kernels' large tiles), else [`CooperativeTile::SMALL`].
+pub fn cooperative_tile(dev: &Device, m: usize, n: usize, batch: usize) -> CooperativeTile {
+    if let Some(tile) = dev.forced_cooperative_tile() {
+        return tile;
+    }
+    let Some(coop) = dev.cooperative_matrix() else { return CooperativeTile::SMALL };
+    let large = CooperativeTile::LARGE;
+    let workgroups = m.div_ceil(large.rows(coop) as usize) * n.div_ceil(large.cols(coop) as usize) * batch;
+    if dev.cooperative_tile_fits(large) && m > (large.rows(coop) / 2) as usize && workgroups >= LARGE_TILE_MIN_WORKGROUPS {
+        large
+    } else {
+        CooperativeTile::SMALL
+    }
+}
+
+/// matmul_coop.wgsl's and conv2d_coop.wgsl's overrides for `tile` on `coop`'s matrices.
+pub(crate) fn cooperative_overrides(coop: CooperativeMatrix, tile: CooperativeTile) -> [(&'static str, f64); 6] {
+    [
+        ("S", coop.size as f64),
+        ("SUBGROUP_SIZE", coop.subgroup_size as f64),
+        ("SG_ROWS", tile.sg_rows as f64),
+        ("SG_COLS", tile.sg_cols as f64),
+        ("ACC_ROWS", tile.acc_rows as f64),
+        ("ACC_COLS", tile.acc_cols as f64),
+    ]
 }
 
 /// Batched matrix product: `a` is [.., M, K] (f32), `b` is [.., K, N] with the same

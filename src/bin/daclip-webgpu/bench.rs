@@ -14,7 +14,7 @@ use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
-use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
+use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, GpuOptions};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -159,6 +159,24 @@ pub fn run(args: Args) -> Result<()> {
             rows.push(Row { name: format!("linear {n}x{n} -> {n}, f16 weights{kernel}"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
         }
     }
+    // Every cooperative tile that fits the device, forced on the largest product and a
+    // UNet convolution: the figures to set ops::cooperative_tile's choice by.
+    if let Some(coop) = dev.cooperative_matrix() {
+        let n = if large { 4096 } else { 1024 };
+        let (c, side) = (128usize, 128usize);
+        let x = filled(&dev, &[n, n])?;
+        let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
+        let image = filled(&dev, &[1, c, side, side])?;
+        let kernel = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+        for tile in CooperativeTile::CANDIDATES.into_iter().filter(|&t| dev.force_cooperative_tile(Some(t))) {
+            let ms = time(&dev, || ops::linear(&dev, &x, &w, None))?;
+            rows.push(Row { name: format!("linear {n}^3 f16, {}x{}: {tile}", tile.rows(coop), tile.cols(coop)), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+            let ms = time(&dev, || ops::conv2d(&dev, &image, &kernel, None, Conv2dArgs::same(3)))?;
+            let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
+            rows.push(Row { name: format!("conv2d {c}->{c} at {side}, {}x{}: {tile}", tile.rows(coop), tile.cols(coop)), gflop, ms });
+        }
+        dev.force_cooperative_tile(None);
+    }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
         for &(dev, kernel) in &kernels {
             let x = filled(dev, &[1, c, side, side])?;
@@ -180,10 +198,10 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     println!();
-    println!("| {:<60} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
-    println!("|{:-<62}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
+    println!("| {:<64} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
+    println!("|{:-<66}|{:->10}|{:->12}|{:->10}|", "", "", "", "");
     for r in &rows {
-        println!("| {:<60} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
+        println!("| {:<64} | {:>8.3} | {:>10.2} | {:>8.2} |", r.name, r.gflop, r.ms, r.gflop / (r.ms / 1e3));
     }
     if kernels_only {
         return Ok(());

@@ -81,13 +81,21 @@ fn load_bias(i: u32) -> f32 {
 // (A is usually row-major).
 fn a_slot(e: u32) -> vec2<u32> { return vec2<u32>(e / TILE_K, e % TILE_K); } // (group, k)
 
-fn fetch_a(e: u32, m0: u32, k0: u32, base: u32) -> vec4<f32> {
+// `inside`: the whole step of the tile lies within A (or B), so no load of the tile
+// needs a check (the same for every invocation of the workgroup: no divergence); `e`
+// past the tile (the last fetch of some tile shapes) still takes the checked path.
+fn fetch_a(e: u32, m0: u32, k0: u32, base: u32, inside: bool) -> vec4<f32> {
     let s = a_slot(e);
     let gk = k0 + s.y;
+    let at = base + (m0 + 4u * s.x) * p.a_sm + gk * p.a_sk;
     var v = vec4<f32>(0.0);
+    if (inside && e < A_GROUPS * TILE_K) {
+        for (var r = 0u; r < 4u; r++) { v[r] = a[at + r * p.a_sm]; }
+        return v;
+    }
     for (var r = 0u; r < 4u; r++) {
         let gm = m0 + 4u * s.x + r;
-        if (gm < p.m && gk < p.k) { v[r] = a[base + gm * p.a_sm + gk * p.a_sk]; }
+        if (gm < p.m && gk < p.k) { v[r] = a[at + r * p.a_sm]; }
     }
     return v;
 }
@@ -98,13 +106,18 @@ fn b_slot(e: u32) -> vec2<u32> { // (group, k)
     return vec2<u32>(e % B_GROUPS, e / B_GROUPS);
 }
 
-fn fetch_b(e: u32, n0: u32, k0: u32, base: u32) -> vec4<f32> {
+fn fetch_b(e: u32, n0: u32, k0: u32, base: u32, inside: bool) -> vec4<f32> {
     let s = b_slot(e);
     let gk = k0 + s.y;
+    let at = base + gk * p.b_sk + (n0 + 4u * s.x) * p.b_sn;
     var v = vec4<f32>(0.0);
+    if (inside && e < B_GROUPS * TILE_K) {
+        for (var r = 0u; r < 4u; r++) { v[r] = load_b(at + r * p.b_sn); }
+        return v;
+    }
     for (var r = 0u; r < 4u; r++) {
         let gn = n0 + 4u * s.x + r;
-        if (gn < p.n && gk < p.k) { v[r] = load_b(base + gk * p.b_sk + gn * p.b_sn); }
+        if (gn < p.n && gk < p.k) { v[r] = load_b(at + r * p.b_sn); }
     }
     return v;
 }
@@ -128,8 +141,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
     var a_next: array<vec4<f32>, MAX_FETCH>;
     var b_next: array<vec4<f32>, MAX_FETCH>;
-    for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base); }
-    for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, 0u, b_base); }
+    // Whether the tile's rows of A and columns of B are all inside (then only the steps
+    // past the end of K need checks).
+    let rows_inside = m0 + 4u * A_GROUPS <= p.m;
+    let cols_inside = n0 + 4u * B_GROUPS <= p.n;
+    var step_inside = TILE_K <= p.k;
+    for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base, rows_inside && step_inside); }
+    for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, 0u, b_base, cols_inside && step_inside); }
 
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var s = 0u; s < A_FETCH; s++) {
@@ -143,8 +161,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
         let k1 = k0 + TILE_K;
         if (k1 < p.k) {
-            for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, k1, a_base); }
-            for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base); }
+            step_inside = k1 + TILE_K <= p.k;
+            for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, k1, a_base, rows_inside && step_inside); }
+            for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base, cols_inside && step_inside); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
             var av: array<vec4<f32>, 2>;

@@ -114,6 +114,26 @@ mod products {
         assert!(dev.force_cooperative_tile(None));
     }
 
+    /// Every f32 tile bench may time, forced on every product and convolution of the
+    /// cases (small ones too, whose partial tiles take the kernels' checked loads); all
+    /// of them fit WebGPU's default limits.
+    #[test]
+    fn products_on_every_f32_tile() {
+        use daclip_webgpu::device::F32Tile;
+        let dev = gpu_with(CooperativeMatrices::Off);
+        assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
+        for tile in F32Tile::CANDIDATES {
+            assert!(dev.force_f32_tile(Some(tile)), "{tile} does not fit {}", dev.info());
+            assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 1, 1, 1), tile);
+            println!("tile {tile}: {} x {} outputs", tile.rows(), tile.cols());
+            super::block_on(crate::common::cases::matmul(&dev));
+            super::block_on(crate::common::cases::linear(&dev));
+            super::block_on(crate::common::cases::conv2d(&dev));
+        }
+        assert!(dev.force_f32_tile(None));
+        assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
+    }
+
     #[test]
     fn matmul_on_the_f32_kernel() {
         super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Off)));

@@ -32,7 +32,7 @@ use crate::shaders::Kernel;
 use super::future::Callback;
 use super::pool::{size_class, MemoryStats, Pool};
 use super::tensor::{DType, GpuBuffer, Storage, Tensor};
-use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, CooperativeTile, GpuOptions};
+use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, CooperativeTile, F32Tile, GpuOptions};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -141,6 +141,8 @@ struct Inner {
     cooperative_matrix: std::cell::Cell<Option<CooperativeMatrix>>,
     /// The tile every cooperative product uses, when one is forced (bench, tests).
     forced_cooperative_tile: std::cell::Cell<Option<CooperativeTile>>,
+    /// The tile every product on the f32 kernels uses, when one is forced.
+    forced_f32_tile: std::cell::Cell<Option<F32Tile>>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -283,6 +285,7 @@ impl GpuDevice {
                 subgroups,
                 cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
                 forced_cooperative_tile: std::cell::Cell::new(None),
+                forced_f32_tile: std::cell::Cell::new(None),
             }),
         })
     }
@@ -299,6 +302,15 @@ impl GpuDevice {
 
     pub fn forced_cooperative_tile(&self) -> Option<CooperativeTile> {
         self.inner.forced_cooperative_tile.get()
+    }
+
+    /// Makes every product on the f32 kernels use `tile` (None: each chooses its own).
+    pub fn force_f32_tile(&self, tile: Option<F32Tile>) {
+        self.inner.forced_f32_tile.set(tile);
+    }
+
+    pub fn forced_f32_tile(&self) -> Option<F32Tile> {
+        self.inner.forced_f32_tile.get()
     }
 
     /// From now on every product and convolution runs the f32 kernels.

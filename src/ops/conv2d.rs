@@ -2,7 +2,7 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::{cooperative_overrides, cooperative_tile, runs_on_cooperative_matrices, tile_shape};
+use super::matmul::{cooperative_overrides, cooperative_tile, f32_tile, runs_on_cooperative_matrices};
 use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{DType, Device, Tensor};
@@ -225,7 +225,7 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
             (Kernel::Conv2dCoop, cooperative_overrides(c, tile).to_vec(), tile.rows(c), tile.cols(c))
         }
         None => {
-            let tile = tile_shape(cout, ho * wo, b);
+            let tile = f32_tile(dev, cout, ho * wo, b);
             (Kernel::Conv2d, [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat(), tile.rows(), tile.cols())
         }
     };

@@ -2,48 +2,17 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
-use crate::device::{CooperativeMatrix, CooperativeTile, DType, Device, Tensor};
+use crate::device::{CooperativeMatrix, CooperativeTile, DType, Device, F32Tile, Tensor};
 use crate::shaders::Kernel;
-
-/// How a product is cut into workgroups: WG_X x WG_Y invocations, each computing
-/// (4 MR) x (4 NR) outputs, K walked TILE_K at a time (the overrides of matmul.wgsl and
-/// conv2d.wgsl).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Tile {
-    pub wg_x: u32,
-    pub wg_y: u32,
-    pub tile_k: u32,
-    pub mr: u32,
-    pub nr: u32,
-}
 
 /// Workgroups a product must have before it gets the larger tiles: fewer would leave a
 /// large GPU's cores idle (a tile 4x the size means a quarter of the workgroups).
 const LARGE_TILE_MIN_WORKGROUPS: usize = 256;
 
-impl Tile {
-    /// Output rows and columns one workgroup computes.
-    pub fn rows(&self) -> u32 {
-        4 * self.mr * self.wg_y
-    }
-
-    pub fn cols(&self) -> u32 {
-        4 * self.nr * self.wg_x
-    }
-
-    pub fn overrides(&self) -> [(&'static str, f64); 5] {
-        [
-            ("WG_X", self.wg_x as f64),
-            ("WG_Y", self.wg_y as f64),
-            ("TILE_K", self.tile_k as f64),
-            ("MR", self.mr as f64),
-            ("NR", self.nr as f64),
-        ]
-    }
-
-    fn workgroups(&self, m: usize, n: usize, batch: usize) -> usize {
-        m.div_ceil(self.rows() as usize) * n.div_ceil(self.cols() as usize) * batch
-    }
+/// The f32 kernels' tile for a product of `m` rows and `n` columns, `batch` times, on
+/// `dev`: the forced one if any ([`Device::force_f32_tile`]), else [`tile_shape`]'s.
+pub fn f32_tile(dev: &Device, m: usize, n: usize, batch: usize) -> F32Tile {
+    dev.forced_f32_tile().unwrap_or_else(|| tile_shape(m, n, batch))
 }
 
 /// The tile for a product of `m` rows and `n` columns, `batch` times: 256 invocations,
@@ -52,21 +21,16 @@ impl Tile {
 /// 8 x 8 outputs per invocation (twice or four times the multiply-adds per load from
 /// workgroup memory) while they still have LARGE_TILE_MIN_WORKGROUPS workgroups. Every
 /// shape keeps the two workgroup tiles within WebGPU's 16 KiB.
-pub(crate) fn tile_shape(m: usize, n: usize, batch: usize) -> Tile {
-    let base = |wg_x, wg_y, tile_k| Tile { wg_x, wg_y, tile_k, mr: 1, nr: 1 };
+pub(crate) fn tile_shape(m: usize, n: usize, batch: usize) -> F32Tile {
+    let workgroups = |t: &F32Tile| m.div_ceil(t.rows() as usize) * n.div_ceil(t.cols() as usize) * batch;
     match m {
-        0..=16 => base(64, 4, 8),
-        17..=32 => base(32, 8, 16),
-        _ => {
-            let small = base(16, 16, 16);
-            let wide = Tile { nr: 2, ..small };
-            let large = Tile { mr: 2, ..wide };
-            [large, wide]
-                .into_iter()
-                .filter(|t| m > (t.rows() / 2) as usize)
-                .find(|t| t.workgroups(m, n, batch) >= LARGE_TILE_MIN_WORKGROUPS)
-                .unwrap_or(small)
-        }
+        0..=16 => F32Tile { wg_x: 64, wg_y: 4, tile_k: 8, mr: 1, nr: 1 },
+        17..=32 => F32Tile { wg_x: 32, wg_y: 8, tile_k: 16, mr: 1, nr: 1 },
+        _ => [F32Tile::LARGE, F32Tile::WIDE]
+            .into_iter()
+            .filter(|t| m > (t.rows() / 2) as usize)
+            .find(|t| workgroups(t) >= LARGE_TILE_MIN_WORKGROUPS)
+            .unwrap_or(F32Tile::SMALL),
     }
 }
 
@@ -189,7 +153,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         let grid = [params.n.div_ceil(tile.cols(coop)), params.m.div_ceil(tile.rows(coop)), batch];
         return dev.dispatch(Kernel::MatmulCoop, &overrides, &params, &buffers, grid);
     }
-    let tile = tile_shape(g.m, g.n, batch as usize);
+    let tile = f32_tile(dev, g.m, g.n, batch as usize);
     let overrides = [&tile.overrides()[..], &variant].concat();
     let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), batch];
     dev.dispatch(Kernel::Matmul, &overrides, &params, &buffers, grid)
@@ -341,14 +305,16 @@ mod tests {
         for m in [1, 16, 17, 32, 33, 64, 65, 128, 4096] {
             for n in [1, 4096, 1 << 20] {
                 let t = tile_shape(m, n, 1);
-                let threads = t.wg_x * t.wg_y;
-                let (a_groups, b_groups) = (t.mr * t.wg_y, t.nr * t.wg_x);
-                // MAX_FETCH in matmul.wgsl and conv2d.wgsl; X_GROUPS must divide THREADS (conv2d.wgsl).
-                assert!((a_groups * t.tile_k).div_ceil(threads) <= 4 && (b_groups * t.tile_k).div_ceil(threads) <= 4, "{t:?}");
-                assert_eq!(threads % b_groups, 0, "{t:?}");
-                assert!(threads <= 256 && t.mr <= 2 && t.nr <= 2, "{t:?}");
-                assert!(16 * t.tile_k * (a_groups + b_groups) <= 16384, "{t:?}");
+                assert!(t.fits(256, 16384), "{t:?}");
             }
         }
+        for t in F32Tile::CANDIDATES {
+            assert!(t.fits(256, 16384), "{t:?}");
+        }
+        // What fits checks: two vec4 groups per invocation at most, WebGPU's 16 KiB.
+        assert!(!F32Tile { mr: 4, ..F32Tile::SMALL }.fits(256, 16384));
+        assert!(!F32Tile { tile_k: 32, ..F32Tile::LARGE }.fits(256, 16384));
+        assert!(F32Tile { tile_k: 32, ..F32Tile::LARGE }.fits(256, 32768));
+        assert!(!F32Tile { tile_k: 64, ..F32Tile::LARGE }.fits(256, 65536)); // 8 fetches per invocation
     }
 }

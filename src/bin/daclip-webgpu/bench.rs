@@ -14,7 +14,7 @@ use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
-use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, GpuOptions};
+use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, F32Tile, GpuOptions};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -176,6 +176,28 @@ pub fn run(args: Args) -> Result<()> {
             rows.push(Row { name: format!("conv2d {c}->{c} at {side}, {}x{}: {tile}", tile.rows(coop), tile.cols(coop)), gflop, ms });
         }
         dev.force_cooperative_tile(None);
+    }
+    // The same for the f32 kernels' tiles: the f32 product and a convolution with f16
+    // weights on the f32 kernel (the device without cooperative matrices where there are).
+    if !dev.is_cpu() {
+        let n = if large { 4096 } else { 1024 };
+        let (c, side) = (128usize, 128usize);
+        let conv_dev = kernels.last().map_or(&dev, |&(d, _)| d);
+        let (a, b) = (filled(&dev, &[n, n])?, filled(&dev, &[n, n])?);
+        let image = filled(conv_dev, &[1, c, side, side])?;
+        let kernel = conv_dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+        for tile in F32Tile::CANDIDATES {
+            if !(dev.force_f32_tile(Some(tile)) && conv_dev.force_f32_tile(Some(tile))) {
+                continue;
+            }
+            let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
+            rows.push(Row { name: format!("matmul {n}^3 f32, {}x{}: {tile}", tile.rows(), tile.cols()), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
+            let ms = time(conv_dev, || ops::conv2d(conv_dev, &image, &kernel, None, Conv2dArgs::same(3)))?;
+            let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
+            rows.push(Row { name: format!("conv2d {c}->{c} at {side} f32 kernel, {}x{}: {tile}", tile.rows(), tile.cols()), gflop, ms });
+        }
+        dev.force_f32_tile(None);
+        conv_dev.force_f32_tile(None);
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
         for &(dev, kernel) in &kernels {

@@ -24,9 +24,8 @@
 // second pass over this invocation's outputs (see the end of main).
 // Tiling as in matmul.wgsl: WG_X x WG_Y invocations, (4 MR) output channels x (4 NR)
 // pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
-// vec4s, the next step fetched into registers while the current one is computed, the
-// workgroup tiles double-buffered with STAGES = 2 (one barrier per step); the batch is
-// the z dimension of the grid.
+// vec4s, the next step fetched into registers while the current one is computed; the
+// batch is the z dimension of the grid.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -61,7 +60,6 @@ override WG_Y: u32 = 16u;
 override TILE_K: u32 = 16u;
 override MR: u32 = 1u;
 override NR: u32 = 1u;
-override STAGES: u32 = 1u;
 override W_F16: bool = false;
 
 override THREADS: u32 = WG_X * WG_Y;
@@ -70,8 +68,6 @@ override X_GROUPS: u32 = NR * WG_X; // vec4 pixel groups in the tile
 override W_FETCH: u32 = (W_GROUPS * TILE_K + THREADS - 1u) / THREADS;
 override X_FETCH: u32 = (X_GROUPS * TILE_K + THREADS - 1u) / THREADS;
 const MAX_FETCH: u32 = 4u;
-override W_STAGE: u32 = TILE_K * W_GROUPS;
-override X_STAGE: u32 = TILE_K * X_GROUPS;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -83,8 +79,8 @@ override X_STAGE: u32 = TILE_K * X_GROUPS;
 @group(0) @binding(7) var<storage, read> residual2: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
-var<workgroup> w_tile: array<vec4<f32>, STAGES * W_STAGE>; // [stage][k][4 output channels]
-var<workgroup> x_tile: array<vec4<f32>, STAGES * X_STAGE>; // [stage][k][4 pixels]
+var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
+var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
 
 fn load_w(i: u32) -> f32 {
     if (W_F16) {
@@ -177,17 +173,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
     for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, bases, iy0, ix0); }
 
-    var stage = 0u;
     for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
-        let w0 = stage * W_STAGE;
-        let x0 = stage * X_STAGE;
         for (var s = 0u; s < W_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < W_GROUPS * TILE_K) { w_tile[w0 + (e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
+            if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
         }
         for (var s = 0u; s < X_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < X_GROUPS * TILE_K) { x_tile[x0 + e] = x_next[s]; } // [k][pixel group] already
+            if (e < X_GROUPS * TILE_K) { x_tile[e] = x_next[s]; } // [k][pixel group] already
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
@@ -198,8 +191,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var kk = 0u; kk < TILE_K; kk++) {
             var wv: array<vec4<f32>, 2>;
             var xv: array<vec4<f32>, 2>;
-            for (var r = 0u; r < MR; r++) { wv[r] = w_tile[w0 + kk * W_GROUPS + lid.y + r * WG_Y]; }
-            for (var q = 0u; q < NR; q++) { xv[q] = x_tile[x0 + kk * X_GROUPS + lid.x + q * WG_X]; }
+            for (var r = 0u; r < MR; r++) { wv[r] = w_tile[kk * W_GROUPS + lid.y + r * WG_Y]; }
+            for (var q = 0u; q < NR; q++) { xv[q] = x_tile[kk * X_GROUPS + lid.x + q * WG_X]; }
             for (var r = 0u; r < MR; r++) {
                 for (var q = 0u; q < NR; q++) {
                     let o = 8u * r + q;
@@ -210,9 +203,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 }
             }
         }
-        // One buffer: no invocation may store the next step before all have read this one.
-        if (STAGES == 1u) { workgroupBarrier(); }
-        stage = (stage + 1u) % STAGES;
+        workgroupBarrier();
     }
 
     let y_base = batch * p.cout * npix;

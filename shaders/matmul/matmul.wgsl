@@ -19,11 +19,8 @@
 // vec4s of A (4 rows) and of B (4 columns): per k, MR + NR vec4 loads feed 16 MR NR
 // multiply-adds (MR = NR = 2, the large tiles for large products: 4 loads per 64).
 // The next step's global values are fetched into registers before the current step is
-// computed, so their latency hides behind the arithmetic. With STAGES = 2 the workgroup
-// tiles are double-buffered: step s is stored into buffer s % 2 while the slower
-// invocations may still read step s - 1 from the other, so one barrier per step suffices
-// (two with one buffer: before the store, no invocation may still read the last step).
-// The batch (group * per_group + index) is the grid's z.
+// computed, so their latency hides behind the arithmetic. The batch (group * per_group +
+// index) is the grid's z.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
@@ -44,8 +41,6 @@ override TILE_K: u32 = 16u;
 // vec4 row groups (MR) and column groups (NR) per invocation: 1 or 2.
 override MR: u32 = 1u;
 override NR: u32 = 1u;
-// Workgroup tile buffers: 1, or 2 (double-buffered).
-override STAGES: u32 = 1u;
 override B_F16: bool = false;
 override BIAS_F16: bool = false;
 override GROUPED: bool = false;
@@ -57,9 +52,6 @@ override B_GROUPS: u32 = NR * WG_X; // vec4 column groups in the tile
 override A_FETCH: u32 = (A_GROUPS * TILE_K + THREADS - 1u) / THREADS;
 override B_FETCH: u32 = (B_GROUPS * TILE_K + THREADS - 1u) / THREADS;
 const MAX_FETCH: u32 = 4u;
-// vec4s of one step's buffer.
-override A_STAGE: u32 = TILE_K * A_GROUPS;
-override B_STAGE: u32 = TILE_K * B_GROUPS;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -68,8 +60,8 @@ override B_STAGE: u32 = TILE_K * B_GROUPS;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 
-var<workgroup> a_tile: array<vec4<f32>, STAGES * A_STAGE>; // [stage][k][4 rows]
-var<workgroup> b_tile: array<vec4<f32>, STAGES * B_STAGE>; // [stage][k][4 columns]
+var<workgroup> a_tile: array<vec4<f32>, TILE_K * A_GROUPS>; // [k][4 rows]
+var<workgroup> b_tile: array<vec4<f32>, TILE_K * B_GROUPS>; // [k][4 columns]
 
 fn load_b(i: u32) -> f32 {
     if (B_F16) {
@@ -157,17 +149,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base, rows_inside && step_inside); }
     for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, 0u, b_base, cols_inside && step_inside); }
 
-    var stage = 0u;
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        let a0 = stage * A_STAGE;
-        let b0 = stage * B_STAGE;
         for (var s = 0u; s < A_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[a0 + at.y * A_GROUPS + at.x] = a_next[s]; }
+            if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[at.y * A_GROUPS + at.x] = a_next[s]; }
         }
         for (var s = 0u; s < B_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < B_GROUPS * TILE_K) { let at = b_slot(e); b_tile[b0 + at.y * B_GROUPS + at.x] = b_next[s]; }
+            if (e < B_GROUPS * TILE_K) { let at = b_slot(e); b_tile[at.y * B_GROUPS + at.x] = b_next[s]; }
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
@@ -179,8 +168,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var kk = 0u; kk < TILE_K; kk++) {
             var av: array<vec4<f32>, 2>;
             var bv: array<vec4<f32>, 2>;
-            for (var r = 0u; r < MR; r++) { av[r] = a_tile[a0 + kk * A_GROUPS + lid.y + r * WG_Y]; }
-            for (var q = 0u; q < NR; q++) { bv[q] = b_tile[b0 + kk * B_GROUPS + lid.x + q * WG_X]; }
+            for (var r = 0u; r < MR; r++) { av[r] = a_tile[kk * A_GROUPS + lid.y + r * WG_Y]; }
+            for (var q = 0u; q < NR; q++) { bv[q] = b_tile[kk * B_GROUPS + lid.x + q * WG_X]; }
             for (var r = 0u; r < MR; r++) {
                 for (var q = 0u; q < NR; q++) {
                     let o = 8u * r + q;
@@ -191,8 +180,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 }
             }
         }
-        if (STAGES == 1u) { workgroupBarrier(); }
-        stage = (stage + 1u) % STAGES;
+        workgroupBarrier();
     }
 
     let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;

@@ -172,16 +172,13 @@ impl GpuDevice {
         let offered = adapter.limits();
         // WebGPU's defaults, which every kernel is written to fit. Only the buffer sizes
         // are raised when the adapter offers more: that lets bigger images through on big
-        // GPUs without any kernel depending on it; and workgroup memory, for the tiles
-        // chosen only where the device has it (the larger cooperative-matrix tiles, the
-        // f32 candidates beyond 16 KiB that bench times).
+        // GPUs without any kernel depending on it (and, natively, workgroup memory for
+        // the cooperative-matrix tiles below).
         let mut limits = wgpu::Limits::default();
         limits.max_buffer_size = limits.max_buffer_size.max(offered.max_buffer_size);
         limits.max_storage_buffer_binding_size =
             limits.max_storage_buffer_binding_size.max(offered.max_storage_buffer_binding_size);
-        limits.max_compute_workgroup_storage_size =
-            limits.max_compute_workgroup_storage_size.max(offered.max_compute_workgroup_storage_size);
-        let limits = limits.or_worse_values_from(&offered);
+        let mut limits = limits.or_worse_values_from(&offered);
         // Timestamps only for the bench's profile (`set_profiling`); nothing else depends
         // on them. Subgroups for the reduction kernels, which have a plain variant.
         let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -197,6 +194,10 @@ impl GpuDevice {
         let mut experimental_features = wgpu::ExperimentalFeatures::disabled();
         if cooperative_matrix.is_some() {
             features |= COOPERATIVE_FEATURES;
+            // Native only: the larger cooperative tiles need more workgroup memory than
+            // WebGPU's default 16 KiB (CooperativeTile::workgroup_bytes), and are chosen
+            // only where the device has it.
+            limits.max_compute_workgroup_storage_size = offered.max_compute_workgroup_storage_size.max(limits.max_compute_workgroup_storage_size);
             // SAFETY: wgpu marks cooperative matrices experimental (their validation is
             // incomplete). Only matmul_coop.wgsl uses them, with loads and stores inside
             // workgroup memory it declares, and its results are tested against the CPU.
@@ -918,10 +919,13 @@ mod tests {
         let l = dev.limits();
         let d = wgpu::Limits::default();
         assert_eq!(l.max_compute_invocations_per_workgroup, d.max_compute_invocations_per_workgroup);
-        // Raised to the adapter's, for the tiles chosen by whether they fit
-        // (CooperativeTile::fits, F32Tile::fits); the f32 kernels' own choices fit 16 KiB
-        // (ops::matmul's tests).
-        assert!(l.max_compute_workgroup_storage_size >= d.max_compute_workgroup_storage_size);
+        // Raised only for the larger cooperative-matrix tiles, which are chosen by whether
+        // they fit (CooperativeTile::fits).
+        if dev.cooperative_matrix().is_some() {
+            assert!(l.max_compute_workgroup_storage_size >= d.max_compute_workgroup_storage_size);
+        } else {
+            assert_eq!(l.max_compute_workgroup_storage_size, d.max_compute_workgroup_storage_size);
+        }
         assert_eq!(l.max_storage_buffers_per_shader_stage, d.max_storage_buffers_per_shader_stage);
         assert!(!dev.info().name.is_empty() && !dev.info().features.is_empty());
         println!("{} limits: {} invocations, {} B workgroup storage, {} MiB binding", dev.info(), l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size, l.max_storage_buffer_binding_size >> 20);

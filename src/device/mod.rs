@@ -185,8 +185,7 @@ impl std::fmt::Display for CooperativeTile {
 /// How the f32 kernels (matmul.wgsl, conv2d.wgsl: every product without cooperative
 /// matrices) cut a product into workgroups: `wg_x` x `wg_y` invocations, each computing
 /// (4 `mr`) x (4 `nr`) outputs in vec4 registers, K walked `tile_k` at a time through
-/// workgroup memory in `stages` buffers (2: double-buffered, one barrier per K step
-/// instead of two); the kernels' overrides of the same names.
+/// workgroup memory (the kernels' overrides of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct F32Tile {
     pub wg_x: u32,
@@ -194,12 +193,11 @@ pub struct F32Tile {
     pub tile_k: u32,
     pub mr: u32,
     pub nr: u32,
-    pub stages: u32,
 }
 
 impl F32Tile {
     /// 16 x 16 invocations of 4 x 4 outputs: 64 x 64.
-    pub const SMALL: F32Tile = F32Tile { wg_x: 16, wg_y: 16, tile_k: 16, mr: 1, nr: 1, stages: 1 };
+    pub const SMALL: F32Tile = F32Tile { wg_x: 16, wg_y: 16, tile_k: 16, mr: 1, nr: 1 };
     /// 16 x 16 invocations of 4 x 8 outputs: 64 x 128.
     pub const WIDE: F32Tile = F32Tile { nr: 2, ..Self::SMALL };
     /// 16 x 16 invocations of 8 x 8 outputs: 128 x 128, four times SMALL's multiply-adds
@@ -207,12 +205,9 @@ impl F32Tile {
     pub const LARGE: F32Tile = F32Tile { mr: 2, nr: 2, ..Self::SMALL };
     /// The tiles `bench` times on the largest product and a UNet convolution (where they
     /// fit the device) and the kernel tests check: the three above, LARGE with half the K
-    /// step (half the workgroup memory, so more workgroups may share a core), 8 x 8
-    /// outputs per invocation on other workgroup shapes, and double-buffered ones: SMALL
-    /// and two 8 x 8 ones within WebGPU's 16 KiB, LARGE in 32 KiB (only where the device
-    /// has that much workgroup memory). None is double-buffered by default: on lavapipe
-    /// it made no difference beyond the machine's spread, and on a GPU it is unmeasured.
-    pub const CANDIDATES: [F32Tile; 11] = [
+    /// step (half the workgroup memory, so more workgroups may share a core), and 8 x 8
+    /// outputs per invocation on other workgroup shapes.
+    pub const CANDIDATES: [F32Tile; 7] = [
         Self::SMALL,
         Self::WIDE,
         Self::LARGE,
@@ -220,10 +215,6 @@ impl F32Tile {
         F32Tile { wg_x: 16, wg_y: 8, ..Self::LARGE },
         F32Tile { wg_x: 32, wg_y: 8, tile_k: 8, ..Self::LARGE },
         F32Tile { wg_x: 8, wg_y: 32, tile_k: 8, ..Self::LARGE },
-        F32Tile { stages: 2, ..Self::SMALL },
-        F32Tile { tile_k: 8, stages: 2, ..Self::LARGE },
-        F32Tile { wg_x: 16, wg_y: 8, tile_k: 8, stages: 2, ..Self::LARGE },
-        F32Tile { stages: 2, ..Self::LARGE },
     ];
 
     /// Output rows (for a convolution, output channels) one workgroup computes.
@@ -240,16 +231,15 @@ impl F32Tile {
         self.wg_x * self.wg_y
     }
 
-    /// The kernels' two workgroup tiles of vec4s: K step by rows / 4 and by columns / 4,
-    /// `stages` times.
+    /// The kernels' two workgroup tiles of vec4s: K step by rows / 4 and by columns / 4.
     pub fn workgroup_bytes(&self) -> u32 {
-        16 * self.stages * self.tile_k * (self.rows() + self.cols()) / 4
+        16 * self.tile_k * (self.rows() + self.cols()) / 4
     }
 
     /// Whether the kernels can run this tile within `limits`: 1 or 2 vec4 groups of rows
-    /// and of columns per invocation, 1 or 2 stages, at most 4 vec4s of each operand
-    /// fetched per invocation and step (MAX_FETCH), and the columns' vec4 groups dividing
-    /// the invocations (conv2d.wgsl's gather).
+    /// and of columns per invocation, at most 4 vec4s of each operand fetched per
+    /// invocation and step (MAX_FETCH), and the columns' vec4 groups dividing the
+    /// invocations (conv2d.wgsl's gather).
     pub fn fits(&self, max_invocations: u32, max_workgroup_bytes: u32) -> bool {
         let threads = self.invocations();
         let (row_groups, col_groups) = (self.rows() / 4, self.cols() / 4);
@@ -257,32 +247,26 @@ impl F32Tile {
             && self.workgroup_bytes() <= max_workgroup_bytes
             && (1..=2).contains(&self.mr)
             && (1..=2).contains(&self.nr)
-            && (1..=2).contains(&self.stages)
             && (row_groups * self.tile_k).div_ceil(threads) <= 4
             && (col_groups * self.tile_k).div_ceil(threads) <= 4
             && threads % col_groups == 0
     }
 
     /// The kernels' override constants for this tile.
-    pub fn overrides(&self) -> [(&'static str, f64); 6] {
+    pub fn overrides(&self) -> [(&'static str, f64); 5] {
         [
             ("WG_X", self.wg_x as f64),
             ("WG_Y", self.wg_y as f64),
             ("TILE_K", self.tile_k as f64),
             ("MR", self.mr as f64),
             ("NR", self.nr as f64),
-            ("STAGES", self.stages as f64),
         ]
     }
 }
 
 impl std::fmt::Display for F32Tile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{} invocations of {}x{}, K step {}", self.wg_y, self.wg_x, 4 * self.mr, 4 * self.nr, self.tile_k)?;
-        if self.stages > 1 {
-            write!(f, ", {} stages", self.stages)?;
-        }
-        Ok(())
+        write!(f, "{}x{} invocations of {}x{}, K step {}", self.wg_y, self.wg_x, 4 * self.mr, 4 * self.nr, self.tile_k)
     }
 }
 

@@ -20,13 +20,12 @@ pub fn f32_tile(dev: &Device, m: usize, n: usize, batch: usize) -> F32Tile {
 /// or 32 output channels) do not compute empty tile rows; large products get 4 x 8 or
 /// 8 x 8 outputs per invocation (twice or four times the multiply-adds per load from
 /// workgroup memory) while they still have LARGE_TILE_MIN_WORKGROUPS workgroups. Every
-/// shape keeps the two workgroup tiles within WebGPU's 16 KiB, with one buffer each
-/// (see [`F32Tile::CANDIDATES`] for the double-buffered ones).
+/// shape keeps the two workgroup tiles within WebGPU's 16 KiB.
 pub(crate) fn tile_shape(m: usize, n: usize, batch: usize) -> F32Tile {
     let workgroups = |t: &F32Tile| m.div_ceil(t.rows() as usize) * n.div_ceil(t.cols() as usize) * batch;
     match m {
-        0..=16 => F32Tile { wg_x: 64, wg_y: 4, tile_k: 8, ..F32Tile::SMALL },
-        17..=32 => F32Tile { wg_x: 32, wg_y: 8, ..F32Tile::SMALL },
+        0..=16 => F32Tile { wg_x: 64, wg_y: 4, tile_k: 8, mr: 1, nr: 1 },
+        17..=32 => F32Tile { wg_x: 32, wg_y: 8, tile_k: 16, mr: 1, nr: 1 },
         _ => [F32Tile::LARGE, F32Tile::WIDE]
             .into_iter()
             .filter(|t| m > (t.rows() / 2) as usize)
@@ -310,19 +309,12 @@ mod tests {
             }
         }
         for t in F32Tile::CANDIDATES {
-            assert!(t.fits(256, 32768), "{t:?}");
+            assert!(t.fits(256, 16384), "{t:?}");
         }
-        // All but the double-buffered LARGE fit WebGPU's defaults.
-        let beyond: Vec<_> = F32Tile::CANDIDATES.into_iter().filter(|t| !t.fits(256, 16384)).collect();
-        assert_eq!(beyond, [F32Tile { stages: 2, ..F32Tile::LARGE }]);
         // What fits checks: two vec4 groups per invocation at most, WebGPU's 16 KiB.
         assert!(!F32Tile { mr: 4, ..F32Tile::SMALL }.fits(256, 16384));
         assert!(!F32Tile { tile_k: 32, ..F32Tile::LARGE }.fits(256, 16384));
         assert!(F32Tile { tile_k: 32, ..F32Tile::LARGE }.fits(256, 32768));
         assert!(!F32Tile { tile_k: 64, ..F32Tile::LARGE }.fits(256, 65536)); // 8 fetches per invocation
-        // Double-buffering doubles the workgroup memory: LARGE's K step would have to halve.
-        assert!(!F32Tile { stages: 2, ..F32Tile::LARGE }.fits(256, 16384));
-        assert!(F32Tile { tile_k: 8, stages: 2, ..F32Tile::LARGE }.fits(256, 16384));
-        assert!(!F32Tile { stages: 3, ..F32Tile::SMALL }.fits(256, 65536));
     }
 }

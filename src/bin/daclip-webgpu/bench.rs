@@ -343,9 +343,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
             dev.release_free_buffers();
             dev.reset_peak_memory();
             let options = RestoreOptions { sampler, steps, tile, ..Default::default() };
-            let one_tile = tile.is_some();
-            let (tile, overlap) = TileLimits::new(dev, &unet).resolve(tile, None)?;
-            let tiles = TileLayout::new(side, side, tile, overlap).tile_count();
+            let layout = restorer.layout(dev, side, side, &options)?;
             let start = Instant::now();
             daclip_webgpu::device::block_on(restorer.restore(dev, image, &options, &mut |_| true))?;
             let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -358,10 +356,10 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
                 (64, _) => format!(" ({:.1}x faster)", published_ms / ms),
                 _ => String::new(),
             };
-            let tiling = match (tiles, one_tile) {
-                (1, true) => ", in one tile".to_string(),
-                (1, false) => String::new(),
-                _ => format!(", {tiles} tiles of {tile}"),
+            let tiling = match (layout.tile_count(), tile) {
+                (1, Some(_)) => ", in one tile".to_string(),
+                (1, None) => String::new(),
+                (tiles, _) => format!(", {tiles} tiles of {}", layout.rect(0).width),
             };
             println!("| {:<60} | {:>10.0} | {:>14.0} |", format!("restore {side}x{side}, {} {steps} steps{tiling}{speedup}", sampler.name()), ms, peak);
         }

@@ -77,16 +77,21 @@ fn steps_reuse_buffers_and_report_progress() {
     let m = models(&dev);
     let r = Restorer::new(&m.0, &m.1).unwrap();
     let img = test_image();
-    let mut seen = Vec::new();
+    let (mut seen, mut bind_groups) = (Vec::new(), Vec::new());
     let opts = RestoreOptions { steps: 5, seed: 3, preview: true, ..Default::default() };
     let out = block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         let p = s.preview.expect("preview requested");
         assert!(p.width <= 128 && p.height <= 128 && p.data.len() == 3 * p.width * p.height);
         seen.push((s.progress.step, s.progress.total, dev.memory()));
+        bind_groups.push(dev.bind_groups_built());
         true
     }))
     .unwrap()
     .to_rgb8();
+    println!("bind groups built by the end of each step: {bind_groups:?}");
+    // The pool hands a step the buffers the last one had, so the bind groups cached then
+    // serve (the second step may differ from the first: the state tensor changes buffer).
+    assert!(bind_groups[2..].iter().all(|&b| b == bind_groups[1]), "steps after the second built bind groups: {bind_groups:?}");
     assert_eq!(out.data.len(), 61 * 77 * 3);
     assert_eq!(seen.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), (1..=5).map(|i| (i, 5)).collect::<Vec<_>>());
     for (step, _, mem) in &seen {
@@ -242,15 +247,18 @@ fn tiled_restores_report_tiles_reuse_memory_and_cancel_between_tiles() {
     let mut seen = Vec::new();
     block_on(r.restore(&dev, image_ref(&img), &opts, &mut |s| {
         assert_eq!(s.preview.is_some(), s.progress.tile == s.progress.tiles, "a preview comes with each finished step");
-        seen.push((s.progress, dev.memory()));
+        seen.push((s.progress, dev.memory(), dev.bind_groups_built()));
         true
     }))
     .unwrap();
     let want: Vec<(usize, usize)> = (1..=3).flat_map(|step| (1..=tiles).map(move |tile| (step, tile))).collect();
-    assert_eq!(seen.iter().map(|(p, _)| (p.step, p.tile)).collect::<Vec<_>>(), want);
-    assert!(seen.iter().all(|(p, _)| p.total == 3 && p.tiles == tiles));
+    assert_eq!(seen.iter().map(|(p, _, _)| (p.step, p.tile)).collect::<Vec<_>>(), want);
+    assert!(seen.iter().all(|(p, _, _)| p.total == 3 && p.tiles == tiles));
     let after_first = seen[tiles - 1].1;
-    for (p, mem) in &seen[tiles..] {
+    let bind_groups: Vec<u64> = seen.iter().map(|s| s.2).collect();
+    println!("bind groups built by the end of each tile: {bind_groups:?}");
+    assert!(bind_groups.iter().all(|&b| b == bind_groups[0]), "tiles after the first built bind groups: {bind_groups:?}");
+    for (p, mem, _) in &seen[tiles..] {
         assert_eq!(mem.live_bytes + mem.free_bytes, after_first.live_bytes + after_first.free_bytes, "step {} tile {} allocated GPU memory", p.step, p.tile);
     }
     let mut calls = 0;

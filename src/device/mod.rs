@@ -23,6 +23,9 @@ pub use pool::MemoryStats;
 pub(crate) use tensor::Storage;
 pub use tensor::{DType, Tensor};
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use crate::cpu::CpuDevice;
 use crate::error::{Error, Result};
 use crate::shaders::Kernel;
@@ -307,6 +310,8 @@ pub struct Device {
     backend: Backend,
     /// Why this backend was chosen (for [`Device::open`]'s callers to show).
     reason: String,
+    /// See [`Device::flops`].
+    flops: Rc<Cell<u64>>,
 }
 
 impl Device {
@@ -326,7 +331,7 @@ impl Device {
     /// a check of exact results (`ops::cooperative_check`); where they fail it, the f32
     /// kernels run and `reason` says why.
     async fn checked(gpu: GpuDevice, reason: String) -> Device {
-        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason };
+        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, flops: Rc::default() };
         if dev.cooperative_matrix().is_some() {
             if let Err(why) = crate::ops::cooperative_check::check_cooperative_matrix(&dev).await {
                 gpu.disable_cooperative_matrix();
@@ -345,7 +350,7 @@ impl Device {
 
     /// The CPU backend (threads natively, SIMD in the browser).
     pub fn cpu() -> Device {
-        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into() }
+        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into(), flops: Rc::default() }
     }
 
     /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
@@ -490,6 +495,19 @@ impl Device {
             Backend::Gpu(g) => g.dispatch_count(),
             Backend::Cpu(c) => c.dispatch_count(),
         }
+    }
+
+    /// Floating-point operations of the products, convolutions and attention recorded
+    /// (GPU) or run (CPU) since the device was opened, two per multiply-add as PyTorch's
+    /// FLOP counter counts them (a convolution as the direct sum, whatever the CPU
+    /// backend's Winograd saves): the work a bench divides by the time.
+    pub fn flops(&self) -> u64 {
+        self.flops.get()
+    }
+
+    /// Adds a launcher's work to [`Device::flops`].
+    pub(crate) fn count_flops(&self, flops: usize) {
+        self.flops.set(self.flops.get() + flops as u64);
     }
 
     /// Bind groups built since the device was opened (the GPU keeps them per set of

@@ -147,6 +147,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     let bias = or_placeholder(g.bias, g.b.tensor);
     let buffers = [g.a.tensor, g.b.tensor, bias, or_placeholder(g.residual, g.a.tensor), g.out];
     let batch = u32_of(batch, "batch")?;
+    dev.count_flops(2 * batch as usize * g.m * g.n * g.k);
     if let Some(coop) = dev.cooperative_matrix().filter(|_| runs_on_cooperative_matrices(dev, g.m, g.b.tensor.dtype() == DType::F16Packed)) {
         let tile = cooperative_tile(dev, g.m, g.n, batch as usize);
         let overrides = [&cooperative_overrides(coop, tile)[..], &variant[1..]].concat();

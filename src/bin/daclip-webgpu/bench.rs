@@ -287,8 +287,8 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         print_header();
         return tiled_step_row(dev, &unet, &context, w, h, tile);
     }
-    println!("| {:<60} | {:>10} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
-    println!("|{:-<62}|{:->12}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "");
+    println!("| {:<60} | {:>10} | {:>8} | {:>8} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "GFLOP", "GFLOP/s", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
+    println!("|{:-<62}|{:->12}|{:->10}|{:->10}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "", "", "");
     for &side in &what.sides {
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
@@ -300,15 +300,21 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         let peak = dev.memory().peak_bytes as f64 / (1 << 20) as f64;
         // One more step, counted: the pool and the bind-group cache are warm, as in every
         // step of a restore after the first.
-        let (dispatches, built) = (dev.dispatch_count(), dev.bind_groups_built());
+        let (dispatches, built, flops) = (dev.dispatch_count(), dev.bind_groups_built(), dev.flops());
         let start = Instant::now();
         drop(step()?);
         dev.flush();
         let record_ms = start.elapsed().as_secs_f64() * 1e3;
         dev.sync_blocking()?;
         let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
-        println!("| {:<60} | {:>10.1} | {:>14.0} | {:>10} | {:>11} | {:>9.2} | {:>9} |", format!("UNet step at {side}x{side}"), ms, peak, dispatches, built, record_ms, pipelines);
+        let gflop = (dev.flops() - flops) as f64 / 1e9;
+        let row = format!("UNet step at {side}x{side}");
+        println!(
+            "| {row:<60} | {ms:>10.1} | {gflop:>8.1} | {:>8.2} | {peak:>14.0} | {dispatches:>10} | {built:>11} | {record_ms:>9.2} | {pipelines:>9} |",
+            gflop / (ms / 1e3)
+        );
     }
+    println!("(GFLOP: the step's products, convolutions and attention, two per multiply-add, as Device::flops counts them)");
     if dev.is_cpu() {
         println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
     } else {

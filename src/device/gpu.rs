@@ -84,6 +84,8 @@ struct Dispatch {
     uniform_offset: u32,
     uniform_size: u64,
     workgroups: [u32; 3],
+    /// Its work, for a profile (see [`crate::Device::flops`]).
+    flops: u64,
 }
 
 /// GPU time per kernel, from timestamp queries around each dispatch (see
@@ -91,17 +93,20 @@ struct Dispatch {
 #[derive(Default)]
 struct Profiler {
     /// Timestamps of flushed batches not yet read: the buffer they were resolved into and
-    /// the kernel of each begin/end pair.
-    pending: Vec<(wgpu::Buffer, Vec<Kernel>)>,
+    /// the kernel and work of each begin/end pair.
+    pending: Vec<(wgpu::Buffer, Vec<(Kernel, u64)>)>,
 }
 
-/// What the bench prints of a profile: GPU time and dispatches of one kernel family (the
-/// folder of its shader: conv, matmul, attention, norm, elementwise, ...).
+/// What the bench prints of a profile: GPU time, dispatches and work of one kernel family
+/// (the folder of its shader: conv, matmul, attention, norm, elementwise, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FamilyTime {
     pub family: &'static str,
     pub dispatches: u64,
     pub ms: f64,
+    /// Floating-point operations counted for its dispatches (see [`crate::Device::flops`];
+    /// 0 for the families not counted: norms, element-wise, layout, ...).
+    pub flops: u64,
 }
 
 #[derive(Default)]
@@ -395,15 +400,16 @@ impl GpuDevice {
             mapped.await.map_err(|e| Error::Readback(e.to_string()))?;
             let view = buffer.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
             let ticks: &[u64] = bytemuck::cast_slice(&view);
-            for (pair, kernel) in ticks.chunks_exact(2).zip(kernels) {
+            for (pair, (kernel, flops)) in ticks.chunks_exact(2).zip(kernels) {
                 let ms = pair[1].saturating_sub(pair[0]) as f64 * period / 1e6;
                 let family = kernel.family();
                 match families.iter_mut().find(|f| f.family == family) {
                     Some(f) => {
                         f.dispatches += 1;
                         f.ms += ms;
+                        f.flops += flops;
                     }
-                    None => families.push(FamilyTime { family, dispatches: 1, ms }),
+                    None => families.push(FamilyTime { family, dispatches: 1, ms, flops }),
                 }
             }
             drop(view);
@@ -696,7 +702,7 @@ impl GpuDevice {
 
     /// Records one dispatch of `kernel` into the pending batch (the binding convention
     /// and the checks: [`crate::Device::dispatch`]).
-    pub(crate) fn dispatch<P: bytemuck::Pod>(&self, kernel: Kernel, overrides: &[(&'static str, f64)], params: &P, buffers: &[&Tensor], workgroups: [u32; 3]) -> Result<()> {
+    pub(crate) fn dispatch<P: bytemuck::Pod>(&self, kernel: Kernel, overrides: &[(&'static str, f64)], params: &P, buffers: &[&Tensor], workgroups: [u32; 3], flops: u64) -> Result<()> {
         if workgroups.contains(&0) {
             return Ok(());
         }
@@ -719,6 +725,7 @@ impl GpuDevice {
                 uniform_offset: offset as u32,
                 uniform_size: size as u64,
                 workgroups,
+                flops,
             });
             batch.dispatches.len() >= MAX_PENDING_DISPATCHES
         };
@@ -803,7 +810,7 @@ impl GpuDevice {
                 let (resolve, readback) = (buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC), buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST));
                 enc.resolve_query_set(&queries, 0..2 * n, &resolve, 0);
                 enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
-                profiler.pending.push((readback, batch.dispatches.iter().map(|d| d.pipeline.kernel).collect()));
+                profiler.pending.push((readback, batch.dispatches.iter().map(|d| (d.pipeline.kernel, d.flops)).collect()));
                 resolved = Some(resolve);
             } else {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -986,10 +993,15 @@ mod tests {
         }
         let y = crate::ops::matmul(&dev, &crate::ops::silu(&dev, &x).unwrap(), &x).unwrap();
         let z = crate::ops::silu(&dev, &y).unwrap();
+        let image = dev.upload(&[1, 8, 10, 10], &[0.5; 800]).unwrap();
+        let w = dev.upload(&[4, 8, 3, 3], &[0.5; 288]).unwrap();
+        drop(crate::ops::conv2d(&dev, &image, &w, None, crate::ops::Conv2dArgs::same(3)).unwrap());
         let profile = block_on(dev.take_profile()).unwrap().unwrap();
         println!("{profile:?}");
-        let count = |family| profile.iter().find(|f| f.family == family).map(|f| f.dispatches);
-        assert_eq!((count("elementwise"), count("matmul")), (Some(2), Some(1)));
+        let family = |name| profile.iter().find(|f| f.family == name).map(|f| (f.dispatches, f.flops));
+        assert_eq!(family("elementwise"), Some((2, 0)));
+        assert_eq!(family("matmul"), Some((1, 2 * 64 * 64 * 64)));
+        assert_eq!(family("conv"), Some((1, 2 * 4 * 8 * 9 * 100)));
         assert!(profile.iter().all(|f| f.ms >= 0.0 && f.ms.is_finite()));
         assert_eq!(block_on(dev.take_profile()).unwrap().unwrap(), vec![], "taking the profile starts it again");
         dev.set_profiling(false);

@@ -312,6 +312,8 @@ pub struct Device {
     reason: String,
     /// See [`Device::flops`].
     flops: Rc<Cell<u64>>,
+    /// Counted by [`Device::count_flops`] for the next dispatch, which takes them.
+    next_dispatch_flops: Rc<Cell<u64>>,
 }
 
 impl Device {
@@ -331,7 +333,7 @@ impl Device {
     /// a check of exact results (`ops::cooperative_check`); where they fail it, the f32
     /// kernels run and `reason` says why.
     async fn checked(gpu: GpuDevice, reason: String) -> Device {
-        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, flops: Rc::default() };
+        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, flops: Rc::default(), next_dispatch_flops: Rc::default() };
         if dev.cooperative_matrix().is_some() {
             if let Err(why) = crate::ops::cooperative_check::check_cooperative_matrix(&dev).await {
                 gpu.disable_cooperative_matrix();
@@ -350,7 +352,7 @@ impl Device {
 
     /// The CPU backend (threads natively, SIMD in the browser).
     pub fn cpu() -> Device {
-        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into(), flops: Rc::default() }
+        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into(), flops: Rc::default(), next_dispatch_flops: Rc::default() }
     }
 
     /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
@@ -505,9 +507,11 @@ impl Device {
         self.flops.get()
     }
 
-    /// Adds a launcher's work to [`Device::flops`].
+    /// Adds the work of the dispatch a launcher records next to [`Device::flops`] (and
+    /// to its kernel family's in a profile).
     pub(crate) fn count_flops(&self, flops: usize) {
         self.flops.set(self.flops.get() + flops as u64);
+        self.next_dispatch_flops.set(self.next_dispatch_flops.get() + flops as u64);
     }
 
     /// Bind groups built since the device was opened (the GPU keeps them per set of
@@ -713,6 +717,7 @@ impl Device {
         buffers: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        let flops = self.next_dispatch_flops.take();
         // Both backends refuse what a GPU under WebGPU's limits could not dispatch.
         let max = self.limits().max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
@@ -722,7 +727,7 @@ impl Device {
             )));
         }
         match &self.backend {
-            Backend::Gpu(g) => g.dispatch(kernel, overrides, params, buffers, workgroups),
+            Backend::Gpu(g) => g.dispatch(kernel, overrides, params, buffers, workgroups, flops),
             Backend::Cpu(c) => c.run(kernel, overrides, bytemuck::bytes_of(params), buffers, workgroups),
         }
     }

@@ -103,14 +103,15 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
         _pad: 0,
     };
     let overrides = [("BLOCK_Q", BLOCK_Q as f64), ("BLOCK_K", BLOCK_K as f64), ("D4", (d / 4) as f64)];
-    // Scores and weighted values: two products of nq x nk x d per head (a causal mask's
-    // skipped half counted too, as PyTorch's counter does).
-    dev.count_flops(4 * bq * heads * nq * nk * d);
     let blocks = params.nq.div_ceil(BLOCK_Q);
     let per_dispatch = groups_per_dispatch(dev, blocks, 2 * BLOCK_Q as u64 * nk as u64 * q.width as u64 * bq as u64);
     for first_group in (0..blocks).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(blocks - first_group), params.heads, u32_of(bq, "batch")?];
+        // Scores and weighted values: two products of queries x nk x d per head (a causal
+        // mask's skipped half counted too, as PyTorch's counter does).
+        let queries = ((first_group + groups[0]) * BLOCK_Q).min(params.nq) - first_group * BLOCK_Q;
+        dev.count_flops(4 * bq * heads * queries as usize * nk * d);
         dev.dispatch(Kernel::FlashAttention, &overrides, &part, &[q.tensor, k.tensor, v.tensor, &out], groups)?;
     }
     Ok(out)

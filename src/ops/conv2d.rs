@@ -233,10 +233,11 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
     let pixel_groups = pixels.div_ceil(cols);
     let (cout_groups, batch) = (params.cout.div_ceil(rows), u32_of(b, "batch")?);
     let per_dispatch = groups_per_dispatch(dev, pixel_groups, cols as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
-    dev.count_flops(2 * b * cout * cin * kh * kw * ho * wo);
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
+        let computed = (first_group + groups[0]).saturating_mul(cols).min(pixels) - first_group * cols;
+        dev.count_flops(2 * b * cout * cin * kh * kw * computed as usize);
         let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
         let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
         dev.dispatch(kernel, &overrides, &part, &buffers, groups)?;

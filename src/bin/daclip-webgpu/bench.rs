@@ -391,12 +391,20 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     dev.set_profiling(false);
     let total: f64 = families.iter().map(|f| f.ms).sum();
     println!("Where a UNet step at {side}x{side} spends its GPU time (timestamp queries, one pass per dispatch)");
-    println!("| {:<12} | {:>10} | {:>10} | {:>7} |", "family", "dispatches", "GPU ms", "share");
-    println!("|{:-<14}|{:->12}|{:->12}|{:->9}|", "", "", "", "");
+    println!("| {:<12} | {:>10} | {:>10} | {:>7} | {:>8} | {:>8} |", "family", "dispatches", "GPU ms", "share", "GFLOP", "GFLOP/s");
+    println!("|{:-<14}|{:->12}|{:->12}|{:->9}|{:->10}|{:->10}|", "", "", "", "", "", "");
+    let row = |family: &str, dispatches: u64, ms: f64, flops: u64| {
+        // The work column only for the families whose work is counted.
+        let (gflop, rate) = match flops {
+            0 => (String::new(), String::new()),
+            f => (format!("{:.2}", f as f64 / 1e9), format!("{:.1}", f as f64 / 1e6 / ms)),
+        };
+        println!("| {family:<12} | {dispatches:>10} | {ms:>10.2} | {:>6.1}% | {gflop:>8} | {rate:>8} |", 100.0 * ms / total.max(1e-12));
+    };
     for f in &families {
-        println!("| {:<12} | {:>10} | {:>10.2} | {:>6.1}% |", f.family, f.dispatches, f.ms, 100.0 * f.ms / total.max(1e-12));
+        row(f.family, f.dispatches, f.ms, f.flops);
     }
-    println!("| {:<12} | {:>10} | {:>10.2} | {:>6.1}% |", "all", families.iter().map(|f| f.dispatches).sum::<u64>(), total, 100.0);
+    row("all", families.iter().map(|f| f.dispatches).sum(), total, families.iter().map(|f| f.flops).sum());
     Ok(())
 }
 

@@ -59,6 +59,8 @@ struct PipelineKey {
 
 struct Pipeline {
     kernel: Kernel,
+    /// Its override constants, `NAME=value` apart by spaces, for a profile to show.
+    overrides: Rc<str>,
     pipeline: wgpu::ComputePipeline,
 }
 
@@ -93,8 +95,22 @@ struct Dispatch {
 #[derive(Default)]
 struct Profiler {
     /// Timestamps of flushed batches not yet read: the buffer they were resolved into and
-    /// the kernel and work of each begin/end pair.
-    pending: Vec<(wgpu::Buffer, Vec<(Kernel, u64)>)>,
+    /// each begin/end pair's dispatch, its GPU time still 0.
+    pending: Vec<(wgpu::Buffer, Vec<DispatchTime>)>,
+}
+
+/// One dispatch of a profile (see [`crate::Device::take_profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchTime {
+    pub kernel: Kernel,
+    /// The pipeline's override constants (tile sizes, variants), `NAME=value` apart by spaces.
+    pub overrides: Rc<str>,
+    pub workgroups: [u32; 3],
+    /// Floating-point operations counted for it (see [`crate::Device::flops`]; 0 for the
+    /// kernels not counted: norms, element-wise, layout, ...).
+    pub flops: u64,
+    /// Its GPU time, from timestamp queries.
+    pub ms: f64,
 }
 
 /// What the bench prints of a profile: GPU time, dispatches and work of one kernel family
@@ -104,9 +120,28 @@ pub struct FamilyTime {
     pub family: &'static str,
     pub dispatches: u64,
     pub ms: f64,
-    /// Floating-point operations counted for its dispatches (see [`crate::Device::flops`];
-    /// 0 for the families not counted: norms, element-wise, layout, ...).
+    /// Floating-point operations counted for its dispatches.
     pub flops: u64,
+}
+
+impl FamilyTime {
+    /// The dispatches of `profile` added up per kernel family, the slowest family first.
+    pub fn of(profile: &[DispatchTime]) -> Vec<FamilyTime> {
+        let mut families: Vec<FamilyTime> = Vec::new();
+        for d in profile {
+            let family = d.kernel.family();
+            match families.iter_mut().find(|f| f.family == family) {
+                Some(f) => {
+                    f.dispatches += 1;
+                    f.ms += d.ms;
+                    f.flops += d.flops;
+                }
+                None => families.push(FamilyTime { family, dispatches: 1, ms: d.ms, flops: d.flops }),
+            }
+        }
+        families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        families
+    }
 }
 
 #[derive(Default)]
@@ -383,40 +418,30 @@ impl GpuDevice {
         true
     }
 
-    /// GPU time per kernel family since profiling started (and restarts the count), the
-    /// slowest family first; None when not profiling.
-    pub async fn take_profile(&self) -> Result<Option<Vec<FamilyTime>>> {
+    /// Every dispatch since profiling started (or was last taken), in order, with its GPU
+    /// time; None when not profiling.
+    pub async fn take_profile(&self) -> Result<Option<Vec<DispatchTime>>> {
         self.sync().await?;
         let pending = match self.inner.profiler.borrow_mut().as_mut() {
             Some(p) => std::mem::take(&mut p.pending),
             None => return Ok(None),
         };
         let period = self.inner.queue.get_timestamp_period() as f64;
-        let mut families: Vec<FamilyTime> = Vec::new();
-        for (buffer, kernels) in pending {
+        let mut profile = Vec::new();
+        for (buffer, dispatches) in pending {
             let (tx, mapped) = Callback::new();
             buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
             self.poll_wait()?;
             mapped.await.map_err(|e| Error::Readback(e.to_string()))?;
             let view = buffer.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
             let ticks: &[u64] = bytemuck::cast_slice(&view);
-            for (pair, (kernel, flops)) in ticks.chunks_exact(2).zip(kernels) {
-                let ms = pair[1].saturating_sub(pair[0]) as f64 * period / 1e6;
-                let family = kernel.family();
-                match families.iter_mut().find(|f| f.family == family) {
-                    Some(f) => {
-                        f.dispatches += 1;
-                        f.ms += ms;
-                        f.flops += flops;
-                    }
-                    None => families.push(FamilyTime { family, dispatches: 1, ms, flops }),
-                }
+            for (pair, d) in ticks.chunks_exact(2).zip(dispatches) {
+                profile.push(DispatchTime { ms: pair[1].saturating_sub(pair[0]) as f64 * period / 1e6, ..d });
             }
             drop(view);
             buffer.destroy();
         }
-        families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        Ok(Some(families))
+        Ok(Some(profile))
     }
 
     /// Starts a new peak-memory measurement from the current allocation.
@@ -693,7 +718,8 @@ impl GpuDevice {
                 compilation_options: wgpu::PipelineCompilationOptions { constants: overrides, ..Default::default() },
                 cache: None,
             });
-            Pipeline { kernel, pipeline }
+            let overrides = overrides.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ").into();
+            Pipeline { kernel, overrides, pipeline }
         });
         let pipeline = Rc::new(pipeline);
         self.inner.pipelines.borrow_mut().insert(key, pipeline.clone());
@@ -810,7 +836,14 @@ impl GpuDevice {
                 let (resolve, readback) = (buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC), buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST));
                 enc.resolve_query_set(&queries, 0..2 * n, &resolve, 0);
                 enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
-                profiler.pending.push((readback, batch.dispatches.iter().map(|d| (d.pipeline.kernel, d.flops)).collect()));
+                let dispatches = batch.dispatches.iter().map(|d| DispatchTime {
+                    kernel: d.pipeline.kernel,
+                    overrides: d.pipeline.overrides.clone(),
+                    workgroups: d.workgroups,
+                    flops: d.flops,
+                    ms: 0.0,
+                });
+                profiler.pending.push((readback, dispatches.collect()));
                 resolved = Some(resolve);
             } else {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -998,11 +1031,14 @@ mod tests {
         drop(crate::ops::conv2d(&dev, &image, &w, None, crate::ops::Conv2dArgs::same(3)).unwrap());
         let profile = block_on(dev.take_profile()).unwrap().unwrap();
         println!("{profile:?}");
-        let family = |name| profile.iter().find(|f| f.family == name).map(|f| (f.dispatches, f.flops));
+        assert_eq!(profile.iter().map(|d| d.kernel.family()).collect::<Vec<_>>(), ["elementwise", "matmul", "elementwise", "conv"], "every dispatch in order");
+        let families = FamilyTime::of(&profile);
+        let family = |name| families.iter().find(|f| f.family == name).map(|f| (f.dispatches, f.flops));
         assert_eq!(family("elementwise"), Some((2, 0)));
         assert_eq!(family("matmul"), Some((1, 2 * 64 * 64 * 64)));
         assert_eq!(family("conv"), Some((1, 2 * 4 * 8 * 9 * 100)));
-        assert!(profile.iter().all(|f| f.ms >= 0.0 && f.ms.is_finite()));
+        assert!(profile.iter().all(|d| d.ms >= 0.0 && d.ms.is_finite()));
+        assert!(profile[1].overrides.contains("MR="), "a product's tile: {}", profile[1].overrides);
         assert_eq!(block_on(dev.take_profile()).unwrap().unwrap(), vec![], "taking the profile starts it again");
         dev.set_profiling(false);
         assert!(block_on(dev.take_profile()).unwrap().is_none());

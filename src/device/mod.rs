@@ -29,7 +29,7 @@ use std::rc::Rc;
 use crate::cpu::CpuDevice;
 use crate::error::{Error, Result};
 use crate::shaders::Kernel;
-pub use gpu::FamilyTime;
+pub use gpu::{DispatchTime, FamilyTime};
 use gpu::GpuDevice;
 
 /// What the adapter is and what it allows, for display and for choosing work sizes.
@@ -541,9 +541,9 @@ impl Device {
         }
     }
 
-    /// GPU time per kernel family since profiling started or was last taken, slowest
-    /// first; None when not profiling.
-    pub async fn take_profile(&self) -> Result<Option<Vec<FamilyTime>>> {
+    /// Every dispatch since profiling started or was last taken, in order, with its GPU
+    /// time ([`FamilyTime::of`] adds them up per kernel family); None when not profiling.
+    pub async fn take_profile(&self) -> Result<Option<Vec<DispatchTime>>> {
         match &self.backend {
             Backend::Gpu(g) => g.take_profile().await,
             Backend::Cpu(_) => Ok(None),

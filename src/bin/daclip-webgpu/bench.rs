@@ -14,7 +14,7 @@ use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
-use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, F32Tile, GpuOptions};
+use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, DispatchTime, F32Tile, FamilyTime, GpuOptions};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -378,7 +378,11 @@ fn print_header() {
     println!("|{:-<62}|{:->12}|{:->16}|", "", "", "");
 }
 
-/// GPU time of one UNet step at `side` x `side` per kernel family, from timestamp queries.
+/// Dispatches the profile lists one by one.
+const SLOWEST_DISPATCHES: usize = 12;
+
+/// GPU time of one UNet step at `side` x `side` per kernel family, and its slowest
+/// dispatches, from timestamp queries.
 fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, image: &ImageContext, side: usize) -> Result<()> {
     println!();
     if !dev.set_profiling(true) {
@@ -387,8 +391,9 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     }
     let x = filled(dev, &[1, 3, side, side])?;
     drop(unet.forward(dev, &x, &x, conditioning, 50.0, image)?);
-    let families = daclip_webgpu::device::block_on(dev.take_profile())?.unwrap_or_default();
+    let profile = daclip_webgpu::device::block_on(dev.take_profile())?.unwrap_or_default();
     dev.set_profiling(false);
+    let families = FamilyTime::of(&profile);
     let total: f64 = families.iter().map(|f| f.ms).sum();
     println!("Where a UNet step at {side}x{side} spends its GPU time (timestamp queries, one pass per dispatch)");
     println!("| {:<12} | {:>10} | {:>10} | {:>7} | {:>8} | {:>8} |", "family", "dispatches", "GPU ms", "share", "GFLOP", "GFLOP/s");
@@ -405,6 +410,20 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
         row(f.family, f.dispatches, f.ms, f.flops);
     }
     row("all", families.iter().map(|f| f.dispatches).sum(), total, families.iter().map(|f| f.flops).sum());
+    // The dispatches to look at first, with the tile each ran on.
+    let mut slowest: Vec<(usize, &DispatchTime)> = profile.iter().enumerate().collect();
+    slowest.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
+    println!("\nIts {} slowest dispatches (#: position in the step)", SLOWEST_DISPATCHES.min(slowest.len()));
+    println!("| {:>4} | {:<28} | {:>16} | {:>8} | {:>8} | {:>8} | overrides", "#", "kernel", "workgroups", "ms", "GFLOP", "GFLOP/s");
+    println!("|{:->6}|{:-<30}|{:->18}|{:->10}|{:->10}|{:->10}|{:-<10}", "", "", "", "", "", "", "");
+    for (i, d) in slowest.into_iter().take(SLOWEST_DISPATCHES) {
+        let [x, y, z] = d.workgroups;
+        let (gflop, rate) = match d.flops {
+            0 => (String::new(), String::new()),
+            f => (format!("{:.3}", f as f64 / 1e9), format!("{:.1}", f as f64 / 1e6 / d.ms)),
+        };
+        println!("| {i:>4} | {:<28} | {:>16} | {:>8.3} | {gflop:>8} | {rate:>8} | {}", d.kernel.path(), format!("{x}x{y}x{z}"), d.ms, d.overrides);
+    }
     Ok(())
 }
 

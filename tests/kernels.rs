@@ -115,13 +115,15 @@ mod products {
     }
 
     /// Every f32 tile bench may time, forced on every product and convolution of the
-    /// cases (small ones too, whose partial tiles take the kernels' checked loads); all
-    /// of them fit WebGPU's default limits.
+    /// cases (small ones too, whose partial tiles take the kernels' checked loads), the
+    /// convolutions also split along K for each K step; all of them fit WebGPU's default
+    /// limits.
     #[test]
     fn products_on_every_f32_tile() {
         use daclip_webgpu::device::F32Tile;
         let dev = gpu_with(CooperativeMatrices::Off);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
+        let mut split_k_steps = std::collections::BTreeSet::new();
         for tile in F32Tile::CANDIDATES {
             assert!(dev.force_f32_tile(Some(tile)), "{tile} does not fit {}", dev.info());
             assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 1, 1, 1), tile);
@@ -129,6 +131,13 @@ mod products {
             super::block_on(crate::common::cases::matmul(&dev));
             super::block_on(crate::common::cases::linear(&dev));
             super::block_on(crate::common::cases::conv2d(&dev));
+            // And with every convolution long enough split along K, slices being whole K
+            // steps: once per K step.
+            if split_k_steps.insert(tile.tile_k) {
+                assert!(dev.set_split_k_below(Some(1 << 20)));
+                super::block_on(crate::common::cases::conv2d(&dev));
+                dev.set_split_k_below(None);
+            }
         }
         assert!(dev.force_f32_tile(None));
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
@@ -205,6 +214,48 @@ fn a_large_convolution_is_dispatched_in_parts() {
     });
     assert_eq!(parts, 3);
     assert!(worst < 1e-3, "parts differ from the whole: {worst}");
+}
+
+/// A convolution whose sums are split along K (`Device::set_split_k_below`): the slices'
+/// partial sums, then the dispatch adding them to the bias with every epilogue step, on
+/// a gathered input (a concatenation), f16 weights and a batch of two, give what the CPU
+/// backend computes unsplit; nothing splits unless asked.
+#[test]
+fn a_convolution_split_along_k_sums_its_slices() {
+    use daclip_webgpu::ops::{conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
+    let plain = gpu_with(CooperativeMatrices::Off);
+    assert_eq!(plain.split_k_below(), None, "splitting is off by default");
+    assert_eq!(k_slices(&plain, 8, 4608), 1);
+    assert!(!cpu().set_split_k_below(Some(1024)), "the CPU backend has no split");
+    assert!(plain.set_split_k_below(Some(1024)));
+    // Enough slices to reach the workgroups asked for, each slice at least 128 long, at
+    // most 16; none for a convolution with enough workgroups.
+    assert_eq!([k_slices(&plain, 8, 4608), k_slices(&plain, 64, 4608), k_slices(&plain, 256, 4608), k_slices(&plain, 8, 300), k_slices(&plain, 2048, 4608)], [16, 16, 4, 2, 1]);
+    plain.set_split_k_below(None);
+
+    let mut rng = common::Rng::new(13);
+    // K = (70 + 60) channels x 9 taps = 1170: 9 slices of 144 (the last 18 long).
+    let (b, c1, c2, cout, h, w) = (2, 70, 60, 24, 9, 7);
+    let (x1, x2) = (rng.normals(b * c1 * h * w, 1.0), rng.normals(b * c2 * h * w, 1.0));
+    let (wv, bv) = (rng.normals(cout * (c1 + c2) * 9, 0.03), rng.normals(cout, 0.1));
+    let (table, res, res2) = (rng.normals(3 * 2 * cout, 0.5), rng.normals(b * cout * h * w, 1.0), rng.normals(b * cout * h * w, 1.0));
+    let run = |dev: &Device| {
+        let up = |shape: &[usize], v: &[f32]| dev.upload(shape, v).unwrap();
+        let (a, second) = (up(&[b, c1, h, w], &x1), up(&[b, c2, h, w], &x2));
+        let (wt, bt) = (dev.upload_f16(&[cout, c1 + c2, 3, 3], &wv).unwrap(), dev.upload_f16(&[cout], &bv).unwrap());
+        let (tt, rt, rt2) = (up(&[3, 2 * cout], &table), up(&[b, cout, h, w], &res), up(&[b, cout, h, w], &res2));
+        let epilogue = Epilogue { scale_shift: Some((&tt, 1)), silu: true, residual: Some(&rt), second_residual: Some(&rt2) };
+        let before = dev.dispatch_count();
+        let y = conv2d_with(dev, ConvInput::concat(&a, &second), &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
+        (dev.read_blocking(&y).unwrap(), dev.dispatch_count() - before)
+    };
+    let split = gpu_with(CooperativeMatrices::Off);
+    assert!(split.set_split_k_below(Some(1 << 20)));
+    let ((got, dispatches), (unsplit, _), (want, _)) = (run(&split), run(&plain), run(&cpu()));
+    let worst = |a: &[f32]| a.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    println!("split along K: {dispatches} dispatches, max |gpu - cpu| = {:.2e} (unsplit {:.2e})", worst(&got), worst(&unsplit));
+    assert_eq!(dispatches, 2, "the slices, then their sum");
+    assert!(worst(&got) < 1e-4 && worst(&unsplit) < 1e-4);
 }
 
 /// Attention over more than one dispatch's share goes in parts of query blocks (causal

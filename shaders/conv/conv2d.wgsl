@@ -26,6 +26,13 @@
 // pixels each in vec4 registers, K in steps of TILE_K through workgroup memory holding
 // vec4s, the next step fetched into registers while the current one is computed; the
 // batch is the z dimension of the grid.
+//
+// Split K (k_slices > 1: a convolution with too few workgroups to fill a large GPU, such
+// as the UNet's lowest levels, 8 to 64 of them for a 64x64 image): the grid's z is
+// batch * k_slices + slice, each slice sums its own run of K (whole TILE_K steps) and
+// writes those partial sums, without bias or epilogue, to plane z of y. A second dispatch
+// with the PARTIALS flag binds them as x, computes no products, and adds the k_slices
+// partials to the bias before its epilogue.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -43,7 +50,9 @@ struct Params {
     // Output channel o is the weight's (and bias's) first_cout + o: one part of a
     // stacked projection.
     first_cout: u32,
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    // The slices K is split into (1: not split).
+    k_slices: u32,
+    _pad1: u32, _pad2: u32,
 }
 
 const BIAS_F16: u32 = 1u;
@@ -51,7 +60,8 @@ const SCALE_SHIFT: u32 = 2u;
 const SILU: u32 = 4u;
 const RESIDUAL: u32 = 8u;
 const RESIDUAL2: u32 = 16u;
-const EPILOGUE: u32 = SCALE_SHIFT | SILU | RESIDUAL | RESIDUAL2;
+const PARTIALS: u32 = 32u;
+const EPILOGUE: u32 = PARTIALS | SCALE_SHIFT | SILU | RESIDUAL | RESIDUAL2;
 
 fn has(flag: u32) -> bool { return (p.flags & flag) != 0u; }
 
@@ -102,13 +112,14 @@ fn stored_size() -> vec2<u32> {
     return vec2<u32>(p.h >> p.up, p.w >> p.up);
 }
 
-// Weights: consecutive invocations take consecutive k of one output channel group.
-fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
+// Weights: consecutive invocations take consecutive k of one output channel group; k
+// from k_end on reads as 0.
+fn fetch_w(e: u32, m0: u32, k0: u32, k_end: u32, kdim: u32) -> vec4<f32> {
     let gk = k0 + e % TILE_K;
     var v = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
         let gm = m0 + 4u * (e / TILE_K) + r;
-        if (gm < p.cout && gk < kdim) { v[r] = load_w((p.first_cout + gm) * kdim + gk); }
+        if (gm < p.cout && gk < k_end) { v[r] = load_w((p.first_cout + gm) * kdim + gk); }
     }
     return v;
 }
@@ -117,11 +128,11 @@ fn fetch_w(e: u32, m0: u32, k0: u32, kdim: u32) -> vec4<f32> {
 // groups of 4 output pixels. An invocation always fetches the same pixel group (X_GROUPS
 // divides THREADS), so where the 4 pixels' windows start in the input (`iy0`, `ix0`;
 // far out of range for pixels past the end) is worked out once, not at every K step.
-// `bases`: where this image starts in x and in x2.
-fn fetch_x(e: u32, k0: u32, kdim: u32, bases: vec2<u32>, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
+// `bases`: where this image starts in x and in x2. k from k_end on reads as 0.
+fn fetch_x(e: u32, k0: u32, k_end: u32, bases: vec2<u32>, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
     let gk = k0 + e / X_GROUPS;
     var v = vec4<f32>(0.0);
-    if (gk < kdim) {
+    if (gk < k_end) {
         let taps = p.kh * p.kw;
         let ci = gk / taps;
         let tap = gk % taps;
@@ -149,8 +160,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let li = lid.y * WG_X + lid.x;
     let m0 = wid.y * W_GROUPS * 4u;
     let n0 = (wid.x + p.first_group) * X_GROUPS * 4u;
-    let batch = wid.z;
     let kdim = p.cin * p.kh * p.kw;
+    // This slice's run of K: all of it unsplit, none in the dispatch adding partials.
+    let slices = select(p.k_slices, 1u, has(PARTIALS));
+    let batch = wid.z / slices;
+    let slice_len = ((kdim + slices - 1u) / slices + TILE_K - 1u) / TILE_K * TILE_K;
+    let k_begin = (wid.z % slices) * slice_len;
+    let k_end = select(min(kdim, k_begin + slice_len), k_begin, has(PARTIALS));
     let npix = p.ho * p.wo;
     let size = stored_size();
     let bases = vec2<u32>(batch * p.split, batch * (p.cin - p.split)) * (size.x * size.y);
@@ -170,10 +186,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
     var w_next: array<vec4<f32>, MAX_FETCH>;
     var x_next: array<vec4<f32>, MAX_FETCH>;
-    for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, 0u, kdim); }
-    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, 0u, kdim, bases, iy0, ix0); }
+    for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k_begin, k_end, kdim); }
+    for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k_begin, k_end, bases, iy0, ix0); }
 
-    for (var k0 = 0u; k0 < kdim; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var s = 0u; s < W_FETCH; s++) {
             let e = li + s * THREADS;
             if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
@@ -184,9 +200,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
-        if (k1 < kdim) {
-            for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, kdim); }
-            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, kdim, bases, iy0, ix0); }
+        if (k1 < k_end) {
+            for (var s = 0u; s < W_FETCH; s++) { w_next[s] = fetch_w(li + s * THREADS, m0, k1, k_end, kdim); }
+            for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, k_end, bases, iy0, ix0); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
             var wv: array<vec4<f32>, 2>;
@@ -206,7 +222,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
 
-    let y_base = batch * p.cout * npix;
+    // Plane z of y: the image's output, or one slice's partial sums of it.
+    let y_base = wid.z * p.cout * npix;
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
@@ -243,6 +260,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 if (gn >= npix) { continue; }
                 let at = y_base + gm * npix + gn;
                 var v = y[at];
+                if (has(PARTIALS)) {
+                    for (var s = 0u; s < p.k_slices; s++) { v += x[((batch * p.k_slices + s) * p.cout + gm) * npix + gn]; }
+                }
                 if (has(SCALE_SHIFT)) { v = v * scale + shift; }
                 if (has(SILU)) { v = v / (1.0 + exp(-v)); }
                 if (has(RESIDUAL)) { v += residual[at]; }

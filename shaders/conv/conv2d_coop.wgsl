@@ -28,7 +28,9 @@ struct Params {
     up: u32,
     flags: u32,
     first_cout: u32,
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    // Always 1 here: only conv2d.wgsl splits K.
+    k_slices: u32,
+    _pad1: u32, _pad2: u32,
 }
 
 const BIAS_F16: u32 = 1u;

@@ -4,7 +4,7 @@
 
 use super::kernels::silu;
 use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::conv2d::Params as ConvParams;
 use crate::ops::matmul::Params as MatmulParams;
 
@@ -138,6 +138,10 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
 pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    if p.k_slices != 1 || p.has(ConvParams::PARTIALS) {
+        // ops::k_slices never splits on the CPU backend.
+        return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
+    }
     let gathered = gather_input(p, batch, ins[0], ins[1])?;
     // Output channel o is the weight's and bias's first_cout + o.
     let first = p.first_cout as usize;

@@ -183,6 +183,8 @@ struct Inner {
     forced_cooperative_tile: std::cell::Cell<Option<CooperativeTile>>,
     /// The tile every product on the f32 kernels uses, when one is forced.
     forced_f32_tile: std::cell::Cell<Option<F32Tile>>,
+    /// See [`crate::Device::split_k_below`].
+    split_k_below: std::cell::Cell<Option<usize>>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -326,6 +328,7 @@ impl GpuDevice {
                 cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
                 forced_cooperative_tile: std::cell::Cell::new(None),
                 forced_f32_tile: std::cell::Cell::new(None),
+                split_k_below: std::cell::Cell::new(None),
             }),
         })
     }
@@ -351,6 +354,14 @@ impl GpuDevice {
 
     pub fn forced_f32_tile(&self) -> Option<F32Tile> {
         self.inner.forced_f32_tile.get()
+    }
+
+    pub fn set_split_k_below(&self, workgroups: Option<usize>) {
+        self.inner.split_k_below.set(workgroups);
+    }
+
+    pub fn split_k_below(&self) -> Option<usize> {
+        self.inner.split_k_below.get()
     }
 
     /// From now on every product and convolution runs the f32 kernels.

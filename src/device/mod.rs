@@ -424,6 +424,31 @@ impl Device {
         }
     }
 
+    /// Makes the convolutions on the f32 kernel with fewer than `workgroups` workgroups
+    /// split their sums along K until they have about that many ([`crate::ops::k_slices`]);
+    /// None, the default: never. A large GPU runs a convolution of few workgroups (the
+    /// UNet's lowest levels: 8 to 64 for a 64x64 image) on a few of its cores; whether
+    /// splitting pays there, and from how many workgroups, is still to be measured on
+    /// one (`bench --split-k`), so nothing splits unless asked. False (nothing changed)
+    /// on the CPU backend, which has no such kernel.
+    pub fn set_split_k_below(&self, workgroups: Option<usize>) -> bool {
+        match &self.backend {
+            Backend::Gpu(g) => {
+                g.set_split_k_below(workgroups);
+                true
+            }
+            Backend::Cpu(_) => false,
+        }
+    }
+
+    /// See [`Device::set_split_k_below`].
+    pub fn split_k_below(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Gpu(g) => g.split_k_below(),
+            Backend::Cpu(_) => None,
+        }
+    }
+
     /// The tile every cooperative product uses, if one was forced.
     pub fn forced_cooperative_tile(&self) -> Option<CooperativeTile> {
         match &self.backend {

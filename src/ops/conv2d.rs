@@ -36,7 +36,9 @@ pub(crate) struct Params {
     /// The weight's (and bias's) first output channel computed: output channel `o` is the
     /// weight's `first_cout + o` (see [`conv2d_channels`]).
     pub(crate) first_cout: u32,
-    pub(crate) _pad: [u32; 3],
+    /// The slices K is split into (1: not split; see [`k_slices`]).
+    pub(crate) k_slices: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 impl Params {
@@ -45,6 +47,8 @@ impl Params {
     pub(crate) const SILU: u32 = 4;
     pub(crate) const RESIDUAL: u32 = 8;
     pub(crate) const RESIDUAL2: u32 = 16;
+    /// The dispatch adding the partial sums of K's slices (bound as the input) to the bias.
+    pub(crate) const PARTIALS: u32 = 32;
 
     pub(crate) fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
@@ -215,7 +219,8 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         .filter(|(on, _)| *on)
         .fold(0, |flags, (_, flag)| flags | flag),
         first_cout: channels.start as u32,
-        _pad: [0; 3],
+        k_slices: 1,
+        _pad: [0; 2],
     };
     // Output channels are the rows of this product. Only what the inner loop reads is
     // an override (each set is a pipeline to compile).
@@ -233,14 +238,49 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
     let pixel_groups = pixels.div_ceil(cols);
     let (cout_groups, batch) = (params.cout.div_ceil(rows), u32_of(b, "batch")?);
     let per_dispatch = groups_per_dispatch(dev, pixel_groups, cols as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
+    let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
+    let slices = match kernel {
+        Kernel::Conv2d if per_dispatch == pixel_groups => k_slices(dev, (pixel_groups * cout_groups * batch) as usize, cin * kh * kw),
+        _ => 1,
+    };
+    if slices > 1 {
+        // Each slice's partial sums into a plane of their own, then one dispatch adds them
+        // up with the bias and applies the epilogue (see conv2d.wgsl).
+        let partials = dev.empty(&[b * slices as usize, cout, ho, wo])?;
+        let sums = Params { has_bias: 0, flags: 0, k_slices: slices, ..params };
+        dev.count_flops(2 * b * cout * cin * kh * kw * ho * wo);
+        let buffers = [x, or_placeholder(input.second, x), w, w, x, x, x, &partials];
+        dev.dispatch(kernel, &overrides, &sums, &buffers, [pixel_groups, cout_groups, batch * slices])?;
+        let add = Params { flags: params.flags | Params::PARTIALS, k_slices: slices, ..params };
+        let buffers = [&partials, &partials, w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
+        dev.dispatch(kernel, &overrides, &add, &buffers, [pixel_groups, cout_groups, batch])?;
+        return Ok(out);
+    }
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
         let part = Params { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         let computed = (first_group + groups[0]).saturating_mul(cols).min(pixels) - first_group * cols;
         dev.count_flops(2 * b * cout * cin * kh * kw * computed as usize);
-        let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
         let buffers = [x, or_placeholder(input.second, x), w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
         dev.dispatch(kernel, &overrides, &part, &buffers, groups)?;
     }
     Ok(out)
+}
+
+/// Slices of K, each at least this many K steps of the largest tile (16), so that a
+/// slice's products outweigh writing and re-reading its partial sums.
+const MIN_SLICE_K: usize = 8 * 16;
+
+/// Most slices K is split into: the partial sums take this many times the output's memory.
+const MAX_K_SLICES: usize = 16;
+
+/// The slices a convolution on the f32 kernel of `workgroups` workgroups and `kdim`
+/// (input channels x taps) long sums splits K into: 1 unless the device was asked to
+/// split ([`Device::split_k_below`]); then enough to reach that many workgroups, with each
+/// slice at least MIN_SLICE_K long and at most MAX_K_SLICES of them.
+pub fn k_slices(dev: &Device, workgroups: usize, kdim: usize) -> u32 {
+    match dev.split_k_below() {
+        Some(target) if workgroups < target => (target.div_ceil(workgroups.max(1))).min(kdim / MIN_SLICE_K).clamp(1, MAX_K_SLICES) as u32,
+        _ => 1,
+    }
 }

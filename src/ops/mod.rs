@@ -23,7 +23,7 @@ pub use attention::{attention, Heads};
 pub use binary::{add, mul, sub};
 pub use channel_layer_norm::{channel_layer_norm, channel_layer_norm_with};
 pub use concat::concat_channels;
-pub use conv2d::{conv2d, conv2d_channels, conv2d_with, Conv2dArgs, ConvInput, Epilogue};
+pub use conv2d::{conv2d, conv2d_channels, conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
 pub use gather_rows::gather_rows;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;

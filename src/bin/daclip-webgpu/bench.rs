@@ -90,6 +90,11 @@ pub struct Args {
     /// adapter.
     #[arg(long, value_name = "SIDES", value_delimiter = ',', conflicts_with_all = ["tiled", "kernels"])]
     steps: Option<Vec<usize>>,
+    /// Also time the UNet steps with the convolutions of fewer workgroups than each of
+    /// these split along K (comma-separated, such as 256,1024; Device::set_split_k_below):
+    /// whether and from where splitting pays on this GPU.
+    #[arg(long, value_name = "WORKGROUPS", value_delimiter = ',')]
+    split_k: Vec<usize>,
     /// Only write the bench's weights (DA-CLIP without its text tower, the UNet; seeded
     /// random, published shapes) into this folder as daclip.safetensors and
     /// unet.safetensors, for the browser bench (tests/browser/bench.mjs).
@@ -126,7 +131,10 @@ pub fn run(args: Args) -> Result<()> {
         None if large => vec![64, 128, 256, 512],
         None => vec![64, 128, 256],
     };
-    let unet = UNetRows { sides, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
+    if !args.split_k.is_empty() && !dev.set_split_k_below(None) {
+        return Err(daclip_webgpu::Error::Usage("--split-k: the CPU backend has no convolutions to split".into()));
+    }
+    let unet = UNetRows { sides, split_k: args.split_k, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
     if tiled.is_some() || only_steps {
         // Only the UNet's rows asked for: on a software adapter the rest takes minutes.
         return unet_rows(&dev, unet);
@@ -232,7 +240,7 @@ pub fn run(args: Args) -> Result<()> {
     unet_rows(&dev, unet)?;
     if let Some(f32_dev) = &f32_kernels {
         println!("\nThe same steps on the f32 kernels (a device opened without cooperative matrices):");
-        unet_rows(f32_dev, UNetRows { sides, restore: false, large_restore: false, profile: false, tiled: None })?;
+        unet_rows(f32_dev, UNetRows { sides, split_k: Vec::new(), restore: false, large_restore: false, profile: false, tiled: None })?;
     }
     Ok(())
 }
@@ -241,6 +249,9 @@ pub fn run(args: Args) -> Result<()> {
 struct UNetRows {
     /// The sides of the steps timed.
     sides: Vec<usize>,
+    /// The same steps again with the convolutions split along K below each of these
+    /// workgroup counts.
+    split_k: Vec<usize>,
     /// Whole restores of a 64x64 image.
     restore: bool,
     /// With `restore`, also a 512x512 image (mr-ode2, 10 steps).
@@ -289,7 +300,9 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     }
     println!("| {:<60} | {:>10} | {:>8} | {:>8} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "GFLOP", "GFLOP/s", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
     println!("|{:-<62}|{:->12}|{:->10}|{:->10}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "", "", "");
-    for &side in &what.sides {
+    let splits = std::iter::once(None).chain(what.split_k.iter().map(|&w| Some(w)));
+    for (split, side) in splits.flat_map(|split| what.sides.iter().map(move |&side| (split, side))) {
+        dev.set_split_k_below(split);
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
         dev.reset_peak_memory();
@@ -308,13 +321,17 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         dev.sync_blocking()?;
         let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
         let gflop = (dev.flops() - flops) as f64 / 1e9;
-        let row = format!("UNet step at {side}x{side}");
+        let row = match split {
+            None => format!("UNet step at {side}x{side}"),
+            Some(w) => format!("UNet step at {side}x{side}, K split below {w} workgroups"),
+        };
         println!(
             "| {row:<60} | {ms:>10.1} | {gflop:>8.1} | {:>8.2} | {peak:>14.0} | {dispatches:>10} | {built:>11} | {record_ms:>9.2} | {pipelines:>9} |",
             gflop / (ms / 1e3)
         );
     }
     println!("(GFLOP: the step's products, convolutions and attention, two per multiply-add, as Device::flops counts them)");
+    dev.set_split_k_below(None);
     if dev.is_cpu() {
         println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
     } else {

@@ -310,10 +310,16 @@ pub struct Device {
     backend: Backend,
     /// Why this backend was chosen (for [`Device::open`]'s callers to show).
     reason: String,
+    work: Rc<WorkCount>,
+}
+
+/// What [`Device::count_flops`] counts.
+#[derive(Default)]
+struct WorkCount {
     /// See [`Device::flops`].
-    flops: Rc<Cell<u64>>,
-    /// Counted by [`Device::count_flops`] for the next dispatch, which takes them.
-    next_dispatch_flops: Rc<Cell<u64>>,
+    total: Cell<u64>,
+    /// Counted for the next dispatch, which takes them (for a profile).
+    next_dispatch: Cell<u64>,
 }
 
 impl Device {
@@ -333,7 +339,7 @@ impl Device {
     /// a check of exact results (`ops::cooperative_check`); where they fail it, the f32
     /// kernels run and `reason` says why.
     async fn checked(gpu: GpuDevice, reason: String) -> Device {
-        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, flops: Rc::default(), next_dispatch_flops: Rc::default() };
+        let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, work: Rc::default() };
         if dev.cooperative_matrix().is_some() {
             if let Err(why) = crate::ops::cooperative_check::check_cooperative_matrix(&dev).await {
                 gpu.disable_cooperative_matrix();
@@ -352,7 +358,7 @@ impl Device {
 
     /// The CPU backend (threads natively, SIMD in the browser).
     pub fn cpu() -> Device {
-        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into(), flops: Rc::default(), next_dispatch_flops: Rc::default() }
+        Device { backend: Backend::Cpu(CpuDevice::new()), reason: "the CPU was asked for".into(), work: Rc::default() }
     }
 
     /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
@@ -529,14 +535,15 @@ impl Device {
     /// FLOP counter counts them (a convolution as the direct sum, whatever the CPU
     /// backend's Winograd saves): the work a bench divides by the time.
     pub fn flops(&self) -> u64 {
-        self.flops.get()
+        self.work.total.get()
     }
 
     /// Adds the work of the dispatch a launcher records next to [`Device::flops`] (and
     /// to its kernel family's in a profile).
     pub(crate) fn count_flops(&self, flops: usize) {
-        self.flops.set(self.flops.get() + flops as u64);
-        self.next_dispatch_flops.set(self.next_dispatch_flops.get() + flops as u64);
+        let work = &self.work;
+        work.total.set(work.total.get() + flops as u64);
+        work.next_dispatch.set(work.next_dispatch.get() + flops as u64);
     }
 
     /// Bind groups built since the device was opened (the GPU keeps them per set of
@@ -742,7 +749,7 @@ impl Device {
         buffers: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        let flops = self.next_dispatch_flops.take();
+        let flops = self.work.next_dispatch.take();
         // Both backends refuse what a GPU under WebGPU's limits could not dispatch.
         let max = self.limits().max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {

@@ -131,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
         None if large => vec![64, 128, 256, 512],
         None => vec![64, 128, 256],
     };
-    if !args.split_k.is_empty() && !dev.set_split_k_below(None) {
+    if !args.split_k.is_empty() && dev.is_cpu() {
         return Err(daclip_webgpu::Error::Usage("--split-k: the CPU backend has no convolutions to split".into()));
     }
     let unet = UNetRows { sides, split_k: args.split_k, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
@@ -416,11 +416,7 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     println!("| {:<12} | {:>10} | {:>10} | {:>7} | {:>8} | {:>8} |", "family", "dispatches", "GPU ms", "share", "GFLOP", "GFLOP/s");
     println!("|{:-<14}|{:->12}|{:->12}|{:->9}|{:->10}|{:->10}|", "", "", "", "", "", "");
     let row = |family: &str, dispatches: u64, ms: f64, flops: u64| {
-        // The work column only for the families whose work is counted.
-        let (gflop, rate) = match flops {
-            0 => (String::new(), String::new()),
-            f => (format!("{:.2}", f as f64 / 1e9), format!("{:.1}", f as f64 / 1e6 / ms)),
-        };
+        let (gflop, rate) = work_columns(flops, ms, 2);
         println!("| {family:<12} | {dispatches:>10} | {ms:>10.2} | {:>6.1}% | {gflop:>8} | {rate:>8} |", 100.0 * ms / total.max(1e-12));
     };
     for f in &families {
@@ -435,13 +431,19 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     println!("|{:->6}|{:-<30}|{:->18}|{:->10}|{:->10}|{:->10}|{:-<10}", "", "", "", "", "", "", "");
     for (i, d) in slowest.into_iter().take(SLOWEST_DISPATCHES) {
         let [x, y, z] = d.workgroups;
-        let (gflop, rate) = match d.flops {
-            0 => (String::new(), String::new()),
-            f => (format!("{:.3}", f as f64 / 1e9), format!("{:.1}", f as f64 / 1e6 / d.ms)),
-        };
+        let (gflop, rate) = work_columns(d.flops, d.ms, 3);
         println!("| {i:>4} | {:<28} | {:>16} | {:>8.3} | {gflop:>8} | {rate:>8} | {}", d.kernel.path(), format!("{x}x{y}x{z}"), d.ms, d.overrides);
     }
     Ok(())
+}
+
+/// A profile row's GFLOP (with `decimals`) and GFLOP/s columns for `flops` in `ms`; empty
+/// for the kernels whose work is not counted.
+fn work_columns(flops: u64, ms: f64, decimals: usize) -> (String, String) {
+    match flops {
+        0 => (String::new(), String::new()),
+        f => (format!("{:.decimals$}", f as f64 / 1e9), format!("{:.1}", f as f64 / 1e6 / ms)),
+    }
 }
 
 /// One sampler step (network on every tile, blending, update) of a `w` x `h` image, and

@@ -131,10 +131,12 @@ mod products {
             super::block_on(crate::common::cases::matmul(&dev));
             super::block_on(crate::common::cases::linear(&dev));
             super::block_on(crate::common::cases::conv2d(&dev));
-            // And with every convolution long enough split along K, slices being whole K
-            // steps: once per K step.
+            // And with every product and convolution long enough split along K, slices
+            // being whole K steps: once per K step.
             if split_k_steps.insert(tile.tile_k) {
                 assert!(dev.set_split_k_below(Some(1 << 20)));
+                super::block_on(crate::common::cases::matmul(&dev));
+                super::block_on(crate::common::cases::linear(&dev));
                 super::block_on(crate::common::cases::conv2d(&dev));
                 dev.set_split_k_below(None);
             }
@@ -256,6 +258,50 @@ fn a_convolution_split_along_k_sums_its_slices() {
     println!("split along K: {dispatches} dispatches, max |gpu - cpu| = {:.2e} (unsplit {:.2e})", worst(&got), worst(&unsplit));
     assert_eq!(dispatches, 2, "the slices, then their sum");
     assert!(worst(&got) < 1e-4 && worst(&unsplit) < 1e-4);
+}
+
+/// Products whose sums are split along K (`Device::set_split_k_below`) give what the CPU
+/// backend computes unsplit: a Linear with f16 weights, an f16 bias and a residual (the
+/// slices, then one dispatch adding them up: two), a batch of products with K not a
+/// multiple of the slices, and linear attention, whose per-head context products are
+/// grouped (heads by chunks of pixels) and split there into two slices of 128.
+#[test]
+fn a_product_split_along_k_sums_its_slices() {
+    use daclip_webgpu::nn::{linear_attention, Qkv};
+    use daclip_webgpu::ops::{linear_with, matmul};
+    let mut rng = common::Rng::new(14);
+    // K = 1000: 7 slices of 144 (the last 136 long) for 2 x 2 workgroups of 64 x 64.
+    let (m, k, n) = (70, 1000, 90);
+    let (x, wv, bv, res) = (rng.normals(m * k, 1.0), rng.normals(n * k, 0.03), rng.normals(n, 0.1), rng.normals(m * n, 1.0));
+    // 3 products of 20 x 700 by 700 x 30 (one workgroup each): 5 slices of 144 (the last 124).
+    let (batch, bm, bk, bn) = (3, 20, 700, 30);
+    let (a, bb) = (rng.normals(batch * bm * bk, 1.0), rng.normals(batch * bk * bn, 0.05));
+    // 4 heads of 32 on 600 pixels: chunks of 256, 256 and 88.
+    let (heads, dh, h, w) = (4, 32, 20, 30);
+    let qkv = rng.normals(3 * heads * dh * h * w, 2.0);
+    let run = |dev: &Device| {
+        let up = |shape: &[usize], v: &[f32]| dev.upload(shape, v).unwrap();
+        let (wt, bt) = (dev.upload_f16(&[n, k], &wv).unwrap(), dev.upload_f16(&[n], &bv).unwrap());
+        let before = dev.dispatch_count();
+        let y = linear_with(dev, &up(&[m, k], &x), &wt, Some(&bt), Some(&up(&[m, n], &res))).unwrap();
+        let dispatches = dev.dispatch_count() - before;
+        let products = matmul(dev, &up(&[batch, bm, bk], &a), &up(&[batch, bk, bn], &bb)).unwrap();
+        let attended = linear_attention(dev, Qkv::Stacked(&up(&[1, 3 * heads * dh, h, w], &qkv)), heads, dh).unwrap();
+        ([&y, &products, &attended].map(|t| dev.read_blocking(t).unwrap()), dispatches, dev.dispatch_count() - before)
+    };
+    let split = gpu_with(CooperativeMatrices::Off);
+    assert!(split.set_split_k_below(Some(1 << 20)));
+    let plain = gpu_with(CooperativeMatrices::Off);
+    let ((got, dispatches, all), (unsplit, _, all_unsplit), (want, _, _)) = (run(&split), run(&plain), run(&cpu()));
+    // Relative to the largest output (linear attention's are about 1e-4).
+    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max) / b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, name) in ["linear + residual", "batched matmul", "linear attention"].iter().enumerate() {
+        println!("{name} split along K: max |gpu - cpu| / max |cpu| = {:.2e} (unsplit {:.2e})", worst(&got[i], &want[i]), worst(&unsplit[i], &want[i]));
+        assert!(worst(&got[i], &want[i]) < 1e-5 && worst(&unsplit[i], &want[i]) < 1e-5, "{name}");
+    }
+    assert_eq!(dispatches, 2, "the slices, then their sum");
+    // One more for each: the batch's, and linear attention's full chunks' context products.
+    assert_eq!(all, all_unsplit + 3);
 }
 
 /// Attention over more than one dispatch's share goes in parts of query blocks (causal

@@ -21,6 +21,13 @@
 // The next step's global values are fetched into registers before the current step is
 // computed, so their latency hides behind the arithmetic. The batch (group * per_group +
 // index) is the grid's z.
+//
+// Split K (k_slices > 1: a product with too few workgroups to fill a large GPU, such as
+// the transformers' at the UNet's lowest levels): the grid's z is batch * k_slices +
+// slice, each slice sums its own run of K (whole TILE_K steps) and writes alpha times
+// those partial sums, without bias or residual, to dense plane z of C (c_off 0, c_sm n).
+// A second dispatch with the PARTIALS flag and K = 0 binds them as A, computes no
+// products, and adds the k_slices partials to the bias before the residual.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
@@ -29,9 +36,12 @@ struct Params {
     c_off: u32, c_sb: u32, c_sm: u32, alpha: f32,
     per_group: u32, a_sg: u32, b_sg: u32, c_sg: u32,
     flags: u32,
+    // The slices K is split into (1: not split).
+    k_slices: u32,
 }
 
 const RESIDUAL: u32 = 1u;
+const PARTIALS: u32 = 2u;
 
 fn has(flag: u32) -> bool { return (p.flags & flag) != 0u; }
 
@@ -127,11 +137,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let li = lid.y * WG_X + lid.x;
     let m0 = wid.y * A_GROUPS * 4u;
     let n0 = wid.x * B_GROUPS * 4u;
+    // This slice's run of K (all of it unsplit; the dispatch adding partials has K = 0).
+    let slices = select(p.k_slices, 1u, has(PARTIALS));
+    let z = wid.z / slices;
+    let slice_len = ((p.k + slices - 1u) / slices + TILE_K - 1u) / TILE_K * TILE_K;
+    let k_begin = (wid.z % slices) * slice_len;
+    let k_end = min(p.k, k_begin + slice_len);
     var group = 0u;
-    var batch = wid.z;
+    var batch = z;
     if (GROUPED) {
-        group = wid.z / p.per_group;
-        batch = wid.z % p.per_group;
+        group = z / p.per_group;
+        batch = z % p.per_group;
     }
     let a_base = p.a_off + group * p.a_sg + batch * p.a_sb;
     let b_base = p.b_off + group * p.b_sg + batch * p.b_sb;
@@ -145,11 +161,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // past the end of K need checks).
     let rows_inside = m0 + 4u * A_GROUPS <= p.m;
     let cols_inside = n0 + 4u * B_GROUPS <= p.n;
-    var step_inside = TILE_K <= p.k;
-    for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, 0u, a_base, rows_inside && step_inside); }
-    for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, 0u, b_base, cols_inside && step_inside); }
+    var step_inside = k_begin + TILE_K <= p.k;
+    for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, k_begin, a_base, rows_inside && step_inside); }
+    for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k_begin, b_base, cols_inside && step_inside); }
 
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var s = 0u; s < A_FETCH; s++) {
             let e = li + s * THREADS;
             if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[at.y * A_GROUPS + at.x] = a_next[s]; }
@@ -160,7 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
-        if (k1 < p.k) {
+        if (k1 < k_end) {
             step_inside = k1 + TILE_K <= p.k;
             for (var s = 0u; s < A_FETCH; s++) { a_next[s] = fetch_a(li + s * THREADS, m0, k1, a_base, rows_inside && step_inside); }
             for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base, cols_inside && step_inside); }
@@ -183,7 +199,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
 
-    let c_base = p.c_off + group * p.c_sg + batch * p.c_sb;
+    // A slice's partial sums go to plane wid.z; otherwise the output's own place.
+    let c_base = select(p.c_off + group * p.c_sg + batch * p.c_sb, wid.z * p.m * p.c_sm, slices > 1u);
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
@@ -199,18 +216,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
         }
     }
-    if (!has(RESIDUAL)) { return; }
-    // The residual is added to the outputs this invocation has just written (its own
-    // writes, so no barrier), not in the loop over acc: that loop keeps the same small
-    // body whatever the flags, so the compiler still unrolls it and acc stays in
-    // registers (conv2d.wgsl measured the difference).
+    if ((p.flags & (RESIDUAL | PARTIALS)) == 0u) { return; }
+    // The partial sums and the residual are added to the outputs this invocation has just
+    // written (its own writes, so no barrier), not in the loop over acc: that loop keeps
+    // the same small body whatever the flags, so the compiler still unrolls it and acc
+    // stays in registers (conv2d.wgsl measured the difference).
     for (var r = 0u; r < MR; r++) {
         for (var i = 0u; i < 4u; i++) {
             let gm = m0 + 4u * (lid.y + r * WG_Y) + i;
             if (gm >= p.m) { continue; }
             for (var n = 0u; n < 4u * NR; n++) {
                 let gn = n0 + 4u * (lid.x + (n / 4u) * WG_X) + n % 4u;
-                if (gn < p.n) { c[c_base + gm * p.c_sm + gn] += residual[c_base + gm * p.c_sm + gn]; }
+                if (gn >= p.n) { continue; }
+                let at = c_base + gm * p.c_sm + gn;
+                var v = c[at];
+                if (has(PARTIALS)) {
+                    for (var s = 0u; s < p.k_slices; s++) { v += a[((z * p.k_slices + s) * p.m + gm) * p.n + gn]; }
+                }
+                if (has(RESIDUAL)) { v += residual[at]; }
+                c[at] = v;
             }
         }
     }

@@ -32,6 +32,8 @@ struct Params {
     c_off: u32, c_sb: u32, c_sm: u32, alpha: f32,
     per_group: u32, a_sg: u32, b_sg: u32, c_sg: u32,
     flags: u32,
+    // Always 1: only matmul.wgsl splits K.
+    k_slices: u32,
 }
 
 const RESIDUAL: u32 = 1u;

@@ -79,6 +79,10 @@ fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
 /// matmul.wgsl: `c[g, b] = alpha a[g, b] b[g, b] (+ bias over columns)` with strided
 /// operands; `batch` counts every group's matrices.
 pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    if p.k_slices != 1 || p.has(MatmulParams::PARTIALS) {
+        // ops::k_slices never splits on the CPU backend.
+        return Err(Error::Usage("matmul: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
+    }
     let with_residual = p.has(MatmulParams::RESIDUAL);
     let (a, b, bias, residual) = (ins[0], ins[1], ins[2], ins[3]);
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);

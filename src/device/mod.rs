@@ -430,10 +430,11 @@ impl Device {
         }
     }
 
-    /// Makes the convolutions on the f32 kernel with fewer than `workgroups` workgroups
-    /// split their sums along K until they have about that many ([`crate::ops::k_slices`]);
-    /// None, the default: never. A large GPU runs a convolution of few workgroups (the
-    /// UNet's lowest levels: 8 to 64 for a 64x64 image) on a few of its cores; whether
+    /// Makes the convolutions and products on the f32 kernels with fewer than `workgroups`
+    /// workgroups split their sums along K until they have about that many
+    /// ([`crate::ops::k_slices`]); None, the default: never. A large GPU runs a convolution
+    /// or product of few workgroups (the UNet's lowest levels: 8 to 64 for a 64x64 image,
+    /// their transformers' products 4 to 64) on a few of its cores; whether
     /// splitting pays there, and from how many workgroups, is still to be measured on
     /// one (`bench --split-k`), so nothing splits unless asked. False (nothing changed)
     /// on the CPU backend, which has no such kernel.

@@ -3,7 +3,7 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{cooperative_overrides, cooperative_tile, f32_tile, runs_on_cooperative_matrices};
-use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, or_placeholder, u32_of};
+use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, k_slices, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{DType, Device, Tensor};
 use crate::shaders::Kernel;
@@ -36,7 +36,7 @@ pub(crate) struct Params {
     /// The weight's (and bias's) first output channel computed: output channel `o` is the
     /// weight's `first_cout + o` (see [`conv2d_channels`]).
     pub(crate) first_cout: u32,
-    /// The slices K is split into (1: not split; see [`k_slices`]).
+    /// The slices K is split into (1: not split; see [`super::k_slices`]).
     pub(crate) k_slices: u32,
     pub(crate) _pad: [u32; 2],
 }
@@ -265,22 +265,4 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         dev.dispatch(kernel, &overrides, &part, &buffers, groups)?;
     }
     Ok(out)
-}
-
-/// Slices of K, each at least this many K steps of the largest tile (16), so that a
-/// slice's products outweigh writing and re-reading its partial sums.
-const MIN_SLICE_K: usize = 8 * 16;
-
-/// Most slices K is split into: the partial sums take this many times the output's memory.
-const MAX_K_SLICES: usize = 16;
-
-/// The slices a convolution on the f32 kernel of `workgroups` workgroups and `kdim`
-/// (input channels x taps) long sums splits K into: 1 unless the device was asked to
-/// split ([`Device::split_k_below`]); then enough to reach that many workgroups, with each
-/// slice at least MIN_SLICE_K long and at most MAX_K_SLICES of them.
-pub fn k_slices(dev: &Device, workgroups: usize, kdim: usize) -> u32 {
-    match dev.split_k_below() {
-        Some(target) if workgroups < target => (target.div_ceil(workgroups.max(1))).min(kdim / MIN_SLICE_K).clamp(1, MAX_K_SLICES) as u32,
-        _ => 1,
-    }
 }

@@ -1,6 +1,6 @@
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_len, is_f16, or_placeholder, u32_of};
+use super::{expect_len, is_f16, k_slices, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{CooperativeMatrix, CooperativeTile, DType, Device, F32Tile, Tensor};
 use crate::shaders::Kernel;
@@ -58,12 +58,16 @@ pub(crate) struct Params {
     pub(crate) a_sg: u32,
     pub(crate) b_sg: u32,
     pub(crate) c_sg: u32,
-    /// [`Params::RESIDUAL`].
+    /// [`Params::RESIDUAL`], [`Params::PARTIALS`].
     pub(crate) flags: u32,
+    /// The slices K is split into (1: not split; see [`super::k_slices`]).
+    pub(crate) k_slices: u32,
 }
 
 impl Params {
     pub(crate) const RESIDUAL: u32 = 1;
+    /// Adds the `k_slices` planes of partial sums bound as A (see matmul.wgsl).
+    pub(crate) const PARTIALS: u32 = 2;
 
     pub(crate) fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
@@ -139,6 +143,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         b_sg: u32_of(g.b.group_stride, "stride")?,
         c_sg: u32_of(g.out_group_stride, "stride")?,
         flags: if g.residual.is_some() { Params::RESIDUAL } else { 0 },
+        k_slices: 1,
     };
     let batch = g.groups * g.batch;
     // Only what the loops over K or over the accumulators, or the grid's indexing, read
@@ -157,6 +162,17 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     let tile = f32_tile(dev, g.m, g.n, batch as usize);
     let overrides = [&tile.overrides()[..], &variant].concat();
     let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), batch];
+    let slices = k_slices(dev, grid.iter().product::<u32>() as usize, g.k);
+    if slices > 1 {
+        // Each slice's partial sums (times alpha) into a dense plane of their own, then one
+        // dispatch (no products: K = 0) adds them up with the bias and the residual (see
+        // matmul.wgsl).
+        let partials = dev.empty(&[batch as usize * slices as usize, g.m, g.n])?;
+        let sums = Params { has_bias: 0, flags: 0, c_off: 0, c_sm: params.n, k_slices: slices, ..params };
+        dev.dispatch(Kernel::Matmul, &overrides, &sums, &[g.a.tensor, g.b.tensor, g.b.tensor, g.a.tensor, &partials], [grid[0], grid[1], batch * slices])?;
+        let add = Params { k: 0, flags: params.flags | Params::PARTIALS, k_slices: slices, ..params };
+        return dev.dispatch(Kernel::Matmul, &overrides, &add, &[&partials, g.b.tensor, bias, buffers[3], g.out], grid);
+    }
     dev.dispatch(Kernel::Matmul, &overrides, &params, &buffers, grid)
 }
 

@@ -23,7 +23,7 @@ pub use attention::{attention, Heads};
 pub use binary::{add, mul, sub};
 pub use channel_layer_norm::{channel_layer_norm, channel_layer_norm_with};
 pub use concat::concat_channels;
-pub use conv2d::{conv2d, conv2d_channels, conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
+pub use conv2d::{conv2d, conv2d_channels, conv2d_with, Conv2dArgs, ConvInput, Epilogue};
 pub use gather_rows::gather_rows;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
@@ -67,6 +67,26 @@ pub(crate) const MAX_MACS_PER_DISPATCH: u64 = 1 << 30;
 pub(crate) fn groups_per_dispatch(dev: &Device, groups: u32, macs_per_group: u64) -> u32 {
     let limit = if dev.is_cpu() { groups as u64 } else { MAX_MACS_PER_DISPATCH / macs_per_group.max(1) };
     limit.clamp(1, groups.max(1) as u64) as u32
+}
+
+/// Slices of K, each at least this many K steps of the largest tile (16), so that a
+/// slice's products outweigh writing and re-reading its partial sums.
+const MIN_SLICE_K: usize = 8 * 16;
+
+/// Most slices K is split into: the partial sums take this many times the output's memory.
+const MAX_K_SLICES: usize = 16;
+
+/// The slices a product or convolution on the f32 kernels, of `workgroups` workgroups and
+/// sums `kdim` long (a convolution's input channels x taps), splits K into: 1 unless the
+/// device was asked to split ([`Device::split_k_below`]); then enough to reach that many
+/// workgroups, with each slice at least MIN_SLICE_K long and at most MAX_K_SLICES of them.
+/// Each slice's partial sums go to a plane of their own, and a second dispatch of the same
+/// pipeline (a PARTIALS flag) adds them up before the bias and the epilogue.
+pub fn k_slices(dev: &Device, workgroups: usize, kdim: usize) -> u32 {
+    match dev.split_k_below() {
+        Some(target) if workgroups < target => (target.div_ceil(workgroups.max(1))).min(kdim / MIN_SLICE_K).clamp(1, MAX_K_SLICES) as u32,
+        _ => 1,
+    }
 }
 
 /// The tensor to bind where a kernel's optional input is absent (the binding must exist;

@@ -90,7 +90,8 @@ pub struct Args {
     /// adapter.
     #[arg(long, value_name = "SIDES", value_delimiter = ',', conflicts_with_all = ["tiled", "kernels"])]
     steps: Option<Vec<usize>>,
-    /// Also time the UNet steps with the convolutions of fewer workgroups than each of
+    /// Also time the UNet steps with the convolutions and products on the f32 kernels of
+    /// fewer workgroups than each of
     /// these split along K (comma-separated, such as 256,1024; Device::set_split_k_below):
     /// whether and from where splitting pays on this GPU.
     #[arg(long, value_name = "WORKGROUPS", value_delimiter = ',')]
@@ -132,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
         None => vec![64, 128, 256],
     };
     if !args.split_k.is_empty() && dev.is_cpu() {
-        return Err(daclip_webgpu::Error::Usage("--split-k: the CPU backend has no convolutions to split".into()));
+        return Err(daclip_webgpu::Error::Usage("--split-k: the CPU backend has no dispatches to split".into()));
     }
     let unet = UNetRows { sides, split_k: args.split_k, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
     if tiled.is_some() || only_steps {
@@ -249,7 +250,7 @@ pub fn run(args: Args) -> Result<()> {
 struct UNetRows {
     /// The sides of the steps timed.
     sides: Vec<usize>,
-    /// The same steps again with the convolutions split along K below each of these
+    /// The same steps again with the convolutions and products split along K below each of these
     /// workgroup counts.
     split_k: Vec<usize>,
     /// Whole restores of a 64x64 image.
@@ -423,6 +424,20 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
         row(f.family, f.dispatches, f.ms, f.flops);
     }
     row("all", families.iter().map(|f| f.dispatches).sum(), total, families.iter().map(|f| f.flops).sum());
+    // How much of the work runs in dispatches too small to fill a large GPU (an H200: 132
+    // cores holding 8 workgroups of 256 invocations each): what splitting K would change.
+    println!("\nIts counted work by the workgroups of the dispatch it runs in");
+    println!("| {:<16} | {:>10} | {:>10} | {:>8} | {:>8} |", "workgroups", "dispatches", "GPU ms", "GFLOP", "GFLOP/s");
+    println!("|{:-<18}|{:->12}|{:->12}|{:->10}|{:->10}|", "", "", "", "", "");
+    let mut below = 1;
+    for limit in [16, 64, 256, 1024, u32::MAX] {
+        let runs: Vec<&DispatchTime> = profile.iter().filter(|d| d.flops > 0 && (below..=limit).contains(&d.workgroups.iter().product())).collect();
+        let (ms, flops) = (runs.iter().fold(0.0, |ms, d| ms + d.ms), runs.iter().map(|d| d.flops).sum::<u64>());
+        let (gflop, rate) = work_columns(flops, ms, 2);
+        let range = if limit == u32::MAX { format!("{below} or more") } else { format!("{below} to {limit}") };
+        println!("| {range:<16} | {:>10} | {ms:>10.2} | {gflop:>8} | {rate:>8} |", runs.len());
+        below = limit.saturating_add(1);
+    }
     // The dispatches to look at first, with the tile each ran on.
     let mut slowest: Vec<(usize, &DispatchTime)> = profile.iter().enumerate().collect();
     slowest.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));

@@ -187,35 +187,44 @@ fn the_reductions_use_subgroups_where_the_adapter_offers_them() {
     assert_eq!(dev.subgroups(), offered);
 }
 
-/// `op` on the GPU and on the CPU backend: the GPU's dispatches, and the largest
+/// `op` on `gpu` and on the CPU backend: the GPU's dispatches, and the largest
 /// difference between the two outputs.
-fn gpu_against_cpu(op: impl Fn(&Device) -> daclip_webgpu::Tensor) -> (u64, f32) {
+fn gpu_against_cpu(gpu: &Device, op: impl Fn(&Device) -> daclip_webgpu::Tensor) -> (u64, f32) {
     let run = |dev: &Device| {
         let before = dev.dispatch_count();
         let y = op(dev);
         let dispatches = dev.dispatch_count() - before;
         (dev.read_blocking(&y).unwrap(), dispatches)
     };
-    let ((got, parts), (want, _)) = (run(&gpu()), run(&cpu()));
+    let ((got, parts), (want, _)) = (run(gpu), run(&cpu()));
     let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!("{parts} dispatches; max |gpu - cpu| = {worst:.2e}");
     (parts, worst)
 }
 
-/// A convolution larger than one dispatch's share (2^30 multiply-adds) goes to the GPU in
-/// parts, each a block of output pixels, and gives what the CPU backend computes whole.
+/// A convolution larger than one dispatch's share (2^30 multiply-adds unless the device
+/// was given another) goes to the GPU in parts, each a block of output pixels, and gives
+/// what the CPU backend computes whole.
 #[test]
 fn a_large_convolution_is_dispatched_in_parts() {
-    use daclip_webgpu::ops::{conv2d, Conv2dArgs};
+    use daclip_webgpu::ops::{conv2d, Conv2dArgs, MAX_MACS_PER_DISPATCH};
     let mut rng = common::Rng::new(11);
     // 256 x 256 pixels, 64 to 64 channels, 3 x 3: 2.4e9 multiply-adds, three parts.
     let (x, w, b) = (rng.normals(64 * 256 * 256, 1.0), rng.normals(64 * 64 * 9, 0.04), rng.normals(64, 0.1));
-    let (parts, worst) = gpu_against_cpu(|dev| {
+    let op = |dev: &Device| {
         let (xt, wt, bt) = (dev.upload(&[1, 64, 256, 256], &x).unwrap(), dev.upload(&[64, 64, 3, 3], &w).unwrap(), dev.upload(&[64], &b).unwrap());
         conv2d(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3)).unwrap()
-    });
-    assert_eq!(parts, 3);
-    assert!(worst < 1e-3, "parts differ from the whole: {worst}");
+    };
+    let dev = gpu();
+    assert_eq!(dev.max_macs_per_dispatch(), MAX_MACS_PER_DISPATCH);
+    assert!(!cpu().set_max_macs_per_dispatch(1 << 20), "the CPU backend computes each kernel whole");
+    // The default's three parts, then larger and smaller parts.
+    for (macs, want_parts) in [(MAX_MACS_PER_DISPATCH, 3), (1 << 32, 1), (1 << 28, 10)] {
+        assert!(dev.set_max_macs_per_dispatch(macs));
+        let (parts, worst) = gpu_against_cpu(&dev, op);
+        assert_eq!(parts, want_parts, "parts of at most {macs} multiply-adds");
+        assert!(worst < 1e-3, "parts differ from the whole: {worst}");
+    }
 }
 
 /// A convolution whose sums are split along K (`Device::set_split_k_below`): the slices'
@@ -316,7 +325,7 @@ fn a_long_attention_is_dispatched_in_parts() {
     let mut rng = common::Rng::new(12);
     // 2048 queries and keys, 4 heads of 64: 2.1e9 multiply-adds, two parts.
     let qkv = rng.normals(2048 * 3 * 256, 1.0);
-    let (parts, worst) = gpu_against_cpu(|dev| {
+    let (parts, worst) = gpu_against_cpu(&gpu(), |dev| {
         let t = dev.upload(&[1, 2048, 3 * 256], &qkv).unwrap();
         let heads = |i: usize| Heads { tensor: &t, start: i * 256, width: 256 };
         attention(dev, heads(0), heads(1), heads(2), 4, true).unwrap()

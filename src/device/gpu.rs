@@ -185,6 +185,8 @@ struct Inner {
     forced_f32_tile: std::cell::Cell<Option<F32Tile>>,
     /// See [`crate::Device::split_k_below`].
     split_k_below: std::cell::Cell<Option<usize>>,
+    /// See [`crate::Device::max_macs_per_dispatch`].
+    max_macs_per_dispatch: std::cell::Cell<u64>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -329,6 +331,7 @@ impl GpuDevice {
                 forced_cooperative_tile: std::cell::Cell::new(None),
                 forced_f32_tile: std::cell::Cell::new(None),
                 split_k_below: std::cell::Cell::new(None),
+                max_macs_per_dispatch: std::cell::Cell::new(crate::ops::MAX_MACS_PER_DISPATCH),
             }),
         })
     }
@@ -362,6 +365,14 @@ impl GpuDevice {
 
     pub fn split_k_below(&self) -> Option<usize> {
         self.inner.split_k_below.get()
+    }
+
+    pub fn set_max_macs_per_dispatch(&self, macs: u64) {
+        self.inner.max_macs_per_dispatch.set(macs.max(1));
+    }
+
+    pub fn max_macs_per_dispatch(&self) -> u64 {
+        self.inner.max_macs_per_dispatch.get()
     }
 
     /// From now on every product and convolution runs the f32 kernels.

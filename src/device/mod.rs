@@ -456,6 +456,31 @@ impl Device {
         }
     }
 
+    /// Makes a convolution or attention go to the GPU in dispatches of at most `macs`
+    /// multiply-adds each (blocks of its output), instead of the default 2^30
+    /// ([`crate::ops::MAX_MACS_PER_DISPATCH`], which keeps a dispatch short on a slow GPU but
+    /// gives a large GPU parts of a few hundred workgroups: a 256x256 step's full-size
+    /// convolutions go in 3 to 5 parts). Whether larger dispatches pay is for `bench
+    /// --dispatch-macs` on a GPU to say. False (nothing changed) on the CPU backend, which
+    /// computes each kernel whole.
+    pub fn set_max_macs_per_dispatch(&self, macs: u64) -> bool {
+        match &self.backend {
+            Backend::Gpu(g) => {
+                g.set_max_macs_per_dispatch(macs);
+                true
+            }
+            Backend::Cpu(_) => false,
+        }
+    }
+
+    /// See [`Device::set_max_macs_per_dispatch`]; unlimited on the CPU backend.
+    pub fn max_macs_per_dispatch(&self) -> u64 {
+        match &self.backend {
+            Backend::Gpu(g) => g.max_macs_per_dispatch(),
+            Backend::Cpu(_) => u64::MAX,
+        }
+    }
+
     /// The tile every cooperative product uses, if one was forced.
     pub fn forced_cooperative_tile(&self) -> Option<CooperativeTile> {
         match &self.backend {

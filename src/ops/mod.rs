@@ -54,19 +54,18 @@ pub(crate) fn grid_1d(n: usize, per_group: usize) -> Result<[u32; 3]> {
     Ok([MAX as u32, y as u32, 1])
 }
 
-/// The most multiply-adds one dispatch of a convolution or attention may do: 2^30 (2.1
-/// GFLOP, 0.04 s at 50 GFLOP/s, a slow integrated GPU's pace with these kernels), so
-/// that no dispatch runs for long (Windows resets a GPU that does not answer for 2 s).
-/// The UNet's largest convolution, 128 to 64 channels 3 x 3 on a 512 x 512 tile, goes
-/// in 18 parts.
-pub(crate) const MAX_MACS_PER_DISPATCH: u64 = 1 << 30;
+/// The most multiply-adds one dispatch of a convolution or attention does by default
+/// ([`Device::set_max_macs_per_dispatch`]): 2^30 (2.1 GFLOP, 0.04 s at 50 GFLOP/s, a slow
+/// integrated GPU's pace with these kernels), so that no dispatch runs for long (Windows
+/// resets a GPU that does not answer for 2 s). The UNet's largest convolution, 128 to 64
+/// channels 3 x 3 on a 512 x 512 tile, goes in 18 parts.
+pub const MAX_MACS_PER_DISPATCH: u64 = 1 << 30;
 
 /// How many of a kernel's `groups` x-workgroups (each `macs_per_group` multiply-adds) one
-/// dispatch takes: all on the CPU backend (which computes the whole output in one call),
-/// else as many as [`MAX_MACS_PER_DISPATCH`] allows, at least one.
+/// dispatch takes: as many as [`Device::max_macs_per_dispatch`] allows (all on the CPU
+/// backend, which computes the whole output in one call), at least one.
 pub(crate) fn groups_per_dispatch(dev: &Device, groups: u32, macs_per_group: u64) -> u32 {
-    let limit = if dev.is_cpu() { groups as u64 } else { MAX_MACS_PER_DISPATCH / macs_per_group.max(1) };
-    limit.clamp(1, groups.max(1) as u64) as u32
+    (dev.max_macs_per_dispatch() / macs_per_group.max(1)).clamp(1, groups.max(1) as u64) as u32
 }
 
 /// Slices of K, each at least this many K steps of the largest tile (16), so that a

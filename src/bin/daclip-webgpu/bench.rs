@@ -96,6 +96,11 @@ pub struct Args {
     /// whether and from where splitting pays on this GPU.
     #[arg(long, value_name = "WORKGROUPS", value_delimiter = ',')]
     split_k: Vec<usize>,
+    /// Also time the UNet steps with the convolutions and attention dispatched in parts of
+    /// at most 2^N multiply-adds for each N (comma-separated, such as 32,34; the default is
+    /// 2^30, Device::set_max_macs_per_dispatch): whether larger dispatches pay on this GPU.
+    #[arg(long, value_name = "LOG2", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(10..=62))]
+    dispatch_macs: Vec<u32>,
     /// Only write the bench's weights (DA-CLIP without its text tower, the UNet; seeded
     /// random, published shapes) into this folder as daclip.safetensors and
     /// unet.safetensors, for the browser bench (tests/browser/bench.mjs).
@@ -132,10 +137,12 @@ pub fn run(args: Args) -> Result<()> {
         None if large => vec![64, 128, 256, 512],
         None => vec![64, 128, 256],
     };
-    if !args.split_k.is_empty() && dev.is_cpu() {
-        return Err(daclip_webgpu::Error::Usage("--split-k: the CPU backend has no dispatches to split".into()));
+    if (!args.split_k.is_empty() || !args.dispatch_macs.is_empty()) && dev.is_cpu() {
+        return Err(daclip_webgpu::Error::Usage("--split-k, --dispatch-macs: the CPU backend has no dispatches to split".into()));
     }
-    let unet = UNetRows { sides, split_k: args.split_k, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
+    let variants = args.split_k.iter().map(|&w| StepVariant::SplitK(w)).chain(args.dispatch_macs.iter().map(|&n| StepVariant::DispatchMacs(n)));
+    let variants = std::iter::once(StepVariant::Default).chain(variants).collect();
+    let unet = UNetRows { sides, variants, restore: args.restore, large_restore: large, profile: args.profile, tiled: tiled.map(|size| (size, tile)) };
     if tiled.is_some() || only_steps {
         // Only the UNet's rows asked for: on a software adapter the rest takes minutes.
         return unet_rows(&dev, unet);
@@ -241,18 +248,51 @@ pub fn run(args: Args) -> Result<()> {
     unet_rows(&dev, unet)?;
     if let Some(f32_dev) = &f32_kernels {
         println!("\nThe same steps on the f32 kernels (a device opened without cooperative matrices):");
-        unet_rows(f32_dev, UNetRows { sides, split_k: Vec::new(), restore: false, large_restore: false, profile: false, tiled: None })?;
+        unet_rows(f32_dev, UNetRows { sides, variants: vec![StepVariant::Default], restore: false, large_restore: false, profile: false, tiled: None })?;
     }
     Ok(())
 }
 
 /// What `unet_rows` prints.
+/// How the steps of a row are dispatched.
+#[derive(Clone, Copy)]
+enum StepVariant {
+    /// The device's defaults.
+    Default,
+    /// Convolutions and products of fewer workgroups than this split along K.
+    SplitK(usize),
+    /// Convolutions and attention in parts of at most 2^this multiply-adds.
+    DispatchMacs(u32),
+}
+
+impl StepVariant {
+    /// Sets `dev` up for this variant.
+    fn apply(self, dev: &Device) {
+        dev.set_split_k_below(match self {
+            StepVariant::SplitK(w) => Some(w),
+            _ => None,
+        });
+        dev.set_max_macs_per_dispatch(match self {
+            StepVariant::DispatchMacs(n) => 1 << n,
+            _ => daclip_webgpu::ops::MAX_MACS_PER_DISPATCH,
+        });
+    }
+
+    /// The row's name for a step at `side`.
+    fn row(self, side: usize) -> String {
+        match self {
+            StepVariant::Default => format!("UNet step at {side}x{side}"),
+            StepVariant::SplitK(w) => format!("UNet step at {side}x{side}, K split below {w} workgroups"),
+            StepVariant::DispatchMacs(n) => format!("UNet step at {side}x{side}, parts of 2^{n} multiply-adds"),
+        }
+    }
+}
+
 struct UNetRows {
     /// The sides of the steps timed.
     sides: Vec<usize>,
-    /// The same steps again with the convolutions and products split along K below each of these
-    /// workgroup counts.
-    split_k: Vec<usize>,
+    /// How each side's step is dispatched, one row each: the defaults first.
+    variants: Vec<StepVariant>,
     /// Whole restores of a 64x64 image.
     restore: bool,
     /// With `restore`, also a 512x512 image (mr-ode2, 10 steps).
@@ -301,9 +341,8 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     }
     println!("| {:<60} | {:>10} | {:>8} | {:>8} | {:>14} | {:>10} | {:>11} | {:>9} | {:>9} |", "stage", "ms", "GFLOP", "GFLOP/s", "peak MiB", "dispatches", "bind groups", "record ms", "pipelines");
     println!("|{:-<62}|{:->12}|{:->10}|{:->10}|{:->16}|{:->12}|{:->13}|{:->11}|{:->11}|", "", "", "", "", "", "", "", "", "");
-    let splits = std::iter::once(None).chain(what.split_k.iter().map(|&w| Some(w)));
-    for (split, side) in splits.flat_map(|split| what.sides.iter().map(move |&side| (split, side))) {
-        dev.set_split_k_below(split);
+    for (variant, side) in what.variants.iter().flat_map(|&variant| what.sides.iter().map(move |&side| (variant, side))) {
+        variant.apply(dev);
         let x = filled(dev, &[1, 3, side, side])?;
         dev.release_free_buffers();
         dev.reset_peak_memory();
@@ -322,17 +361,14 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         dev.sync_blocking()?;
         let (dispatches, built) = (dev.dispatch_count() - dispatches, dev.bind_groups_built() - built);
         let gflop = (dev.flops() - flops) as f64 / 1e9;
-        let row = match split {
-            None => format!("UNet step at {side}x{side}"),
-            Some(w) => format!("UNet step at {side}x{side}, K split below {w} workgroups"),
-        };
+        let row = variant.row(side);
         println!(
             "| {row:<60} | {ms:>10.1} | {gflop:>8.1} | {:>8.2} | {peak:>14.0} | {dispatches:>10} | {built:>11} | {record_ms:>9.2} | {pipelines:>9} |",
             gflop / (ms / 1e3)
         );
     }
     println!("(GFLOP: the step's products, convolutions and attention, two per multiply-add, as Device::flops counts them)");
-    dev.set_split_k_below(None);
+    StepVariant::Default.apply(dev);
     if dev.is_cpu() {
         println!("(record ms: the CPU backend runs each kernel as it is recorded, so this is the step itself)");
     } else {

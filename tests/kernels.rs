@@ -236,16 +236,19 @@ fn a_convolution_split_along_k_sums_its_slices() {
     use daclip_webgpu::ops::{conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
     let plain = gpu_with(CooperativeMatrices::Off);
     assert_eq!(plain.split_k_below(), None, "splitting is off by default");
-    assert_eq!(k_slices(&plain, 8, 1 << 16, 4608), 1);
+    assert_eq!(k_slices(&plain, [8, 1, 1], 1 << 16, 4608), 1);
     assert!(!cpu().set_split_k_below(Some(1024)), "the CPU backend has no split");
     assert!(plain.set_split_k_below(Some(1024)));
     // Enough slices to reach the workgroups asked for, each slice at least 128 long, at
-    // most 16, their partial sums within one binding; none for a convolution with enough
-    // workgroups.
-    let slices = |workgroups, outputs, kdim| k_slices(&plain, workgroups, outputs, kdim);
+    // most 16, their partial sums within one binding, the grid's z (batch by slice) within
+    // the device's limit; none for a convolution with enough workgroups.
+    let slices = |workgroups, outputs, kdim| k_slices(&plain, [workgroups, 1, 1], outputs, kdim);
     let binding = plain.max_tensor_bytes() / 4;
     assert_eq!([slices(8, 1 << 16, 4608), slices(64, 1 << 16, 4608), slices(256, 1 << 16, 4608), slices(8, 1 << 16, 300), slices(2048, 1 << 16, 4608)], [16, 16, 4, 2, 1]);
     assert_eq!([slices(8, binding / 3, 4608), slices(8, binding / 2 + 1, 4608)], [3, 1]);
+    assert!(plain.set_split_k_below(Some(1 << 20)));
+    let z_max = plain.limits().max_compute_workgroups_per_dimension;
+    assert_eq!([k_slices(&plain, [1, 1, z_max / 3], 1 << 10, 4608), k_slices(&plain, [1, 1, z_max / 2 + 1], 1 << 10, 4608)], [3, 1]);
     plain.set_split_k_below(None);
 
     let mut rng = common::Rng::new(13);

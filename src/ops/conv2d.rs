@@ -240,7 +240,7 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
     let per_dispatch = groups_per_dispatch(dev, pixel_groups, cols as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
     let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
     let slices = match kernel {
-        Kernel::Conv2d if per_dispatch == pixel_groups => k_slices(dev, (pixel_groups * cout_groups * batch) as usize, b * cout * ho * wo, cin * kh * kw),
+        Kernel::Conv2d if per_dispatch == pixel_groups => k_slices(dev, [pixel_groups, cout_groups, batch], b * cout * ho * wo, cin * kh * kw),
         _ => 1,
     };
     if slices > 1 {

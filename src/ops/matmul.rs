@@ -162,8 +162,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
     let tile = f32_tile(dev, g.m, g.n, batch as usize);
     let overrides = [&tile.overrides()[..], &variant].concat();
     let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), batch];
-    // The grid's z (batch by slice) stays within WebGPU's 65535.
-    let slices = k_slices(dev, grid.iter().product::<u32>() as usize, batch as usize * g.m * g.n, g.k).min(65535 / batch.max(1));
+    let slices = k_slices(dev, grid, batch as usize * g.m * g.n, g.k);
     if slices > 1 {
         // Each slice's partial sums (times alpha) into a dense plane of their own, then one
         // dispatch (no products: K = 0) adds them up with the bias and the residual (see

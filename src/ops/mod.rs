@@ -75,18 +75,21 @@ const MIN_SLICE_K: usize = 8 * 16;
 /// Most slices K is split into: the partial sums take this many times the output's memory.
 const MAX_K_SLICES: usize = 16;
 
-/// The slices a product or convolution on the f32 kernels, of `workgroups` workgroups,
-/// `outputs` outputs and sums `kdim` long (a convolution's input channels x taps), splits
-/// K into: 1 unless the device was asked to split ([`Device::split_k_below`]); then enough
-/// to reach that many workgroups, with each slice at least MIN_SLICE_K long, at most
-/// MAX_K_SLICES of them, and their partial sums within one binding. Each slice's partial
-/// sums go to a plane of their own, and a second dispatch of the same pipeline (a PARTIALS
-/// flag) adds them up before the bias and the epilogue.
-pub fn k_slices(dev: &Device, workgroups: usize, outputs: usize, kdim: usize) -> u32 {
+/// The slices a product or convolution on the f32 kernels, on the workgroup grid `grid`
+/// (its z the batch), with `outputs` outputs and sums `kdim` long (a convolution's input
+/// channels x taps), splits K into: 1 unless the device was asked to split
+/// ([`Device::split_k_below`]); then enough to reach that many workgroups, with each slice
+/// at least MIN_SLICE_K long, at most MAX_K_SLICES of them, their partial sums within one
+/// binding and the split grid's z (batch by slice) within the device's limit. Each slice's
+/// partial sums go to a plane of their own, and a second dispatch of the same pipeline (a
+/// PARTIALS flag) adds them up before the bias and the epilogue.
+pub fn k_slices(dev: &Device, grid: [u32; 3], outputs: usize, kdim: usize) -> u32 {
+    let workgroups = grid.iter().map(|&g| g as usize).product::<usize>();
     match dev.split_k_below() {
         Some(target) if workgroups < target => {
             let planes = dev.max_tensor_bytes() / (4 * outputs.max(1));
-            (target.div_ceil(workgroups.max(1))).min(kdim / MIN_SLICE_K).min(planes).clamp(1, MAX_K_SLICES) as u32
+            let z_room = (dev.limits().max_compute_workgroups_per_dimension / grid[2].max(1)) as usize;
+            (target.div_ceil(workgroups.max(1))).min(kdim / MIN_SLICE_K).min(planes).min(z_room).clamp(1, MAX_K_SLICES) as u32
         }
         _ => 1,
     }

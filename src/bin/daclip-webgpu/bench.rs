@@ -91,9 +91,9 @@ pub struct Args {
     #[arg(long, value_name = "SIDES", value_delimiter = ',', conflicts_with_all = ["tiled", "kernels"])]
     steps: Option<Vec<usize>>,
     /// Also time the UNet steps with the convolutions and products on the f32 kernels of
-    /// fewer workgroups than each of
-    /// these split along K (comma-separated, such as 256,1024; Device::set_split_k_below):
-    /// whether and from where splitting pays on this GPU.
+    /// fewer workgroups than each of these split along K (comma-separated, such as
+    /// 256,1024; Device::set_split_k_below): whether and from where splitting pays on this
+    /// GPU.
     #[arg(long, value_name = "WORKGROUPS", value_delimiter = ',')]
     split_k: Vec<usize>,
     /// Also time the UNet steps with the convolutions and attention dispatched in parts of
@@ -253,7 +253,6 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What `unet_rows` prints.
 /// How the steps of a row are dispatched.
 #[derive(Clone, Copy)]
 enum StepVariant {
@@ -288,6 +287,7 @@ impl StepVariant {
     }
 }
 
+/// What `unet_rows` prints.
 struct UNetRows {
     /// The sides of the steps timed.
     sides: Vec<usize>,

@@ -5,7 +5,8 @@
 //! module is one of the two reduction files followed by the kernel's, the subgroup one
 //! where the device has subgroups (see [`Kernel::source`]). The cooperative-matrix
 //! kernels are written for 16 x 16 matrices and built for 8 x 8 ones where the adapter
-//! offers those.
+//! offers those. The f16-tile kernels are the f32 product and convolution files built
+//! with f16 workgroup tiles (WebGPU's shader-f16).
 
 use std::borrow::Cow;
 
@@ -23,6 +24,11 @@ const REDUCTION_SOURCES: [&str; 2] = [
 /// naga 30, which compiles the native modules, rejects both directives (it takes subgroup
 /// operations without them), so only the browser's modules carry them.
 const WEB_SUBGROUP_DIRECTIVES: &str = "enable subgroups;\nrequires subgroup_id;\n";
+
+/// The line of matmul.wgsl and conv2d.wgsl that the f16-tile modules replace, and what
+/// with (after `enable f16;`, which must come first).
+const F32_TILE: &str = "alias Tile = vec4<f32>;\n";
+const F16_TILE: &str = "alias Tile = vec4<f16>;\n";
 
 macro_rules! kernels {
     ($($name:ident => $path:literal),* $(,)?) => {
@@ -56,6 +62,8 @@ kernels! {
     MatmulCoop => "matmul/matmul_coop.wgsl",
     Conv2d => "conv/conv2d.wgsl",
     Conv2dCoop => "conv/conv2d_coop.wgsl",
+    MatmulF16 => "matmul/matmul.wgsl",
+    Conv2dF16 => "conv/conv2d.wgsl",
     LayerNorm => "norm/layer_norm.wgsl",
     ChannelLayerNorm => "norm/channel_layer_norm.wgsl",
     GroupNorm => "norm/group_norm.wgsl",
@@ -83,10 +91,22 @@ impl Kernel {
         matches!(self, Kernel::MatmulCoop | Kernel::Conv2dCoop)
     }
 
+    /// Whether the kernel keeps its workgroup tiles in f16 (needs shader-f16): the f32
+    /// kernel's file with f16 tiles and f32 sums, for products with f16 weights.
+    pub fn f16_tiles(self) -> bool {
+        matches!(self, Kernel::MatmulF16 | Kernel::Conv2dF16)
+    }
+
     /// The WGSL module of the kernel: its file, after the reduction file it needs (the one
     /// with subgroup operations when `subgroups`, in wasm after the directives a browser
-    /// requires); a cooperative kernel's with `coop_size` x `coop_size` matrices (16 or 8).
+    /// requires); a cooperative kernel's with `coop_size` x `coop_size` matrices (16 or 8);
+    /// an f16-tile kernel's with its tile type swapped.
     pub fn source(self, subgroups: bool, coop_size: u32) -> Cow<'static, str> {
+        if self.f16_tiles() {
+            let file = self.file_source();
+            debug_assert!(file.contains(F32_TILE), "{} lacks the tile type's lines", self.path());
+            return Cow::Owned(["enable f16;\n", &file.replacen(F32_TILE, F16_TILE, 1)].concat());
+        }
         if self.cooperative() && coop_size != 16 {
             let mat = format!("coop_mat{coop_size}x{coop_size}<");
             return Cow::Owned(self.file_source().replace("coop_mat16x16<", &mat));

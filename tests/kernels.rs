@@ -5,7 +5,7 @@
 
 mod common;
 
-use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
+use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
 use daclip_webgpu::Device;
 
 fn gpu() -> Device {
@@ -22,8 +22,15 @@ fn gpu_without_subgroups() -> Device {
     dev
 }
 
-fn gpu_with(cooperative_matrix: CooperativeMatrices) -> Device {
+fn gpu_with(cooperative_matrix: Adapters) -> Device {
     block_on(Device::new_with(GpuOptions { cooperative_matrix, ..GpuOptions::default() })).expect("no GPU adapter")
+}
+
+/// The GPU with every product and convolution with f16 weights on f16 workgroup tiles,
+/// where the adapter has f16 shaders (lavapipe does; SwiftShader does not).
+fn gpu_with_f16_tiles() -> Device {
+    let options = GpuOptions { shader_f16: Adapters::Any, cooperative_matrix: Adapters::Off, ..GpuOptions::default() };
+    block_on(Device::new_with(options)).expect("no GPU adapter")
 }
 
 fn cpu() -> Device {
@@ -67,21 +74,21 @@ mod gpu_without_subgroups {
 /// adapter offers them (Mesa 26's lavapipe included), and on the f32 kernels (which `gpu`
 /// runs where there are none, and on software adapters).
 mod products {
-    use super::{gpu_with, CooperativeMatrices};
+    use super::{gpu_with, Adapters};
 
     #[test]
     fn matmul_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Any)));
+        super::block_on(crate::common::cases::matmul(&gpu_with(Adapters::Any)));
     }
 
     #[test]
     fn linear_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::linear(&gpu_with(CooperativeMatrices::Any)));
+        super::block_on(crate::common::cases::linear(&gpu_with(Adapters::Any)));
     }
 
     #[test]
     fn conv2d_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::conv2d(&gpu_with(CooperativeMatrices::Any)));
+        super::block_on(crate::common::cases::conv2d(&gpu_with(Adapters::Any)));
     }
 
     /// Every tile bench may time, forced on every product and convolution of the cases,
@@ -89,7 +96,7 @@ mod products {
     #[test]
     fn products_on_every_cooperative_tile() {
         use daclip_webgpu::device::CooperativeTile;
-        let dev = gpu_with(CooperativeMatrices::Any);
+        let dev = gpu_with(Adapters::Any);
         let Some(coop) = dev.cooperative_matrix() else {
             assert!(!dev.force_cooperative_tile(Some(CooperativeTile::SMALL)));
             println!("no cooperative matrices on {}: nothing to tile", dev.info());
@@ -114,51 +121,108 @@ mod products {
         assert!(dev.force_cooperative_tile(None));
     }
 
-    /// Every f32 tile bench may time, forced on every product and convolution of the
-    /// cases (small ones too, whose partial tiles take the kernels' checked loads), the
-    /// convolutions also split along K for each K step; all of them fit WebGPU's default
-    /// limits.
+    /// Every f32 tile, split along K too; all of them fit WebGPU's default limits.
     #[test]
     fn products_on_every_f32_tile() {
         use daclip_webgpu::device::F32Tile;
-        let dev = gpu_with(CooperativeMatrices::Off);
+        let dev = gpu_with(Adapters::Off);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
-        let mut split_k_steps = std::collections::BTreeSet::new();
-        for tile in F32Tile::CANDIDATES {
-            assert!(dev.force_f32_tile(Some(tile)), "{tile} does not fit {}", dev.info());
-            assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 1, 1, 1), tile);
-            println!("tile {tile}: {} x {} outputs", tile.rows(), tile.cols());
-            super::block_on(crate::common::cases::matmul(&dev));
-            super::block_on(crate::common::cases::linear(&dev));
-            super::block_on(crate::common::cases::conv2d(&dev));
-            // And with every product and convolution long enough split along K, slices
-            // being whole K steps: once per K step.
-            if split_k_steps.insert(tile.tile_k) {
-                assert!(dev.set_split_k_below(Some(1 << 20)));
-                super::block_on(crate::common::cases::matmul(&dev));
-                super::block_on(crate::common::cases::linear(&dev));
-                super::block_on(crate::common::cases::conv2d(&dev));
-                dev.set_split_k_below(None);
-            }
-        }
-        assert!(dev.force_f32_tile(None));
+        super::products_on_every_f32_tile(&dev);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
     }
 
     #[test]
     fn matmul_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::matmul(&gpu_with(CooperativeMatrices::Off)));
+        super::block_on(crate::common::cases::matmul(&gpu_with(Adapters::Off)));
     }
 
     #[test]
     fn linear_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::linear(&gpu_with(CooperativeMatrices::Off)));
+        super::block_on(crate::common::cases::linear(&gpu_with(Adapters::Off)));
     }
 
     #[test]
     fn conv2d_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::conv2d(&gpu_with(CooperativeMatrices::Off)));
+        super::block_on(crate::common::cases::conv2d(&gpu_with(Adapters::Off)));
     }
+}
+
+/// The products and convolutions with f16 weights on f16 workgroup tiles where the
+/// adapter has f16 shaders (Debian 12's lavapipe does, so CI runs them; SwiftShader does
+/// not), against the reference on f16-rounded activations at the f32 tolerance: on every
+/// f32 tile, and split along K once per K step.
+mod f16_tiles {
+    use super::gpu_with_f16_tiles;
+
+    #[test]
+    fn matmul() {
+        super::block_on(crate::common::cases::matmul(&gpu_with_f16_tiles()));
+    }
+
+    #[test]
+    fn linear() {
+        super::block_on(crate::common::cases::linear(&gpu_with_f16_tiles()));
+    }
+
+    #[test]
+    fn conv2d() {
+        super::block_on(crate::common::cases::conv2d(&gpu_with_f16_tiles()));
+    }
+
+    #[test]
+    fn products_on_every_f32_tile() {
+        let dev = gpu_with_f16_tiles();
+        if !dev.shader_f16() {
+            println!("no f16 shaders on {}: nothing to tile", dev.info());
+            return;
+        }
+        super::products_on_every_f32_tile(&dev);
+    }
+}
+
+/// f16 tiles are taken exactly where the adapter has f16 shaders and the options allow
+/// them (by default hardware adapters only), for products with f16 weights off
+/// cooperative matrices.
+#[test]
+fn f16_tiles_where_the_adapter_has_f16_shaders() {
+    let any = gpu_with_f16_tiles();
+    let info = any.info();
+    let offered = info.features.iter().any(|f| f == "SHADER_F16");
+    println!("f16 shaders offered: {offered}, used: {}", any.shader_f16());
+    assert_eq!(any.shader_f16(), offered);
+    assert_eq!(gpu().shader_f16(), offered && !info.is_software);
+    let off = GpuOptions { shader_f16: Adapters::Off, ..GpuOptions::default() };
+    assert!(!block_on(Device::new_with(off)).unwrap().shader_f16());
+    assert!(!Device::cpu().shader_f16());
+    if offered {
+        assert!(daclip_webgpu::ops::runs_on_f16_tiles(&any, 64, true));
+        assert!(!daclip_webgpu::ops::runs_on_f16_tiles(&any, 64, false), "f32 weights stay f32");
+    }
+}
+
+/// Every f32 tile bench may time, forced on every product and convolution of the cases
+/// (small ones too, whose partial tiles take the kernels' checked loads), and with every
+/// product and convolution long enough split along K, slices being whole K steps: once
+/// per K step.
+fn products_on_every_f32_tile(dev: &Device) {
+    use daclip_webgpu::device::F32Tile;
+    let mut split_k_steps = std::collections::BTreeSet::new();
+    for tile in F32Tile::CANDIDATES {
+        assert!(dev.force_f32_tile(Some(tile)), "{tile} does not fit {}", dev.info());
+        assert_eq!(daclip_webgpu::ops::f32_tile(dev, 1, 1, 1), tile);
+        println!("tile {tile}: {} x {} outputs", tile.rows(), tile.cols());
+        for split in [false, true] {
+            if split && !split_k_steps.insert(tile.tile_k) {
+                continue;
+            }
+            assert!(dev.set_split_k_below(split.then_some(1 << 20)));
+            block_on(common::cases::matmul(dev));
+            block_on(common::cases::linear(dev));
+            block_on(common::cases::conv2d(dev));
+        }
+        dev.set_split_k_below(None);
+    }
+    assert!(dev.force_f32_tile(None));
 }
 
 /// Cooperative matrices are taken exactly where the adapter offers a configuration the
@@ -166,7 +230,7 @@ mod products {
 /// Debian 12's lavapipe, 8 x 8 x 8 on Mesa 26's), by default only on hardware adapters.
 #[test]
 fn the_products_use_cooperative_matrices_where_the_adapter_offers_them() {
-    let any = gpu_with(CooperativeMatrices::Any);
+    let any = gpu_with(Adapters::Any);
     let info = any.info();
     let needed = ["EXPERIMENTAL_COOPERATIVE_MATRIX", "SHADER_F16", "SUBGROUP"];
     let featured = needed.iter().all(|n| info.features.iter().any(|f| f == n));
@@ -174,7 +238,7 @@ fn the_products_use_cooperative_matrices_where_the_adapter_offers_them() {
     println!("cooperative matrix configurations offered: {:?}; used: {:?}", info.cooperative_matrix, any.cooperative_matrix());
     assert_eq!(any.cooperative_matrix().is_some(), offered);
     assert_eq!(gpu().cooperative_matrix().is_some(), offered && !info.is_software);
-    assert!(gpu_with(CooperativeMatrices::Off).cooperative_matrix().is_none());
+    assert!(gpu_with(Adapters::Off).cooperative_matrix().is_none());
 }
 
 /// Where the adapter offers subgroups the reduction kernels use them, so that `gpu::norms`
@@ -234,7 +298,7 @@ fn a_large_convolution_is_dispatched_in_parts() {
 #[test]
 fn a_convolution_split_along_k_sums_its_slices() {
     use daclip_webgpu::ops::{conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
-    let plain = gpu_with(CooperativeMatrices::Off);
+    let plain = gpu_with(Adapters::Off);
     assert_eq!(plain.split_k_below(), None, "splitting is off by default");
     assert_eq!(k_slices(&plain, [8, 1, 1], 1 << 16, 4608), 1);
     assert!(!cpu().set_split_k_below(Some(1024)), "the CPU backend has no split");
@@ -267,7 +331,7 @@ fn a_convolution_split_along_k_sums_its_slices() {
         let y = conv2d_with(dev, ConvInput::concat(&a, &second), &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
         (dev.read_blocking(&y).unwrap(), dev.dispatch_count() - before)
     };
-    let split = gpu_with(CooperativeMatrices::Off);
+    let split = gpu_with(Adapters::Off);
     assert!(split.set_split_k_below(Some(1 << 20)));
     let ((got, dispatches), (unsplit, _), (want, _)) = (run(&split), run(&plain), run(&cpu()));
     let worst = |a: &[f32]| a.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
@@ -305,9 +369,9 @@ fn a_product_split_along_k_sums_its_slices() {
         let attended = linear_attention(dev, Qkv::Stacked(&up(&[1, 3 * heads * dh, h, w], &qkv)), heads, dh).unwrap();
         ([&y, &products, &attended].map(|t| dev.read_blocking(t).unwrap()), dispatches, dev.dispatch_count() - before)
     };
-    let split = gpu_with(CooperativeMatrices::Off);
+    let split = gpu_with(Adapters::Off);
     assert!(split.set_split_k_below(Some(1 << 20)));
-    let plain = gpu_with(CooperativeMatrices::Off);
+    let plain = gpu_with(Adapters::Off);
     let ((got, dispatches, all), (unsplit, _, all_unsplit), (want, _, _)) = (run(&split), run(&plain), run(&cpu()));
     // Relative to the largest output (linear attention's are about 1e-4).
     let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max) / b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

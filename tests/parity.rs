@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
+use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
@@ -226,10 +226,34 @@ fn unet_parity(dev: Device) {
 /// The GPU adapter, with the products of f16 weights on cooperative matrices wherever it
 /// offers them (a hardware GPU does by default; Mesa 26's lavapipe only when asked).
 fn gpu() -> Device {
-    let options = GpuOptions { cooperative_matrix: CooperativeMatrices::Any, ..GpuOptions::default() };
+    let options = GpuOptions { cooperative_matrix: Adapters::Any, ..GpuOptions::default() };
     let dev = block_on(Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
     println!("products with f16 weights: {}", if dev.cooperative_matrix().is_some() { "cooperative matrices" } else { "f32 kernel" });
     dev
+}
+
+/// The GPU adapter with the products of f16 weights on f16 workgroup tiles (what a
+/// hardware GPU with f16 shaders and without cooperative matrices runs), where it has f16
+/// shaders (Debian 12's lavapipe does).
+fn gpu_with_f16_tiles() -> Option<Device> {
+    let options = GpuOptions { shader_f16: Adapters::Any, cooperative_matrix: Adapters::Off, ..GpuOptions::default() };
+    let dev = block_on(Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+    if !dev.shader_f16() {
+        println!("no f16 shaders on {}: nothing to check", dev.info());
+        return None;
+    }
+    println!("products with f16 weights: f16 tiles");
+    Some(dev)
+}
+
+#[test]
+fn daclip_parity_gpu_f16_tiles() {
+    gpu_with_f16_tiles().map(daclip_parity);
+}
+
+#[test]
+fn unet_parity_gpu_f16_tiles() {
+    gpu_with_f16_tiles().map(unet_parity);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use daclip_webgpu::device::{block_on, CooperativeMatrices, GpuOptions};
+use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::models::unet::ConditionalUNet;
@@ -357,7 +357,7 @@ fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
 /// f16) they are held to the f16 weights' parity tolerance instead (tests/parity.rs).
 #[test]
 fn the_cpu_backend_restores_what_the_gpu_does() {
-    let gpu = block_on(Device::new_with(GpuOptions { cooperative_matrix: CooperativeMatrices::Off, ..GpuOptions::default() })).unwrap();
+    let gpu = block_on(Device::new_with(GpuOptions { cooperative_matrix: Adapters::Off, ..GpuOptions::default() })).unwrap();
     let cpu = Device::cpu();
     let (mg, mc) = (models(&gpu), models(&cpu));
     let (rg, rc) = (Restorer::new(&mg.0, &mg.1).unwrap(), Restorer::new(&mc.0, &mc.1).unwrap());

@@ -21,6 +21,7 @@ fn every_shader_validates() {
             let name = match (subgroups, kernel.cooperative()) {
                 (_, true) => format!("{} ({coop_size}x{coop_size})", kernel.path()),
                 (true, _) => format!("{} (subgroups)", kernel.path()),
+                _ if kernel.f16_tiles() => format!("{} (f16)", kernel.path()),
                 _ => kernel.path().to_string(),
             };
             let src = kernel.source(subgroups, coop_size);
@@ -35,6 +36,11 @@ fn every_shader_validates() {
             if kernel.cooperative() {
                 caps |= naga::valid::Capabilities::COOPERATIVE_MATRIX | naga::valid::Capabilities::SHADER_FLOAT16;
                 assert!(src.contains(&format!("coop_mat{coop_size}x{coop_size}<")), "{name}");
+            }
+            // The f16-tile modules must hold f16 tiles, the others must not need f16.
+            assert_eq!(src.contains("alias Tile = vec4<f16>;"), kernel.f16_tiles(), "{name}");
+            if kernel.f16_tiles() {
+                caps |= naga::valid::Capabilities::SHADER_FLOAT16;
             }
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
@@ -78,5 +84,6 @@ fn every_shader_file_is_registered() {
     on_disk.sort();
     let mut registered: Vec<String> = Kernel::ALL.iter().map(|k| k.path()).chain(REDUCTIONS).map(String::from).collect();
     registered.sort();
+    registered.dedup(); // the half-precision kernels share the f32 kernels' files
     assert_eq!(on_disk, registered);
 }

@@ -33,6 +33,9 @@
 // writes those partial sums, without bias or epilogue, to plane z of y. A second dispatch
 // with the PARTIALS flag binds them as x, computes no products, and adds the k_slices
 // partials to the bias before its epilogue.
+//
+// f16 tiles (Kernel::Conv2dHalf, for WebGPU's shader-f16, f16 weights only): f16
+// workgroup tiles, f32 sums, as in matmul.wgsl.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -54,6 +57,9 @@ struct Params {
     k_slices: u32,
     _pad1: u32, _pad2: u32,
 }
+
+// The workgroup tiles' type; Kernel::source swaps this line for f16's.
+alias Tile = vec4<f32>;
 
 const BIAS_F16: u32 = 1u;
 const SCALE_SHIFT: u32 = 2u;
@@ -89,8 +95,8 @@ const MAX_FETCH: u32 = 4u;
 @group(0) @binding(7) var<storage, read> residual2: array<f32>;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
-var<workgroup> w_tile: array<vec4<f32>, TILE_K * W_GROUPS>; // [k][4 output channels]
-var<workgroup> x_tile: array<vec4<f32>, TILE_K * X_GROUPS>; // [k][4 pixels]
+var<workgroup> w_tile: array<Tile, TILE_K * W_GROUPS>; // [k][4 output channels]
+var<workgroup> x_tile: array<Tile, TILE_K * X_GROUPS>; // [k][4 pixels]
 
 fn load_w(i: u32) -> f32 {
     if (W_F16) {
@@ -192,11 +198,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var s = 0u; s < W_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = w_next[s]; }
+            if (e < W_GROUPS * TILE_K) { w_tile[(e % TILE_K) * W_GROUPS + e / TILE_K] = Tile(w_next[s]); }
         }
         for (var s = 0u; s < X_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < X_GROUPS * TILE_K) { x_tile[e] = x_next[s]; } // [k][pixel group] already
+            if (e < X_GROUPS * TILE_K) { x_tile[e] = Tile(x_next[s]); } // [k][pixel group] already
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
@@ -205,17 +211,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             for (var s = 0u; s < X_FETCH; s++) { x_next[s] = fetch_x(li + s * THREADS, k1, k_end, bases, iy0, ix0); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var wv: array<vec4<f32>, 2>;
-            var xv: array<vec4<f32>, 2>;
+            var wv: array<Tile, 2>;
+            var xv: array<Tile, 2>;
             for (var r = 0u; r < MR; r++) { wv[r] = w_tile[kk * W_GROUPS + lid.y + r * WG_Y]; }
             for (var q = 0u; q < NR; q++) { xv[q] = x_tile[kk * X_GROUPS + lid.x + q * WG_X]; }
             for (var r = 0u; r < MR; r++) {
                 for (var q = 0u; q < NR; q++) {
                     let o = 8u * r + q;
-                    acc[o] = fma(vec4<f32>(wv[r].x), xv[q], acc[o]);
-                    acc[o + 2u] = fma(vec4<f32>(wv[r].y), xv[q], acc[o + 2u]);
-                    acc[o + 4u] = fma(vec4<f32>(wv[r].z), xv[q], acc[o + 4u]);
-                    acc[o + 6u] = fma(vec4<f32>(wv[r].w), xv[q], acc[o + 6u]);
+                    // f32 sums of f16 tiles (conversions only in the f16 module).
+                    let xq = vec4<f32>(xv[q]);
+                    acc[o] = fma(vec4<f32>(f32(wv[r].x)), xq, acc[o]);
+                    acc[o + 2u] = fma(vec4<f32>(f32(wv[r].y)), xq, acc[o + 2u]);
+                    acc[o + 4u] = fma(vec4<f32>(f32(wv[r].z)), xq, acc[o + 4u]);
+                    acc[o + 6u] = fma(vec4<f32>(f32(wv[r].w)), xq, acc[o + 6u]);
                 }
             }
         }

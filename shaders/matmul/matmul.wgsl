@@ -28,6 +28,15 @@
 // those partial sums, without bias or residual, to dense plane z of C (c_off 0, c_sm n).
 // A second dispatch with the PARTIALS flag and K = 0 binds them as A, computes no
 // products, and adds the k_slices partials to the bias before the residual.
+//
+// f16 tiles (the module Kernel::MatmulHalf builds for WebGPU's shader-f16, for products
+// with f16 weights): the workgroup tiles hold vec4<f16>, half the workgroup memory and
+// half the bytes of its reads per multiply-add, with the activations rounded to f16 on
+// their way in (as on cooperative matrices); the sums stay f32. f16 sums would take twice
+// the multiply-adds per instruction on some GPUs, but measured against the f64 reference
+// (2026-12-06, lavapipe) their rounding left 2-6e-3 of the output's rms (2e-2 after a
+// ResBlock's time conditioning and SiLU) where f32 sums of the same f16 inputs leave
+// 1e-6: too far from the original's outputs.
 
 struct Params {
     m: u32, n: u32, k: u32, has_bias: u32,
@@ -39,6 +48,9 @@ struct Params {
     // The slices K is split into (1: not split).
     k_slices: u32,
 }
+
+// The workgroup tiles' type; Kernel::source swaps this line for f16's.
+alias Tile = vec4<f32>;
 
 const RESIDUAL: u32 = 1u;
 const PARTIALS: u32 = 2u;
@@ -70,8 +82,8 @@ const MAX_FETCH: u32 = 4u;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 
-var<workgroup> a_tile: array<vec4<f32>, TILE_K * A_GROUPS>; // [k][4 rows]
-var<workgroup> b_tile: array<vec4<f32>, TILE_K * B_GROUPS>; // [k][4 columns]
+var<workgroup> a_tile: array<Tile, TILE_K * A_GROUPS>; // [k][4 rows]
+var<workgroup> b_tile: array<Tile, TILE_K * B_GROUPS>; // [k][4 columns]
 
 fn load_b(i: u32) -> f32 {
     if (B_F16) {
@@ -168,11 +180,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var s = 0u; s < A_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[at.y * A_GROUPS + at.x] = a_next[s]; }
+            if (e < A_GROUPS * TILE_K) { let at = a_slot(e); a_tile[at.y * A_GROUPS + at.x] = Tile(a_next[s]); }
         }
         for (var s = 0u; s < B_FETCH; s++) {
             let e = li + s * THREADS;
-            if (e < B_GROUPS * TILE_K) { let at = b_slot(e); b_tile[at.y * B_GROUPS + at.x] = b_next[s]; }
+            if (e < B_GROUPS * TILE_K) { let at = b_slot(e); b_tile[at.y * B_GROUPS + at.x] = Tile(b_next[s]); }
         }
         workgroupBarrier();
         let k1 = k0 + TILE_K;
@@ -182,17 +194,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             for (var s = 0u; s < B_FETCH; s++) { b_next[s] = fetch_b(li + s * THREADS, n0, k1, b_base, cols_inside && step_inside); }
         }
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var av: array<vec4<f32>, 2>;
-            var bv: array<vec4<f32>, 2>;
+            var av: array<Tile, 2>;
+            var bv: array<Tile, 2>;
             for (var r = 0u; r < MR; r++) { av[r] = a_tile[kk * A_GROUPS + lid.y + r * WG_Y]; }
             for (var q = 0u; q < NR; q++) { bv[q] = b_tile[kk * B_GROUPS + lid.x + q * WG_X]; }
             for (var r = 0u; r < MR; r++) {
                 for (var q = 0u; q < NR; q++) {
                     let o = 8u * r + q;
-                    acc[o] = fma(vec4<f32>(av[r].x), bv[q], acc[o]);
-                    acc[o + 2u] = fma(vec4<f32>(av[r].y), bv[q], acc[o + 2u]);
-                    acc[o + 4u] = fma(vec4<f32>(av[r].z), bv[q], acc[o + 4u]);
-                    acc[o + 6u] = fma(vec4<f32>(av[r].w), bv[q], acc[o + 6u]);
+                    // f32 sums of f16 tiles (conversions only in the f16 module).
+                    let bq = vec4<f32>(bv[q]);
+                    acc[o] = fma(vec4<f32>(f32(av[r].x)), bq, acc[o]);
+                    acc[o + 2u] = fma(vec4<f32>(f32(av[r].y)), bq, acc[o + 2u]);
+                    acc[o + 4u] = fma(vec4<f32>(f32(av[r].z)), bq, acc[o + 4u]);
+                    acc[o + 6u] = fma(vec4<f32>(f32(av[r].w)), bq, acc[o + 6u]);
                 }
             }
         }

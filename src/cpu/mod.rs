@@ -295,8 +295,8 @@ impl CpuDevice {
         match kernel {
             // The CPU has no cooperative matrices and never records those variants; they
             // compute the same product and convolution.
-            Kernel::Matmul | Kernel::MatmulCoop => gemm::matmul(&params(p), batch, &ins, out),
-            Kernel::Conv2d | Kernel::Conv2dCoop => gemm::conv2d(&params(p), batch, &ins, out),
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulF16 => gemm::matmul(&params(p), batch, &ins, out),
+            Kernel::Conv2d | Kernel::Conv2dCoop | Kernel::Conv2dF16 => gemm::conv2d(&params(p), batch, &ins, out),
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &ins, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &ins, out),
             Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &ins, out),

@@ -32,7 +32,7 @@ use crate::shaders::Kernel;
 use super::future::Callback;
 use super::pool::{size_class, MemoryStats, Pool};
 use super::tensor::{DType, GpuBuffer, Storage, Tensor};
-use super::{check_len, AdapterInfo, CooperativeMatrices, CooperativeMatrix, CooperativeTile, F32Tile, GpuOptions};
+use super::{check_len, AdapterInfo, CooperativeMatrix, CooperativeTile, F32Tile, GpuOptions};
 
 /// Dispatches recorded before an automatic flush, so that long forward passes still
 /// reach the GPU in steady pieces (and a page's event loop gets a turn between them).
@@ -176,6 +176,9 @@ struct Inner {
     dispatched: std::cell::Cell<u64>,
     /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
     subgroups: bool,
+    /// Whether products with f16 weights off cooperative matrices run on f16 workgroup
+    /// tiles (see [`GpuOptions::shader_f16`]).
+    shader_f16: bool,
     /// What the matrix products run on where the adapter has tensor cores (cleared when
     /// they fail the device's check).
     cooperative_matrix: std::cell::Cell<Option<CooperativeMatrix>>,
@@ -230,11 +233,11 @@ impl GpuDevice {
             features |= adapter.features() & wgpu::Features::SUBGROUP;
         }
         let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
-        let cooperative_matrix = match options.cooperative_matrix {
-            CooperativeMatrices::Any => cooperative_matrix_of(&adapter),
-            CooperativeMatrices::Hardware if !software => cooperative_matrix_of(&adapter),
-            _ => None,
-        };
+        let cooperative_matrix = options.cooperative_matrix.allow(software).then(|| cooperative_matrix_of(&adapter)).flatten();
+        let shader_f16 = options.shader_f16.allow(software) && adapter.features().contains(wgpu::Features::SHADER_F16);
+        if shader_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
         let mut experimental_features = wgpu::ExperimentalFeatures::disabled();
         if cooperative_matrix.is_some() {
             features |= COOPERATIVE_FEATURES;
@@ -327,6 +330,7 @@ impl GpuDevice {
                 ones: RefCell::default(),
                 dispatched: Default::default(),
                 subgroups,
+                shader_f16,
                 cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
                 forced_cooperative_tile: std::cell::Cell::new(None),
                 forced_f32_tile: std::cell::Cell::new(None),
@@ -401,6 +405,10 @@ impl GpuDevice {
     /// Whether the reduction kernels (norms, softmax) use subgroup operations.
     pub fn subgroups(&self) -> bool {
         self.inner.subgroups
+    }
+
+    pub fn shader_f16(&self) -> bool {
+        self.inner.shader_f16
     }
 
     /// Kernels recorded since the device was opened: lets tests tell whether a call did

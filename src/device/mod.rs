@@ -75,32 +75,51 @@ pub struct GpuOptions {
     /// workgroup-memory variant (the same results to rounding). Default: on.
     pub subgroups: bool,
     /// Which adapters run the matrix products with f16 weights on cooperative matrices
-    /// (tensor cores); see [`CooperativeMatrices`]. Default: hardware adapters.
-    pub cooperative_matrix: CooperativeMatrices,
+    /// (tensor cores): natively, where the adapter offers wgpu's
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX with a 16 x 16 x 16 or 8 x 8 x 8 f16 -> f32
+    /// configuration, f16 shaders and subgroups of one fixed size (NVIDIA through Vulkan;
+    /// Mesa 26's lavapipe, a software one). Such a product rounds its activations to f16
+    /// (sums stay f32), within the f16 weights' parity tolerance. Default: hardware
+    /// adapters (a software one emulates the matrices more slowly than it runs the f32
+    /// kernel: Mesa 26.2's lavapipe, `bench`, a 1024^3 product with f16 weights at 2.9
+    /// against 4.5 GFLOP/s).
+    pub cooperative_matrix: Adapters,
+    /// Which adapters run the other products and convolutions with f16 weights on f16
+    /// workgroup tiles, where they offer f16 shaders (WebGPU's `shader-f16`, wgpu's
+    /// SHADER_F16): half the workgroup memory and half the bytes read from it per
+    /// multiply-add; the activations rounded to f16 on their way in, sums f32 (the
+    /// cooperative matrices' rounding). Default: hardware adapters (on lavapipe the f16
+    /// conversions cost more than they save).
+    pub shader_f16: Adapters,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { subgroups: true, cooperative_matrix: CooperativeMatrices::Hardware }
+        GpuOptions { subgroups: true, cooperative_matrix: Adapters::Hardware, shader_f16: Adapters::Hardware }
     }
 }
 
-/// Where the matrix products with f16 weights run on cooperative matrices: natively, on
-/// adapters that offer wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX with a 16 x 16 x 16 or
-/// 8 x 8 x 8 f16 -> f32 configuration, f16 shaders and subgroups of one fixed size (NVIDIA
-/// through Vulkan; Mesa 26's lavapipe, a software one). Such a product rounds its
-/// activations to f16 (sums stay f32), within the f16 weights' parity tolerance; products
-/// with f32 weights always stay f32.
+/// Which adapters use an optional kernel family ([`GpuOptions`]); products with f32
+/// weights always stay on the f32 kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CooperativeMatrices {
-    /// Every product on the f32 kernel.
+pub enum Adapters {
+    /// None: those products stay on the f32 kernels.
     Off,
-    /// On hardware adapters only: a software adapter emulates the matrices more slowly
-    /// than it runs the f32 kernel (Mesa 26.2's lavapipe, `bench`: a 1024^3 product with
-    /// f16 weights at 2.9 against 4.5 GFLOP/s).
+    /// Hardware adapters that offer what the family needs.
     Hardware,
-    /// On any adapter that offers them (to test the kernel on lavapipe).
+    /// Any adapter that offers it (to test the kernels on lavapipe).
     Any,
+}
+
+impl Adapters {
+    /// Whether an adapter that offers the family uses it (`software`: lavapipe, SwiftShader).
+    pub fn allow(self, software: bool) -> bool {
+        match self {
+            Adapters::Off => false,
+            Adapters::Hardware => !software,
+            Adapters::Any => true,
+        }
+    }
 }
 
 /// The cooperative-matrix configuration the matrix products use: `size` x `size` x
@@ -405,6 +424,13 @@ impl Device {
     /// false on the CPU backend).
     pub fn subgroups(&self) -> bool {
         matches!(&self.backend, Backend::Gpu(g) if g.subgroups())
+    }
+
+    /// Whether the products and convolutions with f16 weights that are not on
+    /// cooperative matrices run on f16 workgroup tiles (see [`GpuOptions::shader_f16`];
+    /// never on the CPU backend).
+    pub fn shader_f16(&self) -> bool {
+        matches!(&self.backend, Backend::Gpu(g) if g.shader_f16())
     }
 
     /// The cooperative matrices the matrix products run on, if any (see [`GpuOptions`];

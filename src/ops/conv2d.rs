@@ -2,7 +2,7 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::{cooperative_overrides, cooperative_tile, f32_tile, runs_on_cooperative_matrices};
+use super::matmul::{cooperative_overrides, cooperative_tile, f32_tile, runs_on_f16_tiles, runs_on_cooperative_matrices};
 use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, k_slices, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{DType, Device, Tensor};
@@ -231,7 +231,8 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         }
         None => {
             let tile = f32_tile(dev, cout, ho * wo, b);
-            (Kernel::Conv2d, [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat(), tile.rows(), tile.cols())
+            let kernel = if runs_on_f16_tiles(dev, cout, w.dtype() == DType::F16Packed) { Kernel::Conv2dF16 } else { Kernel::Conv2d };
+            (kernel, [&tile.overrides()[..], &[("W_F16", is_f16(Some(w)))]].concat(), tile.rows(), tile.cols())
         }
     };
     let pixels = u32_of(ho * wo, "output pixels")?;
@@ -240,7 +241,7 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
     let per_dispatch = groups_per_dispatch(dev, pixel_groups, cols as u64 * cout as u64 * (cin * kh * kw) as u64 * b as u64);
     let table = or_placeholder(epilogue.scale_shift.map(|(t, _)| t), x);
     let slices = match kernel {
-        Kernel::Conv2d if per_dispatch == pixel_groups => k_slices(dev, [pixel_groups, cout_groups, batch], b * cout * ho * wo, cin * kh * kw),
+        Kernel::Conv2d | Kernel::Conv2dF16 if per_dispatch == pixel_groups => k_slices(dev, [pixel_groups, cout_groups, batch], b * cout * ho * wo, cin * kh * kw),
         _ => 1,
     };
     if slices > 1 {

@@ -159,6 +159,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         let grid = [params.n.div_ceil(tile.cols(coop)), params.m.div_ceil(tile.rows(coop)), batch];
         return dev.dispatch(Kernel::MatmulCoop, &overrides, &params, &buffers, grid);
     }
+    let kernel = if runs_on_f16_tiles(dev, g.m, g.b.tensor.dtype() == DType::F16Packed) { Kernel::MatmulF16 } else { Kernel::Matmul };
     let tile = f32_tile(dev, g.m, g.n, batch as usize);
     let overrides = [&tile.overrides()[..], &variant].concat();
     let grid = [params.n.div_ceil(tile.cols()), params.m.div_ceil(tile.rows()), batch];
@@ -169,11 +170,11 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         // matmul.wgsl).
         let partials = dev.empty(&[batch as usize * slices as usize, g.m, g.n])?;
         let sums = Params { has_bias: 0, flags: 0, c_off: 0, c_sm: params.n, k_slices: slices, ..params };
-        dev.dispatch(Kernel::Matmul, &overrides, &sums, &[g.a.tensor, g.b.tensor, g.b.tensor, g.a.tensor, &partials], [grid[0], grid[1], batch * slices])?;
+        dev.dispatch(kernel, &overrides, &sums, &[g.a.tensor, g.b.tensor, g.b.tensor, g.a.tensor, &partials], [grid[0], grid[1], batch * slices])?;
         let add = Params { k: 0, flags: params.flags | Params::PARTIALS, k_slices: slices, ..params };
-        return dev.dispatch(Kernel::Matmul, &overrides, &add, &[&partials, g.b.tensor, bias, buffers[3], g.out], grid);
+        return dev.dispatch(kernel, &overrides, &add, &[&partials, g.b.tensor, bias, buffers[3], g.out], grid);
     }
-    dev.dispatch(Kernel::Matmul, &overrides, &params, &buffers, grid)
+    dev.dispatch(kernel, &overrides, &params, &buffers, grid)
 }
 
 /// Whether a product (or a convolution: its rows are the output channels) of `rows` rows
@@ -185,6 +186,18 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
 /// where a cooperative tile would be mostly empty rows).
 pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, weights_f16: bool) -> bool {
     dev.cooperative_matrix().is_some() && weights_f16 && rows > 32
+}
+
+/// Whether a product (or a convolution) of `rows` rows runs on f16 workgroup tiles on
+/// `dev` (its activations rounded to f16, sums f32; see matmul.wgsl): where the device has
+/// f16 shaders (see [`crate::device::GpuOptions::shader_f16`]) and no cooperative
+/// matrices, for the products cooperative matrices would take: f16 weights, more than 32
+/// rows. Fewer rows keep f32 activations: they are little work, and include the UNet's last
+/// convolution (to 3 channels), whose rounding would reach the output unmixed (the tiny
+/// UNet's parity error, f16 weights: 2.0-2.8e-3 on the f32 kernels, 4.7-6.5e-3 with f16
+/// tiles for every row count).
+pub fn runs_on_f16_tiles(dev: &Device, rows: usize, weights_f16: bool) -> bool {
+    dev.shader_f16() && dev.cooperative_matrix().is_none() && weights_f16 && rows > 32
 }
 
 /// The cooperative-matrix tile of a product (or convolution) of `m` rows and `n` columns,

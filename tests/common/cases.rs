@@ -26,10 +26,11 @@ fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
 }
 
 /// A product's or convolution's activations as the device computes with them: rounded to
-/// f16 where it runs on cooperative matrices (the reference then checks the f32 sums as
-/// tightly as elsewhere).
+/// f16 where it runs on cooperative matrices or f16 tiles (the reference then checks the
+/// f32 sums as tightly as elsewhere).
 fn activations_as_computed(dev: &Device, rows: usize, weights_f16: bool, a: Vec<f32>) -> Vec<f32> {
-    if ops::runs_on_cooperative_matrices(dev, rows, weights_f16) { f16_rounded(&a) } else { a }
+    let rounded = ops::runs_on_cooperative_matrices(dev, rows, weights_f16) || ops::runs_on_f16_tiles(dev, rows, weights_f16);
+    if rounded { f16_rounded(&a) } else { a }
 }
 
 pub async fn matmul(dev: &Device) {

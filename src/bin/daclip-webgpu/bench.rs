@@ -14,7 +14,7 @@ use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
 use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
 use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
-use daclip_webgpu::device::{block_on, CooperativeMatrices, CooperativeTile, DispatchTime, F32Tile, FamilyTime, GpuOptions};
+use daclip_webgpu::device::{block_on, Adapters, CooperativeTile, DispatchTime, F32Tile, FamilyTime, GpuOptions};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -125,7 +125,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (kernels_only, tiled, tile) = (args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
-    let coop = dev.cooperative_matrix().map(|c| format!(", products with f16 weights on {0}x{0}x{0} cooperative matrices", c.size)).unwrap_or_default();
+    let coop = match dev.cooperative_matrix() {
+        Some(c) => format!(", products with f16 weights on {0}x{0}x{0} cooperative matrices", c.size),
+        None if dev.shader_f16() => ", products with f16 weights on f16 tiles".to_string(),
+        None => String::new(),
+    };
     println!("device: {}{}{coop}", dev.info(), if dev.subgroups() { ", reductions with subgroups" } else { "" });
     if dev.info().is_software {
         println!("(a software adapter: these numbers measure the CPU, not a GPU)");
@@ -156,19 +160,25 @@ pub fn run(args: Args) -> Result<()> {
         let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
         rows.push(Row { name: format!("matmul {n}x{n}x{n} f32"), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
     }
-    // The products and convolutions the models run with f16 weights: on cooperative
-    // matrices where the device has them, and then on the f32 kernels too (a device
-    // opened without them).
-    let f32_kernels = match dev.cooperative_matrix() {
-        Some(_) => Some(block_on(Device::new_with(GpuOptions { cooperative_matrix: CooperativeMatrices::Off, ..GpuOptions::default() }))?),
-        None => None,
-    };
-    let kernels: Vec<(&Device, &str)> = match &f32_kernels {
-        Some(f32_dev) => vec![(&dev, ", cooperative matrix"), (f32_dev, ", f32 kernel")],
-        None => vec![(&dev, "")],
+    // The products and convolutions the models run with f16 weights: on what the device
+    // runs them on, and then on each other kernel family it has (devices opened without
+    // cooperative matrices, then without f16 tiles too).
+    let mut f16_devices = vec![dev.clone()];
+    if !dev.is_cpu() {
+        let options = args.device.options();
+        for other in [GpuOptions { cooperative_matrix: Adapters::Off, ..options }, GpuOptions { cooperative_matrix: Adapters::Off, shader_f16: Adapters::Off, ..options }] {
+            let other = block_on(Device::new_with(other))?;
+            if f16_devices.iter().all(|d| f16_products(d) != f16_products(&other)) {
+                f16_devices.push(other);
+            }
+        }
+    }
+    let kernels: Vec<(&Device, String)> = match &f16_devices[..] {
+        [only] => vec![(only, String::new())],
+        all => all.iter().map(|d| (d, format!(", {}", f16_products(d)))).collect(),
     };
     for &n in if large { &[1024, 4096][..] } else { &[1024][..] } {
-        for &(dev, kernel) in &kernels {
+        for (dev, kernel) in &kernels {
             let x = filled(dev, &[n, n])?;
             let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
             let ms = time(dev, || ops::linear(dev, &x, &w, None))?;
@@ -216,7 +226,7 @@ pub fn run(args: Args) -> Result<()> {
         conv_dev.force_f32_tile(None);
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
-        for &(dev, kernel) in &kernels {
+        for (dev, kernel) in &kernels {
             let x = filled(dev, &[1, c, side, side])?;
             let w = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
             let ms = time(dev, || ops::conv2d(dev, &x, &w, None, Conv2dArgs::same(3)))?;
@@ -246,11 +256,22 @@ pub fn run(args: Args) -> Result<()> {
     }
     let sides = unet.sides.clone();
     unet_rows(&dev, unet)?;
-    if let Some(f32_dev) = &f32_kernels {
-        println!("\nThe same steps on the f32 kernels (a device opened without cooperative matrices):");
-        unet_rows(f32_dev, UNetRows { sides, variants: vec![StepVariant::Default], restore: false, large_restore: false, profile: false, tiled: None })?;
+    for other in &f16_devices[1..] {
+        println!("\nThe same steps with the products of f16 weights on the {} (a device opened without the others):", f16_products(other));
+        unet_rows(other, UNetRows { sides: sides.clone(), variants: vec![StepVariant::Default], restore: false, large_restore: false, profile: false, tiled: None })?;
     }
     Ok(())
+}
+
+/// What `dev` runs the products and convolutions with f16 weights (more than 32 rows) on.
+fn f16_products(dev: &Device) -> &'static str {
+    if dev.cooperative_matrix().is_some() {
+        "cooperative matrix"
+    } else if ops::runs_on_f16_tiles(dev, 64, true) {
+        "f16 tiles"
+    } else {
+        "f32 kernel"
+    }
 }
 
 /// How the steps of a row are dispatched.
@@ -483,7 +504,8 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     for (i, d) in slowest.into_iter().take(SLOWEST_DISPATCHES) {
         let [x, y, z] = d.workgroups;
         let (gflop, rate) = work_columns(d.flops, d.ms, 3);
-        println!("| {i:>4} | {:<28} | {:>16} | {:>8.3} | {gflop:>8} | {rate:>8} | {}", d.kernel.path(), format!("{x}x{y}x{z}"), d.ms, d.overrides);
+        let kernel = if d.kernel.f16_tiles() { format!("{} f16 tiles", d.kernel.path()) } else { d.kernel.path().to_string() };
+        println!("| {i:>4} | {kernel:<28} | {:>16} | {:>8.3} | {gflop:>8} | {rate:>8} | {}", format!("{x}x{y}x{z}"), d.ms, d.overrides);
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ mod native {
     use std::process::ExitCode;
 
     use clap::{Parser, Subcommand};
-    use daclip_webgpu::device::{block_on, CooperativeMatrices, DeviceChoice, GpuOptions};
+    use daclip_webgpu::device::{block_on, Adapters, DeviceChoice, GpuOptions};
     use daclip_webgpu::{Device, Error, Result};
 
     /// DA-CLIP image restoration on WebGPU (and on the CPU where there is no GPU).
@@ -76,18 +76,27 @@ mod native {
         /// lavapipe, which emulates them slowly); off: never (the f32 kernels).
         #[arg(long, default_value = "hardware", value_parser = ["hardware", "any", "off"])]
         pub cooperative_matrix: String,
+        /// Where the other products and convolutions with f16 weights run on f16
+        /// workgroup tiles (activations rounded to f16, sums f32) on GPUs with f16
+        /// shaders: hardware, any (lavapipe too) or off.
+        #[arg(long, default_value = "hardware", value_parser = ["hardware", "any", "off"])]
+        pub shader_f16: String,
     }
 
     impl DeviceArg {
+        /// The GPU options the flags ask for.
+        pub fn options(&self) -> GpuOptions {
+            let adapters = |arg: &str| match arg {
+                "any" => Adapters::Any,
+                "off" => Adapters::Off,
+                _ => Adapters::Hardware,
+            };
+            GpuOptions { cooperative_matrix: adapters(&self.cooperative_matrix), shader_f16: adapters(&self.shader_f16), ..GpuOptions::default() }
+        }
+
         /// Opens the device and says on stderr which one runs and why.
         pub fn open(&self) -> Result<Device> {
-            let cooperative_matrix = match self.cooperative_matrix.as_str() {
-                "any" => CooperativeMatrices::Any,
-                "off" => CooperativeMatrices::Off,
-                _ => CooperativeMatrices::Hardware,
-            };
-            let options = GpuOptions { cooperative_matrix, ..GpuOptions::default() };
-            let dev = block_on(Device::open_with(DeviceChoice::parse(&self.device)?, options))?;
+            let dev = block_on(Device::open_with(DeviceChoice::parse(&self.device)?, self.options()))?;
             eprintln!("device: {} ({})", dev.info(), dev.reason());
             Ok(dev)
         }
@@ -156,6 +165,10 @@ mod native {
         match dev.cooperative_matrix() {
             Some(c) => println!("           products and convolutions with f16 weights on {0}x{0}x{0} cooperative matrices (subgroups of {1})", c.size, c.subgroup_size),
             None => println!("           products and convolutions on the f32 kernels"),
+        }
+        if dev.shader_f16() {
+            let which = if dev.cooperative_matrix().is_some() { "the other ones (32 rows or fewer)" } else { "those" };
+            println!("           {which} with f16 weights on f16 workgroup tiles (f32 sums)");
         }
         Ok(())
     }

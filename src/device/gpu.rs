@@ -177,8 +177,8 @@ struct Inner {
     /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
     subgroups: bool,
     /// Whether products with f16 weights off cooperative matrices run on f16 workgroup
-    /// tiles (see [`GpuOptions::shader_f16`]).
-    shader_f16: bool,
+    /// tiles (see [`GpuOptions::shader_f16`]; cleared when they fail the device's check).
+    shader_f16: std::cell::Cell<bool>,
     /// What the matrix products run on where the adapter has tensor cores (cleared when
     /// they fail the device's check).
     cooperative_matrix: std::cell::Cell<Option<CooperativeMatrix>>,
@@ -330,7 +330,7 @@ impl GpuDevice {
                 ones: RefCell::default(),
                 dispatched: Default::default(),
                 subgroups,
-                shader_f16,
+                shader_f16: std::cell::Cell::new(shader_f16),
                 cooperative_matrix: std::cell::Cell::new(cooperative_matrix),
                 forced_cooperative_tile: std::cell::Cell::new(None),
                 forced_f32_tile: std::cell::Cell::new(None),
@@ -379,7 +379,8 @@ impl GpuDevice {
         self.inner.max_macs_per_dispatch.get()
     }
 
-    /// From now on every product and convolution runs the f32 kernels.
+    /// From now on no product or convolution runs on cooperative matrices (the device's
+    /// check failed them).
     pub fn disable_cooperative_matrix(&self) {
         self.inner.cooperative_matrix.set(None);
     }
@@ -408,7 +409,13 @@ impl GpuDevice {
     }
 
     pub fn shader_f16(&self) -> bool {
-        self.inner.shader_f16
+        self.inner.shader_f16.get()
+    }
+
+    /// Runs the products with f16 weights on the f32 kernels from now on (the f16 tiles
+    /// failed the device's check).
+    pub fn disable_shader_f16(&self) {
+        self.inner.shader_f16.set(false);
     }
 
     /// Kernels recorded since the device was opened: lets tests tell whether a call did

@@ -354,18 +354,25 @@ impl Device {
         Ok(Self::checked(gpu, "the GPU was asked for".into()).await)
     }
 
-    /// The device of `gpu`, whose cooperative-matrix kernels (where it has them) first pass
-    /// a check of exact results (`ops::cooperative_check`); where they fail it, the f32
-    /// kernels run and `reason` says why.
+    /// The device of `gpu`, whose kernels for products with f16 weights (cooperative
+    /// matrices, else f16 tiles, where it has them) first pass a check of exact results
+    /// (`ops::f16_check`); where they fail it, they are not used (the next family runs:
+    /// f16 tiles, then the f32 kernels) and `reason` says why.
     async fn checked(gpu: GpuDevice, reason: String) -> Device {
         let mut dev = Device { backend: Backend::Gpu(gpu.clone()), reason, work: Rc::default() };
         if dev.cooperative_matrix().is_some() {
-            if let Err(why) = crate::ops::cooperative_check::check_cooperative_matrix(&dev).await {
+            if let Err(why) = crate::ops::f16_check::check_f16_products(&dev).await {
                 gpu.disable_cooperative_matrix();
-                dev.reason += &format!("; its cooperative matrices failed the device's check ({why}), so the f32 kernels run");
+                dev.reason += &format!("; its cooperative matrices failed the device's check ({why}), so they are not used");
             }
-            dev.release_free_buffers();
         }
+        if crate::ops::runs_on_f16_tiles(&dev, 64, true) {
+            if let Err(why) = crate::ops::f16_check::check_f16_products(&dev).await {
+                gpu.disable_shader_f16();
+                dev.reason += &format!("; its f16 tiles failed the device's check ({why}), so they are not used");
+            }
+        }
+        dev.release_free_buffers();
         dev
     }
 

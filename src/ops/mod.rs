@@ -7,7 +7,7 @@ pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod concat;
 pub(crate) mod conv2d;
-pub(crate) mod cooperative_check;
+pub(crate) mod f16_check;
 pub(crate) mod gather_rows;
 pub(crate) mod group_norm;
 pub(crate) mod layer_norm;

@@ -203,27 +203,31 @@ pub fn run(args: Args) -> Result<()> {
         }
         dev.force_cooperative_tile(None);
     }
-    // The same for the f32 kernels' tiles: the f32 product and a convolution with f16
-    // weights on the f32 kernel (the device without cooperative matrices where there are).
+    // The same for the f32 kernels' tiles: the f32 product, and a convolution with f16
+    // weights on the f16 tiles and on the f32 kernel (the devices without cooperative
+    // matrices where there are).
     if !dev.is_cpu() {
         let n = if large { 4096 } else { 1024 };
         let (c, side) = (128usize, 128usize);
-        let conv_dev = kernels.last().map_or(&dev, |&(d, _)| d);
         let (a, b) = (filled(&dev, &[n, n])?, filled(&dev, &[n, n])?);
-        let image = filled(conv_dev, &[1, c, side, side])?;
-        let kernel = conv_dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
+        let mut convs = Vec::new();
+        for d in f16_devices.iter().filter(|d| d.cooperative_matrix().is_none()) {
+            convs.push((d, filled(d, &[1, c, side, side])?, d.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?));
+        }
         for tile in F32Tile::CANDIDATES {
-            if !(dev.force_f32_tile(Some(tile)) && conv_dev.force_f32_tile(Some(tile))) {
+            if !(dev.force_f32_tile(Some(tile)) && convs.iter().all(|(d, _, _)| d.force_f32_tile(Some(tile)))) {
                 continue;
             }
             let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
             rows.push(Row { name: format!("matmul {n}^3 f32, {}x{}: {tile}", tile.rows(), tile.cols()), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
-            let ms = time(conv_dev, || ops::conv2d(conv_dev, &image, &kernel, None, Conv2dArgs::same(3)))?;
-            let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
-            rows.push(Row { name: format!("conv2d {c}->{c} at {side} f32 kernel, {}x{}: {tile}", tile.rows(), tile.cols()), gflop, ms });
+            for (d, image, kernel) in &convs {
+                let ms = time(d, || ops::conv2d(d, image, kernel, None, Conv2dArgs::same(3)))?;
+                let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
+                rows.push(Row { name: format!("conv2d {c}->{c} at {side} {}, {}x{}: {tile}", f16_products(d), tile.rows(), tile.cols()), gflop, ms });
+            }
         }
         dev.force_f32_tile(None);
-        conv_dev.force_f32_tile(None);
+        convs.iter().for_each(|(d, _, _)| { d.force_f32_tile(None); });
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
         for (dev, kernel) in &kernels {

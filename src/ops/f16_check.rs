@@ -1,10 +1,10 @@
-//! The check a device runs before it trusts its cooperative-matrix kernels: one product
-//! and one convolution on small integers, exact in f16 and in f32 sums in any order, so
-//! the results must equal the host's bit for bit. A driver that miscompiles the kernels
-//! (they are tested on Mesa 26's lavapipe, not on every GPU) must cost speed, not give
-//! wrong images.
+//! The check a device runs before it trusts the kernels it runs the products with f16
+//! weights on (cooperative matrices, f16 tiles): one product and one convolution on small
+//! integers, exact in f16 and in f32 sums in any order, so the results must equal the
+//! host's bit for bit. A driver that miscompiles the kernels (they are tested on lavapipe,
+//! not on every GPU) must cost speed, not give wrong images.
 
-use super::{conv2d, linear, runs_on_cooperative_matrices, Conv2dArgs};
+use super::{conv2d, linear, runs_on_cooperative_matrices, runs_on_f16_tiles, Conv2dArgs};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -14,7 +14,7 @@ fn small(i: usize, salt: usize) -> f32 {
 }
 
 /// Ok where both kernels give the exact results, else what went wrong.
-pub(crate) async fn check_cooperative_matrix(dev: &Device) -> std::result::Result<(), String> {
+pub(crate) async fn check_f16_products(dev: &Device) -> std::result::Result<(), String> {
     run(dev).await.map_err(|e| e.to_string())?
 }
 
@@ -22,7 +22,7 @@ pub(crate) async fn check_cooperative_matrix(dev: &Device) -> std::result::Resul
 async fn run(dev: &Device) -> Result<std::result::Result<(), String>> {
     // A Linear of 64 rows, 40 inputs, 48 outputs: two tiles of rows, ragged columns and K.
     let (m, k, n) = (64, 40, 48);
-    debug_assert!(runs_on_cooperative_matrices(dev, m, true));
+    debug_assert!(runs_on_cooperative_matrices(dev, m, true) || runs_on_f16_tiles(dev, m, true));
     let x: Vec<f32> = (0..m * k).map(|i| small(i, 1)).collect();
     let w: Vec<f32> = (0..n * k).map(|i| small(i, 2)).collect();
     let got = linear(dev, &dev.upload(&[m, k], &x)?, &dev.upload_f16(&[n, k], &w)?, None)?;

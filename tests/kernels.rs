@@ -197,6 +197,7 @@ fn f16_tiles_where_the_adapter_has_f16_shaders() {
     if offered {
         assert!(daclip_webgpu::ops::runs_on_f16_tiles(&any, 64, true));
         assert!(!daclip_webgpu::ops::runs_on_f16_tiles(&any, 64, false), "f32 weights stay f32");
+        assert!(!daclip_webgpu::ops::runs_on_f16_tiles(&any, 32, true), "32 rows or fewer stay f32");
     }
 }
 

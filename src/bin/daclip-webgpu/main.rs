@@ -164,11 +164,8 @@ mod native {
         println!("kernels:   reductions with {}", if dev.subgroups() { "subgroup operations" } else { "workgroup memory" });
         match dev.cooperative_matrix() {
             Some(c) => println!("           products and convolutions with f16 weights on {0}x{0}x{0} cooperative matrices (subgroups of {1})", c.size, c.subgroup_size),
+            None if dev.shader_f16() => println!("           products and convolutions with f16 weights on f16 workgroup tiles (f32 sums)"),
             None => println!("           products and convolutions on the f32 kernels"),
-        }
-        if dev.shader_f16() {
-            let which = if dev.cooperative_matrix().is_some() { "the other ones (32 rows or fewer)" } else { "those" };
-            println!("           {which} with f16 weights on f16 workgroup tiles (f32 sums)");
         }
         Ok(())
     }

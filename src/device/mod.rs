@@ -84,9 +84,9 @@ pub struct GpuOptions {
     /// kernel: Mesa 26.2's lavapipe, `bench`, a 1024^3 product with f16 weights at 2.9
     /// against 4.5 GFLOP/s).
     pub cooperative_matrix: Adapters,
-    /// Which adapters run the other products and convolutions with f16 weights on f16
-    /// workgroup tiles, where they offer f16 shaders (WebGPU's `shader-f16`, wgpu's
-    /// SHADER_F16): half the workgroup memory and half the bytes read from it per
+    /// Which adapters run the products and convolutions cooperative matrices would take
+    /// on f16 workgroup tiles instead, where they offer f16 shaders (WebGPU's
+    /// `shader-f16`, wgpu's SHADER_F16) and no cooperative matrices: half the workgroup memory and half the bytes read from it per
     /// multiply-add; the activations rounded to f16 on their way in, sums f32 (the
     /// cooperative matrices' rounding). Default: hardware adapters (on lavapipe the f16
     /// conversions cost more than they save).

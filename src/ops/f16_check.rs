@@ -4,7 +4,7 @@
 //! host's bit for bit. A driver that miscompiles the kernels (they are tested on lavapipe,
 //! not on every GPU) must cost speed, not give wrong images.
 
-use super::{conv2d, linear, runs_on_cooperative_matrices, runs_on_f16_tiles, Conv2dArgs};
+use super::{conv2d, linear, rounds_activations_to_f16, Conv2dArgs};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -22,7 +22,7 @@ pub(crate) async fn check_f16_products(dev: &Device) -> std::result::Result<(), 
 async fn run(dev: &Device) -> Result<std::result::Result<(), String>> {
     // A Linear of 64 rows, 40 inputs, 48 outputs: two tiles of rows, ragged columns and K.
     let (m, k, n) = (64, 40, 48);
-    debug_assert!(runs_on_cooperative_matrices(dev, m, true) || runs_on_f16_tiles(dev, m, true));
+    debug_assert!(rounds_activations_to_f16(dev, m, true));
     let x: Vec<f32> = (0..m * k).map(|i| small(i, 1)).collect();
     let w: Vec<f32> = (0..n * k).map(|i| small(i, 2)).collect();
     let got = linear(dev, &dev.upload(&[m, k], &x)?, &dev.upload_f16(&[n, k], &w)?, None)?;

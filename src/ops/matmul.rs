@@ -185,7 +185,13 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
 /// MLPs or convolutions to a few channels, keep the f32 kernels' tall-and-narrow tiles,
 /// where a cooperative tile would be mostly empty rows).
 pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, weights_f16: bool) -> bool {
-    dev.cooperative_matrix().is_some() && weights_f16 && rows > 32
+    dev.cooperative_matrix().is_some() && takes_f16_kernels(rows, weights_f16)
+}
+
+/// The products (and convolutions) the f16 kernel families take where the device has
+/// one: f16 weights, more than 32 rows (see the two functions around this one).
+fn takes_f16_kernels(rows: usize, weights_f16: bool) -> bool {
+    weights_f16 && rows > 32
 }
 
 /// Whether a product (or a convolution) of `rows` rows runs on f16 workgroup tiles on
@@ -197,7 +203,13 @@ pub fn runs_on_cooperative_matrices(dev: &Device, rows: usize, weights_f16: bool
 /// UNet's parity error, f16 weights: 2.0-2.8e-3 on the f32 kernels, 4.7-6.5e-3 with f16
 /// tiles for every row count).
 pub fn runs_on_f16_tiles(dev: &Device, rows: usize, weights_f16: bool) -> bool {
-    dev.shader_f16() && dev.cooperative_matrix().is_none() && weights_f16 && rows > 32
+    dev.shader_f16() && dev.cooperative_matrix().is_none() && takes_f16_kernels(rows, weights_f16)
+}
+
+/// Whether a product (or a convolution) of `rows` rows rounds its activations to f16 on
+/// `dev`: on cooperative matrices or on f16 tiles (sums stay f32 on both).
+pub fn rounds_activations_to_f16(dev: &Device, rows: usize, weights_f16: bool) -> bool {
+    runs_on_cooperative_matrices(dev, rows, weights_f16) || runs_on_f16_tiles(dev, rows, weights_f16)
 }
 
 /// The cooperative-matrix tile of a product (or convolution) of `m` rows and `n` columns,

@@ -27,7 +27,7 @@ pub use conv2d::{conv2d, conv2d_channels, conv2d_with, Conv2dArgs, ConvInput, Ep
 pub use gather_rows::gather_rows;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
-pub use matmul::{cooperative_tile, f32_tile, linear, linear_with, matmul, runs_on_f16_tiles, runs_on_cooperative_matrices};
+pub use matmul::{cooperative_tile, f32_tile, linear, linear_with, matmul, rounds_activations_to_f16, runs_on_f16_tiles, runs_on_cooperative_matrices};
 pub(crate) use matmul::{gemm, Gemm, Operand};
 pub use pad_crop::{crop, reflect_pad};
 pub use sde_update::{sde_update, Noise};

@@ -29,8 +29,7 @@ fn up16(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
 /// f16 where it runs on cooperative matrices or f16 tiles (the reference then checks the
 /// f32 sums as tightly as elsewhere).
 fn activations_as_computed(dev: &Device, rows: usize, weights_f16: bool, a: Vec<f32>) -> Vec<f32> {
-    let rounded = ops::runs_on_cooperative_matrices(dev, rows, weights_f16) || ops::runs_on_f16_tiles(dev, rows, weights_f16);
-    if rounded { f16_rounded(&a) } else { a }
+    if ops::rounds_activations_to_f16(dev, rows, weights_f16) { f16_rounded(&a) } else { a }
 }
 
 pub async fn matmul(dev: &Device) {

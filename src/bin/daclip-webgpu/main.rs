@@ -76,9 +76,9 @@ mod native {
         /// lavapipe, which emulates them slowly); off: never (the f32 kernels).
         #[arg(long, default_value = "hardware", value_parser = ["hardware", "any", "off"])]
         pub cooperative_matrix: String,
-        /// Where the other products and convolutions with f16 weights run on f16
-        /// workgroup tiles (activations rounded to f16, sums f32) on GPUs with f16
-        /// shaders: hardware, any (lavapipe too) or off.
+        /// Where those products and convolutions run on f16 workgroup tiles instead
+        /// (activations rounded to f16, sums f32), on GPUs with f16 shaders and no
+        /// cooperative matrices: hardware, any (lavapipe too) or off.
         #[arg(long, default_value = "hardware", value_parser = ["hardware", "any", "off"])]
         pub shader_f16: String,
     }

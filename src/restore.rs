@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::device::{Device, Tensor};
+use crate::device::{Device, QueueMark, Tensor};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, ImageContext, TimeConditioning};
@@ -105,6 +105,9 @@ pub trait SamplingSpace {
     /// The network's noise for the whole state; `on_tile(k)` after tile k < tiles
     /// returns whether to go on.
     async fn predict_noise(&mut self, x: &Self::Field, t: f32, on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Self::Field>;
+    /// Submits the step's work where it runs on a device's queue, marked to be waited for
+    /// later; None where the step is finished once recorded (its tiles came back).
+    fn submit_step(&mut self) -> Option<QueueMark>;
     /// Waits for the step's work; the state's values when `read`.
     async fn finish_step<'f>(&'f mut self, x: &'f Self::Field, read: bool) -> Result<Option<Cow<'f, [f32]>>>;
 }
@@ -122,6 +125,10 @@ pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[Pla
     // Noise streams: 0 for the start, i + 1 for step i.
     let mut x = space.start(max_sigma as f32, 0)?;
     let mut prev: Option<S::Field> = None;
+    // A step the GPU may still be running, reported once it has finished: the next step
+    // is recorded and queued behind it meanwhile, so the GPU does not idle while the CPU
+    // records (the queue holds at most two steps; progress stays truthful).
+    let mut running: Option<(Progress, QueueMark)> = None;
     for (i, step) in plan.iter().enumerate() {
         let progress = |tile| Progress { step: i + 1, total: plan.len(), tile, tiles };
         let noise = space.predict_noise(&x, step.network_time, &mut |tile| after_tile(progress(tile), None)).await?;
@@ -132,9 +139,26 @@ pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[Pla
         x = space.update(x, u.a as f32, &noise, u.b as f32, prev_term, z)?;
         drop(noise);
         prev = q;
+        if !read_state {
+            if let Some(mark) = space.submit_step() {
+                if let Some((finished, mark)) = running.replace((progress(tiles), mark)) {
+                    mark.wait().await?;
+                    if !after_tile(finished, None) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                continue;
+            }
+        }
         // Waiting here keeps progress truthful, the queue short and the page responsive.
         let state = space.finish_step(&x, read_state).await?;
         if !after_tile(progress(tiles), state.as_deref()) {
+            return Err(Error::Cancelled);
+        }
+    }
+    if let Some((finished, mark)) = running {
+        mark.wait().await?;
+        if !after_tile(finished, None) {
             return Err(Error::Cancelled);
         }
     }
@@ -185,6 +209,10 @@ impl SamplingSpace for DeviceSpace<'_> {
     async fn predict_noise(&mut self, x: &Tensor, t: f32, _on_tile: &mut dyn FnMut(usize) -> bool) -> Result<Tensor> {
         let at = Rect { x: 0, y: 0, width: self.mu.dim(3), height: self.mu.dim(2) };
         self.predictor.predict_noise(self.dev, x, self.mu, at, t)
+    }
+
+    fn submit_step(&mut self) -> Option<QueueMark> {
+        Some(self.dev.mark())
     }
 
     async fn finish_step<'f>(&'f mut self, x: &'f Tensor, read: bool) -> Result<Option<Cow<'f, [f32]>>> {

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::device::{Device, Tensor};
+use crate::device::{Device, PendingRead, QueueMark, Tensor};
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{NoisePredictor, Rect, SamplingSpace};
 use crate::sde::{seeded_normal_pair, Update};
@@ -268,13 +268,15 @@ impl<'a> TiledSpace<'a> {
         (xs, mus.iter().map(|&v| v as f32 / 255.0).collect())
     }
 
-    /// Tile `k`'s noise, computed here.
-    async fn predict_tile(&mut self, k: usize, x: &[f32], t: f32) -> Result<Vec<f32>> {
+    /// Tile `k`'s noise, computed here: recorded and submitted, its readback started.
+    /// Refilling the tile's inputs for the next tile while this one computes is safe: a
+    /// write reaches the GPU after the work submitted before it.
+    fn start_tile(&mut self, k: usize, x: &[f32], t: f32) -> Result<PendingRead> {
         let (xs, mu) = self.tile_inputs(k, x);
         self.dev.write(&self.x_tile, &xs)?;
         self.dev.write(&self.mu_tile, &mu)?;
         let noise = self.predictor.predict_noise(self.dev, &self.x_tile, &self.mu_tile, self.layout.rect(k), t)?;
-        self.dev.read(&noise).await
+        self.dev.start_read(&noise)
     }
 
     fn mu(&self, i: usize) -> f32 {
@@ -343,6 +345,10 @@ impl SamplingSpace for TiledSpace<'_> {
         let mut next_blend = 0;
         let mut next = 0;
         let mut out: Vec<Option<(usize, TileFuture)>> = (0..self.helpers.as_ref().map_or(0, |h| h.count())).map(|_| None).collect();
+        // The tile this worker's device computes, read back once the next one is queued
+        // behind it: the GPU does not wait for its readback, the blending and the
+        // recording of the next tile.
+        let mut own: Option<(usize, PendingRead)> = None;
         while next_blend < tiles {
             // Every idle helper gets the next tile, then this worker computes one itself.
             for (helper, slot) in out.iter_mut().enumerate() {
@@ -356,15 +362,31 @@ impl SamplingSpace for TiledSpace<'_> {
             if next < tiles {
                 let k = next;
                 next += 1;
-                let noise = self.predict_tile(k, x, t).await?;
-                done.insert(k, noise);
+                let started = self.start_tile(k, x, t)?;
+                if let Some((j, read)) = own.replace((k, started)) {
+                    done.insert(j, read.values().await?);
+                }
                 if let Some(h) = &self.helpers {
                     h.pause().await;
                 }
-            } else if let Some(slot) = out.iter_mut().filter(|s| s.is_some()).min_by_key(|s| s.as_ref().map(|(k, _)| *k)) {
-                // Nothing left to start: wait for the helper holding the earliest tile.
-                let (k, future) = slot.take().expect("filtered");
-                done.insert(k, future.await?);
+            } else {
+                // Nothing left to start: wait for the earliest tile, here or on a helper.
+                let helper = out.iter_mut().filter(|s| s.is_some()).min_by_key(|s| s.as_ref().map(|(k, _)| *k));
+                match (own.as_ref().map(|(k, _)| *k), helper) {
+                    (Some(mine), Some(slot)) if slot.as_ref().is_some_and(|(k, _)| *k < mine) => {
+                        let (k, future) = slot.take().expect("filtered");
+                        done.insert(k, future.await?);
+                    }
+                    (Some(_), _) => {
+                        let (k, read) = own.take().expect("matched");
+                        done.insert(k, read.values().await?);
+                    }
+                    (None, Some(slot)) => {
+                        let (k, future) = slot.take().expect("filtered");
+                        done.insert(k, future.await?);
+                    }
+                    (None, None) => {}
+                }
             }
             for slot in out.iter_mut() {
                 if let Some((k, future)) = slot {
@@ -384,6 +406,10 @@ impl SamplingSpace for TiledSpace<'_> {
             }
         }
         Ok(blended)
+    }
+
+    fn submit_step(&mut self) -> Option<QueueMark> {
+        None
     }
 
     async fn finish_step<'f>(&'f mut self, x: &'f Vec<f32>, read: bool) -> Result<Option<Cow<'f, [f32]>>> {

@@ -248,12 +248,16 @@ fn gpu_with_f16_tiles() -> Option<Device> {
 
 #[test]
 fn daclip_parity_gpu_f16_tiles() {
-    gpu_with_f16_tiles().map(daclip_parity);
+    if let Some(dev) = gpu_with_f16_tiles() {
+        daclip_parity(dev);
+    }
 }
 
 #[test]
 fn unet_parity_gpu_f16_tiles() {
-    gpu_with_f16_tiles().map(unet_parity);
+    if let Some(dev) = gpu_with_f16_tiles() {
+        unet_parity(dev);
+    }
 }
 
 #[test]

@@ -178,6 +178,39 @@ fn host_noise_is_the_gpu_noise() {
     }
 }
 
+#[test]
+fn queued_steps_give_the_waited_steps_values_progress_and_cancelling() {
+    // Without previews each step is queued behind the last, its progress reported once it
+    // has finished; with them every step is waited for and read. Both must agree.
+    let dev = Device::new_blocking().unwrap();
+    let sde = IrSde::published(100).unwrap();
+    let (w, h) = (20, 12);
+    let (lq, x0) = random_images(w, h, 8);
+    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let plan = sde.plan(Sampler::MrSde2, 6, Grid::LogSnr).unwrap(); // seeded noise and the previous prediction
+    let run = |read: bool, stop_after: usize| {
+        let mut oracle = Oracle::new(&sde, &x0, w, h);
+        let mut space = DeviceSpace::new(&dev, &mut oracle, &mu, 4);
+        let mut steps = Vec::new();
+        let x = block_on(sample(&mut space, sde.max_sigma, &plan, read, &mut |p, state| {
+            assert_eq!(state.is_some(), read, "the state comes when asked for");
+            steps.push(p.step);
+            p.step < stop_after
+        }));
+        (x.map(|x| dev.read_blocking(&x).unwrap()), steps)
+    };
+    let (queued, steps) = run(false, usize::MAX);
+    let (waited, waited_steps) = run(true, usize::MAX);
+    assert_eq!(queued.unwrap(), waited.unwrap(), "queued steps compute what waited-for ones do");
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>(), "every step reported once, in order");
+    assert_eq!(waited_steps, steps);
+    let (cancelled, steps) = run(false, 3);
+    assert_eq!(cancelled.unwrap_err(), daclip_webgpu::Error::Cancelled);
+    assert_eq!(steps, vec![1, 2, 3], "nothing reported after the step that cancelled");
+    let (again, _) = run(false, usize::MAX);
+    assert!(again.is_ok(), "the device stays usable after a cancel with a step queued");
+}
+
 fn random_images(width: usize, height: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
     let mut rng = common::Rng::new(seed);
     let n = 3 * width * height;

@@ -192,6 +192,22 @@ struct Inner {
     max_macs_per_dispatch: std::cell::Cell<u64>,
 }
 
+/// A copy of a tensor on its way to the CPU (see [`GpuDevice::start_read`]).
+pub(crate) struct GpuRead {
+    staging: wgpu::Buffer,
+    submission: wgpu::SubmissionIndex,
+    mapped: Callback<std::result::Result<(), wgpu::BufferAsyncError>>,
+    dtype: DType,
+    numel: usize,
+    bytes: u64,
+}
+
+/// Work submitted to a GPU's queue, marked by [`GpuDevice::mark`].
+pub(crate) struct GpuMark {
+    submission: wgpu::SubmissionIndex,
+    done: Callback<()>,
+}
+
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
 /// Not `Send`: a device is driven from one thread (or the browser's worker).
 #[derive(Clone)]
@@ -511,6 +527,36 @@ impl GpuDevice {
     pub async fn sync(&self) -> Result<()> {
         self.flush();
         self.wait_idle().await?;
+        self.take_errors().await
+    }
+
+    /// Submits pending work and marks it, to be waited for with [`GpuDevice::wait_for`]
+    /// while later work is recorded and submitted behind it.
+    pub fn mark(&self) -> GpuMark {
+        self.flush();
+        // An empty submit: its index stands for everything submitted so far.
+        let submission = self.inner.queue.submit([]);
+        let (tx, done) = Callback::new();
+        self.inner.queue.on_submitted_work_done(move || tx.send(()));
+        GpuMark { submission, done }
+    }
+
+    /// Waits for the work submitted before `mark` (not for any submitted since), and
+    /// reports the first error the device saw since the last sync.
+    pub async fn wait_for(&self, mark: GpuMark) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(mark.submission), timeout: None })
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = mark.submission;
+        mark.done.await;
+        self.take_errors().await
+    }
+
+    /// The first error any scope or the uncaptured handler saw since the last call.
+    async fn take_errors(&self) -> Result<()> {
         let scopes: Vec<ScopeFuture> = self.inner.scopes.borrow_mut().drain(..).collect();
         let mut first = None;
         for s in scopes {
@@ -658,10 +704,22 @@ impl GpuDevice {
     /// Copies a tensor back to the CPU as f32 (f16 tensors are widened, indices converted).
     /// Submits pending work first and fails if any GPU error happened since the last sync.
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let pending = self.start_read(t)?;
+        let out = self.finish_read(pending).await;
+        // Errors of the kernels that produced `t` take precedence over the mapping failure
+        // they may have caused.
+        self.sync().await?;
+        out
+    }
+
+    /// Submits pending work and the copy of `t` into a buffer the CPU can map, and asks
+    /// for the mapping: [`GpuDevice::finish_read`] waits for that copy only, so that work
+    /// submitted meanwhile keeps the GPU busy.
+    pub fn start_read(&self, t: &Tensor) -> Result<GpuRead> {
         let buffer = t.buffer()?;
         self.flush();
         let bytes = t.dtype().bytes_for(t.numel());
-        let staging = self.scoped(|| {
+        let (staging, submission) = self.scoped(|| {
             let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size: bytes.max(4),
@@ -670,26 +728,36 @@ impl GpuDevice {
             });
             let mut enc = self.inner.device.create_command_encoder(&Default::default());
             enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
-            self.inner.queue.submit([enc.finish()]);
-            staging
+            (staging, self.inner.queue.submit([enc.finish()]))
         });
         let (tx, mapped) = Callback::new();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
-        self.poll_wait()?;
+        Ok(GpuRead { staging, submission, mapped, dtype: t.dtype(), numel: t.numel(), bytes })
+    }
+
+    /// The values of a [`GpuDevice::start_read`], once its copy is done. Reports the first
+    /// GPU error since the last sync.
+    pub async fn finish_read(&self, read: GpuRead) -> Result<Vec<f32>> {
+        let GpuRead { staging, submission, mapped, dtype, numel, bytes } = read;
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         let map_result = mapped.await;
-        // Errors of the kernels that produced `t` take precedence over the mapping failure
-        // they may have caused.
-        self.sync().await?;
+        self.take_errors().await?;
         map_result.map_err(|e| Error::Readback(e.to_string()))?;
         let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
         let words: &[u32] = bytemuck::cast_slice(&view[..bytes as usize]);
-        let out = match t.dtype() {
+        let out = match dtype {
             DType::F32 => bytemuck::cast_slice(words).to_vec(),
             DType::U32 => words.iter().map(|&w| w as f32).collect(),
             DType::F16Packed => words
                 .iter()
                 .flat_map(|w| [half::f16::from_bits(*w as u16), half::f16::from_bits((w >> 16) as u16)])
-                .take(t.numel())
+                .take(numel)
                 .map(f32::from)
                 .collect(),
         };

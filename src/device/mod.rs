@@ -321,6 +321,50 @@ enum Backend {
     Cpu(CpuDevice),
 }
 
+/// A tensor's values on their way back: see [`Device::start_read`].
+pub struct PendingRead(Readback);
+
+enum Readback {
+    Gpu(GpuDevice, gpu::GpuRead),
+    /// The CPU backend's values, read at once.
+    Done(Vec<f32>),
+}
+
+impl PendingRead {
+    /// The values, once their copy is done; reports the first GPU error since the last
+    /// sync, as [`Device::read`] does.
+    pub async fn values(self) -> Result<Vec<f32>> {
+        match self.0 {
+            Readback::Gpu(g, read) => g.finish_read(read).await,
+            Readback::Done(values) => {
+                #[cfg(target_arch = "wasm32")]
+                future::yield_to_event_loop().await;
+                Ok(values)
+            }
+        }
+    }
+}
+
+/// Work submitted to a device, to wait for later: see [`Device::mark`].
+pub struct QueueMark(Option<(GpuDevice, gpu::GpuMark)>);
+
+impl QueueMark {
+    /// Waits for the work submitted before the mark (not for work submitted since) and
+    /// reports the first error the device saw since the last sync, as [`Device::sync`]
+    /// does. On the CPU backend the work is done (in the browser the event loop takes a
+    /// turn, as in [`Device::sync`]).
+    pub async fn wait(self) -> Result<()> {
+        match self.0 {
+            Some((g, mark)) => g.wait_for(mark).await,
+            None => {
+                #[cfg(target_arch = "wasm32")]
+                future::yield_to_event_loop().await;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A device and everything needed to run kernels on it. Cheap to clone (shared).
 /// Not `Send`: a device is driven from one thread (or the browser's worker); the CPU
 /// backend uses threads of its own inside each kernel natively.
@@ -706,6 +750,16 @@ impl Device {
         block_on(self.sync())
     }
 
+    /// Submits the work recorded so far and marks it, so that it can be waited for while
+    /// more is recorded behind it ([`QueueMark::wait`]): the GPU then does not idle while
+    /// the CPU records the next work. On the CPU backend the work is done already.
+    pub fn mark(&self) -> QueueMark {
+        QueueMark(match &self.backend {
+            Backend::Gpu(g) => Some((g.clone(), g.mark())),
+            Backend::Cpu(_) => None,
+        })
+    }
+
     /// Submits every pending GPU dispatch (no-op on the CPU).
     pub fn flush(&self) {
         if let Backend::Gpu(g) = &self.backend {
@@ -787,6 +841,16 @@ impl Device {
                 t.cpu()?.read(t.dtype(), t.numel())
             }
         }
+    }
+
+    /// Starts copying a tensor back ([`Device::read`] in two halves): pending work and
+    /// the copy are submitted now, and [`PendingRead::values`] waits for that copy only,
+    /// so that work submitted meanwhile keeps the GPU busy while the CPU waits.
+    pub fn start_read(&self, t: &Tensor) -> Result<PendingRead> {
+        Ok(PendingRead(match &self.backend {
+            Backend::Gpu(g) => Readback::Gpu(g.clone(), g.start_read(t)?),
+            Backend::Cpu(_) => Readback::Done(t.cpu()?.read(t.dtype(), t.numel())?),
+        }))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

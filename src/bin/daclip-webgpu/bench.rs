@@ -76,7 +76,9 @@ pub struct Args {
     profile: bool,
     /// Add whole restores of a 64x64 image: the published posterior sampler (100 steps)
     /// against the MR sampler (mr-ode2, 10 and 20 steps); with the large rows also a
-    /// 512x512 image with mr-ode2 in 10 steps.
+    /// 512x512 image with mr-ode2 in 10 steps. On a GPU first ten 64x64 UNet steps each
+    /// waited for, then queued behind each other (as restores run them): the GPU's idle
+    /// time between steps.
     #[arg(long)]
     restore: bool,
     /// Time only one sampler step of a WIDTHxHEIGHT image in tiles, with its peak memory.
@@ -406,6 +408,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     if what.restore {
         println!();
         print_header();
+        queued_step_rows(dev, &unet, &conditioning, &image)?;
         drop(unet);
         let (d, u) = (published_daclip_weights(), published_unet_weights());
         let (daclip, unet) = Restorer::load_models(dev, &Checkpoint::parse(&d, None)?, &Checkpoint::parse(&u, None)?, DeviceDType::F16)?;
@@ -448,6 +451,44 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
             };
             println!("| {:<60} | {:>10.0} | {:>14.0} |", format!("restore {side}x{side}, {} {steps} steps{tiling}{speedup}", sampler.name()), ms, peak);
         }
+    }
+    Ok(())
+}
+
+/// Ten UNet steps at 64x64, each waited for before the next is recorded (as restores ran
+/// until 2026-12-07), then queued one behind the other (as `restore::sample` runs them):
+/// the difference is the GPU's idle time between steps, for recording and waiting.
+fn queued_step_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, image: &ImageContext) -> Result<()> {
+    if dev.is_cpu() {
+        return Ok(()); // it runs each kernel as it is recorded: nothing to queue
+    }
+    let (side, steps) = (64, 10);
+    let x = filled(dev, &[1, 3, side, side])?;
+    let step = || unet.forward(dev, &x, &x, conditioning, 50.0, image);
+    drop(step()?);
+    dev.sync_blocking()?;
+    // Best of three rounds (one on a software adapter, where a step takes seconds).
+    let rounds = if dev.info().is_software { 1 } else { 3 };
+    for queued in [false, true] {
+        let mut best = f64::MAX;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let mut running = None;
+            for _ in 0..steps {
+                drop(step()?);
+                if !queued {
+                    dev.sync_blocking()?;
+                } else if let Some(mark) = running.replace(dev.mark()) {
+                    block_on(mark.wait())?;
+                }
+            }
+            if let Some(mark) = running {
+                block_on(mark.wait())?;
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let how = if queued { "queued behind each other" } else { "each waited for" };
+        println!("| {:<60} | {best:>10.1} | {:>14} |", format!("{steps} UNet steps at {side}x{side}, {how}"), "");
     }
     Ok(())
 }

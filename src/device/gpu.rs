@@ -197,6 +197,8 @@ pub(crate) struct GpuRead {
     staging: wgpu::Buffer,
     submission: wgpu::SubmissionIndex,
     mapped: Callback<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// The error scopes of the work before the copy and of the copy.
+    scopes: Vec<ScopeFuture>,
     dtype: DType,
     numel: usize,
     bytes: u64,
@@ -206,6 +208,8 @@ pub(crate) struct GpuRead {
 pub(crate) struct GpuMark {
     submission: wgpu::SubmissionIndex,
     done: Callback<()>,
+    /// The error scopes of the marked work.
+    scopes: Vec<ScopeFuture>,
 }
 
 /// A GPU device and everything needed to run kernels on it. Cheap to clone (shared).
@@ -527,7 +531,8 @@ impl GpuDevice {
     pub async fn sync(&self) -> Result<()> {
         self.flush();
         self.wait_idle().await?;
-        self.take_errors().await
+        let scopes = self.take_scopes();
+        self.errors_of(scopes).await
     }
 
     /// Submits pending work and marks it, to be waited for with [`GpuDevice::wait_for`]
@@ -538,11 +543,11 @@ impl GpuDevice {
         let submission = self.inner.queue.submit([]);
         let (tx, done) = Callback::new();
         self.inner.queue.on_submitted_work_done(move || tx.send(()));
-        GpuMark { submission, done }
+        GpuMark { submission, done, scopes: self.take_scopes() }
     }
 
     /// Waits for the work submitted before `mark` (not for any submitted since), and
-    /// reports the first error the device saw since the last sync.
+    /// reports the first error of the work it marks or of the uncaptured handler.
     pub async fn wait_for(&self, mark: GpuMark) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         self.inner
@@ -552,12 +557,18 @@ impl GpuDevice {
         #[cfg(target_arch = "wasm32")]
         let _ = mark.submission;
         mark.done.await;
-        self.take_errors().await
+        self.errors_of(mark.scopes).await
     }
 
-    /// The first error any scope or the uncaptured handler saw since the last call.
-    async fn take_errors(&self) -> Result<()> {
-        let scopes: Vec<ScopeFuture> = self.inner.scopes.borrow_mut().drain(..).collect();
+    /// The error scopes of the work recorded so far, to be checked by whoever waits for
+    /// that work: a mark or a readback checks its own, not those of work submitted after
+    /// it, which in a browser may resolve only once that work is done.
+    fn take_scopes(&self) -> Vec<ScopeFuture> {
+        std::mem::take(&mut *self.inner.scopes.borrow_mut())
+    }
+
+    /// The first error of `scopes` or of the uncaptured handler.
+    async fn errors_of(&self, scopes: Vec<ScopeFuture>) -> Result<()> {
         let mut first = None;
         for s in scopes {
             if let Some(e) = s.await {
@@ -732,13 +743,13 @@ impl GpuDevice {
         });
         let (tx, mapped) = Callback::new();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
-        Ok(GpuRead { staging, submission, mapped, dtype: t.dtype(), numel: t.numel(), bytes })
+        Ok(GpuRead { staging, submission, mapped, scopes: self.take_scopes(), dtype: t.dtype(), numel: t.numel(), bytes })
     }
 
     /// The values of a [`GpuDevice::start_read`], once its copy is done. Reports the first
-    /// GPU error since the last sync.
+    /// error of the work before the copy or of the uncaptured handler.
     pub async fn finish_read(&self, read: GpuRead) -> Result<Vec<f32>> {
-        let GpuRead { staging, submission, mapped, dtype, numel, bytes } = read;
+        let GpuRead { staging, submission, mapped, scopes, dtype, numel, bytes } = read;
         #[cfg(not(target_arch = "wasm32"))]
         self.inner
             .device
@@ -747,7 +758,7 @@ impl GpuDevice {
         #[cfg(target_arch = "wasm32")]
         let _ = submission;
         let map_result = mapped.await;
-        self.take_errors().await?;
+        self.errors_of(scopes).await?;
         map_result.map_err(|e| Error::Readback(e.to_string()))?;
         let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
         let words: &[u32] = bytemuck::cast_slice(&view[..bytes as usize]);
@@ -1028,6 +1039,27 @@ mod tests {
         n: u32,
         d: u32,
         _pad: [u32; 2],
+    }
+
+    #[test]
+    fn marks_and_started_reads_report_the_errors_of_their_own_work() {
+        let dev = Device::new_blocking().unwrap();
+        let x = dev.upload(&[4], &[1.0, -2.0, 3.0, -4.0]).unwrap();
+        let params = ActivationParams { n: 4, d: 1, _pad: [0; 2] };
+        let broken = || dev.dispatch(Kernel::Activation, &[], &params, &[&x], [1, 1, 1]).unwrap();
+        broken();
+        let broken_mark = dev.mark();
+        let y = crate::ops::silu(&dev, &x).unwrap();
+        let fine_mark = dev.mark();
+        let err = block_on(broken_mark.wait()).unwrap_err();
+        assert!(matches!(err, Error::Validation(_)), "{err:?}");
+        block_on(fine_mark.wait()).expect("the work after the broken dispatch is fine, and its mark says so");
+        broken();
+        let broken_read = dev.start_read(&x).unwrap();
+        let fine_read = dev.start_read(&y).unwrap();
+        assert!(matches!(block_on(broken_read.values()), Err(Error::Validation(_))));
+        let v = block_on(fine_read.values()).unwrap();
+        assert!((v[0] - 0.731_058_6).abs() < 1e-6, "{v:?}");
     }
 
     #[test]

@@ -331,8 +331,8 @@ enum Readback {
 }
 
 impl PendingRead {
-    /// The values, once their copy is done; reports the first GPU error since the last
-    /// sync, as [`Device::read`] does.
+    /// The values, once their copy is done; reports the first GPU error of the work
+    /// recorded before [`Device::start_read`] (since the last mark, read or sync).
     pub async fn values(self) -> Result<Vec<f32>> {
         match self.0 {
             Readback::Gpu(g, read) => g.finish_read(read).await,
@@ -350,8 +350,8 @@ pub struct QueueMark(Option<(GpuDevice, gpu::GpuMark)>);
 
 impl QueueMark {
     /// Waits for the work submitted before the mark (not for work submitted since) and
-    /// reports the first error the device saw since the last sync, as [`Device::sync`]
-    /// does. On the CPU backend the work is done (in the browser the event loop takes a
+    /// reports the first GPU error of the work it marks (recorded since the last mark,
+    /// read or sync). On the CPU backend the work is done (in the browser the event loop takes a
     /// turn, as in [`Device::sync`]).
     pub async fn wait(self) -> Result<()> {
         match self.0 {

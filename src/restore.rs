@@ -142,10 +142,7 @@ pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[Pla
         if !read_state {
             if let Some(mark) = space.submit_step() {
                 if let Some((finished, mark)) = running.replace((progress(tiles), mark)) {
-                    mark.wait().await?;
-                    if !after_tile(finished, None) {
-                        return Err(Error::Cancelled);
-                    }
+                    report_when_done(mark, finished, after_tile).await?;
                 }
                 continue;
             }
@@ -157,12 +154,16 @@ pub async fn sample<S: SamplingSpace>(space: &mut S, max_sigma: f64, plan: &[Pla
         }
     }
     if let Some((finished, mark)) = running {
-        mark.wait().await?;
-        if !after_tile(finished, None) {
-            return Err(Error::Cancelled);
-        }
+        report_when_done(mark, finished, after_tile).await?;
     }
     Ok(x)
+}
+
+/// Waits for a queued step's work, then reports it finished ([`Error::Cancelled`] where
+/// `after_tile` says to stop).
+async fn report_when_done(mark: QueueMark, finished: Progress, after_tile: &mut AfterTile<'_>) -> Result<()> {
+    mark.wait().await?;
+    if after_tile(finished, None) { Ok(()) } else { Err(Error::Cancelled) }
 }
 
 /// The whole image on the GPU: one network evaluation per step, every update one kernel.

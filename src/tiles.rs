@@ -371,21 +371,17 @@ impl SamplingSpace for TiledSpace<'_> {
                 }
             } else {
                 // Nothing left to start: wait for the earliest tile, here or on a helper.
-                let helper = out.iter_mut().filter(|s| s.is_some()).min_by_key(|s| s.as_ref().map(|(k, _)| *k));
-                match (own.as_ref().map(|(k, _)| *k), helper) {
-                    (Some(mine), Some(slot)) if slot.as_ref().is_some_and(|(k, _)| *k < mine) => {
+                let mine = own.as_ref().map(|(k, _)| *k);
+                match out.iter_mut().filter(|s| s.is_some()).min_by_key(|s| s.as_ref().map(|(k, _)| *k)) {
+                    Some(slot) if mine.is_none_or(|mine| slot.as_ref().is_some_and(|(k, _)| *k < mine)) => {
                         let (k, future) = slot.take().expect("filtered");
                         done.insert(k, future.await?);
                     }
-                    (Some(_), _) => {
-                        let (k, read) = own.take().expect("matched");
-                        done.insert(k, read.values().await?);
+                    _ => {
+                        if let Some((k, read)) = own.take() {
+                            done.insert(k, read.values().await?);
+                        }
                     }
-                    (None, Some(slot)) => {
-                        let (k, future) = slot.take().expect("filtered");
-                        done.insert(k, future.await?);
-                    }
-                    (None, None) => {}
                 }
             }
             for slot in out.iter_mut() {

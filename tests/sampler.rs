@@ -186,7 +186,7 @@ fn queued_steps_give_the_waited_steps_values_progress_and_cancelling() {
     let sde = IrSde::published(100).unwrap();
     let (w, h) = (20, 12);
     let (lq, x0) = random_images(w, h, 8);
-    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let mu = lq_tensor(&dev, &lq, w, h);
     let plan = sde.plan(Sampler::MrSde2, 6, Grid::LogSnr).unwrap(); // seeded noise and the previous prediction
     let run = |read: bool, stop_after: usize| {
         let mut oracle = Oracle::new(&sde, &x0, w, h);
@@ -211,6 +211,11 @@ fn queued_steps_give_the_waited_steps_values_progress_and_cancelling() {
     assert!(again.is_ok(), "the device stays usable after a cancel with a step queued");
 }
 
+/// The 8-bit LQ image `lq` (planar) as mu = value / 255 on the device, [1, 3, h, w].
+fn lq_tensor(dev: &Device, lq: &[u8], w: usize, h: usize) -> Tensor {
+    dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap()
+}
+
 fn random_images(width: usize, height: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
     let mut rng = common::Rng::new(seed);
     let n = 3 * width * height;
@@ -225,7 +230,7 @@ fn oracle_gives_back_x0_through_tiles_of_a_3000_x_2000_image() {
     let sde = IrSde::published(100).unwrap();
     let (w, h) = (3000, 2000);
     let (lq, x0) = random_images(w, h, 21);
-    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let mu = lq_tensor(&dev, &lq, w, h);
     let layout = TileLayout::new(w, h, 256, 64);
     println!("{w}x{h}, tile 256, overlap 64: {} tiles", layout.tile_count());
     for sampler in [Sampler::Posterior, Sampler::Sde, Sampler::MrOde1, Sampler::MrOde2, Sampler::MrSde1, Sampler::MrSde2] {
@@ -259,7 +264,7 @@ fn the_tile_grid_never_changes_the_noise_a_pixel_receives() {
     for (tile, overlap) in [(96, 32), (128, 0), (150, 64)] {
         assert!(a == run(tile, overlap), "tile {tile}, overlap {overlap}: another tile grid changed the result");
     }
-    let mu = dev.upload(&[1, 3, h, w], &lq.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()).unwrap();
+    let mu = lq_tensor(&dev, &lq, w, h);
     let untiled = sample_untiled(&dev, &mut NoNoise, &mu, &sde, &plan, 5);
     let worst = max_abs_diff(&a, &untiled);
     println!("mr-sde2, 6 steps, no predicted noise: tiles of 64/96/128/150 give identical states; vs untiled (GPU noise) max difference {worst:.2e}");

@@ -549,13 +549,7 @@ impl GpuDevice {
     /// Waits for the work submitted before `mark` (not for any submitted since), and
     /// reports the first error of the work it marks or of the uncaptured handler.
     pub async fn wait_for(&self, mark: GpuMark) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(mark.submission), timeout: None })
-            .map_err(|e| Error::DeviceLost(e.to_string()))?;
-        #[cfg(target_arch = "wasm32")]
-        let _ = mark.submission;
+        self.poll_until(mark.submission)?;
         mark.done.await;
         self.errors_of(mark.scopes).await
     }
@@ -589,6 +583,19 @@ impl GpuDevice {
         self.inner.queue.on_submitted_work_done(move || tx.send(()));
         self.poll_wait()?;
         done.await;
+        Ok(())
+    }
+
+    /// Natively, runs the callbacks of `submission` (and of those before it) once it is
+    /// done, not waiting for later submissions; in the browser the event loop runs them.
+    fn poll_until(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         Ok(())
     }
 
@@ -712,17 +719,6 @@ impl GpuDevice {
         self.upload_words(shape, DType::F16Packed, &words)
     }
 
-    /// Copies a tensor back to the CPU as f32 (f16 tensors are widened, indices converted).
-    /// Submits pending work first and fails if any GPU error happened since the last sync.
-    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let pending = self.start_read(t)?;
-        let out = self.finish_read(pending).await;
-        // Errors of the kernels that produced `t` take precedence over the mapping failure
-        // they may have caused.
-        self.sync().await?;
-        out
-    }
-
     /// Submits pending work and the copy of `t` into a buffer the CPU can map, and asks
     /// for the mapping: [`GpuDevice::finish_read`] waits for that copy only, so that work
     /// submitted meanwhile keeps the GPU busy.
@@ -750,14 +746,10 @@ impl GpuDevice {
     /// error of the work before the copy or of the uncaptured handler.
     pub async fn finish_read(&self, read: GpuRead) -> Result<Vec<f32>> {
         let GpuRead { staging, submission, mapped, scopes, dtype, numel, bytes } = read;
-        #[cfg(not(target_arch = "wasm32"))]
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
-            .map_err(|e| Error::DeviceLost(e.to_string()))?;
-        #[cfg(target_arch = "wasm32")]
-        let _ = submission;
+        self.poll_until(submission)?;
         let map_result = mapped.await;
+        // Errors of the kernels that produced the tensor take precedence over the mapping
+        // failure they may have caused.
         self.errors_of(scopes).await?;
         map_result.map_err(|e| Error::Readback(e.to_string()))?;
         let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;

@@ -830,17 +830,10 @@ impl Device {
     }
 
     /// Copies a tensor back as f32 (f16 tensors are widened, indices converted). On the
-    /// GPU this submits pending work first and fails if any GPU error happened since the
-    /// last sync.
+    /// GPU this submits pending work first, waits for it, and fails if any GPU error
+    /// happened since the last mark, read or sync.
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
-        match &self.backend {
-            Backend::Gpu(g) => g.read(t).await,
-            Backend::Cpu(_) => {
-                #[cfg(target_arch = "wasm32")]
-                future::yield_to_event_loop().await;
-                t.cpu()?.read(t.dtype(), t.numel())
-            }
-        }
+        self.start_read(t)?.values().await
     }
 
     /// Starts copying a tensor back ([`Device::read`] in two halves): pending work and

@@ -161,7 +161,11 @@ impl Engine {
             Restorer::new(d, &model).map_err(js_error)?;
         }
         drop(ckpt);
-        let converted = if convert && is_torch_archive(&bytes) { Some(weights::convert(&bytes, ConvertOptions::new(StoreDType::F16)).map_err(js_error)?.bytes) } else { None };
+        let converted = if convert && is_torch_archive(&bytes) { {
+            let mut out = Vec::new();
+            weights::convert(&bytes, ConvertOptions::new(StoreDType::F16), &mut out).map_err(js_error)?;
+            Some(out)
+        } } else { None };
         self.models.borrow_mut().unet = Some(Rc::new(model));
         self.tile_seconds.borrow_mut().clear();
         Ok(converted)

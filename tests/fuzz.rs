@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{tiny_clip_config, tiny_fixture, Rng};
+use common::{converted, tiny_clip_config, tiny_fixture, Rng};
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType};
@@ -72,7 +72,7 @@ fn read_all(dev: &Device, bytes: &[u8], clip_config: Option<DaClipConfig>) -> Re
         ModelKind::DaClip(_) => drop(DaClip::load(dev, &ckpt, DeviceDType::F16)?),
         ModelKind::UNet(_) => drop(ConditionalUNet::load(dev, &ckpt, DeviceDType::F16)?),
     }
-    convert(bytes, ConvertOptions { clip_config, ..ConvertOptions::new(StoreDType::F16) })?;
+    convert(&bytes, ConvertOptions { clip_config, ..ConvertOptions::new(StoreDType::F16) }, &mut std::io::sink())?;
     Ok(ckpt.kind.name())
 }
 
@@ -102,7 +102,7 @@ fn seed_bytes(name: &str) -> Vec<u8> {
         "daclip.pt" | "universal-ir.pth" => tiny_fixture(name),
         "daclip.safetensors" => {
             let options = ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
-            convert(&tiny_fixture("daclip.pt"), options).unwrap().bytes
+            converted(&tiny_fixture("daclip.pt"), options).unwrap().0
         }
         _ => panic!("no seed is named {name}"),
     }

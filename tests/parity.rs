@@ -7,8 +7,10 @@
 //!     DACLIP_FIXTURES=<dir> cargo test --release --test parity -- --nocapture
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
@@ -17,7 +19,7 @@ use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATI
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::ops::{sde_update, Noise};
 use daclip_webgpu::sde::IrSde;
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, StoreDType};
+use daclip_webgpu::weights::{random_safetensors, Checkpoint, ModelKind, ConvertOptions, DeviceDType, StoreDType};
 use daclip_webgpu::Device;
 
 const TOL_F32: f64 = 1e-4;
@@ -29,12 +31,19 @@ fn dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny")))
 }
 
+/// The Wild-IR pair at its real widths, vocabulary and patch size with fewer layers, its
+/// weights made from `random_weights.json` (tests/reference/make_fixtures.py
+/// --wild-reduced).
+fn wild_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wild-reduced"))
+}
+
 /// The fixture arrays as f32 (uint8 and int64 arrays converted), with their shapes.
 struct Fixtures(HashMap<String, (Vec<usize>, Vec<f32>)>);
 
 impl Fixtures {
-    fn load() -> Fixtures {
-        let path = dir().join("fixtures.safetensors");
+    fn load(dir: &Path) -> Fixtures {
+        let path = dir.join("fixtures.safetensors");
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let mut map = HashMap::new();
@@ -83,14 +92,24 @@ impl Report {
 
 /// The weights to check, named `<stem>.pt|.pth` / `<stem>.safetensors` in the fixture
 /// directory: the original file converted in memory to f32 and to f16 when it is there,
-/// else the converted file as it is.
-fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, DeviceDType, f64)> {
-    let d = dir();
+/// else the converted file as it is; or, where `random_weights.json` is, the crate's
+/// seeded random weights it names (f16 values, loaded as f32 and as f16).
+fn variants(d: &Path, original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, DeviceDType, f64)> {
     let config: Option<DaClipConfig> = std::fs::read(d.join("clip_config.json")).ok().map(|b| serde_json::from_slice(&b).expect("clip_config.json"));
+    if let Ok(spec) = std::fs::read(d.join("random_weights.json")) {
+        let spec: serde_json::Value = serde_json::from_slice(&spec).expect("random_weights.json");
+        let (kind, seed) = if original == "daclip.pt" {
+            (ModelKind::DaClip(config.expect("clip_config.json")), &spec["daclip_seed"])
+        } else {
+            (ModelKind::UNet(serde_json::from_value(spec["unet_config"].clone()).expect("unet_config")), &spec["unet_seed"])
+        };
+        let bytes = random_safetensors(&kind.expected_tensors(), seed.as_u64().expect("a seed"), |_| false, kind.metadata());
+        return vec![("f32", bytes.clone(), DeviceDType::F32, TOL_F32), ("f16", bytes, DeviceDType::F16, TOL_F16)];
+    }
     if let Ok(pt) = std::fs::read(d.join(original)) {
         return vec![
-            ("f32", convert(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().bytes, DeviceDType::F32, TOL_F32),
-            ("f16", convert(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().bytes, DeviceDType::F16, TOL_F16),
+            ("f32", common::converted(&pt, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F32) }).unwrap().0, DeviceDType::F32, TOL_F32),
+            ("f16", common::converted(&pt, ConvertOptions { clip_config: config, ..ConvertOptions::new(StoreDType::F16) }).unwrap().0, DeviceDType::F16, TOL_F16),
         ];
     }
     let st = std::fs::read(d.join(converted)).unwrap_or_else(|_| panic!("neither {original} nor {converted} in the fixture directory"));
@@ -98,9 +117,9 @@ fn variants(original: &str, converted: &str) -> Vec<(&'static str, Vec<u8>, Devi
     vec![if f16 { ("file f16", st, DeviceDType::F16, TOL_F16) } else { ("file f32", st, DeviceDType::F32, TOL_F32) }]
 }
 
-fn daclip_parity(dev: Device) {
-    let fx = Fixtures::load();
-    println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
+fn daclip_parity(dev: Device, dir: &Path) {
+    let fx = Fixtures::load(dir);
+    println!("fixtures: {}\nadapter: {}", dir.display(), dev.info());
     let mut failures = Vec::new();
 
     // Preprocessing: bicubic resize + crop within one 8-bit level of PIL.
@@ -128,7 +147,7 @@ fn daclip_parity(dev: Device) {
         failures.push("text_tokens differ".into());
     }
 
-    for (label, bytes, dtype, tol) in variants("daclip.pt", "daclip.safetensors") {
+    for (label, bytes, dtype, tol) in variants(dir, "daclip.pt", "daclip.safetensors") {
         let mut r = Report { label, tol, failures: Vec::new() };
         let ckpt = Checkpoint::parse(&bytes, None).unwrap();
         let model = DaClip::load(&dev, &ckpt, dtype).unwrap();
@@ -158,7 +177,7 @@ fn daclip_parity(dev: Device) {
 }
 
 fn sde_parity(dev: Device) {
-    let fx = Fixtures::load();
+    let fx = Fixtures::load(&dir());
     let sde = IrSde::published(100).unwrap();
     let mut r = Report { label: "f64", tol: TOL_F32, failures: Vec::new() };
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
@@ -188,16 +207,16 @@ fn sde_parity(dev: Device) {
     assert!(r.failures.is_empty(), "parity failures:\n{}", r.failures.join("\n"));
 }
 
-fn unet_parity(dev: Device) {
-    let fx = Fixtures::load();
-    println!("fixtures: {}\nadapter: {}", dir().display(), dev.info());
+fn unet_parity(dev: Device, dir: &Path) {
+    let fx = Fixtures::load(dir);
+    println!("fixtures: {}\nadapter: {}", dir.display(), dev.info());
     let up = |key: &str| { let (s, v) = fx.get(key); dev.upload(s, v).unwrap() };
     // The contexts are the fixture's own DA-CLIP outputs, so that UNet errors are not mixed
     // with DA-CLIP's (checked by daclip_parity).
     let degra = up("degra_features");
     let image = up("image_features");
     let mut failures = Vec::new();
-    for (label, bytes, dtype, tol) in variants("universal-ir.pth", "universal-ir.safetensors") {
+    for (label, bytes, dtype, tol) in variants(dir, "universal-ir.pth", "universal-ir.safetensors") {
         let mut r = Report { label, tol, failures: Vec::new() };
         let model = ConditionalUNet::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), dtype).unwrap();
         let read = |t: &daclip_webgpu::Tensor| dev.read_blocking(t).unwrap();
@@ -249,25 +268,25 @@ fn gpu_with_f16_tiles() -> Option<Device> {
 #[test]
 fn daclip_parity_gpu_f16_tiles() {
     if let Some(dev) = gpu_with_f16_tiles() {
-        daclip_parity(dev);
+        daclip_parity(dev, &dir());
     }
 }
 
 #[test]
 fn unet_parity_gpu_f16_tiles() {
     if let Some(dev) = gpu_with_f16_tiles() {
-        unet_parity(dev);
+        unet_parity(dev, &dir());
     }
 }
 
 #[test]
 fn daclip_parity_gpu() {
-    daclip_parity(gpu());
+    daclip_parity(gpu(), &dir());
 }
 
 #[test]
 fn daclip_parity_cpu() {
-    daclip_parity(Device::cpu());
+    daclip_parity(Device::cpu(), &dir());
 }
 
 #[test]
@@ -282,10 +301,30 @@ fn sde_parity_cpu() {
 
 #[test]
 fn unet_parity_gpu() {
-    unet_parity(gpu());
+    unet_parity(gpu(), &dir());
 }
 
 #[test]
 fn unet_parity_cpu() {
-    unet_parity(Device::cpu());
+    unet_parity(Device::cpu(), &dir());
+}
+
+#[test]
+fn wild_daclip_parity_gpu() {
+    daclip_parity(gpu(), &wild_dir());
+}
+
+#[test]
+fn wild_daclip_parity_cpu() {
+    daclip_parity(Device::cpu(), &wild_dir());
+}
+
+#[test]
+fn wild_unet_parity_gpu() {
+    unet_parity(gpu(), &wild_dir());
+}
+
+#[test]
+fn wild_unet_parity_cpu() {
+    unet_parity(Device::cpu(), &wild_dir());
 }

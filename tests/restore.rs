@@ -24,7 +24,8 @@ use common::{tiny_clip_config, tiny_fixture};
 
 fn models(dev: &Device) -> (DaClip, ConditionalUNet) {
     let (d, u) = (tiny_fixture("daclip.pt"), tiny_fixture("universal-ir.pth"));
-    Restorer::load_models(dev, &Checkpoint::parse(&d, Some(tiny_clip_config())).unwrap(), &Checkpoint::parse(&u, None).unwrap(), DeviceDType::F32).unwrap()
+    let (d, u) = (Checkpoint::parse(&d, Some(tiny_clip_config())).unwrap(), Checkpoint::parse(&u, None).unwrap());
+    Restorer::load_models(dev, &d, &u, DeviceDType::F32).unwrap()
 }
 
 /// A 61 x 77 test image.

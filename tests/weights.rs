@@ -4,14 +4,16 @@
 
 mod common;
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use daclip_webgpu::models::clip::{DaClipConfig, TextConfig, VisionConfig};
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
+use daclip_webgpu::weights::{convert, Checkpoint, FileSource, Source, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
 use daclip_webgpu::{Error, Device};
 
-use common::{tiny_clip_config, tiny_fixture};
+use common::{converted, tiny_clip_config, tiny_fixture};
 
 fn tiny(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
@@ -30,7 +32,7 @@ fn torch_reader_matches_pytorch() {
             let t = w.get(name).unwrap_or_else(|| panic!("{file}: `{name}` missing"));
             let shape: Vec<usize> = serde_json::from_value(d["shape"].clone()).unwrap();
             assert_eq!(t.shape, shape, "{name}");
-            let v = t.to_f32().unwrap();
+            let v = w.load(name).unwrap().to_f32().unwrap();
             let first: Vec<f64> = serde_json::from_value(d["first"].clone()).unwrap();
             // The digest's f64s came from f32s: back in f32 they must match bit for bit.
             for (a, b) in v.iter().zip(&first) {
@@ -53,16 +55,16 @@ fn conversion_keeps_values() {
         let bytes = tiny_fixture(file);
         let original = Checkpoint::parse(&bytes, config.clone()).unwrap();
         for dtype in [StoreDType::F32, StoreDType::F16] {
-            let out = convert(&bytes, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(dtype) }).unwrap();
-            println!("{file} {dtype:?}: {}", out.summary);
+            let (out, summary) = converted(&bytes, ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(dtype) }).unwrap();
+            println!("{file} {dtype:?}: {summary}");
             // The converted file carries its config: no --clip-config needed to read it.
-            let converted = Checkpoint::parse(&out.bytes, None).unwrap();
+            let converted = Checkpoint::parse(&out, None).unwrap();
             assert_eq!(converted.kind, original.kind);
             assert_eq!(converted.weights.names().count(), original.weights.names().count());
             let mut max_err = 0.0f32;
-            for (name, t) in original.weights.tensors() {
-                let a = t.to_f32().unwrap();
-                let b = converted.weights.get(name).unwrap().to_f32().unwrap();
+            for name in original.weights.names() {
+                let a = original.weights.load(name).unwrap().to_f32().unwrap();
+                let b = converted.weights.load(name).unwrap().to_f32().unwrap();
                 for (x, y) in a.iter().zip(&b) {
                     match dtype {
                         StoreDType::F32 => assert_eq!(x.to_bits(), y.to_bits(), "{name}"),
@@ -86,9 +88,9 @@ fn conversion_keeps_values() {
 fn conversion_gives_the_same_bytes_every_time() {
     let pt = tiny_fixture("daclip.pt");
     let options = || ConvertOptions { clip_config: Some(tiny_clip_config()), ..ConvertOptions::new(StoreDType::F16) };
-    let first = convert(&pt, options()).unwrap().bytes;
+    let first = converted(&pt, options()).unwrap().0;
     for _ in 0..8 {
-        assert!(convert(&pt, options()).unwrap().bytes == first, "two conversions of one file differ");
+        assert!(converted(&pt, options()).unwrap().0 == first, "two conversions of one file differ");
     }
 }
 
@@ -106,7 +108,7 @@ fn loader_uploads_named_tensors() {
     let dev = Device::new_blocking().unwrap();
     let bytes = tiny_fixture("universal-ir.pth");
     let w = Weights::parse(&bytes).unwrap();
-    let want = w.get("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight").unwrap().to_f32().unwrap();
+    let want = w.load("downs.3.2.fn.fn.transformer_blocks.0.attn2.to_k.weight").unwrap().to_f32().unwrap();
     for dtype in [DeviceDType::F32, DeviceDType::F16] {
         let vb = Vb::new(&w, &dev, dtype).pp("downs").pp(3).pp("2.fn.fn").pp("transformer_blocks.0");
         let t = vb.pp("attn2").tensor("to_k.weight", &[32, 32]).unwrap();
@@ -118,6 +120,88 @@ fn loader_uploads_named_tensors() {
         let err = vb.tensor("no_such.weight", &[1]).unwrap_err();
         assert!(matches!(err, Error::WeightsMismatch(_)), "{err}");
     }
+}
+
+/// A file read piece by piece that remembers its largest single read.
+struct CountingSource {
+    file: FileSource,
+    largest_read: Cell<usize>,
+    total_read: Cell<u64>,
+}
+
+impl Source for CountingSource {
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> daclip_webgpu::Result<Cow<'_, [u8]>> {
+        self.largest_read.set(self.largest_read.get().max(len));
+        self.total_read.set(self.total_read.get() + len as u64);
+        self.file.read_at(offset, len)
+    }
+}
+
+#[test]
+fn checkpoints_are_read_tensor_by_tensor_from_disk() {
+    for (file, config) in [("daclip.pt", Some(tiny_clip_config())), ("universal-ir.pth", None)] {
+        let bytes = tiny_fixture(file);
+        let in_memory = Checkpoint::parse(&bytes, config.clone()).unwrap();
+        let src = CountingSource { file: FileSource::open(&tiny(file)).unwrap(), largest_read: Cell::new(0), total_read: Cell::new(0) };
+        // The index (central directory, local headers, pickle) and then one tensor at a
+        // time: never the whole file.
+        let largest_tensor = in_memory.weights.tensors().map(|(_, t)| t.numel() * t.dtype.size()).max().unwrap();
+        let most_at_once = largest_tensor.max(64 << 10);
+        {
+            let from_disk = Checkpoint::read(&src, config.clone()).unwrap();
+            assert_eq!(from_disk.kind, in_memory.kind);
+            let index_read = src.total_read.get();
+            for (name, _) in in_memory.weights.tensors() {
+                let (a, b) = (in_memory.weights.load(name).unwrap(), from_disk.weights.load(name).unwrap());
+                assert_eq!((a.dtype, &a.shape, &*a.data), (b.dtype, &b.shape, &*b.data), "{file}: {name}");
+            }
+            println!("{file}: {} bytes, index {index_read} bytes, largest read {} bytes, largest tensor {largest_tensor}", bytes.len(), src.largest_read.get());
+            assert!(src.largest_read.get() <= most_at_once, "{file}: a read of {} bytes", src.largest_read.get());
+            assert!(index_read < bytes.len() as u64 / 10, "{file}: the index took {index_read} bytes of {}", bytes.len());
+        }
+        // The converter streams too: the same bytes as converting the file in memory.
+        let options = ConvertOptions { clip_config: config.clone(), ..ConvertOptions::new(StoreDType::F16) };
+        let mut from_disk = Vec::new();
+        src.largest_read.set(0);
+        convert(&src, options.clone(), &mut from_disk).unwrap();
+        assert!(from_disk == converted(&bytes, options).unwrap().0, "{file}: conversions from disk and from memory differ");
+        assert!(src.largest_read.get() <= most_at_once, "{file}: conversion read {} bytes at once", src.largest_read.get());
+    }
+
+    // A file cut short reads as truncated, from its index or when a tensor is read.
+    let dir = std::env::temp_dir().join(format!("daclip-webgpu-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = tiny_fixture("universal-ir.pth");
+    let path = dir.join("cut.pth");
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Checkpoint::read(FileSource::open(&path).unwrap(), None).err().expect("a truncated checkpoint must be refused");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let err = FileSource::open(&dir).err().unwrap();
+    assert!(err.to_string().contains("folder"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_weight_larger_than_one_binding_is_named() {
+    // 8193 x 4096 f16 values: 64 MiB in the file, 128 MiB + 32 KiB as f32, one binding's
+    // default limit (WebGPU's 128 MiB, which the CPU backend keeps too) exceeded.
+    let spec = vec![("big.weight".to_string(), vec![8193, 4096])];
+    let bytes = daclip_webgpu::weights::random_safetensors(&spec, 1, |_| false, Default::default());
+    let w = Weights::parse(&bytes).unwrap();
+    let gpu = Device::new_blocking().unwrap();
+    for (dev, dtype) in [(&Device::cpu(), DeviceDType::F32), (&Device::cpu(), DeviceDType::F16), (&gpu, DeviceDType::F32)] {
+        let err = Vb::new(&w, dev, dtype).tensor("big.weight", &[8193, 4096]).unwrap_err();
+        println!("{} {dtype:?}: {err}", dev.info());
+        let msg = err.to_string();
+        assert!(matches!(err, Error::TooLarge(_)) && msg.contains("weight `big.weight` [8193, 4096] needs 134234112 bytes (128.02 MiB)") && msg.contains("at most 134217728 (128.00 MiB)"), "{msg}");
+        assert!(!msg.contains("image"), "a weight's error speaks of images: {msg}");
+    }
+    // Packed f16 on a GPU it fits.
+    Vb::new(&w, &gpu, DeviceDType::F16).tensor("big.weight", &[8193, 4096]).unwrap();
 }
 
 /// A STORED zip archive, as torch.save writes (CRCs left zero: the reader does not check them).
@@ -166,7 +250,7 @@ fn safetensors_raw(header: &str, data: &[u8]) -> Vec<u8> {
 fn edited_unet(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> Vec<u8> {
     let bytes = tiny_fixture("universal-ir.pth");
     let w = Weights::parse(&bytes).unwrap();
-    let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = w.tensors().map(|(n, t)| (n.to_string(), t.shape.clone(), t.to_f32().unwrap())).collect();
+    let mut list: Vec<(String, Vec<usize>, Vec<f32>)> = w.tensors().map(|(n, t)| (n.to_string(), t.shape.clone(), w.load(n).unwrap().to_f32().unwrap())).collect();
     edit(&mut list);
     let views: Vec<(String, safetensors::tensor::TensorView)> = list
         .iter()

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{HostDType, Weights};
+use std::io::Write;
+
+use super::{HostDType, Source, Weights};
 use crate::error::{Error, Result};
 use crate::models::clip::{DaClipConfig, STORED_TEXT_FEATURES};
 use crate::models::unet::UNetConfig;
@@ -65,12 +67,17 @@ pub struct Checkpoint<'a> {
 }
 
 impl<'a> Checkpoint<'a> {
-    /// Reads `bytes` (.pt/.pth or safetensors), finds which model it is and checks every
+    /// Reads the index of `bytes` (.pt/.pth or safetensors), finds which model it is and checks every
     /// tensor's name and shape. `clip_config` describes a DA-CLIP checkpoint that carries
     /// no config of its own (every .pt); without it the config is read off the tensor
     /// shapes ([`DaClipConfig::infer`]).
     pub fn parse(bytes: &'a [u8], clip_config: Option<DaClipConfig>) -> Result<Checkpoint<'a>> {
-        let mut weights = Weights::parse(bytes)?;
+        Checkpoint::read(bytes, clip_config)
+    }
+
+    /// [`Checkpoint::parse`] of a file read piece by piece (see [`Source`]).
+    pub fn read(source: impl Source + 'a, clip_config: Option<DaClipConfig>) -> Result<Checkpoint<'a>> {
+        let mut weights = Weights::read(source)?;
         let kind = identify(&weights, clip_config)?;
         let mut aliases_dropped = 0;
         if let ModelKind::DaClip(_) = kind {
@@ -181,8 +188,8 @@ pub struct Summary {
     pub tensors: usize,
     pub parameters: usize,
     pub aliases_dropped: usize,
-    pub bytes_in: usize,
-    pub bytes_out: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -192,32 +199,6 @@ impl std::fmt::Display for Summary {
             write!(f, " ({} duplicate visual.* aliases dropped)", self.aliases_dropped)?;
         }
         write!(f, "; {:.1} MB in, {:.1} MB out", self.bytes_in as f64 / 1e6, self.bytes_out as f64 / 1e6)
-    }
-}
-
-pub struct Conversion {
-    pub bytes: Vec<u8>,
-    pub summary: Summary,
-}
-
-struct Owned {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl safetensors::View for Owned {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
     }
 }
 
@@ -238,35 +219,56 @@ impl ConvertOptions {
     }
 }
 
-fn encode(values: &[f32], dtype: StoreDType) -> (safetensors::Dtype, Vec<u8>) {
-    match dtype {
-        StoreDType::F32 => (safetensors::Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        StoreDType::F16 => (safetensors::Dtype::F16, values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
+impl StoreDType {
+    fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            StoreDType::F32 => safetensors::Dtype::F32,
+            StoreDType::F16 => safetensors::Dtype::F16,
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            StoreDType::F32 => 4,
+            StoreDType::F16 => 2,
+        }
+    }
+
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            StoreDType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            StoreDType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        }
     }
 }
 
-/// The safetensors file with its header's keys sorted: the crate writes the metadata in
-/// a `HashMap`'s order, which differs from run to run, and a conversion should give the
-/// same bytes every time (the fuzzer's crashers are edits at offsets of such a file).
-fn with_sorted_header(file: Vec<u8>) -> Vec<u8> {
-    let n = u64::from_le_bytes(file[..8].try_into().expect("a header length")) as usize;
-    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&file[8..8 + n]).expect("the header the crate wrote");
+/// The safetensors header of `tensors` (name, shape; all in `dtype`, their data in this
+/// order): the keys sorted, padded with spaces to a multiple of 8 bytes, as the
+/// safetensors crate lays out a file of one dtype, so that a conversion gives the same
+/// bytes every time (the fuzzer's crashers are edits at offsets of such a file).
+fn safetensors_header(tensors: &[(String, Vec<usize>)], dtype: StoreDType, metadata: HashMap<String, String>) -> Vec<u8> {
+    let mut header: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata.into_iter().collect::<BTreeMap<_, _>>()).expect("strings"));
+    let mut offset = 0;
+    for (name, shape) in tensors {
+        let len = shape.iter().product::<usize>() * dtype.size();
+        let info = safetensors::tensor::TensorInfo { dtype: dtype.safetensors(), shape: shape.clone(), data_offsets: (offset, offset + len) };
+        header.insert(name.clone(), serde_json::to_value(info).expect("a tensor's info"));
+        offset += len;
+    }
     let mut json = serde_json::to_vec(&header).expect("a JSON header");
     json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + file.len() - 8 - n);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&json);
-    out.extend_from_slice(&file[8 + n..]);
     out
 }
 
 /// Converts a checkpoint (.pt/.pth or safetensors) to a checked safetensors file in
-/// `dtype`, with the model and its config in the metadata.
-pub fn convert(bytes: &[u8], options: ConvertOptions) -> Result<Conversion> {
+/// `options.dtype`, with the model and its config in the metadata, written to `out` one
+/// tensor at a time: memory holds the index and one tensor, whatever the file's size.
+pub fn convert(source: &dyn Source, options: ConvertOptions, out: &mut dyn Write) -> Result<Summary> {
     let dtype = options.dtype;
-    let mut ckpt = Checkpoint::parse(bytes, options.clip_config)?;
-    let mut tensors = Vec::new();
-    let mut parameters = 0;
+    let mut ckpt = Checkpoint::read(source, options.clip_config)?;
     if let Some(features) = &options.text_features {
         let ModelKind::DaClip(config) = &mut ckpt.kind else {
             return Err(Error::WeightsMismatch("--no-text applies to DA-CLIP checkpoints only".into()));
@@ -275,32 +277,42 @@ pub fn convert(bytes: &[u8], options: ConvertOptions) -> Result<Conversion> {
             return Err(Error::Shape(format!("expected 10 x {} text features, got {} values", config.embed_dim, features.len())));
         }
         config.text_cfg = None;
-        let (st_dtype, data) = encode(features, dtype);
-        tensors.push((STORED_TEXT_FEATURES.to_string(), Owned { dtype: st_dtype, shape: vec![10, config.embed_dim], data }));
-        parameters += features.len();
     }
-    for (name, t) in ckpt.weights.tensors() {
-        if options.text_features.is_some() && DaClipConfig::is_text_tensor(name) {
-            continue;
-        }
-        parameters += t.numel();
-        let (st_dtype, data) = encode(&t.to_f32()?, dtype);
-        tensors.push((name.to_string(), Owned { dtype: st_dtype, shape: t.shape.clone(), data }));
-    }
-    let count = tensors.len();
+    let text_features = options.text_features.as_ref().map(|f| (STORED_TEXT_FEATURES.to_string(), vec![10, f.len() / 10]));
+    // Every name is of one dtype, so the data lies in name order (the safetensors crate's).
+    let mut tensors: Vec<(String, Vec<usize>)> = ckpt
+        .weights
+        .tensors()
+        .filter(|(name, _)| options.text_features.is_none() || !DaClipConfig::is_text_tensor(name))
+        .map(|(name, t)| (name.to_string(), t.shape.clone()))
+        .chain(text_features)
+        .collect();
+    tensors.sort();
     let mut metadata = ckpt.kind.metadata();
     metadata.insert("format".to_string(), "pt".to_string());
-    let out = safetensors::serialize(tensors, Some(metadata)).map_err(|e| Error::Checkpoint(format!("writing safetensors: {e}")))?;
-    let out = with_sorted_header(out);
-    Ok(Conversion {
-        summary: Summary {
-            model: ckpt.kind.label(),
-            tensors: count,
-            parameters,
-            aliases_dropped: ckpt.aliases_dropped,
-            bytes_in: bytes.len(),
-            bytes_out: out.len(),
-        },
-        bytes: out,
+    let header = safetensors_header(&tensors, dtype, metadata);
+    let write = |out: &mut dyn Write, bytes: &[u8]| out.write_all(bytes).map_err(|e| Error::Io(format!("writing the converted file: {e}")));
+    write(out, &header)?;
+    let mut parameters = 0;
+    let mut bytes_out = header.len() as u64;
+    for (name, shape) in &tensors {
+        let values = match &options.text_features {
+            Some(features) if name == STORED_TEXT_FEATURES => Cow::Borrowed(features.as_slice()),
+            _ => Cow::Owned(ckpt.weights.load(name)?.to_f32()?),
+        };
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        let data = dtype.encode(&values);
+        write(out, &data)?;
+        parameters += values.len();
+        bytes_out += data.len() as u64;
+    }
+    out.flush().map_err(|e| Error::Io(format!("writing the converted file: {e}")))?;
+    Ok(Summary {
+        model: ckpt.kind.label(),
+        tensors: tensors.len(),
+        parameters,
+        aliases_dropped: ckpt.aliases_dropped,
+        bytes_in: source.len(),
+        bytes_out,
     })
 }

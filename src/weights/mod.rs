@@ -6,12 +6,17 @@
 mod checkpoint;
 mod pickle;
 mod random;
+mod source;
 mod torch;
 mod zip;
 
-pub use checkpoint::{convert, Checkpoint, Conversion, ConvertOptions, ModelKind, StoreDType, Summary, META_CONFIG, META_MODEL};
+pub use checkpoint::{convert, Checkpoint, ConvertOptions, ModelKind, StoreDType, Summary, META_CONFIG, META_MODEL};
 pub use random::random_safetensors;
+#[cfg(not(target_arch = "wasm32"))]
+pub use source::FileSource;
+pub use source::Source;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
@@ -37,12 +42,29 @@ impl HostDType {
     }
 }
 
-/// A tensor as it lies in a weights file: little-endian bytes, borrowed from the file.
+/// A tensor's place in a weights file: what the index (pickle or safetensors header)
+/// says of it, before any of its bytes are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub dtype: HostDType,
+    pub shape: Vec<usize>,
+    offset: u64,
+    len: usize,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A tensor's little-endian bytes, borrowed from a file in memory or read from one on
+/// disk.
 #[derive(Debug, Clone)]
 pub struct HostTensor<'a> {
     pub dtype: HostDType,
     pub shape: Vec<usize>,
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 impl HostTensor<'_> {
@@ -52,7 +74,7 @@ impl HostTensor<'_> {
 
     /// The values as f32 (integers are refused: no model weight is an integer).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let d = self.data;
+        let d = &*self.data;
         Ok(match self.dtype {
             HostDType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
             HostDType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -77,59 +99,91 @@ pub enum Format {
     Safetensors,
 }
 
-/// The named tensors of one weights file, borrowing its bytes.
+/// The index of one weights file (every tensor's name, dtype, shape and place) and the
+/// file it reads each tensor from when asked.
 pub struct Weights<'a> {
     pub format: Format,
-    tensors: BTreeMap<String, HostTensor<'a>>,
+    source: Box<dyn Source + 'a>,
+    tensors: BTreeMap<String, TensorInfo>,
     metadata: BTreeMap<String, String>,
 }
 
-/// Whether `bytes` look like a `torch.save` file (a zip archive) rather than safetensors.
-pub fn is_torch_archive(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04")
+/// Whether a file starting with `head` looks like a `torch.save` file (a zip archive)
+/// rather than safetensors.
+pub fn is_torch_archive(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04")
 }
 
+/// The largest safetensors header read (the format's own bound).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
 impl<'a> Weights<'a> {
-    /// Reads a `torch.save` archive (.pt/.pth) or a safetensors file, told apart by
-    /// their first bytes.
-    pub fn parse(bytes: &'a [u8]) -> Result<Weights<'a>> {
-        if is_torch_archive(bytes) {
-            let tensors = torch::read(bytes)?.into_iter().collect();
-            return Ok(Weights { format: Format::Torch, tensors, metadata: BTreeMap::new() });
+    /// Reads the index of a `torch.save` archive (.pt/.pth) or a safetensors file, told
+    /// apart by their first bytes. The tensors' bytes are read later, one by one.
+    pub fn read(source: impl Source + 'a) -> Result<Weights<'a>> {
+        let source: Box<dyn Source + 'a> = Box::new(source);
+        let head = source.read_at(0, source.len().min(8) as usize)?;
+        if is_torch_archive(&head) {
+            let tensors = torch::read(&*source)?.into_iter().collect();
+            return Ok(Weights { format: Format::Torch, source, tensors, metadata: BTreeMap::new() });
         }
-        if bytes.len() >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 {
+        if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
             return Err(Error::Checkpoint(
                 "this is a checkpoint in PyTorch's legacy (pre-1.6) format; re-save it with a current torch.save".into(),
             ));
         }
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
-            Error::Checkpoint(format!("neither a torch.save archive nor a valid safetensors file ({e})"))
-        })?;
+        let invalid = |e: &dyn Display| Error::Checkpoint(format!("neither a torch.save archive nor a valid safetensors file ({e})"));
+        if head.len() < 8 {
+            return Err(invalid(&"the file is shorter than a safetensors header"));
+        }
+        let n = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        if n > MAX_SAFETENSORS_HEADER || n + 8 > source.len() {
+            return Err(invalid(&format!("a header of {n} bytes in a file of {}", source.len())));
+        }
+        // The crate's own checks: offsets in order, contiguous, each the size its shape
+        // and dtype give.
+        let meta: safetensors::tensor::Metadata = serde_json::from_slice(&source.read_at(8, n as usize)?).map_err(|e| invalid(&e))?;
+        let data_start = 8 + n;
+        let data_len = meta.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0) as u64;
+        if data_start + data_len != source.len() {
+            return Err(invalid(&format!("the header describes {data_len} bytes of tensors but the file holds {}", source.len() - data_start)));
+        }
         let mut tensors = BTreeMap::new();
-        for (name, view) in st.iter() {
-            let dtype = match view.dtype() {
+        for (name, info) in meta.tensors() {
+            let dtype = match info.dtype {
                 safetensors::Dtype::F32 => HostDType::F32,
                 safetensors::Dtype::F16 => HostDType::F16,
                 safetensors::Dtype::BF16 => HostDType::BF16,
                 safetensors::Dtype::I64 => HostDType::I64,
                 other => return Err(Error::Checkpoint(format!("tensor `{name}` has dtype {other:?}; only F32, F16, BF16 and I64 are supported"))),
             };
-            tensors.insert(name.to_string(), HostTensor { dtype, shape: view.shape().to_vec(), data: view.data() });
+            let (start, end) = info.data_offsets;
+            tensors.insert(name, TensorInfo { dtype, shape: info.shape.clone(), offset: data_start + start as u64, len: end - start });
         }
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Checkpoint(e.to_string()))?;
-        let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
-        Ok(Weights { format: Format::Safetensors, tensors, metadata })
+        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        Ok(Weights { format: Format::Safetensors, source, tensors, metadata })
     }
 
-    pub fn get(&self, name: &str) -> Option<&HostTensor<'a>> {
+    /// [`Weights::read`] of a file already in memory.
+    pub fn parse(bytes: &'a [u8]) -> Result<Weights<'a>> {
+        Weights::read(bytes)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
+    }
+
+    /// Reads the tensor `name` from the file.
+    pub fn load(&self, name: &str) -> Result<HostTensor<'_>> {
+        let info = self.get(name).ok_or_else(|| Error::WeightsMismatch(format!("missing tensor `{name}`")))?;
+        Ok(HostTensor { dtype: info.dtype, shape: info.shape.clone(), data: self.source.read_at(info.offset, info.len)? })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
-    pub fn tensors(&self) -> impl Iterator<Item = (&str, &HostTensor<'a>)> {
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
         self.tensors.iter().map(|(k, v)| (k.as_str(), v))
     }
 
@@ -137,7 +191,7 @@ impl<'a> Weights<'a> {
         &self.metadata
     }
 
-    pub(crate) fn remove(&mut self, name: &str) -> Option<HostTensor<'a>> {
+    pub(crate) fn remove(&mut self, name: &str) -> Option<TensorInfo> {
         self.tensors.remove(name)
     }
 }
@@ -152,7 +206,7 @@ pub enum DeviceDType {
 
 /// A prefix into a checked [`Weights`], as candle's VarBuilder: model code asks for
 /// `vb.pp("transformer").pp(i).tensor("attn.in_proj_weight", ..)` and never spells a full
-/// key. Each call uploads one tensor, so host memory holds the file plus one tensor.
+/// key. Each call reads and uploads one tensor, so host memory holds one tensor at a time.
 #[derive(Clone)]
 pub struct Vb<'w, 'a> {
     weights: &'w Weights<'a>,
@@ -171,6 +225,11 @@ impl<'w, 'a> Vb<'w, 'a> {
         Vb { prefix: format!("{}{name}.", self.prefix), ..self.clone() }
     }
 
+    /// How this builder keeps weights on the device.
+    pub fn dtype(&self) -> DeviceDType {
+        self.dtype
+    }
+
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
@@ -180,17 +239,31 @@ impl<'w, 'a> Vb<'w, 'a> {
     }
 
     /// The host tensor `name`, checked to have `shape`.
-    pub fn host(&self, name: &str, shape: &[usize]) -> Result<&'w HostTensor<'a>> {
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostTensor<'w>> {
         let key = self.key(name);
         let t = self.weights.get(&key).ok_or_else(|| Error::WeightsMismatch(format!("missing tensor `{key}`")))?;
         if t.shape != shape {
             return Err(Error::WeightsMismatch(format!("tensor `{key}` has shape {:?}, expected {shape:?}", t.shape)));
         }
-        Ok(t)
+        self.weights.load(&key)
     }
 
     /// Uploads `name` (checked to have `shape`) in this builder's GPU dtype.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        // Checked before reading: the error names the weight, not an activation.
+        // f16 weights are packed two per word on a GPU; the CPU backend widens them to f32.
+        let per_value = if self.dtype == DeviceDType::F32 || self.dev.is_cpu() { 4 } else { 2 };
+        let bytes = shape.iter().product::<usize>().saturating_mul(per_value);
+        if bytes > self.dev.max_tensor_bytes() {
+            let max = self.dev.max_tensor_bytes();
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            return Err(Error::TooLarge(format!(
+                "weight `{}` {shape:?} needs {bytes} bytes ({:.2} MiB) but one buffer binding may hold at most {max} ({:.2} MiB) on this device",
+                self.key(name),
+                mib(bytes),
+                mib(max)
+            )));
+        }
         let t = self.host(name, shape)?;
         match self.dtype {
             DeviceDType::F32 => self.dev.upload(shape, &t.to_f32()?),

@@ -5,10 +5,20 @@ use std::collections::HashMap;
 
 use crate::models::TensorSpec;
 
-/// SplitMix64: small, fast, reproducible.
+/// SplitMix64: small, fast, reproducible, and easy to write again elsewhere
+/// (tests/reference/make_fixtures.py does, with numpy, for the fixture sets whose weights
+/// are too large to commit).
 struct SplitMix(u64);
 
 impl SplitMix {
+    /// The stream of tensor `name`: each tensor's values depend on the seed and its name
+    /// only, not on the order in which a tensor list names them.
+    fn for_tensor(seed: u64, name: &str) -> SplitMix {
+        // FNV-1a over the name's bytes.
+        let hash = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3));
+        SplitMix(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hash)
+    }
+
     fn uniform(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -21,15 +31,16 @@ impl SplitMix {
 /// Every tensor of `spec` filled from `seed`: matrices and convolutions uniform with the
 /// variance of 1/fan_in (activations keep their scale through deep stacks), 1-D weights
 /// (norm gains) near 1, biases and other vectors near 0, and the tensors `zero` selects
-/// exactly 0. `metadata` goes into the header (model and config).
+/// exactly 0, each value rounded to f32 and then to f16. `metadata` goes into the header (model and
+/// config).
 pub fn random_safetensors(spec: &TensorSpec, seed: u64, zero: impl Fn(&str) -> bool, metadata: HashMap<String, String>) -> Vec<u8> {
-    let mut rng = SplitMix(seed);
     let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = spec
         .iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let gain = name.ends_with(".weight") && shape.len() == 1 || name.ends_with(".g");
             let matrix = shape.iter().filter(|&&d| d > 1).count() > 1;
+            let mut rng = SplitMix::for_tensor(seed, name);
             let bytes = (0..n)
                 .map(|_| {
                     let u = 2.0 * rng.uniform() - 1.0;
@@ -42,7 +53,9 @@ pub fn random_safetensors(spec: &TensorSpec, seed: u64, zero: impl Fn(&str) -> b
                     } else {
                         0.05 * u
                     };
-                    half::f16::from_f64(v)
+                    // Through f32, whose rounding to f16 every library does alike (a direct f64
+                    // rounding is done in one step by some and in two by others).
+                    half::f16::from_f32(v as f32)
                 })
                 .flat_map(|h| h.to_le_bytes())
                 .collect();

@@ -1,10 +1,11 @@
 //! Named tensors out of a `torch.save` archive (`<name>/data.pkl` plus one raw storage
-//! per `<name>/data/<key>`), as views into the file's bytes.
+//! per `<name>/data/<key>`), as places in the file: only the pickle is read here.
 
 use std::collections::HashMap;
 
 use super::pickle::{self, StorageType, TensorRef, Value};
-use super::{zip, HostDType, HostTensor};
+use super::source::Source;
+use super::{zip, HostDType, TensorInfo};
 use crate::error::{Error, Result};
 
 fn bad(msg: impl std::fmt::Display) -> Error {
@@ -14,24 +15,24 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 /// The tensors of the state dict in `bytes`: a bare state dict or one wrapped as
 /// `{"state_dict": ...}`; a `module.` prefix (DataParallel) is removed; entries that are
 /// not tensors (optimizer state, epochs, ...) are ignored.
-pub fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor<'_>)>> {
-    let entries = zip::entries(bytes)?;
+pub fn read(src: &dyn Source) -> Result<Vec<(String, TensorInfo)>> {
+    let entries = zip::entries(src)?;
     let pkl = entries
         .iter()
         .find(|e| e.name.ends_with("data.pkl"))
         .ok_or_else(|| bad("the archive has no data.pkl: not a torch.save checkpoint"))?;
     let root = &pkl.name[..pkl.name.len() - "data.pkl".len()];
     if let Some(order) = entries.iter().find(|e| e.name.ends_with("byteorder")) {
-        if order.data != b"little" {
+        if *src.read_at(order.offset, order.size.min(16))? != *b"little" {
             return Err(bad("the checkpoint was saved on a big-endian machine; re-save it on a little-endian one"));
         }
     }
-    let storages: HashMap<&str, &[u8]> = entries
+    let storages: HashMap<&str, &zip::Entry> = entries
         .iter()
-        .filter_map(|e| e.name.strip_prefix(root).and_then(|n| n.strip_prefix("data/")).map(|k| (k, e.data)))
+        .filter_map(|e| e.name.strip_prefix(root).and_then(|n| n.strip_prefix("data/")).map(|k| (k, e)))
         .collect();
 
-    let mut dict = pickle::load(pkl.data)?;
+    let mut dict = pickle::load(&src.read_at(pkl.offset, pkl.size)?)?;
     if let Value::Dict(d) = &dict {
         let inner = d.borrow().iter().find(|(k, _)| matches!(k, Value::Str(s) if s == "state_dict")).map(|(_, v)| v.clone());
         if let Some(inner @ Value::Dict(_)) = inner {
@@ -51,7 +52,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor<'_>)>> {
     Ok(out)
 }
 
-fn view<'a>(name: &str, t: &TensorRef, storages: &HashMap<&str, &'a [u8]>) -> Result<HostTensor<'a>> {
+fn view(name: &str, t: &TensorRef, storages: &HashMap<&str, &zip::Entry>) -> Result<TensorInfo> {
     let dtype = match t.storage_type {
         StorageType::F32 => HostDType::F32,
         StorageType::F16 => HostDType::F16,
@@ -75,9 +76,8 @@ fn view<'a>(name: &str, t: &TensorRef, storages: &HashMap<&str, &'a [u8]>) -> Re
     let size = dtype.size();
     let start = t.offset.checked_mul(size);
     let end = start.and_then(|s| numel.and_then(|n| n.checked_mul(size)).and_then(|n| s.checked_add(n)));
-    let data = match (start, end) {
-        (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
-        _ => return Err(bad(format!("tensor `{name}` ({:?} at offset {}) lies outside its storage of {} bytes", t.shape, t.offset, storage.len()))),
-    };
-    Ok(HostTensor { dtype, shape: t.shape.clone(), data })
+    match (start, end) {
+        (Some(s), Some(e)) if e <= storage.size => Ok(TensorInfo { dtype, shape: t.shape.clone(), offset: storage.offset + s as u64, len: e - s }),
+        _ => Err(bad(format!("tensor `{name}` ({:?} at offset {}) lies outside its storage of {} bytes", t.shape, t.offset, storage.size))),
+    }
 }

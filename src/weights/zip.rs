@@ -1,7 +1,9 @@
 //! Just enough of the ZIP format to read `torch.save` archives: the central directory
 //! (with ZIP64 extensions for large files) and STORED (uncompressed) entries, which is
-//! how PyTorch writes every record. Entries are returned as slices of the input.
+//! how PyTorch writes every record. Entries are returned as places in the file, to be
+//! read when needed.
 
+use super::source::Source;
 use crate::error::{Error, Result};
 
 const EOCD: u32 = 0x0605_4b50;
@@ -30,34 +32,43 @@ fn usize_of(v: u64) -> Result<usize> {
     usize::try_from(v).map_err(|_| bad("offset beyond addressable memory"))
 }
 
-/// One entry: its name and its bytes.
-pub struct Entry<'a> {
+/// One entry: its name and where its bytes lie in the archive.
+pub struct Entry {
     pub name: String,
-    pub data: &'a [u8],
+    pub offset: u64,
+    pub size: usize,
 }
 
-pub fn entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>> {
+/// The archive's entries, read from its central directory (at the end) and each entry's
+/// local header: a few kilobytes of a checkpoint of any size.
+pub fn entries(src: &dyn Source) -> Result<Vec<Entry>> {
+    let len = src.len();
     // The end-of-central-directory record sits in the last 22 + 65535 (comment) bytes.
-    let search_from = bytes.len().saturating_sub(22 + 65535);
-    let eocd = (search_from..bytes.len().saturating_sub(21))
+    let tail_from = len.saturating_sub(22 + 65535);
+    let tail = src.read_at(tail_from, (len - tail_from) as usize)?;
+    let eocd = (0..tail.len().saturating_sub(21))
         .rev()
-        .find(|&i| u32_at(bytes, i).ok() == Some(EOCD))
+        .find(|&i| u32_at(&tail, i).ok() == Some(EOCD))
         .ok_or_else(|| bad("no end-of-central-directory record (the file is truncated or not a zip)"))?;
-    let mut count = u16_at(bytes, eocd + 10)? as u64;
-    let mut cd_offset = u32_at(bytes, eocd + 16)? as u64;
-    if count == 0xFFFF || cd_offset == 0xFFFF_FFFF {
+    let mut count = u16_at(&tail, eocd + 10)? as u64;
+    let mut cd_size = u32_at(&tail, eocd + 12)? as u64;
+    let mut cd_offset = u32_at(&tail, eocd + 16)? as u64;
+    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
         let loc = eocd.checked_sub(20).ok_or_else(|| bad("missing ZIP64 locator"))?;
-        if u32_at(bytes, loc)? != ZIP64_LOCATOR {
+        if u32_at(&tail, loc)? != ZIP64_LOCATOR {
             return Err(bad("missing ZIP64 locator"));
         }
-        let rec = usize_of(u64_at(bytes, loc + 8)?)?;
-        if u32_at(bytes, rec)? != ZIP64_EOCD {
+        let rec = src.read_at(u64_at(&tail, loc + 8)?, 56).map_err(|_| bad("bad ZIP64 end record"))?;
+        if u32_at(&rec, 0)? != ZIP64_EOCD {
             return Err(bad("bad ZIP64 end record"));
         }
-        count = u64_at(bytes, rec + 32)?;
-        cd_offset = u64_at(bytes, rec + 48)?;
+        count = u64_at(&rec, 32)?;
+        cd_size = u64_at(&rec, 40)?;
+        cd_offset = u64_at(&rec, 48)?;
     }
-    let mut at = usize_of(cd_offset)?;
+    let cd = src.read_at(cd_offset, usize_of(cd_size)?).map_err(|_| bad("the central directory lies outside the file (truncated download?)"))?;
+    let bytes: &[u8] = &cd;
+    let mut at = 0;
     let mut out = Vec::new();
     for _ in 0..count {
         if u32_at(bytes, at)? != CENTRAL {
@@ -96,14 +107,16 @@ pub fn entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>> {
         if method != 0 {
             return Err(bad(format!("entry {name} is compressed (method {method}); torch.save writes stored entries only")));
         }
-        let local = usize_of(local)?;
-        if u32_at(bytes, local)? != LOCAL {
+        let header = src.read_at(local, 30).map_err(|_| bad(format!("entry {name} has no local header")))?;
+        if u32_at(&header, 0)? != LOCAL {
             return Err(bad(format!("entry {name} has no local header")));
         }
-        let start = local + 30 + u16_at(bytes, local + 26)? as usize + u16_at(bytes, local + 28)? as usize;
-        let end = start.checked_add(usize_of(size)?).ok_or_else(|| bad("entry size overflows"))?;
-        let data = bytes.get(start..end).ok_or_else(|| bad(format!("entry {name} runs past the end of the file (truncated download?)")))?;
-        out.push(Entry { name, data });
+        let start = local + 30 + u16_at(&header, 26)? as u64 + u16_at(&header, 28)? as u64;
+        let size = usize_of(size)?;
+        if start.checked_add(size as u64).is_none_or(|end| end > len) {
+            return Err(bad(format!("entry {name} runs past the end of the file (truncated download?)")));
+        }
+        out.push(Entry { name, offset: start, size });
         at += 46 + name_len + extra_len + comment_len;
     }
     Ok(out)

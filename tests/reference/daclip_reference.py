@@ -320,13 +320,20 @@ class SinusoidalPosEmb(nn.Module):
 
 class ConditionalUNet(nn.Module):
     def __init__(self, in_nc=3, out_nc=3, nf=64, ch_mult=(1, 2, 4, 8), context_dim=512,
-                 use_degra_context=True, use_image_context=True):
+                 use_degra_context=True, use_image_context=True, downscale=False):
         super().__init__()
         self.depth = len(ch_mult)
         self.use_degra_context, self.use_image_context = use_degra_context, use_image_context
         time_dim = nf * 4
         dims = [nf * m for m in [1] + list(ch_mult)]
         self.init_conv = default_conv(in_nc * 2, nf, 7)
+        # Wild-IR's `scale: 0.5` (spec section 7): the levels run at half resolution,
+        # between a stride-2 4x4 conv after init_conv and a nearest x2 + 3x3 conv before
+        # the last concatenation with init_conv's full-resolution output.
+        self.downscale = downscale
+        if downscale:
+            self.downsample = nn.Conv2d(nf, nf, 4, 2, 1)
+            self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(nf, nf, 3, padding=1))
         self.time_mlp = nn.Sequential(SinusoidalPosEmb(nf), nn.Linear(nf, time_dim), nn.GELU(),
                                       nn.Linear(time_dim, time_dim))
         if use_degra_context:
@@ -379,6 +386,8 @@ class ConditionalUNet(nn.Module):
         x = F.pad(x, (0, (m - W % m) % m, 0, (m - H % m) % m), mode="reflect")
         x = self.init_conv(x)
         x_ = x.clone()
+        if self.downscale:
+            x = self.downsample(x)
         t = self.time_embedding(time)
         if self.use_degra_context:
             t = t + self.prompt_embedding(text_context)
@@ -399,6 +408,8 @@ class ConditionalUNet(nn.Module):
             x = b2(torch.cat([x, h.pop()], dim=1), t)
             x = attn(x, context)
             x = up(x)
+        if self.downscale:
+            x = self.upsample(x)
         x = self.final_res_block(torch.cat([x, x_], dim=1), t)
         return self.final_conv(x)[..., :H, :W]
 

@@ -5,6 +5,8 @@ DA-CLIP + UNet with seeded random weights, using our PyTorch reference.
     /tmp/torchenv/bin/pip install torch numpy pillow safetensors open_clip_torch
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py tests/fixtures/tiny
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/full --full
+    /tmp/torchenv/bin/python tests/reference/make_fixtures.py tests/fixtures/wild-reduced --wild-reduced
+    /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/wild --wild-checkpoints
 
 The default is the tiny configuration committed in tests/fixtures/tiny; `--full` uses the
 published architecture (ViT-B/32 DA-CLIP, nf 64 UNet: about 1.2 GB of checkpoints, never
@@ -12,9 +14,19 @@ committed). open_clip_torch is used only for its tokenizer (the original's token
 Besides the documented files, the directory gets `checkpoint_digest.json` (per tensor:
 shape, sum, sum of squares, first values), which the weights tests use to check the
 checkpoint reader against PyTorch's own.
+
+`--wild-reduced` is the Wild-IR pair (spec section 7) at its real widths, vocabulary and
+patch size but fewer layers: its checkpoints (about 600 MB) are too large to commit, so
+its weights are the crate's seeded random ones (`random_safetensors`: SplitMix64 per
+tensor name, rounded to f32 and then f16), written again here with numpy, and the directory holds
+`random_weights.json` (seeds and UNet config) in place of the .pt/.pth; the parity test
+makes the same weights from it. `--wild-checkpoints` writes the full-size Wild-IR pair in
+the original's format (`wild-daclip_ViT-L-14.pt`, 3.0 GB, and `wild-ir.pth`) with
+PyTorch's default initialisation, for the streaming load's memory bench; no fixtures.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -40,6 +52,20 @@ FULL_CLIP_CONFIG = {
 }
 FULL_UNET_CONFIG = dict(in_nc=3, out_nc=3, nf=64, ch_mult=(1, 2, 4, 8), context_dim=512,
                         use_degra_context=True, use_image_context=True)
+WILD_CLIP_CONFIG = {
+    "embed_dim": 768,
+    "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12},
+}
+WILD_UNET_CONFIG = dict(in_nc=3, out_nc=3, nf=64, ch_mult=(1, 2, 4, 8), context_dim=768,
+                        use_degra_context=False, use_image_context=True, downscale=True)
+# The reduced-depth twin of the pair above, for the committed parity set.
+WILD_REDUCED_CLIP_CONFIG = {
+    "embed_dim": 768,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 1024, "patch_size": 14, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 2},
+}
+WILD_SEEDS = {"daclip_seed": 11, "unet_seed": 12}
 H, W = 48, 40          # the main input (a multiple of 16, as the UNet keys' shapes show)
 ODD_H, ODD_W = 37, 29  # an odd size: reflect padding and the final crop
 
@@ -59,6 +85,43 @@ def randomise(model, gen):
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
+
+
+MASK = (1 << 64) - 1
+
+
+def splitmix_uniform(seed, name, n):
+    """The crate's `SplitMix::for_tensor(seed, name)` stream: n uniforms in [0, 1)."""
+    h = 0xCBF29CE484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    state = ((seed * 0x9E3779B97F4A7C15) & MASK) ^ h
+    with np.errstate(over="ignore"):
+        z = np.uint64(state) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def seeded_weights(model, seed):
+    """Fills every tensor of the state dict (the `visual.*` aliases through their
+    `clip.visual.*` twins) as `random_safetensors(spec, seed, no zeros)` does."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, t in state.items():
+            if name.startswith("visual.") and "clip." + name in state:
+                continue
+            shape = tuple(t.shape)
+            n = int(np.prod(shape, dtype=np.int64))
+            u = 2.0 * splitmix_uniform(seed, name, n) - 1.0
+            if sum(d > 1 for d in shape) > 1:
+                v = u * math.sqrt(3.0 * shape[0] / n)
+            elif (name.endswith(".weight") and len(shape) == 1) or name.endswith(".g"):
+                v = 1.0 + 0.05 * u
+            else:
+                v = 0.05 * u
+            t.copy_(torch.from_numpy(v.astype(np.float32).astype(np.float16).astype(np.float32)).reshape(shape))
 
 
 def clip_preprocess(u8, size):
@@ -89,23 +152,52 @@ def digest(state_dict):
     return out
 
 
-def main(out_dir, full=False):
-    clip_config = FULL_CLIP_CONFIG if full else CLIP_CONFIG
-    unet_config = FULL_UNET_CONFIG if full else UNET_CONFIG
+def unet_config_json(unet_config):
+    """The crate's UNetConfig schema."""
+    c = {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config.items()}
+    c.setdefault("downscale", False)
+    return c
+
+
+def wild_checkpoints(out_dir):
     os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+    daclip = DaCLIP(WILD_CLIP_CONFIG).eval()
+    torch.save(daclip.state_dict(), os.path.join(out_dir, "wild-daclip_ViT-L-14.pt"))
+    del daclip
+    torch.save(ConditionalUNet(**WILD_UNET_CONFIG).eval().state_dict(), os.path.join(out_dir, "wild-ir.pth"))
+    for f in sorted(os.listdir(out_dir)):
+        print(f"{f}: {os.path.getsize(os.path.join(out_dir, f)) / 1e9:.2f} GB")
+
+
+def main(out_dir, full=False, wild_reduced=False):
+    clip_config = FULL_CLIP_CONFIG if full else WILD_REDUCED_CLIP_CONFIG if wild_reduced else CLIP_CONFIG
+    unet_config = FULL_UNET_CONFIG if full else WILD_UNET_CONFIG if wild_reduced else UNET_CONFIG
+    os.makedirs(out_dir, exist_ok=True)
+    if wild_reduced:
+        # At these widths (sums over 4096 products, 24-layer-wide activations) two float32
+        # implementations differ by about 1e-4 of the output's rms from rounding alone;
+        # a float64 reference measures each one's own error (saved as float32).
+        torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234)
 
     daclip = DaCLIP(clip_config).eval()
-    randomise(daclip, gen)
     unet = ConditionalUNet(**unet_config).eval()
-    randomise(unet, gen)
-    torch.save(daclip.state_dict(), os.path.join(out_dir, "daclip.pt"))
-    torch.save(unet.state_dict(), os.path.join(out_dir, "universal-ir.pth"))
     with open(os.path.join(out_dir, "clip_config.json"), "w") as f:
         json.dump(clip_config, f, indent=2)
-    with open(os.path.join(out_dir, "checkpoint_digest.json"), "w") as f:
-        json.dump({"daclip.pt": digest(daclip.state_dict()), "universal-ir.pth": digest(unet.state_dict())}, f)
+    if wild_reduced:
+        seeded_weights(daclip, WILD_SEEDS["daclip_seed"])
+        seeded_weights(unet, WILD_SEEDS["unet_seed"])
+        with open(os.path.join(out_dir, "random_weights.json"), "w") as f:
+            json.dump({**WILD_SEEDS, "unet_config": unet_config_json(unet_config)}, f, indent=2)
+    else:
+        randomise(daclip, gen)
+        randomise(unet, gen)
+        torch.save(daclip.state_dict(), os.path.join(out_dir, "daclip.pt"))
+        torch.save(unet.state_dict(), os.path.join(out_dir, "universal-ir.pth"))
+        with open(os.path.join(out_dir, "checkpoint_digest.json"), "w") as f:
+            json.dump({"daclip.pt": digest(daclip.state_dict()), "universal-ir.pth": digest(unet.state_dict())}, f)
 
     fx = {}
     with torch.no_grad():
@@ -126,8 +218,13 @@ def main(out_dir, full=False):
         fx["control_hiddens"] = torch.stack(daclip.control_hiddens(clip_input))[:, 0]
         fx["image_features_nocontrol"] = daclip.encode_image(clip_input, control=False)[0]
 
-        import open_clip
-        tokens = open_clip.tokenize(DEGRADATIONS)
+        if wild_reduced:  # the ten names' ids, as the tiny set holds them (open_clip's)
+            from safetensors.torch import load_file
+            here = os.path.dirname(os.path.abspath(__file__))
+            tokens = load_file(os.path.join(here, "../fixtures/tiny/fixtures.safetensors"))["text_tokens"]
+        else:
+            import open_clip
+            tokens = open_clip.tokenize(DEGRADATIONS)
         fx["text_tokens"] = tokens.to(torch.int64)
         text_features = daclip.encode_text(tokens)
         fx["text_features"] = text_features
@@ -140,7 +237,8 @@ def main(out_dir, full=False):
         z0 = torch.randn(cond.shape, generator=gen)
         xt = cond + z0 * sde.max_sigma
         fx["unet_cond"], fx["unet_z0"], fx["unet_xt"] = cond, z0, xt
-        fx["unet_prompt_emb"] = unet.prompt_embedding(degra_features)
+        if unet.use_degra_context:
+            fx["unet_prompt_emb"] = unet.prompt_embedding(degra_features)
         for step in (1, 50, 100):
             fx[f"unet_temb_t{step}"] = unet.time_embedding(torch.tensor([float(step)]))
             fx[f"unet_out_t{step}"] = unet(xt, cond, step, degra_features, image_features)
@@ -170,15 +268,17 @@ def main(out_dir, full=False):
             fx[f"post{k}_std"] = std.reshape(1)
             fx[f"post{k}_out"] = mean + std * z
 
-    fx = {k: v.detach().clone().contiguous() for k, v in fx.items()}
+    fx = {k: (v.float() if v.dtype == torch.float64 else v).detach().clone().contiguous() for k, v in fx.items()}
     save_file(fx, os.path.join(out_dir, "fixtures.safetensors"),
-              metadata={"clip_config": json.dumps(clip_config), "unet_config": json.dumps(
-                  {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config.items()})})
+              metadata={"clip_config": json.dumps(clip_config), "unet_config": json.dumps(unet_config_json(unet_config))})
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     print(f"wrote {len(fx)} fixtures to {out_dir} ({total / 1e6:.1f} MB in the directory)")
     print("text_probs", fx["text_probs"].numpy().round(3))
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--full"]
-    main(args[0] if args else "tests/fixtures/tiny", full="--full" in sys.argv)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--wild-checkpoints" in sys.argv:
+        wild_checkpoints(args[0])
+    else:
+        main(args[0] if args else "tests/fixtures/tiny", full="--full" in sys.argv, wild_reduced="--wild-reduced" in sys.argv)

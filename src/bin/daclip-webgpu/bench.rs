@@ -57,6 +57,12 @@ fn published_unet() -> UNetConfig {
     UNetConfig { in_nc: 3, out_nc: 3, nf: 64, ch_mult: vec![1, 2, 4, 8], context_dim: 512, use_degra_context: true, use_image_context: true, downscale: false }
 }
 
+/// The Wild-IR UNet: the published one with a 768-wide image context only, at half
+/// resolution inside (`scale: 0.5`).
+fn wild_unet() -> UNetConfig {
+    UNetConfig { context_dim: 768, use_degra_context: false, downscale: true, ..published_unet() }
+}
+
 /// Print kernel and model timings on the device (seeded random weights at the published
 /// shapes).
 #[derive(clap::Args)]
@@ -108,6 +114,11 @@ pub struct Args {
     /// unet.safetensors, for the browser bench (tests/browser/bench.mjs).
     #[arg(long, value_name = "DIR")]
     save_weights: Option<std::path::PathBuf>,
+    /// Only print the memory each published model holds on the device once loaded (f16
+    /// weights; seeded random values at the published shapes): what a pair needs. The
+    /// text tower's token embedding stays in host memory (49408 rows, f16).
+    #[arg(long)]
+    memory: bool,
     #[command(flatten)]
     device: crate::DeviceArg,
 }
@@ -127,6 +138,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (kernels_only, tiled, tile) = (args.kernels, args.tiled, args.tile);
     let dev = args.device.open()?;
+    if args.memory {
+        return memory_rows(&dev);
+    }
     let coop = match dev.cooperative_matrix() {
         Some(c) => format!(", products with f16 weights on {0}x{0}x{0} cooperative matrices", c.size),
         None if dev.shader_f16() => ", products with f16 weights on f16 tiles".to_string(),
@@ -489,6 +503,35 @@ fn queued_step_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeCon
         }
         let how = if queued { "queued behind each other" } else { "each waited for" };
         println!("| {:<60} | {best:>10.1} | {:>14} |", format!("{steps} UNet steps at {side}x{side}, {how}"), "");
+    }
+    Ok(())
+}
+
+/// The device memory of each published model, loaded as the engine loads it (f16).
+fn memory_rows(dev: &Device) -> Result<()> {
+    println!("device: {}", dev.info());
+    println!("| {:<58} | {:>10} | {:>10} |", "model (f16 weights)", "parameters", "MiB held");
+    println!("|{:-<60}|{:->12}|{:->12}|", "", "", "");
+    let held = |name: &str, kind: ModelKind| -> Result<()> {
+        let spec = kind.expected_tensors();
+        let parameters: usize = spec.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        let bytes = random_safetensors(&spec, 1, |_| false, kind.metadata());
+        let before = dev.memory().live_bytes;
+        let ckpt = Checkpoint::parse(&bytes, None)?;
+        let model: Box<dyn std::any::Any> = match &ckpt.kind {
+            ModelKind::DaClip(_) => Box::new(DaClip::load(dev, &ckpt, DeviceDType::F16)?),
+            ModelKind::UNet(_) => Box::new(ConditionalUNet::load(dev, &ckpt, DeviceDType::F16)?),
+        };
+        dev.sync_blocking()?;
+        let mib = (dev.memory().live_bytes - before) as f64 / (1 << 20) as f64;
+        println!("| {name:<58} | {:>9.1}M | {mib:>10.0} |", parameters as f64 / 1e6);
+        drop(model);
+        Ok(())
+    };
+    for (pair, clip, unet) in [("published / published-mix", DaClipConfig::vit_b_32(), published_unet()), ("published-wild", DaClipConfig::vit_l_14(), wild_unet())] {
+        held(&format!("{pair}: DA-CLIP with text tower (.pt)"), ModelKind::DaClip(clip.clone()))?;
+        held(&format!("{pair}: DA-CLIP without (converted)"), ModelKind::DaClip(DaClipConfig { text_cfg: None, ..clip }))?;
+        held(&format!("{pair}: UNet"), ModelKind::UNet(unet))?;
     }
     Ok(())
 }

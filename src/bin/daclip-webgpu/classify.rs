@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::photo::Photo;
-use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::weights::{Checkpoint, DeviceDType, FileSource};
 use daclip_webgpu::{device::block_on, Device, Result};
 
 use crate::inputs::{about, expand, outcome, PhotoReader};
-use crate::{read_file, DeviceArg, Outcome};
+use crate::{DeviceArg, Outcome};
 
 /// Rank the degradations of images (the ten trained names, or your own labels).
 #[derive(clap::Args)]
@@ -36,8 +36,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let labels: Option<Vec<String>> = args.labels.map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
     let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
     let mut photos = PhotoReader::new(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    let bytes = read_file(&args.daclip)?;
-    let ckpt = Checkpoint::parse(&bytes, None)?;
+    let file = FileSource::open(&args.daclip)?;
+    let ckpt = Checkpoint::read(&file, None)?;
     let dev = args.device.open()?;
     let model = DaClip::load(&dev, &ckpt, DeviceDType::F16)?;
     drop(ckpt);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use daclip_webgpu::models::clip::{degradation_text_features, DaClipConfig};
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, StoreDType};
+use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, FileSource, StoreDType};
 use daclip_webgpu::{device::block_on, Error, Result};
 
 use crate::{read_file, DeviceArg};
@@ -40,16 +40,29 @@ pub fn run(args: Args) -> Result<()> {
         options.clip_config = Some(cfg);
     }
     let (input, output) = (&args.input, &args.output);
-    let bytes = read_file(input)?;
+    let file = FileSource::open(input)?;
     if args.no_text {
         // The ten degradation names' text features, computed once by the tower being dropped.
         let dev = args.device.open()?;
-        let ckpt = Checkpoint::parse(&bytes, options.clip_config.clone())?;
+        let ckpt = Checkpoint::read(&file, options.clip_config.clone())?;
         options.text_features = Some(block_on(degradation_text_features(&dev, &ckpt))?);
     }
-    let converted = convert(&bytes, options)?;
-    std::fs::write(output, &converted.bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", output.display())))?;
+    // Written under a temporary name and renamed when complete: a failed conversion
+    // leaves no half-written file under the name a later load would trust.
+    let partial = output.with_file_name(format!(".{}.partial", output.file_name().map_or("converted".into(), |n| n.to_string_lossy())));
+    let io = |e: std::io::Error| Error::Io(format!("{}: {e}", output.display()));
+    let result = (|| -> Result<_> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+        let summary = convert(&file, options, &mut out)?;
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        std::fs::rename(&partial, output).map_err(io)?;
+        Ok(summary)
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&partial).ok();
+    }
+    let summary = result?;
     println!("{} -> {}", input.display(), output.display());
-    println!("{}", converted.summary);
+    println!("{summary}");
     Ok(())
 }

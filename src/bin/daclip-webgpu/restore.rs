@@ -11,12 +11,12 @@ use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::photo::{write, OutputFormat, Photo};
 use daclip_webgpu::restore::{RestoreOptions, Restorer, StepInfo};
 use daclip_webgpu::sde::{Grid, Sampler, PUBLISHED_T};
-use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::weights::{Checkpoint, DeviceDType, FileSource};
 use daclip_webgpu::{device::block_on, Device, Error, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::inputs::{about, expand, outcome, plan, Job, PhotoReader};
-use crate::{read_file, DeviceArg, Outcome};
+use crate::{DeviceArg, Outcome};
 
 /// Restore photos: one file to a file, or many files and folders into a folder.
 ///
@@ -127,9 +127,9 @@ struct Engine {
 impl Engine {
     fn load(args: &Args) -> Result<Engine> {
         let dev = args.device.open()?;
-        let (daclip_bytes, unet_bytes) = (read_file(&args.daclip)?, read_file(&args.unet)?);
+        let (daclip_file, unet_file) = (FileSource::open(&args.daclip)?, FileSource::open(&args.unet)?);
         // load_models checks that the two belong together (restorer() cannot fail after it).
-        let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::parse(&daclip_bytes, None)?, &Checkpoint::parse(&unet_bytes, None)?, DeviceDType::F16)?;
+        let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::read(&daclip_file, None)?, &Checkpoint::read(&unet_file, None)?, DeviceDType::F16)?;
         Ok(Engine { dev, daclip, unet })
     }
 

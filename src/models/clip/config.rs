@@ -75,6 +75,15 @@ impl DaClipConfig {
         }
     }
 
+    /// The published DA-CLIP ViT-L/14 of the Wild-IR pair (`wild-daclip_ViT-L-14.pt`).
+    pub fn vit_l_14() -> Self {
+        DaClipConfig {
+            embed_dim: 768,
+            vision_cfg: VisionConfig { image_size: 224, layers: 24, width: 1024, patch_size: 14, head_width: 64 },
+            text_cfg: Some(TextConfig { context_length: 77, vocab_size: 49408, width: 768, heads: 12, layers: 12 }),
+        }
+    }
+
     /// The configuration of a DA-CLIP checkpoint that carries none (every published
     /// `.pt`), read off its tensor shapes: widths, patch size, image size, depths and the
     /// embedding width are all in the shapes; the number of attention heads is not, and is

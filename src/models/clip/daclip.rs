@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::Linear;
 use crate::ops;
-use crate::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb};
+use crate::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, Source, StoreDType, Vb};
 
 /// The two unnormalised embeddings of one image.
 #[derive(Clone)]
@@ -70,7 +70,7 @@ impl DaClip {
         let (v, e) = (&config.vision_cfg, config.embed_dim);
         let zero = vb.pp("visual_control.transformer.zero_modules");
         let stored_text_features = match ckpt.weights.get(STORED_TEXT_FEATURES) {
-            Some(t) => Some(t.to_f32()?.chunks(e).map(<[f32]>::to_vec).collect()),
+            Some(_) => Some(ckpt.weights.load(STORED_TEXT_FEATURES)?.to_f32()?.chunks(e).map(<[f32]>::to_vec).collect()),
             None => None,
         };
         Ok(DaClip {
@@ -139,16 +139,18 @@ impl DaClip {
         Ok(())
     }
 
-    /// This model's original checkpoint `bytes` as f16 safetensors, for a cache: with the
-    /// ten trained names' text features (as this model computes them) in place of the
-    /// text tower, unless `keep_text`.
-    pub async fn converted(&self, dev: &Device, bytes: &[u8], keep_text: bool) -> Result<Vec<u8>> {
+    /// This model's original checkpoint as f16 safetensors, for a cache: with the ten
+    /// trained names' text features (as this model computes them) in place of the text
+    /// tower, unless `keep_text`.
+    pub async fn converted(&self, dev: &Device, source: &dyn Source, keep_text: bool) -> Result<Vec<u8>> {
         let mut options = ConvertOptions::new(StoreDType::F16);
         options.clip_config = Some(self.config.clone());
         if !keep_text {
             options.text_features = Some(self.label_features(dev, None).await?.concat());
         }
-        Ok(convert(bytes, options)?.bytes)
+        let mut out = Vec::new();
+        convert(source, options, &mut out)?;
+        Ok(out)
     }
 
     /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken

@@ -7,10 +7,34 @@ use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::LayerNorm;
 use crate::ops;
-use crate::weights::Vb;
+use crate::weights::{DeviceDType, Vb};
+
+/// The token embedding, kept on the host: a text needs a few dozen of its rows, and the
+/// whole table (49408 x 768 in f32 for ViT-L/14: 145 MiB) can exceed what one GPU buffer
+/// binding may hold. The rows are gathered here and uploaded, in the precision the
+/// builder's dtype gives every other weight.
+enum TokenTable {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl TokenTable {
+    /// Rows `ids` of a table `width` wide, concatenated (ids checked by the caller).
+    fn rows(&self, ids: &[u32], width: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * width);
+        for &id in ids {
+            let at = id as usize * width..(id as usize + 1) * width;
+            match self {
+                TokenTable::F32(v) => out.extend_from_slice(&v[at]),
+                TokenTable::F16(v) => out.extend(v[at].iter().map(|x| x.to_f32())),
+            }
+        }
+        out
+    }
+}
 
 pub struct TextTransformer {
-    pub token_embedding: Tensor,
+    token_embedding: TokenTable,
     pub positional_embedding: Tensor,
     pub transformer: Transformer,
     pub ln_final: LayerNorm,
@@ -23,7 +47,13 @@ impl TextTransformer {
     pub fn load(vb: &Vb, cfg: &TextConfig, embed_dim: usize) -> Result<Self> {
         let (w, n) = (cfg.width, cfg.context_length);
         Ok(TextTransformer {
-            token_embedding: vb.pp("token_embedding").tensor("weight", &[cfg.vocab_size, w])?,
+            token_embedding: {
+                let t = vb.pp("token_embedding").host("weight", &[cfg.vocab_size, w])?;
+                match vb.dtype() {
+                    DeviceDType::F32 => TokenTable::F32(t.to_f32()?),
+                    DeviceDType::F16 => TokenTable::F16(t.to_f16()?),
+                }
+            },
             positional_embedding: vb.tensor_f32("positional_embedding", &[n, w])?,
             transformer: Transformer::load(&vb.pp("transformer"), w, cfg.layers, cfg.heads)?,
             ln_final: LayerNorm::load(&vb.pp("ln_final"), w, 1e-5)?,
@@ -58,7 +88,7 @@ impl TextTransformer {
         let m = Self::positions(tokens);
         let l = tokens.len();
         let ids: Vec<u32> = tokens.iter().flat_map(|t| &t[..m]).copied().collect();
-        let x = ops::gather_rows(dev, &self.token_embedding, &dev.upload_u32(&[l * m], &ids)?)?;
+        let x = dev.upload(&[l * m, w], &self.token_embedding.rows(&ids, w))?;
         let positions = self.positional_embedding.prefix(m * w).reshape(&[m, w])?;
         let mut x = ops::add(dev, &x.reshape(&[l, m, w])?, &positions)?;
         for block in &self.transformer.resblocks {

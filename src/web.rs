@@ -1,6 +1,7 @@
 //! The only wasm-bindgen surface: an `Engine` the browser worker drives (www/lib/worker.js).
 //! Everything heavy runs in that worker; the page talks to it through www/lib/daclip.js.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,10 +19,62 @@ use crate::models::unet::ConditionalUNet;
 use crate::restore::{NoisePredictor, Rect, RestoreOptions, Restorer, UNetPredictor};
 use crate::tiles::{TileFuture, TileHelpers};
 use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
-use crate::weights::{self, is_torch_archive, Checkpoint, ConvertOptions, DeviceDType, StoreDType};
+use crate::weights::{self, Checkpoint, ConvertOptions, DeviceDType, Format, Source, StoreDType};
 
 fn js_error(e: Error) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// A weights file as a Blob (a File, a download, a Cache Storage entry), read piece by
+/// piece with the worker's synchronous FileReader: Chromium keeps large Blobs on disk, so
+/// a 3 GB checkpoint never enters wasm memory whole (nor a single ArrayBuffer, which
+/// cannot hold it).
+struct BlobSource {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+}
+
+impl BlobSource {
+    fn new(blob: web_sys::Blob) -> Result<BlobSource, Error> {
+        let reader = web_sys::FileReaderSync::new().map_err(|e| Error::Io(format!("weights are read in a worker (FileReaderSync): {}", js_text(&e))))?;
+        Ok(BlobSource { blob, reader })
+    }
+}
+
+fn js_text(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+impl Source for BlobSource {
+    fn len(&self) -> u64 {
+        self.blob.size() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, Error> {
+        weights::check_range(offset, len, Source::len(self))?;
+        let read = || -> Result<Vec<u8>, JsValue> {
+            let piece = self.blob.slice_with_f64_and_f64(offset as f64, (offset + len as u64) as f64)?;
+            let bytes: js_sys::ArrayBuffer = self.reader.read_as_array_buffer(&piece)?;
+            Ok(js_sys::Uint8Array::new(&bytes).to_vec())
+        };
+        read().map(Cow::Owned).map_err(|e| Error::Io(format!("reading {len} bytes of the weights at {offset}: {} (was the file changed or deleted?)", js_text(&e))))
+    }
+}
+
+/// The pieces of a conversion handed to JavaScript as they are written.
+const CHUNK: usize = 8 << 20;
+
+struct ChunkSink(js_sys::Function);
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.call1(&JsValue::NULL, &js_sys::Uint8Array::from(buf)).map_err(|e| std::io::Error::other(js_text(&e)))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -133,42 +186,47 @@ impl Engine {
         Ok(serde_wasm_bindgen::to_value(&d)?)
     }
 
-    /// Loads DA-CLIP weights (safetensors or the original .pt), checked tensor by tensor,
-    /// uploaded as f16; the ten trained names' text features are computed now when the
-    /// file does not store them. With `convert`, an original .pt also comes back as f16
-    /// safetensors for the caller to cache (the text tower replaced by those features
-    /// unless `keep_text`); otherwise undefined.
+    /// Loads DA-CLIP weights (safetensors or the original .pt) from a Blob, read one
+    /// tensor at a time, checked, uploaded as f16; the ten trained names' text features
+    /// are computed now when the file does not store them. With `on_chunk`, an original
+    /// .pt is also converted to f16 safetensors for the caller to cache (the text tower
+    /// replaced by those features unless `keep_text`), handed over in pieces of a few
+    /// MiB: the file and its conversion are never whole in wasm memory.
     #[wasm_bindgen(js_name = loadDaclip)]
-    pub async fn load_daclip(&self, bytes: Vec<u8>, convert: bool, keep_text: bool) -> Result<Option<Vec<u8>>, JsError> {
-        let model = {
-            let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
-            DaClip::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?
+    pub async fn load_daclip(&self, blob: web_sys::Blob, keep_text: bool, on_chunk: Option<js_sys::Function>) -> Result<(), JsError> {
+        let source = BlobSource::new(blob).map_err(js_error)?;
+        let (model, torch) = {
+            let ckpt = Checkpoint::read(&source, None).map_err(js_error)?;
+            (DaClip::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?, ckpt.weights.format == Format::Torch)
         };
         model.prepare_degradation_features(&self.dev).await.map_err(js_error)?;
-        let converted = if convert && is_torch_archive(&bytes) { Some(model.converted(&self.dev, &bytes, keep_text).await.map_err(js_error)?) } else { None };
+        if let (Some(on_chunk), true) = (on_chunk, torch) {
+            let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSink(on_chunk));
+            model.converted(&self.dev, &source, keep_text, &mut out).await.map_err(js_error)?;
+        }
         self.models.borrow_mut().daclip = Some(Rc::new(model));
-        Ok(converted)
+        Ok(())
     }
 
-    /// Loads the restoration UNet (safetensors or the original .pth), uploaded as f16.
-    /// With `convert`, an original .pth also comes back as f16 safetensors for the caller
-    /// to cache; otherwise undefined.
+    /// Loads the restoration UNet (safetensors or the original .pth) from a Blob, read
+    /// one tensor at a time, uploaded as f16. With `on_chunk`, an original .pth is also
+    /// converted to f16 safetensors for the caller to cache, handed over in pieces.
     #[wasm_bindgen(js_name = loadUnet)]
-    pub fn load_unet(&self, bytes: Vec<u8>, convert: bool) -> Result<Option<Vec<u8>>, JsError> {
-        let ckpt = Checkpoint::parse(&bytes, None).map_err(js_error)?;
+    pub fn load_unet(&self, blob: web_sys::Blob, on_chunk: Option<js_sys::Function>) -> Result<(), JsError> {
+        let source = BlobSource::new(blob).map_err(js_error)?;
+        let ckpt = Checkpoint::read(&source, None).map_err(js_error)?;
         let model = ConditionalUNet::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?;
         if let Some(d) = &self.models.borrow().daclip {
             Restorer::new(d, &model).map_err(js_error)?;
         }
+        if let (Some(on_chunk), Format::Torch) = (on_chunk, ckpt.weights.format) {
+            let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSink(on_chunk));
+            weights::convert(&source, ConvertOptions::new(StoreDType::F16), &mut out).map_err(js_error)?;
+        }
         drop(ckpt);
-        let converted = if convert && is_torch_archive(&bytes) { {
-            let mut out = Vec::new();
-            weights::convert(&bytes, ConvertOptions::new(StoreDType::F16), &mut out).map_err(js_error)?;
-            Some(out)
-        } } else { None };
         self.models.borrow_mut().unet = Some(Rc::new(model));
         self.tile_seconds.borrow_mut().clear();
-        Ok(converted)
+        Ok(())
     }
 
     /// Ranks `labels` (or the ten trained degradations when null) for an RGBA image.

@@ -339,7 +339,8 @@ fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
     let img = image_of(61, 77);
     let want = block_on(daclip.classify(&dev, image_ref(&img), None)).unwrap();
     for keep_text in [false, true] {
-        let bytes = block_on(daclip.converted(&dev, &original, keep_text)).unwrap();
+        let mut bytes = Vec::new();
+        block_on(daclip.converted(&dev, &original, keep_text, &mut bytes)).unwrap();
         let reloaded = DaClip::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), DeviceDType::F32).unwrap();
         let got = block_on(reloaded.classify(&dev, image_ref(&img), None)).unwrap();
         let worst = want.labels.iter().zip(&want.probabilities).map(|(l, p)| (got.probabilities[got.labels.iter().position(|g| g == l).unwrap()] - p).abs()).fold(0.0f32, f32::max);

@@ -181,7 +181,12 @@ $('load-published').onclick = async () => {
     return;
   }
   const size = plan.download === null ? 'an unknown amount (the server did not say)' : `${(plan.download / 1e9).toFixed(2)} GB`;
-  if (!plan.cached && !confirm(`Download ${size} from huggingface.co? It is kept in this browser: later visits load it offline.`)) {
+  const gb = (n) => `${(n / 1e9).toFixed(1)} GB`;
+  const memory = `The models need about ${gb(plan.memory)} of GPU memory (without WebGPU, ${gb(2 * plan.memory)} of memory).`;
+  const storage = plan.storageFree === null ? '' : plan.download !== null && plan.storageFree < plan.download / 2
+    ? ` This site may store only ${gb(plan.storageFree)} more, so they cannot be kept: every visit downloads them again.`
+    : ` They are kept in this browser (${gb(plan.storageFree)} free): later visits load them offline.`;
+  if (!plan.cached && !confirm(`Download ${size} from huggingface.co? ${memory}${storage}`)) {
     $('published-note').textContent = 'not downloaded';
     return;
   }

@@ -2,7 +2,8 @@
 // so the demo can offer the converted files in weights/ and the tiny test weights; the
 // tests also serve other folders with it (a bundler's build output).
 import { createServer } from 'node:http';
-import { readFile, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { dirname, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,7 +24,8 @@ export function serve(port = Number(process.env.PORT ?? 8080), dir = root) {
       // the published weights on another port).
       res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size, 'access-control-allow-origin': '*' });
       if (req.method === 'HEAD') return res.end();
-      res.end(await readFile(file));
+      // Streamed: a published checkpoint (3 GB) fits no single buffer.
+      createReadStream(file).on('error', () => res.destroy()).pipe(res);
     } catch {
       res.writeHead(404).end('not found');
     }

@@ -14,7 +14,7 @@ pub use checkpoint::{convert, Checkpoint, ConvertOptions, ModelKind, StoreDType,
 pub use random::random_safetensors;
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::FileSource;
-pub use source::Source;
+pub use source::{check_range, Source};
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -110,7 +110,7 @@ pub struct Weights<'a> {
 
 /// Whether a file starting with `head` looks like a `torch.save` file (a zip archive)
 /// rather than safetensors.
-pub fn is_torch_archive(head: &[u8]) -> bool {
+fn is_torch_archive(head: &[u8]) -> bool {
     head.starts_with(b"PK\x03\x04")
 }
 
@@ -265,10 +265,19 @@ impl<'w, 'a> Vb<'w, 'a> {
             )));
         }
         let t = self.host(name, shape)?;
-        match self.dtype {
+        let uploaded = match self.dtype {
             DeviceDType::F32 => self.dev.upload(shape, &t.to_f32()?),
             DeviceDType::F16 => self.dev.upload_f16_bits(shape, &t.to_f16()?),
-        }
+        };
+        // A GPU too small for the model: say how far the load got.
+        uploaded.map_err(|e| match e {
+            Error::OutOfMemory(m) => Error::OutOfMemory(format!(
+                "{m} (loading weight `{}` {shape:?}, with {:.0} MiB of tensors already on the device: this GPU cannot hold these weights; try the CPU backend, or the smaller published pair)",
+                self.key(name),
+                self.dev.memory().live_bytes as f64 / (1 << 20) as f64
+            )),
+            e => e,
+        })
     }
 
     /// Uploads values derived from the file's tensors (a split or a concatenation) in

@@ -24,7 +24,7 @@ pub trait Source {
 
 /// The range `offset .. offset + len` of a file of `file_len` bytes, or the error that
 /// says it lies past the end.
-pub(crate) fn check_range(offset: u64, len: usize, file_len: u64) -> Result<()> {
+pub fn check_range(offset: u64, len: usize, file_len: u64) -> Result<()> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= file_len => Ok(()),
         _ => Err(Error::Checkpoint(format!(

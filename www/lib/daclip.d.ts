@@ -146,10 +146,16 @@ export interface PublishedDownload {
   /** Bytes still to download (0 when cached; null when a size is unknown). */
   download: number | null;
   cached: boolean;
+  /** Bytes of GPU memory the two models hold once loaded (f16 weights, text tower
+   * included), before any image; the CPU backend holds about twice that. */
+  memory: number;
+  /** Bytes this site may still store (navigator.storage.estimate()); the converted
+   * weights are about half the download. Null where the browser does not say. */
+  storageFree: number | null;
 }
 
 /** The file names of each published pair on the model card. */
-export declare const PUBLISHED_WEIGHTS: Readonly<Record<PublishedWeightsName, Readonly<{ daclip: string; unet: string; about: string }>>>;
+export declare const PUBLISHED_WEIGHTS: Readonly<Record<PublishedWeightsName, Readonly<{ daclip: string; unet: string; memory: number; about: string }>>>;
 /** The model card's download folder: https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/ */
 export declare const PUBLISHED_BASE_URL: string;
 

@@ -9,15 +9,20 @@ const NO_WEBGPU =
   'Use a current Chrome or Edge (version 113 or later), Safari 26 or later, or Firefox 141 or later on Windows; ' +
   'on Linux, Chrome needs the flag --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu).';
 
+const MIB = 1 << 20;
+
 /**
  * The checkpoints the authors publish on their Hugging Face model card, by the name
  * `DaClip.load({ weights })` takes. The original .pt/.pth files are downloaded once and
- * kept converted (f16) in Cache Storage.
+ * kept converted (f16) in Cache Storage. `memory`: the bytes of GPU memory the two
+ * models hold once loaded with their f16 weights, DA-CLIP's text tower included (as
+ * the first load from a .pt holds it), before any image (`daclip-webgpu bench
+ * --memory`); the CPU backend holds about twice that in wasm memory.
  */
 export const PUBLISHED_WEIGHTS = Object.freeze({
-  published: Object.freeze({ daclip: 'daclip_ViT-B-32.pt', unet: 'universal-ir.pth', about: 'DA-CLIP ViT-B/32 and the universal-IR UNet (ten degradations)' }),
-  'published-mix': Object.freeze({ daclip: 'daclip_ViT-B-32_mix.pt', unet: 'universal-ir-mix.pth', about: 'the same pair trained on mixed degradations' }),
-  'published-wild': Object.freeze({ daclip: 'wild-daclip_ViT-L-14.pt', unet: 'wild-ir.pth', about: 'DA-CLIP ViT-L/14 and the Wild-IR UNet (photos in the wild)' }),
+  published: Object.freeze({ daclip: 'daclip_ViT-B-32.pt', unet: 'universal-ir.pth', memory: (422 + 91) * MIB, about: 'DA-CLIP ViT-B/32 and the universal-IR UNet (ten degradations)' }),
+  'published-mix': Object.freeze({ daclip: 'daclip_ViT-B-32_mix.pt', unet: 'universal-ir-mix.pth', memory: (422 + 91) * MIB, about: 'the same pair trained on mixed degradations' }),
+  'published-wild': Object.freeze({ daclip: 'wild-daclip_ViT-L-14.pt', unet: 'wild-ir.pth', memory: (1372 + 91) * MIB, about: 'DA-CLIP ViT-L/14 and the Wild-IR UNet (photos in the wild)' }),
 });
 
 /** Where `weights: 'published' | ...` downloads from, unless `baseUrl` says otherwise. */
@@ -48,26 +53,21 @@ export async function webgpuAvailable() {
   }
 }
 
+/** The response's body as a Blob, with progress as it arrives. A Blob rather than an
+ * ArrayBuffer: the browser may keep a large one on disk (a 3 GB checkpoint fits no
+ * single ArrayBuffer), and the engine reads it one tensor at a time. */
 async function readBody(response, stage, onProgress) {
   const total = Number(response.headers.get('content-length')) || 0;
-  if (!response.body) return new Uint8Array(await response.arrayBuffer());
-  const reader = response.body.getReader();
-  const chunks = [];
+  if (!response.body || !onProgress) return response.blob();
   let loaded = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    onProgress?.({ stage, loaded, total });
-  }
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  const counted = response.body.pipeThrough(new TransformStream({
+    transform(chunk, controller) {
+      loaded += chunk.length;
+      onProgress({ stage, loaded, total });
+      controller.enqueue(chunk);
+    },
+  }));
+  return new Response(counted).blob();
 }
 
 /** Where a URL's weights are kept converted (f16 safetensors): the key of a URL whose
@@ -79,37 +79,51 @@ function convertedKey(url, keepText) {
 }
 
 /** Stores weights in Cache Storage. Caching is an optimisation: where it fails (quota,
- * a private window), the weights were still loaded, so the failure is only reported. */
-async function keep(store, key, bytes) {
+ * a private window), the weights were still loaded, so the failure is only reported.
+ * Asks for persistent storage first: without it Safari deletes script-written storage
+ * after seven days without a visit, and any browser may under storage pressure. */
+async function keep(store, key, blob) {
+  const again = 'they will be downloaded again next time';
   try {
-    await store.put(key, new Response(bytes));
+    const estimate = await navigator.storage?.estimate?.();
+    if (estimate?.quota && estimate.quota - (estimate.usage ?? 0) < blob.size) {
+      const mb = (n) => `${Math.round(n / 1e6)} MB`;
+      console.warn(`daclip-webgpu: the weights (${mb(blob.size)}) do not fit this site's storage quota (${mb(estimate.quota - (estimate.usage ?? 0))} free of ${mb(estimate.quota)}); ${again}`);
+      return;
+    }
+    await navigator.storage?.persist?.();
+    await store.put(key, new Response(blob, { headers: { 'content-length': String(blob.size) } }));
   } catch (err) {
-    console.warn(`daclip-webgpu: could not keep the weights in Cache Storage (${err.message}); they will be downloaded again next time`);
+    console.warn(`daclip-webgpu: could not keep the weights in Cache Storage (${err.message}); ${again}`);
   }
 }
 
-function isTorchArchive(bytes) {
-  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+async function isTorchArchive(blob) {
+  const head = new Uint8Array(await blob.slice(0, 4).arrayBuffer());
+  return head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
 }
 
-/** Reads weights from any source. For URLs with `cache`, Cache Storage is looked up
- * first (the converted form of an original checkpoint, then the download itself);
- * returns the bytes and, where the converted form should be stored after loading, the
- * key to store it under. */
+/** Reads weights from any source as a Blob. For URLs with `cache`, Cache Storage is
+ * looked up first (the converted form of an original checkpoint, then the download
+ * itself); returns the Blob and, where the converted form should be stored after
+ * loading, the key to store it under. */
 async function readWeights(source, stage, onProgress, cache, keepText) {
-  if (source instanceof Uint8Array) return { bytes: source };
-  if (source instanceof ArrayBuffer) return { bytes: new Uint8Array(source) };
+  if (source instanceof Uint8Array || source instanceof ArrayBuffer) return { blob: new Blob([source]) };
   if (typeof Blob !== 'undefined' && source instanceof Blob) {
-    const bytes = new Uint8Array(await source.arrayBuffer());
-    onProgress?.({ stage, loaded: bytes.length, total: bytes.length });
-    return { bytes };
+    onProgress?.({ stage, loaded: source.size, total: source.size });
+    return { blob: source };
   }
   if (typeof source === 'string' || source instanceof URL) {
     const url = new URL(source, globalThis.location?.href).href;
     const store = cache && globalThis.caches ? await caches.open(WEIGHTS_CACHE) : null;
     const key = convertedKey(url, stage === 'daclip' && keepText);
     const cached = (await store?.match(key)) ?? (await store?.match(url));
-    if (cached) return { bytes: await readBody(cached, stage, onProgress) };
+    if (cached) {
+      // Read as it lies on disk: no copy through JavaScript for the progress of a local read.
+      const blob = await cached.blob();
+      onProgress?.({ stage, loaded: blob.size, total: blob.size });
+      return { blob };
+    }
     let response;
     try {
       response = await fetch(url);
@@ -117,13 +131,13 @@ async function readWeights(source, stage, onProgress, cache, keepText) {
       throw new Error(`could not download the ${stage} weights from ${url}: ${err?.message ?? err} (offline, or the server does not allow this page to fetch from it)`);
     }
     if (!response.ok) throw new Error(`could not download the ${stage} weights from ${url}: HTTP ${response.status}`);
-    const bytes = await readBody(response, stage, onProgress);
-    if (!store) return { bytes };
+    const blob = await readBody(response, stage, onProgress);
+    if (!store) return { blob };
     // An original checkpoint is cached in its converted form once loaded (smaller, and
     // no unpickling next time); anything else as downloaded.
-    if (isTorchArchive(bytes)) return { bytes, convertedKey: key };
-    await keep(store, url, bytes);
-    return { bytes };
+    if (await isTorchArchive(blob)) return { blob, convertedKey: key };
+    await keep(store, url, blob);
+    return { blob };
   }
   throw new TypeError(`${stage} weights must be a URL, File, Blob, ArrayBuffer or Uint8Array`);
 }
@@ -350,17 +364,16 @@ export class DaClip {
     const helperCount = this.adapter.device === 'cpu' && unet ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
     for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
       if (!source) continue;
-      const { bytes, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
+      const { blob, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
       if (this.#disposed) return;
-      onProgress?.({ stage: `${kind}-upload`, loaded: 0, total: bytes.length });
-      // Transfer a copy when the caller still owns the bytes; our own download is moved.
-      const owned = bytes === source || bytes.buffer === source ? bytes.slice() : bytes;
-      const forHelpers = kind === 'unet' ? Array.from({ length: helperCount }, () => bytes.slice()) : [];
-      const total = bytes.length;
-      const request = { kind, bytes: owned.buffer, convert: Boolean(convertedKey), keepText: customLabels };
-      const converted = await this.#post('load', request, [owned.buffer]).promise;
+      const total = blob.size;
+      onProgress?.({ stage: `${kind}-upload`, loaded: 0, total });
+      // A Blob is passed by reference: the worker reads it one tensor at a time, and the
+      // helpers share it.
+      const request = { kind, blob, convert: Boolean(convertedKey), keepText: customLabels };
+      const converted = await this.#post('load', request).promise;
       if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
-      if (forHelpers.length) await this.#startHelpers(forHelpers, workerUrl);
+      if (kind === 'unet' && helperCount > 0) await this.#startHelpers(helperCount, blob, workerUrl);
       onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
     }
     this.workers = 1 + this.#helpers.length;
@@ -390,7 +403,21 @@ export class DaClip {
       return { kind, url, bytes, cached };
     }));
     const sizes = files.filter((f) => !f.cached).map((f) => f.bytes);
-    return { weights, files, download: sizes.includes(null) ? null : sizes.reduce((a, b) => a + b, 0), cached: files.every((f) => f.cached) };
+    let storageFree = null;
+    try {
+      const estimate = await navigator.storage?.estimate?.();
+      if (estimate?.quota) storageFree = Math.max(0, estimate.quota - (estimate.usage ?? 0));
+    } catch {
+      storageFree = null;
+    }
+    return {
+      weights,
+      files,
+      download: sizes.includes(null) ? null : sizes.reduce((a, b) => a + b, 0),
+      cached: files.every((f) => f.cached),
+      memory: PUBLISHED_WEIGHTS[weights].memory,
+      storageFree,
+    };
   }
 
   /**
@@ -506,14 +533,14 @@ export class DaClip {
     return this.#call('simulate', { kind }).promise;
   }
 
-  /** Helper workers, each with the UNet (`unets`: one copy of its bytes each), joined to
-   * the restoring worker by a MessageChannel apiece. */
-  async #startHelpers(unets, workerUrl) {
+  /** `count` helper workers, each loading the UNet from `unet` (a Blob), joined to the
+   * restoring worker by a MessageChannel apiece. */
+  async #startHelpers(count, unet, workerUrl) {
     if (this.#disposed) return;
-    this.#helpers = unets.map(() => new DaClip(startWorker(workerUrl)));
-    await Promise.all(this.#helpers.map(async (helper, i) => {
+    this.#helpers = Array.from({ length: count }, () => new DaClip(startWorker(workerUrl)));
+    await Promise.all(this.#helpers.map(async (helper) => {
       await helper.#post('init', { device: 'cpu' }).promise;
-      await helper.#post('load', { kind: 'unet', bytes: unets[i].buffer, convert: false }, [unets[i].buffer]).promise;
+      await helper.#post('load', { kind: 'unet', blob: unet, convert: false }).promise;
     }));
     const channels = this.#helpers.map(() => new MessageChannel());
     await Promise.all(this.#helpers.map((helper, i) => helper.#post('serve', { port: channels[i].port2 }, [channels[i].port2]).promise));

@@ -71,6 +71,26 @@ async function fetchWasm() {
   return response;
 }
 
+/** A Blob built from pieces: every 64 MiB the pieces so far become one Blob, which the
+ * browser may move out of memory (and the pieces' buffers can be collected). */
+class BlobBuilder {
+  #parts = [];
+  #pending = 0;
+
+  add(chunk) {
+    this.#parts.push(chunk);
+    this.#pending += chunk.length;
+    if (this.#pending >= 64 << 20) {
+      this.#parts = [new Blob(this.#parts)];
+      this.#pending = 0;
+    }
+  }
+
+  blob() {
+    return new Blob(this.#parts);
+  }
+}
+
 async function handle(msg) {
   switch (msg.type) {
     case 'init':
@@ -78,11 +98,14 @@ async function handle(msg) {
       engine = await createEngine(msg.device);
       return { result: engine.adapterInfo() };
     case 'load': {
-      // An original .pt/.pth comes back converted (f16 safetensors) when asked, for the
-      // page to cache in its place.
-      const bytes = new Uint8Array(msg.bytes);
-      const converted = msg.kind === 'daclip' ? await engine.loadDaclip(bytes, msg.convert, msg.keepText) : engine.loadUnet(bytes, msg.convert);
-      return converted ? { result: converted, transfer: [converted.buffer] } : { result: null };
+      // The engine reads the Blob one tensor at a time. An original .pt/.pth comes back
+      // converted (f16 safetensors) when asked, for the page to cache in its place: its
+      // pieces are gathered into Blobs as they come, so that it is never whole in memory.
+      const converted = msg.convert ? new BlobBuilder() : null;
+      const onChunk = converted ? (chunk) => converted.add(chunk) : undefined;
+      if (msg.kind === 'daclip') await engine.loadDaclip(msg.blob, msg.keepText, onChunk);
+      else engine.loadUnet(msg.blob, onChunk);
+      return { result: converted?.blob() ?? null };
     }
     case 'classify':
       return { result: await engine.classify(msg.rgba, msg.width, msg.height, msg.labels ?? undefined) };

@@ -142,15 +142,14 @@ impl DaClip {
     /// This model's original checkpoint as f16 safetensors, for a cache: with the ten
     /// trained names' text features (as this model computes them) in place of the text
     /// tower, unless `keep_text`.
-    pub async fn converted(&self, dev: &Device, source: &dyn Source, keep_text: bool) -> Result<Vec<u8>> {
+    pub async fn converted(&self, dev: &Device, source: &dyn Source, keep_text: bool, out: &mut dyn std::io::Write) -> Result<()> {
         let mut options = ConvertOptions::new(StoreDType::F16);
         options.clip_config = Some(self.config.clone());
         if !keep_text {
             options.text_features = Some(self.label_features(dev, None).await?.concat());
         }
-        let mut out = Vec::new();
-        convert(source, options, &mut out)?;
-        Ok(out)
+        convert(source, options, out)?;
+        Ok(())
     }
 
     /// Text features of `labels`, or of [`DEGRADATIONS`] when `labels` is None (taken

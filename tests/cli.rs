@@ -353,3 +353,14 @@ fn tokenize_prints_the_ids() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--stdin"), "{err}");
 }
+
+#[test]
+fn without_xdg_runtime_dir_a_gpu_probe_prints_no_error() {
+    // Servers, containers and CI often lack the variable; Mesa then printed an error
+    // line on every device it opened, though nothing was wrong.
+    let out = Command::new(env!("CARGO_BIN_EXE_daclip-webgpu")).args(["info", "--device", "gpu"]).env_remove("XDG_RUNTIME_DIR").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR") && !err.to_lowercase().contains("error"), "{err}");
+}

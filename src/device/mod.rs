@@ -194,7 +194,7 @@ impl CooperativeTile {
             && (self.cols(coop) * k).div_ceil(threads) <= 32
             && self.acc_rows * self.acc_cols <= 16
             && self.acc_rows.max(self.acc_cols) <= 4
-            && threads % self.cols(coop) == 0
+            && threads.is_multiple_of(self.cols(coop))
     }
 }
 
@@ -271,7 +271,7 @@ impl F32Tile {
             && (1..=2).contains(&self.nr)
             && (row_groups * self.tile_k).div_ceil(threads) <= 4
             && (col_groups * self.tile_k).div_ceil(threads) <= 4
-            && threads % col_groups == 0
+            && threads.is_multiple_of(col_groups)
     }
 
     /// The kernels' override constants for this tile.

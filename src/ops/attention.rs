@@ -54,7 +54,7 @@ impl<'a> Heads<'a> {
         if s.len() != 3 || self.start + self.width > s[2] {
             return shape_err!("attention {what}: columns {}..{} of {:?} ([B, N, C] expected)", self.start, self.start + self.width, s);
         }
-        if self.start % 4 != 0 || s[2] % 4 != 0 {
+        if !self.start.is_multiple_of(4) || !s[2].is_multiple_of(4) {
             return shape_err!("attention {what}: column offset {} and row width {} must be multiples of 4", self.start, s[2]);
         }
         self.tensor.expect_f32(what)?;
@@ -70,7 +70,7 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
     let (bq, nq, q_off, q_sb, q_row) = q.layout("query")?;
     let (bk, nk, k_off, k_sb, k_row) = k.layout("key")?;
     let (bv, nv, v_off, v_sb, v_row) = v.layout("value")?;
-    if heads == 0 || q.width % heads != 0 || k.width != q.width || v.width != q.width {
+    if heads == 0 || !q.width.is_multiple_of(heads) || k.width != q.width || v.width != q.width {
         return shape_err!("attention: widths q {}, k {}, v {} do not split into {heads} equal heads", q.width, k.width, v.width);
     }
     if bq != bk || bk != bv || nk != nv || nk == 0 {
@@ -80,7 +80,7 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
         return shape_err!("attention: a causal mask needs at most as many queries ({nq}) as keys ({nk})");
     }
     let d = q.width / heads;
-    if d > MAX_HEAD_DIM || d % 4 != 0 {
+    if d > MAX_HEAD_DIM || !d.is_multiple_of(4) {
         return shape_err!("attention: head dimension {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}");
     }
     let out = dev.empty(&[bq, nq, q.width])?;

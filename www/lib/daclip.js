@@ -9,8 +9,6 @@ const NO_WEBGPU =
   'Use a current Chrome or Edge (version 113 or later), Safari 26 or later, or Firefox 141 or later on Windows; ' +
   'on Linux, Chrome needs the flag --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu).';
 
-const MIB = 1 << 20;
-
 /**
  * The checkpoints the authors publish on their Hugging Face model card, by the name
  * `DaClip.load({ weights })` takes. The original .pt/.pth files are downloaded once and
@@ -19,14 +17,20 @@ const MIB = 1 << 20;
  * the first load from a .pt holds it), before any image (`daclip-webgpu bench
  * --memory`); the CPU backend holds about twice that in wasm memory.
  */
-export const PUBLISHED_WEIGHTS = Object.freeze({
-  published: Object.freeze({ daclip: 'daclip_ViT-B-32.pt', unet: 'universal-ir.pth', memory: (422 + 91) * MIB, about: 'DA-CLIP ViT-B/32 and the universal-IR UNet (ten degradations)' }),
-  'published-mix': Object.freeze({ daclip: 'daclip_ViT-B-32_mix.pt', unet: 'universal-ir-mix.pth', memory: (422 + 91) * MIB, about: 'the same pair trained on mixed degradations' }),
-  'published-wild': Object.freeze({ daclip: 'wild-daclip_ViT-L-14.pt', unet: 'wild-ir.pth', memory: (1372 + 91) * MIB, about: 'DA-CLIP ViT-L/14 and the Wild-IR UNet (photos in the wild)' }),
-});
+// BEGIN PUBLISHED: JSON, which the command line reads too (src/bin/daclip-webgpu/published.rs).
+const PUBLISHED = {
+  "baseUrl": "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/",
+  "pairs": {
+    "published": { "daclip": "daclip_ViT-B-32.pt", "unet": "universal-ir.pth", "memory": 537919488, "about": "DA-CLIP ViT-B/32 and the universal-IR UNet (ten degradations)" },
+    "published-mix": { "daclip": "daclip_ViT-B-32_mix.pt", "unet": "universal-ir-mix.pth", "memory": 537919488, "about": "the same pair trained on mixed degradations" },
+    "published-wild": { "daclip": "wild-daclip_ViT-L-14.pt", "unet": "wild-ir.pth", "memory": 1534066688, "about": "DA-CLIP ViT-L/14 and the Wild-IR UNet (photos in the wild)" }
+  }
+};
+// END PUBLISHED
+export const PUBLISHED_WEIGHTS = Object.freeze(Object.fromEntries(Object.entries(PUBLISHED.pairs).map(([name, pair]) => [name, Object.freeze(pair)])));
 
 /** Where `weights: 'published' | ...` downloads from, unless `baseUrl` says otherwise. */
-export const PUBLISHED_BASE_URL = 'https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/';
+export const PUBLISHED_BASE_URL = PUBLISHED.baseUrl;
 
 /** The two URLs of a published pair. */
 function publishedUrls(weights, baseUrl = PUBLISHED_BASE_URL) {
@@ -131,7 +135,15 @@ async function readWeights(source, stage, onProgress, cache, keepText) {
       throw new Error(`could not download the ${stage} weights from ${url}: ${err?.message ?? err} (offline, or the server does not allow this page to fetch from it)`);
     }
     if (!response.ok) throw new Error(`could not download the ${stage} weights from ${url}: HTTP ${response.status}`);
-    const blob = await readBody(response, stage, onProgress);
+    let blob;
+    try {
+      blob = await readBody(response, stage, onProgress);
+    } catch (err) {
+      // Seen with a 3 GB checkpoint in a private window, whose Blobs must fit in memory.
+      const size = Number(response.headers.get('content-length'));
+      throw new Error(`could not download the ${stage} weights from ${url}${size ? ` (${(size / 1e9).toFixed(2)} GB)` : ''}: ${err?.message ?? err}. ` +
+        'The connection broke, or the browser could not keep the file (a private window keeps downloads in memory): try again in a normal window, or load a downloaded File');
+    }
     if (!store) return { blob };
     // An original checkpoint is cached in its converted form once loaded (smaller, and
     // no unpickling next time); anything else as downloaded.

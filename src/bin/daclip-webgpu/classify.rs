@@ -8,6 +8,7 @@ use daclip_webgpu::weights::{Checkpoint, DeviceDType, FileSource};
 use daclip_webgpu::{device::block_on, Device, Result};
 
 use crate::inputs::{about, expand, outcome, PhotoReader};
+use crate::published::{resolve, WeightsArgs};
 use crate::{DeviceArg, Outcome};
 
 /// Rank the degradations of images (the ten trained names, or your own labels).
@@ -16,9 +17,12 @@ pub struct Args {
     /// Images (PNG, JPEG, WebP, TIFF, BMP, GIF) or folders of them.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// DA-CLIP weights (.safetensors, or the published .pt).
+    /// DA-CLIP weights (.safetensors, or the published .pt); without it the published
+    /// DA-CLIP is used (--weights).
     #[arg(long)]
-    daclip: PathBuf,
+    daclip: Option<PathBuf>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Your own labels, comma-separated, instead of the ten trained names (needs the
     /// text tower: weights not converted with --no-text).
     #[arg(long)]
@@ -36,7 +40,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let labels: Option<Vec<String>> = args.labels.map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
     let label_refs: Option<Vec<&str>> = labels.as_ref().map(|l| l.iter().map(String::as_str).collect());
     let mut photos = PhotoReader::new(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-    let file = FileSource::open(&args.daclip)?;
+    let (daclip, _) = resolve(args.daclip.as_deref(), None, &args.weights, false)?;
+    let file = FileSource::open(&daclip)?;
     let ckpt = Checkpoint::read(&file, None)?;
     let dev = args.device.open()?;
     let model = DaClip::load(&dev, &ckpt, DeviceDType::F16)?;

@@ -11,6 +11,8 @@ mod convert;
 #[cfg(not(target_arch = "wasm32"))]
 mod inputs;
 #[cfg(not(target_arch = "wasm32"))]
+mod published;
+#[cfg(not(target_arch = "wasm32"))]
 mod restore;
 
 #[cfg(target_arch = "wasm32")]
@@ -61,6 +63,27 @@ mod native {
             #[command(flatten)]
             device: DeviceArg,
         },
+        /// The published weights in the cache: list, download, rm, path.
+        Weights {
+            #[command(subcommand)]
+            action: WeightsCommand,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum WeightsCommand {
+        /// Each published pair: cached or not, its files, their sizes and where.
+        List,
+        /// Download and convert a pair into the cache now (default: published).
+        Download {
+            name: Option<String>,
+            #[command(flatten)]
+            args: crate::published::WeightsArgs,
+        },
+        /// Remove a pair from the cache, or every pair.
+        Rm { name: Option<String> },
+        /// Print the paths of a cached pair's two files (DA-CLIP, then the UNet).
+        Path { name: Option<String> },
     }
 
     /// `--device`, on every command that computes.
@@ -110,6 +133,7 @@ mod native {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse(); // usage mistakes exit with 2, --help and --version with 0
+        quiet_mesa();
         let result = match cli.command {
             Command::Restore(args) => crate::restore::run(args),
             Command::Classify(args) => crate::classify::run(args),
@@ -117,6 +141,7 @@ mod native {
             Command::Bench(args) => crate::bench::run(args).map(|()| Outcome::Done),
             Command::Tokenize { texts, stdin } => tokenize(texts, stdin).map(|()| Outcome::Done),
             Command::Info { device } => info(&device).map(|()| Outcome::Done),
+            Command::Weights { action } => weights(action).map(|()| Outcome::Done),
         };
         match result {
             Ok(Outcome::Done) => ExitCode::SUCCESS,
@@ -126,6 +151,68 @@ mod native {
                 ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
             }
         }
+    }
+
+    /// Mesa prints "error: XDG_RUNTIME_DIR is invalid or not set" on every device it
+    /// opens where the variable is missing (servers, containers, CI), though nothing is
+    /// wrong: give it a private folder of its own before any GPU is probed.
+    fn quiet_mesa() {
+        #[cfg(target_os = "linux")]
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+            let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!("daclip-webgpu-runtime-{uid}"));
+            let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+            let ours = std::fs::metadata(&dir).is_ok_and(|m| m.uid() == uid && m.mode() & 0o077 == 0);
+            if (made.is_ok() || dir.is_dir()) && ours {
+                // SAFETY: at start-up, before any thread is spawned.
+                unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+            }
+        }
+    }
+
+    fn weights(action: WeightsCommand) -> Result<()> {
+        use crate::published::{names, Published, WeightsArgs};
+        let none = WeightsArgs { weights: None, base_url: None, offline: false, keep_original: false };
+        match action {
+            WeightsCommand::List => {
+                println!("cache: {}", crate::published::cache_dir()?.display());
+                for name in names() {
+                    let p = Published::new(Some(&name), &none)?;
+                    let files = p.status();
+                    let cached = files.iter().all(|(_, _, size)| size.is_some());
+                    println!("{name}: {} ({}; about {:.1} GB of GPU memory)", if cached { "cached" } else { "not cached" }, p.pair.about, p.pair.memory as f64 / 1e9);
+                    for (original, path, size) in files {
+                        let size = size.map_or("not cached".into(), |s| format!("{:.0} MB", s as f64 / 1e6));
+                        println!("  {original}: {size}, {}", path.display());
+                    }
+                }
+            }
+            WeightsCommand::Download { name, args } => {
+                let (daclip, unet) = Published::new(name.as_deref(), &args)?.ensure(true)?;
+                println!("{}", daclip.display());
+                unet.into_iter().for_each(|u| println!("{}", u.display()));
+            }
+            WeightsCommand::Rm { name } => {
+                let all = names();
+                let names = name.map_or(all, |n| vec![n]);
+                let mut removed = 0;
+                for name in &names {
+                    removed += Published::new(Some(name), &none)?.remove()?;
+                }
+                println!("removed {removed} file(s) of {} from {}", names.join(", "), crate::published::cache_dir()?.display());
+            }
+            WeightsCommand::Path { name } => {
+                let p = Published::new(name.as_deref(), &none)?;
+                for (original, path, size) in p.status() {
+                    if size.is_none() {
+                        return Err(Error::Io(format!("{original} of {} is not in the cache; `daclip-webgpu weights download {}` fetches it", p.name, p.name)));
+                    }
+                    println!("{}", path.display());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {

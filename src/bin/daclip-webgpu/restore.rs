@@ -16,6 +16,7 @@ use daclip_webgpu::{device::block_on, Device, Error, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::inputs::{about, expand, outcome, plan, Job, PhotoReader};
+use crate::published::{resolve, WeightsArgs};
 use crate::{DeviceArg, Outcome};
 
 /// Restore photos: one file to a file, or many files and folders into a folder.
@@ -35,12 +36,15 @@ pub struct Args {
     /// extension where it is one of those, else --format's.
     #[arg(short, long)]
     output: PathBuf,
-    /// DA-CLIP weights (.safetensors, or the published .pt).
+    /// DA-CLIP weights (.safetensors, or the published .pt), with --unet; without
+    /// either the published pair is used (--weights).
     #[arg(long)]
-    daclip: PathBuf,
+    daclip: Option<PathBuf>,
     /// UNet weights (.safetensors, or the published .pth).
     #[arg(long)]
-    unet: PathBuf,
+    unet: Option<PathBuf>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Network evaluations, 1 to 1000: 100 is the published posterior sampler's; the MR
     /// samplers reach similar results in 10-20.
     #[arg(long, default_value_t = PUBLISHED_T)]
@@ -127,9 +131,13 @@ struct Engine {
 impl Engine {
     fn load(args: &Args) -> Result<Engine> {
         let dev = args.device.open()?;
-        let (daclip_file, unet_file) = (FileSource::open(&args.daclip)?, FileSource::open(&args.unet)?);
+        let (daclip, unet) = resolve(args.daclip.as_deref(), args.unet.as_deref(), &args.weights, true)?;
+        let (daclip_file, unet_file) = (FileSource::open(&daclip)?, FileSource::open(&unet.expect("resolved with the UNet"))?);
+        let started = Instant::now();
         // load_models checks that the two belong together (restorer() cannot fail after it).
         let (daclip, unet) = Restorer::load_models(&dev, &Checkpoint::read(&daclip_file, None)?, &Checkpoint::read(&unet_file, None)?, DeviceDType::F16)?;
+        dev.sync_blocking()?;
+        eprintln!("weights loaded in {:.1} s", started.elapsed().as_secs_f64());
         Ok(Engine { dev, daclip, unet })
     }
 

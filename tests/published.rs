@@ -239,6 +239,18 @@ fn damaged_files_are_detected_and_fetched_again() {
     assert_eq!(code, 1);
     assert!(err.contains("SHA-256") && err.contains("damaged on the way"), "{err}");
     assert!(!daclip.exists());
+
+    // convert --weights: the pair's originals, fetched and kept, converted into a folder.
+    mirror.wrong_sha.store(false, Ordering::Relaxed);
+    let out = dir.join("converted");
+    let (code, stdout, err) = run(&cache, Some(&mirror.url), &["convert", "--weights", "published", "-o", out.to_str().unwrap(), "--no-text", "--device", "cpu"]);
+    println!("{stdout}{err}");
+    assert_eq!(code, 0, "{err}");
+    for (name, original) in [("daclip_ViT-B-32.safetensors", "daclip_ViT-B-32.pt"), ("universal-ir.safetensors", "universal-ir.pth")] {
+        assert!(out.join(name).is_file(), "{name}");
+        assert!(cache.join(original).is_file(), "the original {original} is kept in the cache");
+    }
+    assert!(stdout.contains("DA-CLIP: 70 tensors"), "the text tower dropped: {stdout}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

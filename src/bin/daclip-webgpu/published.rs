@@ -8,10 +8,12 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, FileSource, StoreDType};
+use daclip_webgpu::weights::{Checkpoint, ConvertOptions, FileSource, StoreDType};
 use daclip_webgpu::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
+
+use crate::convert::convert_file;
 
 /// The published pairs, as the npm package lists them: the JSON between the markers in
 /// www/lib/daclip.js is the one table both read.
@@ -126,7 +128,7 @@ impl Published {
         Ok(Published { name, pair, base_url, offline, keep_original: args.keep_original, cache: cache_dir()? })
     }
 
-    fn files(&self) -> [&str; 2] {
+    pub fn files(&self) -> [&str; 2] {
         [&self.pair.daclip, &self.pair.unet]
     }
 
@@ -188,17 +190,49 @@ impl Published {
 
     /// `head`: what the server said of the file, where it was asked already.
     fn ensure_file(&self, original: &str, head: Option<Head>) -> Result<PathBuf> {
-        // One process at a time fetches a file: another waits here, then finds it cached.
-        let lock_path = self.cache.join(format!("{original}.lock"));
-        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
-            eprintln!("waiting for another daclip-webgpu to finish fetching {original}...");
-            lock.lock().map_err(|e| io(&lock_path, e))?;
-        }
+        let _lock = self.lock(original)?;
         if let Some(path) = self.cached(original) {
             return Ok(path);
         }
-        let (source, downloaded) = match (self.cache.join(original), hub_copy(original)) {
+        let (source, downloaded) = self.locate_original(original, head)?;
+        let out = self.cache.join(converted_name(original));
+        let converted = FileSource::open(&source).and_then(|file| convert_file(&file, &out, ConvertOptions::new(StoreDType::F16)));
+        if let Err(e) = converted {
+            if downloaded {
+                // A download that does not convert is not what the model card serves.
+                std::fs::remove_file(&source).ok();
+            }
+            return Err(Error::Checkpoint(format!("{original} from {}: {e}", source.display())));
+        }
+        if downloaded && !self.keep_original {
+            std::fs::remove_file(&source).map_err(|e| io(&source, e))?;
+        }
+        Ok(out)
+    }
+
+    /// The original `file` of the pair (.pt/.pth), fetched into the cache and kept there
+    /// where it is not at hand.
+    pub fn original(&self, file: &str) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.cache).map_err(|e| io(&self.cache, format!("cannot create the cache folder ({e})")))?;
+        let _lock = self.lock(file)?;
+        Ok(self.locate_original(file, None)?.0)
+    }
+
+    /// One process at a time fetches a file: another waits here, then finds it there.
+    fn lock(&self, file: &str) -> Result<File> {
+        let lock_path = self.cache.join(format!("{file}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            eprintln!("waiting for another daclip-webgpu to finish fetching {file}...");
+            lock.lock().map_err(|e| io(&lock_path, e))?;
+        }
+        Ok(lock)
+    }
+
+    /// Where the original `original` is: kept in the cache, in the Hugging Face cache, or
+    /// downloaded now (then the second value is true).
+    fn locate_original(&self, original: &str, head: Option<Head>) -> Result<(PathBuf, bool)> {
+        Ok(match (self.cache.join(original), hub_copy(original)) {
             (kept, _) if kept.is_file() => (kept, false),
             (_, Some(hub)) => {
                 eprintln!("using {original} from the Hugging Face cache: {}", hub.display());
@@ -213,28 +247,7 @@ impl Published {
                 (target, true)
             }
             _ => return Err(Error::Io(format!("{original} is not in the cache and --offline forbids downloading it"))),
-        };
-        let out = self.cache.join(converted_name(original));
-        let partial = self.cache.join(format!("{}.partial", converted_name(original)));
-        let converted = (|| -> Result<()> {
-            let file = FileSource::open(&source)?;
-            let mut w = std::io::BufWriter::new(File::create(&partial).map_err(|e| io(&partial, e))?);
-            convert(&file, ConvertOptions::new(StoreDType::F16), &mut w)?;
-            w.into_inner().map_err(|e| io(&partial, e.into_error()))?.sync_all().map_err(|e| io(&partial, e))?;
-            std::fs::rename(&partial, &out).map_err(|e| io(&out, e))
-        })();
-        if let Err(e) = converted {
-            std::fs::remove_file(&partial).ok();
-            if downloaded {
-                // A download that does not convert is not what the model card serves.
-                std::fs::remove_file(&source).ok();
-            }
-            return Err(Error::Checkpoint(format!("{original} from {}: {e}", source.display())));
-        }
-        if downloaded && !self.keep_original {
-            std::fs::remove_file(&source).map_err(|e| io(&source, e))?;
-        }
-        Ok(out)
+        })
     }
 
     fn url(&self, file: &str) -> String {
@@ -357,7 +370,7 @@ impl Published {
     pub fn remove(&self) -> Result<usize> {
         let mut removed = 0;
         for f in self.files() {
-            for name in [converted_name(f), f.to_string(), format!("{f}.part"), format!("{}.partial", converted_name(f)), format!("{f}.lock")] {
+            for name in [converted_name(f), f.to_string(), format!("{f}.part"), format!(".{}.partial", converted_name(f)), format!("{f}.lock")] {
                 let path = self.cache.join(name);
                 if path.exists() {
                     std::fs::remove_file(&path).map_err(|e| io(&path, e))?;

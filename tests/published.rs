@@ -282,3 +282,47 @@ fn offline_and_missing_files_say_what_to_do() {
     assert!(err.contains("give both --daclip and --unet"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_hugging_face_copy_is_used_and_two_processes_share_one_download() {
+    let dir = scratch("hub");
+    let pair = tiny_pair(&dir);
+    // The Hugging Face tools' cache layout: nothing is downloaded where it has the files.
+    let snapshot = dir.join("cache/no-hub/hub/models--weblzw--daclip-uir-ViT-B-32-irsde/snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for (name, bytes) in &pair {
+        std::fs::write(snapshot.join(name), bytes).unwrap();
+    }
+    let cache = dir.join("cache");
+    let (code, _, err) = run(&cache, Some("http://127.0.0.1:9/"), &["weights", "download", "published"]);
+    println!("{err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("from the Hugging Face cache") && !err.contains("downloading"), "{err}");
+    std::fs::remove_dir_all(snapshot).unwrap();
+
+    // Two processes at once on an empty cache: one downloads, the other waits for it;
+    // both end with the same files.
+    run(&cache, None, &["weights", "rm"]);
+    let mirror = Mirror::start(pair);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_daclip-webgpu"))
+            .args(["weights", "download", "published"])
+            .env("DACLIP_WEBGPU_CACHE", &cache)
+            .env("HF_HOME", cache.join("no-hub"))
+            .env("DACLIP_WEBGPU_BASE_URL", &mirror.url)
+            .output()
+            .unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for out in [&a, &b] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(a.stdout, b.stdout, "both name the same cached files");
+    let downloads = [&a, &b].iter().map(|o| String::from_utf8_lossy(&o.stderr).matches("downloaded,").count()).sum::<usize>();
+    assert_eq!(downloads, 2, "each file downloaded once: {}\n{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}

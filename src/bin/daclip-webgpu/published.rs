@@ -434,7 +434,7 @@ fn progress(file: &str, size: Option<u64>) -> ProgressBar {
         Some(s) => ProgressBar::new(s),
         None => ProgressBar::no_length(),
     };
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left").expect("a valid template").progress_chars("=> "));
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}, {eta} left").expect("a valid template").progress_chars("=> "));
     bar.set_message(file.to_string());
     bar
 }

@@ -125,15 +125,20 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs the command line with the cache in `cache`, no Hugging Face cache, and the
-/// mirror at `base` (when given): exit code, stdout, stderr.
-fn run(cache: &Path, base: Option<&str>, args: &[&str]) -> (i32, String, String) {
+/// The command line with the cache in `cache`, no Hugging Face cache, and the mirror at
+/// `base` (when given).
+fn command(cache: &Path, base: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_daclip-webgpu"));
     cmd.args(args).env("DACLIP_WEBGPU_CACHE", cache).env("HF_HOME", cache.join("no-hub")).env_remove("HF_HUB_OFFLINE").env_remove("DACLIP_WEBGPU_BASE_URL");
     if let Some(base) = base {
         cmd.env("DACLIP_WEBGPU_BASE_URL", base);
     }
-    let out = cmd.output().unwrap();
+    cmd
+}
+
+/// [`command`] run: exit code, stdout, stderr.
+fn run(cache: &Path, base: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let out = command(cache, base, args).output().unwrap();
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -304,15 +309,7 @@ fn a_hugging_face_copy_is_used_and_two_processes_share_one_download() {
     // both end with the same files.
     run(&cache, None, &["weights", "rm"]);
     let mirror = Mirror::start(pair);
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_daclip-webgpu"))
-            .args(["weights", "download", "published"])
-            .env("DACLIP_WEBGPU_CACHE", &cache)
-            .env("HF_HOME", cache.join("no-hub"))
-            .env("DACLIP_WEBGPU_BASE_URL", &mirror.url)
-            .output()
-            .unwrap()
-    };
+    let spawn = || command(&cache, Some(&mirror.url), &["weights", "download", "published"]).output().unwrap();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(spawn);
         let b = s.spawn(spawn);

@@ -145,7 +145,7 @@ impl<'a> Weights<'a> {
         let meta: safetensors::tensor::Metadata = serde_json::from_slice(&source.read_at(8, n as usize)?).map_err(|e| invalid(&e))?;
         let data_start = 8 + n;
         let data_len = meta.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0) as u64;
-        if data_start + data_len != source.len() {
+        if data_start.checked_add(data_len) != Some(source.len()) {
             return Err(invalid(&format!("the header describes {data_len} bytes of tensors but the file holds {}", source.len() - data_start)));
         }
         let mut tensors = BTreeMap::new();

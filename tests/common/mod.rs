@@ -26,9 +26,6 @@ pub fn tiny_fixture(file: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The open_clip config of the tiny DA-CLIP (its 32-wide text tower cannot be read off
-/// the tensor shapes).
-#[cfg(not(target_arch = "wasm32"))]
 /// `bytes` (a checkpoint in memory) converted to safetensors in memory.
 #[allow(dead_code)]
 pub fn converted(bytes: &[u8], options: daclip_webgpu::weights::ConvertOptions) -> daclip_webgpu::Result<(Vec<u8>, daclip_webgpu::weights::Summary)> {
@@ -37,6 +34,9 @@ pub fn converted(bytes: &[u8], options: daclip_webgpu::weights::ConvertOptions) 
     Ok((out, summary))
 }
 
+/// The open_clip config of the tiny DA-CLIP (its 32-wide text tower cannot be read off
+/// the tensor shapes).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn tiny_clip_config() -> daclip_webgpu::models::clip::DaClipConfig {
     serde_json::from_slice(&tiny_fixture("clip_config.json")).unwrap()
 }

@@ -35,7 +35,7 @@ fn vit_b_32_runs_and_zero_control_changes_nothing() {
     assert!(image_features.iter().chain(&degra).all(|v| v.is_finite()), "non-finite features");
     let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     println!("ViT-B/32 224x224: |image_features| rms {:.4}, |degra_features| rms {:.4}", rms(&image_features), rms(&degra));
-    let max_diff = image_features.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let max_diff = common::max_abs_diff(&image_features, &plain);
     println!("zero modules at zero: max |image_features - plain CLIP tower| = {max_diff:e}");
     assert_eq!(image_features, plain, "zero control must leave CLIP's output unchanged");
     assert_ne!(image_features, degra, "the controller is a different tower");

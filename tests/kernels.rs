@@ -254,7 +254,7 @@ fn the_reductions_use_subgroups_where_the_adapter_offers_them() {
 
 /// `op` on `gpu` and on the CPU backend: the GPU's dispatches, and the largest
 /// difference between the two outputs.
-fn gpu_against_cpu(gpu: &Device, op: impl Fn(&Device) -> daclip_webgpu::Tensor) -> (u64, f32) {
+fn gpu_against_cpu(gpu: &Device, op: impl Fn(&Device) -> daclip_webgpu::Tensor) -> (u64, f64) {
     let run = |dev: &Device| {
         let before = dev.dispatch_count();
         let y = op(dev);
@@ -262,7 +262,7 @@ fn gpu_against_cpu(gpu: &Device, op: impl Fn(&Device) -> daclip_webgpu::Tensor) 
         (dev.read_blocking(&y).unwrap(), dispatches)
     };
     let ((got, parts), (want, _)) = (run(gpu), run(&cpu()));
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = common::max_abs_diff(&got, &want);
     println!("{parts} dispatches; max |gpu - cpu| = {worst:.2e}");
     (parts, worst)
 }
@@ -335,7 +335,7 @@ fn a_convolution_split_along_k_sums_its_slices() {
     let split = gpu_with(Adapters::Off);
     assert!(split.set_split_k_below(Some(1 << 20)));
     let ((got, dispatches), (unsplit, _), (want, _)) = (run(&split), run(&plain), run(&cpu()));
-    let worst = |a: &[f32]| a.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    let worst = |a: &[f32]| common::max_abs_diff(a, &want);
     println!("split along K: {dispatches} dispatches, max |gpu - cpu| = {:.2e} (unsplit {:.2e})", worst(&got), worst(&unsplit));
     assert_eq!(dispatches, 2, "the slices, then their sum");
     assert!(worst(&got) < 1e-4 && worst(&unsplit) < 1e-4);
@@ -375,7 +375,7 @@ fn a_product_split_along_k_sums_its_slices() {
     let plain = gpu_with(Adapters::Off);
     let ((got, dispatches, all), (unsplit, _, all_unsplit), (want, _, _)) = (run(&split), run(&plain), run(&cpu()));
     // Relative to the largest output (linear attention's are about 1e-4).
-    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max) / b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = |a: &[f32], b: &[f32]| common::max_abs_diff(a, b) / common::worst(b.iter().map(|v| v.abs() as f64));
     for (i, name) in ["linear + residual", "batched matmul", "linear attention"].iter().enumerate() {
         println!("{name} split along K: max |gpu - cpu| / max |cpu| = {:.2e} (unsplit {:.2e})", worst(&got[i], &want[i]), worst(&unsplit[i], &want[i]));
         assert!(worst(&got[i], &want[i]) < 1e-5 && worst(&unsplit[i], &want[i]) < 1e-5, "{name}");

@@ -128,7 +128,7 @@ fn daclip_parity(dev: Device, dir: &Path) {
     let (_, resized_want) = fx.get("clip_resized_u8");
     let size = fx.get("clip_resized_u8").0[0];
     let input = clip_input(ImageRef { width: u8_shape[1], height: u8_shape[0], channels: 3, data: &u8_bytes }, size).unwrap();
-    let worst = input.resized_u8.iter().zip(resized_want).map(|(&a, &b)| (a as f32 - b).abs()).fold(0.0, f32::max);
+    let worst = common::worst(input.resized_u8.iter().zip(resized_want).map(|(&a, &b)| (a as f64 - b as f64).abs()));
     let off = input.resized_u8.iter().zip(resized_want).filter(|(&a, &b)| a as f32 != b).count();
     println!("  {:<28} max {worst} level(s) off, {off} of {} values differ", "clip_resized_u8", resized_want.len());
     if worst > 1.0 {

@@ -343,7 +343,7 @@ fn an_original_checkpoint_converts_for_the_cache_and_classifies_the_same() {
         block_on(daclip.converted(&dev, &original, keep_text, &mut bytes)).unwrap();
         let reloaded = DaClip::load(&dev, &Checkpoint::parse(&bytes, None).unwrap(), DeviceDType::F32).unwrap();
         let got = block_on(reloaded.classify(&dev, image_ref(&img), None)).unwrap();
-        let worst = want.labels.iter().zip(&want.probabilities).map(|(l, p)| (got.probabilities[got.labels.iter().position(|g| g == l).unwrap()] - p).abs()).fold(0.0f32, f32::max);
+        let worst = common::worst(want.labels.iter().zip(&want.probabilities).map(|(l, p)| (got.probabilities[got.labels.iter().position(|g| g == l).unwrap()] - p).abs() as f64));
         println!("converted for the cache (keep_text {keep_text}): {} of {} bytes, max probability difference {worst:.1e} (f16 storage)", bytes.len(), original.len());
         assert!(worst < 1e-2, "{worst}");
         assert!(bytes.len() < original.len());

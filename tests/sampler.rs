@@ -16,6 +16,7 @@ use daclip_webgpu::sde::{seeded_normal_pair, Grid, IrSde, PlannedStep, Sampler};
 use daclip_webgpu::tiles::{TileLayout, TiledSpace};
 use daclip_webgpu::weights::{Checkpoint, DeviceDType};
 use daclip_webgpu::{Device, Result, Tensor};
+use common::max_abs_diff;
 
 const MR: [Sampler; 4] = [Sampler::MrOde1, Sampler::MrOde2, Sampler::MrSde1, Sampler::MrSde2];
 
@@ -62,10 +63,6 @@ fn sample_untiled(dev: &Device, predictor: &mut dyn NoisePredictor, mu: &Tensor,
     dev.read_blocking(&x).unwrap()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
 #[test]
 fn oracle_gives_back_x0_for_every_solver_grid_and_step_count() {
     let dev = Device::new_blocking().unwrap();
@@ -75,10 +72,10 @@ fn oracle_gives_back_x0_for_every_solver_grid_and_step_count() {
     let mu_v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
     let x0_v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
     let mu = dev.upload(&[1, 3, 4, 4], &mu_v).unwrap();
-    let mut worst = 0.0f32;
+    let mut worst = 0.0f64;
     for sampler in MR {
         for grid in [Grid::Linspace, Grid::LogSnr] {
-            let mut worst_here = (0.0f32, 0);
+            let mut worst_here = (0.0f64, 0);
             for steps in 1..=100 {
                 let plan = sde.plan(sampler, steps, grid).unwrap();
                 assert_eq!(plan.len(), steps);

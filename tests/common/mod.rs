@@ -87,15 +87,23 @@ pub fn f16_rounded(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// The largest of `values` (errors, differences), infinity where one is NaN: `f64::max`
+/// drops NaN, so a fold over it would score an all-NaN result 0 and pass.
+pub fn worst(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().fold(0.0, |m, v| if v.is_nan() { f64::INFINITY } else { m.max(v) })
+}
+
+/// max |a - b| over two results of one length, NaN-aware (see [`worst`]).
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "result length");
+    worst(a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()))
+}
+
 /// max |got - want|, and that divided by max(rms(want), 1e-6) (the fixtures' metric).
 pub fn errors(got: &[f32], want: &[f64]) -> (f64, f64) {
     assert_eq!(got.len(), want.len(), "result length");
-    let mut max_abs = 0.0f64;
-    for (g, w) in got.iter().zip(want) {
-        let e = (*g as f64 - w).abs();
-        // NaN must fail, not vanish in max().
-        max_abs = if e.is_nan() { f64::INFINITY } else { max_abs.max(e) };
-    }
+    let max_abs = worst(got.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()));
     let rms = (want.iter().map(|w| w * w).sum::<f64>() / want.len().max(1) as f64).sqrt();
     (max_abs, max_abs / rms.max(1e-6))
 }

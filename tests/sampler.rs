@@ -112,7 +112,7 @@ fn sde1_on_the_integer_grid_is_the_posterior_sampler() {
         };
         let (a, b) = (run(p.update), run(m.update));
         let rms = (a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
-        let rel = max_abs_diff(&a, &b) as f64 / rms;
+        let rel = max_abs_diff(&a, &b) / rms;
         worst = worst.max(rel);
         if [0, 40, 80, 98, 99].contains(&i) {
             println!("step t = {} -> {}: posterior vs MR SDE-1, relative difference {rel:.2e}", p.network_time, 99 - i);

@@ -90,9 +90,10 @@ async function keep(store, key, blob) {
   const again = 'they will be downloaded again next time';
   try {
     const estimate = await navigator.storage?.estimate?.();
-    if (estimate?.quota && estimate.quota - (estimate.usage ?? 0) < blob.size) {
+    const free = estimate?.quota ? estimate.quota - (estimate.usage ?? 0) : Infinity;
+    if (free < blob.size) {
       const mb = (n) => `${Math.round(n / 1e6)} MB`;
-      console.warn(`daclip-webgpu: the weights (${mb(blob.size)}) do not fit this site's storage quota (${mb(estimate.quota - (estimate.usage ?? 0))} free of ${mb(estimate.quota)}); ${again}`);
+      console.warn(`daclip-webgpu: the weights (${mb(blob.size)}) do not fit this site's storage quota (${mb(free)} free of ${mb(estimate.quota)}); ${again}`);
       return;
     }
     await navigator.storage?.persist?.();

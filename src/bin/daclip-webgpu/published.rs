@@ -136,9 +136,9 @@ impl Published {
     /// and converted first where they are not in the cache (the sizes said before the
     /// download starts).
     pub fn ensure(&self, with_unet: bool) -> Result<(PathBuf, Option<PathBuf>)> {
-        std::fs::create_dir_all(&self.cache).map_err(|e| io(&self.cache, format!("cannot create the cache folder ({e})")))?;
         let wanted = &self.files()[..if with_unet { 2 } else { 1 }];
-        let missing: Vec<&str> = wanted.iter().copied().filter(|f| self.cached(f).is_none()).collect();
+        let cached: Vec<Option<PathBuf>> = wanted.iter().map(|f| self.cached(f)).collect();
+        let missing: Vec<&str> = wanted.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(f, _)| *f).collect();
         let mut heads = std::collections::HashMap::new();
         if !missing.is_empty() {
             if self.offline {
@@ -166,9 +166,11 @@ impl Published {
                 );
             }
         }
-        let [daclip, unet] = self.files();
-        let daclip = self.ensure_file(daclip, heads.remove(daclip))?;
-        Ok((daclip, if with_unet { Some(self.ensure_file(unet, heads.remove(unet))?) } else { None }))
+        // A file found cached above is used as it is; a missing one is looked for again
+        // under its lock (another process may have fetched it meanwhile).
+        let mut paths = wanted.iter().zip(cached).map(|(f, c)| c.map_or_else(|| self.ensure_file(f, heads.remove(f)), Ok));
+        let daclip = paths.next().expect("DA-CLIP is always wanted")?;
+        Ok((daclip, paths.next().transpose()?))
     }
 
     /// The cached converted file of `original`, where it is there and reads as a
@@ -213,13 +215,14 @@ impl Published {
     /// The original `file` of the pair (.pt/.pth), fetched into the cache and kept there
     /// where it is not at hand.
     pub fn original(&self, file: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.cache).map_err(|e| io(&self.cache, format!("cannot create the cache folder ({e})")))?;
         let _lock = self.lock(file)?;
         Ok(self.locate_original(file, None)?.0)
     }
 
     /// One process at a time fetches a file: another waits here, then finds it there.
+    /// The cache folder is made here, where every fetch starts.
     fn lock(&self, file: &str) -> Result<File> {
+        std::fs::create_dir_all(&self.cache).map_err(|e| io(&self.cache, format!("cannot create the cache folder ({e})")))?;
         let lock_path = self.cache.join(format!("{file}.lock"));
         let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
         if lock.try_lock().is_err() {

@@ -5,7 +5,7 @@
 //! The same code runs natively (Vulkan, Metal, DX12) and in the browser (WebGPU).
 
 pub mod error;
-pub(crate) mod cpu;
+pub mod kernels;
 pub mod device;
 pub mod models;
 pub mod nn;
@@ -14,8 +14,6 @@ pub mod ops;
 pub mod photo;
 pub mod restore;
 pub mod sde;
-pub mod shaders;
-pub mod tiles;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -17,7 +17,7 @@ use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageReader, Limits, Luma, 
 use crate::error::{Error, Result};
 use crate::models::clip::preprocess::ImageRef;
 use crate::restore::{quantize, Restored};
-use crate::tiles::{MAX_PIXELS, MAX_SIDE};
+use crate::restore::tiles::{MAX_PIXELS, MAX_SIDE};
 
 /// What the decoder reads, for messages.
 pub const INPUT_FORMATS: &str = "PNG, JPEG, WebP, TIFF, BMP and GIF";

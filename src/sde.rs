@@ -1,5 +1,5 @@
 //! The IR-SDE (spec section 5): its schedules and the per-step scalars of its samplers,
-//! the published ones and the MR Sampler (shared/spec/fast-sampler.md). Plain f64
+//! the published ones and the MR Sampler (MaRS, ICLR 2025). Plain f64
 //! arithmetic on the CPU; the element-wise updates run on the GPU as
 //! `mu + a (x - mu) + b noise + d (prev - mu) + c z` (see `ops::sde_update`).
 
@@ -320,25 +320,6 @@ impl IrSde {
 
 fn steps_error(steps: usize) -> Error {
     Error::Usage(format!("steps must be an integer from 1 to {MAX_STEPS}, not {steps}"))
-}
-
-/// The sampler's seeded standard normals on the CPU, the same generator as
-/// `shaders/sde/update.wgsl` (a PCG hash of seed, stream and pair index, then Box-Muller):
-/// elements `2 pair` and `2 pair + 1` of the stream. The GPU's `log`/`cos` may differ in
-/// the last bits; the values are otherwise the same.
-pub fn seeded_normal_pair(seed: u64, stream: u32, pair: u32) -> (f32, f32) {
-    fn pcg(v: u32) -> u32 {
-        let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
-        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
-        (word >> 22) ^ word
-    }
-    // Uniform in (0, 1]: 24 random bits, never 0.
-    let unit = |h: u32| ((h >> 8) + 1) as f32 * (1.0 / 16777216.0);
-    let h1 = pcg(pcg(pcg(seed as u32 ^ pcg(stream)) ^ (seed >> 32) as u32) ^ pair);
-    let h2 = pcg(h1 ^ 0x9E3779B9);
-    let r = (-2.0 * unit(h1).ln()).sqrt();
-    let angle = std::f32::consts::TAU * unit(h2);
-    (r * angle.cos(), r * angle.sin())
 }
 
 #[cfg(test)]

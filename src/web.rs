@@ -17,9 +17,10 @@ use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
 use crate::restore::{NoisePredictor, Rect, RestoreOptions, Restorer, UNetPredictor};
-use crate::tiles::{TileFuture, TileHelpers};
+use crate::restore::tiles::{TileFuture, TileHelpers};
 use crate::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
-use crate::weights::{self, Checkpoint, ConvertOptions, DeviceDType, Format, Source, StoreDType};
+use crate::weights::{self, DeviceDType, Format, Source};
+use crate::models::{Checkpoint, ConvertOptions, StoreDType};
 
 fn js_error(e: Error) -> JsError {
     JsError::new(&e.to_string())
@@ -221,7 +222,7 @@ impl Engine {
         }
         if let (Some(on_chunk), Format::Torch) = (on_chunk, ckpt.weights.format) {
             let mut out = std::io::BufWriter::with_capacity(CHUNK, ChunkSink(on_chunk));
-            weights::convert(&source, ConvertOptions::new(StoreDType::F16), &mut out).map_err(js_error)?;
+            crate::models::convert(&source, ConvertOptions::new(StoreDType::F16), &mut out).map_err(js_error)?;
         }
         drop(ckpt);
         self.models.borrow_mut().unet = Some(Rc::new(model));

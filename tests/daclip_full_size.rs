@@ -3,14 +3,15 @@
 //! module at zero (as the controller starts training) `image_features` equals the plain
 //! CLIP tower's output: the property the zero initialisation exists for. And the work
 //! `Device::flops` counts for both (the bench's GFLOP/s) is what PyTorch's FLOP counter
-//! counts for the original (shared/guide/performance.md).
+//! counts for the original.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::{ConditionalUNet, UNetConfig};
-use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
+use daclip_webgpu::weights::{random_safetensors, DeviceDType};
+use daclip_webgpu::models::{Checkpoint, ModelKind};
 use daclip_webgpu::Device;
 
 #[test]

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use common::{converted, tiny_clip_config, tiny_fixture, Rng};
 use daclip_webgpu::models::clip::{DaClip, DaClipConfig};
 use daclip_webgpu::models::unet::ConditionalUNet;
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, StoreDType};
+use daclip_webgpu::weights::DeviceDType;
+use daclip_webgpu::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType, convert};
 use daclip_webgpu::{Device, Error};
 
 /// The largest single allocation since the last reset: a reader that trusts a length

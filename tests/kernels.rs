@@ -98,7 +98,7 @@ mod products {
         use daclip_webgpu::device::CooperativeTile;
         let dev = gpu_with(Adapters::Any);
         let Some(coop) = dev.cooperative_matrix() else {
-            assert!(!dev.force_cooperative_tile(Some(CooperativeTile::SMALL)));
+            assert!(!crate::common::tune(&dev, |t| t.cooperative_tile = Some(CooperativeTile::SMALL)));
             println!("no cooperative matrices on {}: nothing to tile", dev.info());
             return;
         };
@@ -109,7 +109,7 @@ mod products {
         assert_eq!(daclip_webgpu::ops::cooperative_tile(&dev, 64, 16 * large, 1), CooperativeTile::SMALL);
         assert_eq!(daclip_webgpu::ops::cooperative_tile(&dev, large, large, 1), CooperativeTile::SMALL);
         for tile in CooperativeTile::CANDIDATES {
-            if !dev.force_cooperative_tile(Some(tile)) {
+            if !crate::common::tune(&dev, |t| t.cooperative_tile = Some(tile)) {
                 println!("tile {tile}: does not fit {}", dev.info());
                 continue;
             }
@@ -118,7 +118,7 @@ mod products {
             super::block_on(crate::common::cases::linear(&dev));
             super::block_on(crate::common::cases::conv2d(&dev));
         }
-        assert!(dev.force_cooperative_tile(None));
+        assert!(crate::common::tune(&dev, |t| t.cooperative_tile = None));
     }
 
     /// Every f32 tile, split along K too; all of them fit WebGPU's default limits.
@@ -209,21 +209,21 @@ fn products_on_every_f32_tile(dev: &Device) {
     use daclip_webgpu::device::F32Tile;
     let mut split_k_steps = std::collections::BTreeSet::new();
     for tile in F32Tile::CANDIDATES {
-        assert!(dev.force_f32_tile(Some(tile)), "{tile} does not fit {}", dev.info());
+        assert!(crate::common::tune(&dev, |t| t.f32_tile = Some(tile)), "{tile} does not fit {}", dev.info());
         assert_eq!(daclip_webgpu::ops::f32_tile(dev, 1, 1, 1), tile);
         println!("tile {tile}: {} x {} outputs", tile.rows(), tile.cols());
         for split in [false, true] {
             if split && !split_k_steps.insert(tile.tile_k) {
                 continue;
             }
-            assert!(dev.set_split_k_below(split.then_some(1 << 20)));
+            assert!(crate::common::tune(&dev, |t| t.split_k_below = split.then_some(1 << 20)));
             block_on(common::cases::matmul(dev));
             block_on(common::cases::linear(dev));
             block_on(common::cases::conv2d(dev));
         }
-        dev.set_split_k_below(None);
+        crate::common::tune(&dev, |t| t.split_k_below = None);
     }
-    assert!(dev.force_f32_tile(None));
+    assert!(crate::common::tune(&dev, |t| t.f32_tile = None));
 }
 
 /// Cooperative matrices are taken exactly where the adapter offers a configuration the
@@ -272,7 +272,8 @@ fn gpu_against_cpu(gpu: &Device, op: impl Fn(&Device) -> daclip_webgpu::Tensor) 
 /// what the CPU backend computes whole.
 #[test]
 fn a_large_convolution_is_dispatched_in_parts() {
-    use daclip_webgpu::ops::{conv2d, Conv2dArgs, MAX_MACS_PER_DISPATCH};
+    use daclip_webgpu::device::MAX_MACS_PER_DISPATCH;
+    use daclip_webgpu::ops::{conv2d, Conv2dArgs};
     let mut rng = common::Rng::new(11);
     // 256 x 256 pixels, 64 to 64 channels, 3 x 3: 2.4e9 multiply-adds, three parts.
     let (x, w, b) = (rng.normals(64 * 256 * 256, 1.0), rng.normals(64 * 64 * 9, 0.04), rng.normals(64, 0.1));
@@ -281,18 +282,18 @@ fn a_large_convolution_is_dispatched_in_parts() {
         conv2d(dev, &xt, &wt, Some(&bt), Conv2dArgs::same(3)).unwrap()
     };
     let dev = gpu();
-    assert_eq!(dev.max_macs_per_dispatch(), MAX_MACS_PER_DISPATCH);
-    assert!(!cpu().set_max_macs_per_dispatch(1 << 20), "the CPU backend computes each kernel whole");
+    assert_eq!(dev.tuning().max_macs_per_dispatch, MAX_MACS_PER_DISPATCH);
+    assert!(!crate::common::tune(&cpu(), |t| t.max_macs_per_dispatch = 1 << 20), "the CPU backend computes each kernel whole");
     // The default's three parts, then larger and smaller parts.
     for (macs, want_parts) in [(MAX_MACS_PER_DISPATCH, 3), (1 << 32, 1), (1 << 28, 10)] {
-        assert!(dev.set_max_macs_per_dispatch(macs));
+        assert!(crate::common::tune(&dev, |t| t.max_macs_per_dispatch = macs));
         let (parts, worst) = gpu_against_cpu(&dev, op);
         assert_eq!(parts, want_parts, "parts of at most {macs} multiply-adds");
         assert!(worst < 1e-3, "parts differ from the whole: {worst}");
     }
 }
 
-/// A convolution whose sums are split along K (`Device::set_split_k_below`): the slices'
+/// A convolution whose sums are split along K (`Tuning::split_k_below`): the slices'
 /// partial sums, then the dispatch adding them to the bias with every epilogue step, on
 /// a gathered input (a concatenation), f16 weights and a batch of two, give what the CPU
 /// backend computes unsplit; nothing splits unless asked.
@@ -300,10 +301,10 @@ fn a_large_convolution_is_dispatched_in_parts() {
 fn a_convolution_split_along_k_sums_its_slices() {
     use daclip_webgpu::ops::{conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
     let plain = gpu_with(Adapters::Off);
-    assert_eq!(plain.split_k_below(), None, "splitting is off by default");
+    assert_eq!(plain.tuning().split_k_below, None, "splitting is off by default");
     assert_eq!(k_slices(&plain, [8, 1, 1], 1 << 16, 4608), 1);
-    assert!(!cpu().set_split_k_below(Some(1024)), "the CPU backend has no split");
-    assert!(plain.set_split_k_below(Some(1024)));
+    assert!(!crate::common::tune(&cpu(), |t| t.split_k_below = Some(1024)), "the CPU backend has no split");
+    assert!(crate::common::tune(&plain, |t| t.split_k_below = Some(1024)));
     // Enough slices to reach the workgroups asked for, each slice at least 128 long, at
     // most 16, their partial sums within one binding, the grid's z (batch by slice) within
     // the device's limit; none for a convolution with enough workgroups.
@@ -311,10 +312,10 @@ fn a_convolution_split_along_k_sums_its_slices() {
     let binding = plain.max_tensor_bytes() / 4;
     assert_eq!([slices(8, 1 << 16, 4608), slices(64, 1 << 16, 4608), slices(256, 1 << 16, 4608), slices(8, 1 << 16, 300), slices(2048, 1 << 16, 4608)], [16, 16, 4, 2, 1]);
     assert_eq!([slices(8, binding / 3, 4608), slices(8, binding / 2 + 1, 4608)], [3, 1]);
-    assert!(plain.set_split_k_below(Some(1 << 20)));
+    assert!(crate::common::tune(&plain, |t| t.split_k_below = Some(1 << 20)));
     let z_max = plain.limits().max_compute_workgroups_per_dimension;
     assert_eq!([k_slices(&plain, [1, 1, z_max / 3], 1 << 10, 4608), k_slices(&plain, [1, 1, z_max / 2 + 1], 1 << 10, 4608)], [3, 1]);
-    plain.set_split_k_below(None);
+    crate::common::tune(&plain, |t| t.split_k_below = None);
 
     let mut rng = common::Rng::new(13);
     // K = (70 + 60) channels x 9 taps = 1170: 9 slices of 144 (the last 18 long).
@@ -333,7 +334,7 @@ fn a_convolution_split_along_k_sums_its_slices() {
         (dev.read_blocking(&y).unwrap(), dev.dispatch_count() - before)
     };
     let split = gpu_with(Adapters::Off);
-    assert!(split.set_split_k_below(Some(1 << 20)));
+    assert!(crate::common::tune(&split, |t| t.split_k_below = Some(1 << 20)));
     let ((got, dispatches), (unsplit, _), (want, _)) = (run(&split), run(&plain), run(&cpu()));
     let worst = |a: &[f32]| common::max_abs_diff(a, &want);
     println!("split along K: {dispatches} dispatches, max |gpu - cpu| = {:.2e} (unsplit {:.2e})", worst(&got), worst(&unsplit));
@@ -341,7 +342,7 @@ fn a_convolution_split_along_k_sums_its_slices() {
     assert!(worst(&got) < 1e-4 && worst(&unsplit) < 1e-4);
 }
 
-/// Products whose sums are split along K (`Device::set_split_k_below`) give what the CPU
+/// Products whose sums are split along K (`Tuning::split_k_below`) give what the CPU
 /// backend computes unsplit: a Linear with f16 weights, an f16 bias and a residual (the
 /// slices, then one dispatch adding them up: two), a batch of products with K not a
 /// multiple of the slices, and linear attention, whose per-head context products are
@@ -371,7 +372,7 @@ fn a_product_split_along_k_sums_its_slices() {
         ([&y, &products, &attended].map(|t| dev.read_blocking(t).unwrap()), dispatches, dev.dispatch_count() - before)
     };
     let split = gpu_with(Adapters::Off);
-    assert!(split.set_split_k_below(Some(1 << 20)));
+    assert!(crate::common::tune(&split, |t| t.split_k_below = Some(1 << 20)));
     let plain = gpu_with(Adapters::Off);
     let ((got, dispatches, all), (unsplit, _, all_unsplit), (want, _, _)) = (run(&split), run(&plain), run(&cpu()));
     // Relative to the largest output (linear attention's are about 1e-4).

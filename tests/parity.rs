@@ -1,5 +1,5 @@
-//! Parity with the original PyTorch computation on a fixture directory (format:
-//! shared/spec/parity-fixtures.md). Reads `DACLIP_FIXTURES` (default: the committed tiny
+//! Parity with the original PyTorch computation on a fixture directory (the format:
+//! docs/development.md, "Fixtures"). Reads `DACLIP_FIXTURES` (default: the committed tiny
 //! set), converts the .pt there in memory when no converted file is present, and prints
 //! the error of every key it checks, for float32 and float16 weights, on the GPU adapter
 //! (`*_gpu`) and on the CPU backend (`*_cpu`).
@@ -19,7 +19,8 @@ use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATI
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::ops::{sde_update, Noise};
 use daclip_webgpu::sde::IrSde;
-use daclip_webgpu::weights::{random_safetensors, Checkpoint, ModelKind, ConvertOptions, DeviceDType, StoreDType};
+use daclip_webgpu::weights::{random_safetensors, DeviceDType};
+use daclip_webgpu::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType};
 use daclip_webgpu::Device;
 
 const TOL_F32: f64 = 1e-4;

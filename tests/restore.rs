@@ -16,8 +16,9 @@ use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::restore::{sample, DeviceSpace, NoisePredictor, Rect, RestoreOptions, Restorer, RgbImage, UNetPredictor};
 use daclip_webgpu::sde::{IrSde, Sampler};
-use daclip_webgpu::tiles::{TileFuture, TileHelpers, TileLayout};
-use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::restore::tiles::{TileFuture, TileHelpers, TileLayout};
+use daclip_webgpu::weights::DeviceDType;
+use daclip_webgpu::models::Checkpoint;
 use daclip_webgpu::{Device, Error, Tensor};
 
 use common::{tiny_clip_config, tiny_fixture};

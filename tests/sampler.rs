@@ -1,4 +1,4 @@
-//! The MR Sampler (shared/spec/fast-sampler.md): an oracle that knows x0 is recovered by
+//! The MR Sampler (MaRS, ICLR 2025): an oracle that knows x0 is recovered by
 //! every solver on both grids at every number of evaluations; SDE-1 on the integer grid
 //! is the published posterior sampler step by step; ODE-1 and ODE-2 converge at their
 //! orders with the tiny UNet.
@@ -12,9 +12,11 @@ use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::ops::{self, sde_update, Noise};
 use daclip_webgpu::restore::{sample, DeviceSpace, NoisePredictor, Rect, UNetPredictor};
-use daclip_webgpu::sde::{seeded_normal_pair, Grid, IrSde, PlannedStep, Sampler};
-use daclip_webgpu::tiles::{TileLayout, TiledSpace};
-use daclip_webgpu::weights::{Checkpoint, DeviceDType};
+use daclip_webgpu::kernels::sde::seeded_normal_pair;
+use daclip_webgpu::sde::{Grid, IrSde, PlannedStep, Sampler};
+use daclip_webgpu::restore::tiles::{TileLayout, TiledSpace};
+use daclip_webgpu::weights::DeviceDType;
+use daclip_webgpu::models::Checkpoint;
 use daclip_webgpu::{Device, Result, Tensor};
 use common::max_abs_diff;
 

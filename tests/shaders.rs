@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use daclip_webgpu::shaders::{Kernel, REDUCTIONS};
+use daclip_webgpu::kernels::{Kernel, REDUCTIONS};
 
 #[test]
 fn every_shader_validates() {

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use daclip_webgpu::models::clip::{DaClipConfig, TextConfig, VisionConfig};
-use daclip_webgpu::weights::{convert, Checkpoint, FileSource, Source, ConvertOptions, DeviceDType, ModelKind, StoreDType, Vb, Weights};
+use daclip_webgpu::weights::{FileSource, Source, DeviceDType, Vb, Weights};
+use daclip_webgpu::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType, convert};
 use daclip_webgpu::{Error, Device};
 
 use common::{converted, tiny_clip_config, tiny_fixture};

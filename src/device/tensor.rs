@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use crate::cpu::CpuBuffer;
+use super::cpu::CpuBuffer;
 use crate::device::pool::Pool;
 use crate::error::{shape_err, Error, Result};
 

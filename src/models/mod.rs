@@ -1,8 +1,9 @@
-//! The models, one struct per PyTorch module. So far: their configurations and the exact
-//! tensor list each configuration implies, used to check checkpoints by name and shape.
+//! The models, one struct per PyTorch module, and what a weights file holds: which model,
+//! its configuration, each tensor checked against the tensor list the configuration
+//! implies ([`Checkpoint`]); and the converter to safetensors.
 
+mod checkpoint;
 pub mod clip;
 pub mod unet;
 
-/// Expected tensors of a model: (state-dict key, shape), in a stable order.
-pub type TensorSpec = Vec<(String, Vec<usize>)>;
+pub use checkpoint::{convert, Checkpoint, ConvertOptions, ModelKind, StoreDType, Summary, META_CONFIG, META_MODEL};

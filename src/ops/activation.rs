@@ -1,19 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, ActivationParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) d: u32,
-    pub(crate) _pad: [u32; 2],
-}
 
 /// The `OP` override values of activation.wgsl.
 #[derive(Clone, Copy)]
@@ -27,7 +19,7 @@ fn launch(dev: &Device, op: Op, x: &Tensor, out_shape: &[usize], d: usize) -> Re
     x.expect_f32("activation input")?;
     let out = dev.empty(out_shape)?;
     let n = out.numel();
-    let params = Params { n: u32_of(n, "elements")?, d: u32_of(d, "width")?, _pad: [0; 2] };
+    let params = ActivationParams { n: u32_of(n, "elements")?, d: u32_of(d, "width")?, _pad: [0; 2] };
     dev.dispatch(Kernel::Activation, &[("WG", WG as f64), ("OP", op as u32 as f64)], &params, &[x, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -1,36 +1,14 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{groups_per_dispatch, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, AttentionParams};
 
 const BLOCK_Q: u32 = 64;
 const BLOCK_K: u32 = 16;
 /// `4 * MAX_D4` of the shader: head dimensions up to this (multiples of 4) are supported.
 pub const MAX_HEAD_DIM: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) nq: u32,
-    pub(crate) nk: u32,
-    /// The first query block of this dispatch (long attention goes in several).
-    pub(crate) first_group: u32,
-    pub(crate) causal: u32,
-    pub(crate) q_off: u32,
-    pub(crate) q_sb: u32,
-    pub(crate) q_row: u32,
-    pub(crate) scale: f32,
-    pub(crate) k_off: u32,
-    pub(crate) k_sb: u32,
-    pub(crate) k_row: u32,
-    pub(crate) heads: u32,
-    pub(crate) v_off: u32,
-    pub(crate) v_sb: u32,
-    pub(crate) v_row: u32,
-    pub(crate) _pad: u32,
-}
 
 /// Columns `start .. start + width` of a token-major tensor [B, N, C]: where the q, k or v
 /// of every head sits, side by side, e.g. one third of a fused qkv projection.
@@ -84,7 +62,7 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
         return shape_err!("attention: head dimension {d} must be a multiple of 4 and at most {MAX_HEAD_DIM}");
     }
     let out = dev.empty(&[bq, nq, q.width])?;
-    let params = Params {
+    let params = AttentionParams {
         nq: u32_of(nq, "queries")?,
         nk: u32_of(nk, "keys")?,
         first_group: 0,
@@ -106,7 +84,7 @@ pub fn attention(dev: &Device, q: Heads, k: Heads, v: Heads, heads: usize, causa
     let blocks = params.nq.div_ceil(BLOCK_Q);
     let per_dispatch = groups_per_dispatch(dev, blocks, 2 * BLOCK_Q as u64 * nk as u64 * q.width as u64 * bq as u64);
     for first_group in (0..blocks).step_by(per_dispatch as usize) {
-        let part = Params { first_group, ..params };
+        let part = AttentionParams { first_group, ..params };
         let groups = [per_dispatch.min(blocks - first_group), params.heads, u32_of(bq, "batch")?];
         // Scores and weighted values: two products of queries x nk x d per head (a causal
         // mask's skipped half counted too, as PyTorch's counter does).

@@ -1,20 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, BinaryParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) b_len: u32,
-    pub(crate) b_inner: u32,
-    pub(crate) _pad: u32,
-}
 
 /// How `b` repeats over `a` under PyTorch broadcasting, when its non-1 dimensions form
 /// one contiguous block of `a`'s shape (full tensors, per-channel [C, 1, 1] of NCHW,
@@ -41,7 +32,7 @@ fn launch(dev: &Device, op: u32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     let out = dev.empty(a.shape())?;
     let n = a.numel();
-    let params = Params { n: u32_of(n, "elements")?, b_len: u32_of(b_len, "elements")?, b_inner: u32_of(b_inner, "elements")?, _pad: 0 };
+    let params = BinaryParams { n: u32_of(n, "elements")?, b_len: u32_of(b_len, "elements")?, b_inner: u32_of(b_inner, "elements")?, _pad: 0 };
     dev.dispatch(Kernel::Binary, &[("WG", WG as f64), ("OP", op as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

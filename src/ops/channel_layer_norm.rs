@@ -1,20 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, expect_rank, grid_1d, is_f16, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, ChannelLayerNormParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) batch: u32,
-    pub(crate) c: u32,
-    pub(crate) hw: u32,
-    pub(crate) eps: f32,
-}
 
 /// The UNet's channel LayerNorm on NCHW `x`: per pixel, normalise over channels and
 /// multiply by the gain `g` (stored as [1, C, 1, 1]; any shape with C elements).
@@ -35,7 +26,7 @@ pub fn channel_layer_norm_with(dev: &Device, x: &Tensor, g: &Tensor, eps: f32, r
         }
     }
     let out = dev.empty(x.shape())?;
-    let params = Params { batch: u32_of(b, "batch")?, c: u32_of(c, "channels")?, hw: u32_of(hw, "pixels")?, eps };
+    let params = ChannelLayerNormParams { batch: u32_of(b, "batch")?, c: u32_of(c, "channels")?, hw: u32_of(hw, "pixels")?, eps };
     let overrides = [("WG", WG as f64), ("G_F16", is_f16(Some(g))), ("RESIDUAL", residual.is_some() as u32 as f64)];
     dev.dispatch(Kernel::ChannelLayerNorm, &overrides, &params, &[x, g, or_placeholder(residual, x), &out], grid_1d(b * hw, WG)?)?;
     Ok(out)

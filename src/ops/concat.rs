@@ -1,20 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, ConcatParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) c1: u32,
-    pub(crate) c2: u32,
-    pub(crate) hw: u32,
-}
 
 /// `torch.cat([a, b], dim=1)` for NCHW tensors of equal batch and size.
 pub fn concat_channels(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -28,7 +19,7 @@ pub fn concat_channels(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (c1, c2) = (a.dim(1), b.dim(1));
     let out = dev.empty(&[a.dim(0), c1 + c2, a.dim(2), a.dim(3)])?;
     let n = out.numel();
-    let params = Params { n: u32_of(n, "elements")?, c1: c1 as u32, c2: c2 as u32, hw: u32_of(a.dim(2) * a.dim(3), "pixels")? };
+    let params = ConcatParams { n: u32_of(n, "elements")?, c1: c1 as u32, c2: c2 as u32, hw: u32_of(a.dim(2) * a.dim(3), "pixels")? };
     dev.dispatch(Kernel::Concat, &[("WG", WG as f64)], &params, &[a, b, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -1,59 +1,13 @@
 use std::ops::Range;
 
-use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{cooperative_overrides, cooperative_tile, f32_tile, runs_on_f16_tiles, runs_on_cooperative_matrices};
 use super::{expect_len, expect_rank, groups_per_dispatch, is_f16, k_slices, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{DType, Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, Conv2dParams};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) cin: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) cout: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) kh: u32,
-    pub(crate) kw: u32,
-    pub(crate) stride: u32,
-    pub(crate) pad: u32,
-    pub(crate) has_bias: u32,
-    /// The first block of output pixels of this dispatch (a large convolution goes in
-    /// several).
-    pub(crate) first_group: u32,
-    /// The time conditioning's row for the first image of the batch (see [`Epilogue`]).
-    pub(crate) row: u32,
-    /// Channels read from the first input (`cin` unless it is a [`ConvInput::concat`]).
-    pub(crate) split: u32,
-    /// The input upsampling's log2 (1 for a [`ConvInput::upsampled`], else 0).
-    pub(crate) up: u32,
-    /// [`Params::BIAS_F16`] and the [`Epilogue`]'s steps.
-    pub(crate) flags: u32,
-    /// The weight's (and bias's) first output channel computed: output channel `o` is the
-    /// weight's `first_cout + o` (see [`conv2d_channels`]).
-    pub(crate) first_cout: u32,
-    /// The slices K is split into (1: not split; see [`super::k_slices`]).
-    pub(crate) k_slices: u32,
-    pub(crate) _pad: [u32; 2],
-}
 
-impl Params {
-    pub(crate) const BIAS_F16: u32 = 1;
-    pub(crate) const SCALE_SHIFT: u32 = 2;
-    pub(crate) const SILU: u32 = 4;
-    pub(crate) const RESIDUAL: u32 = 8;
-    pub(crate) const RESIDUAL2: u32 = 16;
-    /// The dispatch adding the partial sums of K's slices (bound as the input) to the bias.
-    pub(crate) const PARTIALS: u32 = 32;
-
-    pub(crate) fn has(&self, flag: u32) -> bool {
-        self.flags & flag != 0
-    }
-}
 
 /// What a convolution reads, gathered by its kernel instead of passes of their own:
 /// `torch.cat([x, second], 1)` where `second` is given, then, with `upsample`, that image
@@ -192,7 +146,7 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         }
     }
     let out = dev.empty(&[b, cout, ho, wo])?;
-    let params = Params {
+    let params = Conv2dParams {
         cin: u32_of(cin, "channels")?,
         h: u32_of(h, "height")?,
         w: u32_of(wd, "width")?,
@@ -209,11 +163,11 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         split: x.dim(1) as u32,
         up: input.upsample as u32,
         flags: [
-            (is_f16(bias) != 0.0, Params::BIAS_F16),
-            (epilogue.scale_shift.is_some(), Params::SCALE_SHIFT),
-            (epilogue.silu, Params::SILU),
-            (epilogue.residual.is_some(), Params::RESIDUAL),
-            (epilogue.second_residual.is_some(), Params::RESIDUAL2),
+            (is_f16(bias) != 0.0, Conv2dParams::BIAS_F16),
+            (epilogue.scale_shift.is_some(), Conv2dParams::SCALE_SHIFT),
+            (epilogue.silu, Conv2dParams::SILU),
+            (epilogue.residual.is_some(), Conv2dParams::RESIDUAL),
+            (epilogue.second_residual.is_some(), Conv2dParams::RESIDUAL2),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -248,17 +202,17 @@ pub fn conv2d_channels<'a>(dev: &Device, input: impl Into<ConvInput<'a>>, w: &Te
         // Each slice's partial sums into a plane of their own, then one dispatch adds them
         // up with the bias and applies the epilogue (see conv2d.wgsl).
         let partials = dev.empty(&[b * slices as usize, cout, ho, wo])?;
-        let sums = Params { has_bias: 0, flags: 0, k_slices: slices, ..params };
+        let sums = Conv2dParams { has_bias: 0, flags: 0, k_slices: slices, ..params };
         dev.count_flops(2 * b * cout * cin * kh * kw * ho * wo);
         let buffers = [x, or_placeholder(input.second, x), w, w, x, x, x, &partials];
         dev.dispatch(kernel, &overrides, &sums, &buffers, [pixel_groups, cout_groups, batch * slices])?;
-        let add = Params { flags: params.flags | Params::PARTIALS, k_slices: slices, ..params };
+        let add = Conv2dParams { flags: params.flags | Conv2dParams::PARTIALS, k_slices: slices, ..params };
         let buffers = [&partials, &partials, w, or_placeholder(bias, w), table, or_placeholder(epilogue.residual, x), or_placeholder(epilogue.second_residual, x), &out];
         dev.dispatch(kernel, &overrides, &add, &buffers, [pixel_groups, cout_groups, batch])?;
         return Ok(out);
     }
     for first_group in (0..pixel_groups).step_by(per_dispatch as usize) {
-        let part = Params { first_group, ..params };
+        let part = Conv2dParams { first_group, ..params };
         let groups = [per_dispatch.min(pixel_groups - first_group), cout_groups, batch];
         let computed = (first_group + groups[0]).saturating_mul(cols).min(pixels) - first_group * cols;
         dev.count_flops(2 * b * cout * cin * kh * kw * computed as usize);

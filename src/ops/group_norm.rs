@@ -1,9 +1,8 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, expect_rank, is_f16, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, GroupNormParams};
 
 const WG: usize = 256;
 
@@ -13,21 +12,6 @@ const WG: usize = 256;
 const CHUNK: usize = 4096;
 const MIN_CHUNKS: usize = 4;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) batch: u32,
-    pub(crate) c: u32,
-    pub(crate) hw: u32,
-    pub(crate) groups: u32,
-    pub(crate) eps: f32,
-    pub(crate) has_affine: u32,
-    pub(crate) silu: u32,
-    /// Values per chunk and chunks per group (1: the whole group in one workgroup).
-    pub(crate) chunk: u32,
-    pub(crate) chunks: u32,
-    pub(crate) _pad: [u32; 3],
-}
 
 /// PyTorch's `nn.GroupNorm` on NCHW `x`, with optional affine (weight, bias) [C] and an
 /// optional SiLU fused after it.
@@ -55,7 +39,7 @@ pub fn group_norm(
     let n = c / groups * hw;
     let chunks = if n >= MIN_CHUNKS * CHUNK { n.div_ceil(CHUNK) } else { 1 };
     let out = dev.empty(x.shape())?;
-    let params = Params {
+    let params = GroupNormParams {
         batch: u32_of(b, "batch")?,
         c: u32_of(c, "channels")?,
         hw: u32_of(hw, "pixels")?,

@@ -1,20 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, grid_1d, is_f16, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, LayerNormParams};
 
 const WG: usize = 128;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) c: u32,
-    pub(crate) eps: f32,
-    pub(crate) has_affine: u32,
-}
 
 /// PyTorch's `nn.LayerNorm` over the last dimension; `affine` is (weight, bias), both
 /// [C] and of one dtype (f32 or packed f16).
@@ -33,7 +24,7 @@ pub fn layer_norm(dev: &Device, x: &Tensor, affine: Option<(&Tensor, &Tensor)>, 
     }
     let rows = x.numel() / c.max(1);
     let out = dev.empty(x.shape())?;
-    let params = Params { rows: u32_of(rows, "rows")?, c: u32_of(c, "channels")?, eps, has_affine: affine.is_some() as u32 };
+    let params = LayerNormParams { rows: u32_of(rows, "rows")?, c: u32_of(c, "channels")?, eps, has_affine: affine.is_some() as u32 };
     let (g, b) = affine.unwrap_or((x, x));
     let overrides = [("WG", WG as f64), ("AFFINE_F16", is_f16(affine.map(|a| a.0)))];
     dev.dispatch(Kernel::LayerNorm, &overrides, &params, &[x, g, b, &out], grid_1d(rows, 1)?)?;

@@ -1,18 +1,17 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, is_f16, k_slices, or_placeholder, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{CooperativeMatrix, CooperativeTile, DType, Device, F32Tile, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, MatmulParams};
 
 /// Workgroups a product must have before it gets the larger tiles: fewer would leave a
 /// large GPU's cores idle (a tile 4x the size means a quarter of the workgroups).
 const LARGE_TILE_MIN_WORKGROUPS: usize = 256;
 
 /// The f32 kernels' tile for a product of `m` rows and `n` columns, `batch` times, on
-/// `dev`: the forced one if any ([`Device::force_f32_tile`]), else [`tile_shape`]'s.
+/// `dev`: the forced one if any ([`Tuning::f32_tile`](crate::device::Tuning::f32_tile)), else [`tile_shape`]'s.
 pub fn f32_tile(dev: &Device, m: usize, n: usize, batch: usize) -> F32Tile {
-    dev.forced_f32_tile().unwrap_or_else(|| tile_shape(m, n, batch))
+    dev.tuning().f32_tile.unwrap_or_else(|| tile_shape(m, n, batch))
 }
 
 /// The tile for a product of `m` rows and `n` columns, `batch` times: 256 invocations,
@@ -34,45 +33,7 @@ pub(crate) fn tile_shape(m: usize, n: usize, batch: usize) -> F32Tile {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) m: u32,
-    pub(crate) n: u32,
-    pub(crate) k: u32,
-    pub(crate) has_bias: u32,
-    pub(crate) a_off: u32,
-    pub(crate) a_sb: u32,
-    pub(crate) a_sm: u32,
-    pub(crate) a_sk: u32,
-    pub(crate) b_off: u32,
-    pub(crate) b_sb: u32,
-    pub(crate) b_sk: u32,
-    pub(crate) b_sn: u32,
-    pub(crate) c_off: u32,
-    pub(crate) c_sb: u32,
-    pub(crate) c_sm: u32,
-    pub(crate) alpha: f32,
-    /// Matrices per group: the grid's z is group * per_group + index in the group.
-    pub(crate) per_group: u32,
-    pub(crate) a_sg: u32,
-    pub(crate) b_sg: u32,
-    pub(crate) c_sg: u32,
-    /// [`Params::RESIDUAL`], [`Params::PARTIALS`].
-    pub(crate) flags: u32,
-    /// The slices K is split into (1: not split; see [`super::k_slices`]).
-    pub(crate) k_slices: u32,
-}
 
-impl Params {
-    pub(crate) const RESIDUAL: u32 = 1;
-    /// Adds the `k_slices` planes of partial sums bound as A (see matmul.wgsl).
-    pub(crate) const PARTIALS: u32 = 2;
-
-    pub(crate) fn has(&self, flag: u32) -> bool {
-        self.flags & flag != 0
-    }
-}
 
 /// A matrix operand seen through strides (in elements): entry (group, batch, row, col) is
 /// at `offset + group * group_stride + batch * batch_stride + row * row_stride + col *
@@ -121,7 +82,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
             return shape_err!("matmul residual {:?} does not match the output {:?}", r.shape(), g.out.shape());
         }
     }
-    let params = Params {
+    let params = MatmulParams {
         m: u32_of(g.m, "rows")?,
         n: u32_of(g.n, "columns")?,
         k: u32_of(g.k, "inner dimension")?,
@@ -142,7 +103,7 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         a_sg: u32_of(g.a.group_stride, "stride")?,
         b_sg: u32_of(g.b.group_stride, "stride")?,
         c_sg: u32_of(g.out_group_stride, "stride")?,
-        flags: if g.residual.is_some() { Params::RESIDUAL } else { 0 },
+        flags: if g.residual.is_some() { MatmulParams::RESIDUAL } else { 0 },
         k_slices: 1,
     };
     let batch = g.groups * g.batch;
@@ -169,9 +130,9 @@ pub(crate) fn gemm(dev: &Device, g: Gemm) -> Result<()> {
         // dispatch (no products: K = 0) adds them up with the bias and the residual (see
         // matmul.wgsl).
         let partials = dev.empty(&[batch as usize * slices as usize, g.m, g.n])?;
-        let sums = Params { has_bias: 0, flags: 0, c_off: 0, c_sm: params.n, k_slices: slices, ..params };
+        let sums = MatmulParams { has_bias: 0, flags: 0, c_off: 0, c_sm: params.n, k_slices: slices, ..params };
         dev.dispatch(kernel, &overrides, &sums, &[g.a.tensor, g.b.tensor, g.b.tensor, g.a.tensor, &partials], [grid[0], grid[1], batch * slices])?;
-        let add = Params { k: 0, flags: params.flags | Params::PARTIALS, k_slices: slices, ..params };
+        let add = MatmulParams { k: 0, flags: params.flags | MatmulParams::PARTIALS, k_slices: slices, ..params };
         return dev.dispatch(kernel, &overrides, &add, &[&partials, g.b.tensor, bias, buffers[3], g.out], grid);
     }
     dev.dispatch(kernel, &overrides, &params, &buffers, grid)
@@ -214,11 +175,11 @@ pub fn rounds_activations_to_f16(dev: &Device, rows: usize, weights_f16: bool) -
 
 /// The cooperative-matrix tile of a product (or convolution) of `m` rows and `n` columns,
 /// `batch` times, on `dev` (which has cooperative matrices): the forced one if any
-/// ([`Device::force_cooperative_tile`]), else [`CooperativeTile::LARGE`] where it fits
+/// ([`Tuning::cooperative_tile`](crate::device::Tuning::cooperative_tile)), else [`CooperativeTile::LARGE`] where it fits
 /// the device and the product still has LARGE_TILE_MIN_WORKGROUPS workgroups of it
 /// (the rule of the f32 kernels' large tiles), else [`CooperativeTile::SMALL`].
 pub fn cooperative_tile(dev: &Device, m: usize, n: usize, batch: usize) -> CooperativeTile {
-    if let Some(tile) = dev.forced_cooperative_tile() {
+    if let Some(tile) = dev.tuning().cooperative_tile {
         return tile;
     }
     let Some(coop) = dev.cooperative_matrix() else { return CooperativeTile::SMALL };

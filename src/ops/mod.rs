@@ -7,12 +7,12 @@ pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod concat;
 pub(crate) mod conv2d;
-pub(crate) mod f16_check;
 pub(crate) mod gather_rows;
 pub(crate) mod group_norm;
 pub(crate) mod layer_norm;
 pub(crate) mod channel_layer_norm;
 pub(crate) mod matmul;
+mod open;
 pub(crate) mod pad_crop;
 pub(crate) mod sde_update;
 pub(crate) mod softmax;
@@ -54,18 +54,11 @@ pub(crate) fn grid_1d(n: usize, per_group: usize) -> Result<[u32; 3]> {
     Ok([MAX as u32, y as u32, 1])
 }
 
-/// The most multiply-adds one dispatch of a convolution or attention does by default
-/// ([`Device::set_max_macs_per_dispatch`]): 2^30 (2.1 GFLOP, 0.04 s at 50 GFLOP/s, a slow
-/// integrated GPU's pace with these kernels), so that no dispatch runs for long (Windows
-/// resets a GPU that does not answer for 2 s). The UNet's largest convolution, 128 to 64
-/// channels 3 x 3 on a 512 x 512 tile, goes in 18 parts.
-pub const MAX_MACS_PER_DISPATCH: u64 = 1 << 30;
-
 /// How many of a kernel's `groups` x-workgroups (each `macs_per_group` multiply-adds) one
-/// dispatch takes: as many as [`Device::max_macs_per_dispatch`] allows (all on the CPU
+/// dispatch takes: as many as [`Tuning::max_macs_per_dispatch`](crate::device::Tuning::max_macs_per_dispatch) allows (all on the CPU
 /// backend, which computes the whole output in one call), at least one.
 pub(crate) fn groups_per_dispatch(dev: &Device, groups: u32, macs_per_group: u64) -> u32 {
-    (dev.max_macs_per_dispatch() / macs_per_group.max(1)).clamp(1, groups.max(1) as u64) as u32
+    (dev.tuning().max_macs_per_dispatch / macs_per_group.max(1)).clamp(1, groups.max(1) as u64) as u32
 }
 
 /// Slices of K, each at least this many K steps of the largest tile (16), so that a
@@ -78,14 +71,14 @@ const MAX_K_SLICES: usize = 16;
 /// The slices a product or convolution on the f32 kernels, on the workgroup grid `grid`
 /// (its z the batch), with `outputs` outputs and sums `kdim` long (a convolution's input
 /// channels x taps), splits K into: 1 unless the device was asked to split
-/// ([`Device::split_k_below`]); then enough to reach that many workgroups, with each slice
+/// ([`Tuning::split_k_below`](crate::device::Tuning::split_k_below)); then enough to reach that many workgroups, with each slice
 /// at least MIN_SLICE_K long, at most MAX_K_SLICES of them, their partial sums within one
 /// binding and the split grid's z (batch by slice) within the device's limit. Each slice's
 /// partial sums go to a plane of their own, and a second dispatch of the same pipeline (a
 /// PARTIALS flag) adds them up before the bias and the epilogue.
 pub fn k_slices(dev: &Device, grid: [u32; 3], outputs: usize, kdim: usize) -> u32 {
     let workgroups = grid.iter().map(|&g| g as usize).product::<usize>();
-    match dev.split_k_below() {
+    match dev.tuning().split_k_below {
         Some(target) if workgroups < target => {
             let planes = dev.max_tensor_bytes() / (4 * outputs.max(1));
             let z_room = (dev.limits().max_compute_workgroups_per_dimension / grid[2].max(1)) as usize;

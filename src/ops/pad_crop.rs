@@ -1,28 +1,17 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, PadCropParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) _pad: [u32; 3],
-}
 
 fn launch(dev: &Device, x: &Tensor, ho: usize, wo: usize) -> Result<Tensor> {
     let (h, w) = (x.dim(2), x.dim(3));
     let out = dev.empty(&[x.dim(0), x.dim(1), ho, wo])?;
     let n = out.numel();
-    let params = Params { n: u32_of(n, "elements")?, h: h as u32, w: w as u32, ho: ho as u32, wo: wo as u32, _pad: [0; 3] };
+    let params = PadCropParams { n: u32_of(n, "elements")?, h: h as u32, w: w as u32, ho: ho as u32, wo: wo as u32, _pad: [0; 3] };
     dev.dispatch(Kernel::PadCrop, &[("WG", WG as f64)], &params, &[x, &out], grid_1d(n, WG)?)?;
     Ok(out)
 }

@@ -1,24 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, SdeUpdateParams};
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) seed_lo: u32,
-    pub(crate) seed_hi: u32,
-    pub(crate) stream: u32,
-    pub(crate) a: f32,
-    pub(crate) b: f32,
-    pub(crate) c: f32,
-    pub(crate) d: f32,
-}
 
 /// The `z` of an update.
 #[derive(Clone, Copy)]
@@ -47,7 +34,7 @@ pub fn sde_update(dev: &Device, mu: &Tensor, x: &Tensor, a: f32, noise: Option<(
         Noise::Seeded { seed, stream } => (seed, stream),
         _ => (0, 0),
     };
-    let params = Params {
+    let params = SdeUpdateParams {
         n: u32_of(n, "elements")?,
         seed_lo: seed as u32,
         seed_hi: (seed >> 32) as u32,

@@ -1,30 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, u32_of};
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, SoftmaxParams};
 
 const WG: usize = 64;
 
-/// softmax.wgsl's two blocks: `a_*` rows one per invocation (strided), `b_*` rows one per
-/// workgroup (contiguous); `a_groups` workgroups go to block a.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) a_outer: u32,
-    pub(crate) a_dim: u32,
-    pub(crate) a_inner: u32,
-    pub(crate) a_in: u32,
-    pub(crate) a_out: u32,
-    pub(crate) b_outer: u32,
-    pub(crate) b_dim: u32,
-    pub(crate) b_inner: u32,
-    pub(crate) b_in: u32,
-    pub(crate) b_out: u32,
-    pub(crate) a_groups: u32,
-    pub(crate) _pad: u32,
-}
 
 /// Softmax along dimension `dim` (negative counts from the end).
 pub fn softmax(dev: &Device, x: &Tensor, dim: isize) -> Result<Tensor> {
@@ -78,7 +59,7 @@ pub(crate) fn softmax_rows(dev: &Device, blocks: &[SoftmaxRows], out: &Tensor) -
     let a_groups = a_rows.div_ceil(WG);
     let [a_outer, a_dim, a_inner, a_in, a_out] = fields(a)?;
     let [b_outer, b_dim, b_inner, b_in, b_out] = fields(b)?;
-    let params = Params { a_outer, a_dim, a_inner, a_in, a_out, b_outer, b_dim, b_inner, b_in, b_out, a_groups: u32_of(a_groups, "workgroups")?, _pad: 0 };
+    let params = SoftmaxParams { a_outer, a_dim, a_inner, a_in, a_out, b_outer, b_dim, b_inner, b_in, b_out, a_groups: u32_of(a_groups, "workgroups")?, _pad: 0 };
     let (xa, xb) = (a.map_or(blocks[0].x, |a| a.x), b.map_or(blocks[0].x, |b| b.x));
     dev.dispatch(Kernel::Softmax, &[("WG", WG as f64)], &params, &[xa, xb, out], grid_1d(a_groups + b_rows, 1)?)
 }

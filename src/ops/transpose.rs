@@ -1,19 +1,11 @@
-use bytemuck::{Pod, Zeroable};
 
 use super::u32_of;
 use crate::error::{shape_err, Result};
 use crate::device::{Device, Tensor};
-use crate::shaders::Kernel;
+use crate::kernels::{Kernel, TransposeParams};
 
 const TILE: usize = 16;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) cols: u32,
-    pub(crate) _pad: [u32; 2],
-}
 
 /// Swaps the last two dimensions: [.., R, C] -> [.., C, R] (e.g. NCHW channels to
 /// token-major rows).
@@ -28,7 +20,7 @@ pub fn transpose(dev: &Device, x: &Tensor) -> Result<Tensor> {
     let mut shape = x.shape().to_vec();
     shape.swap(rank - 2, rank - 1);
     let out = dev.empty(&shape)?;
-    let params = Params { rows: u32_of(r, "rows")?, cols: u32_of(c, "columns")?, _pad: [0; 2] };
+    let params = TransposeParams { rows: u32_of(r, "rows")?, cols: u32_of(c, "columns")?, _pad: [0; 2] };
     let groups = [c.div_ceil(TILE) as u32, r.div_ceil(TILE) as u32, u32_of(batch, "batch")?];
     dev.dispatch(Kernel::Transpose, &[], &params, &[x, &out], groups)?;
     Ok(out)

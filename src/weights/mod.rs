@@ -1,16 +1,16 @@
 //! Weights in: the published PyTorch checkpoints (`torch.save` zip archives, read
 //! without Python by a restricted unpickler) and safetensors files (ours after
-//! `daclip-webgpu convert`, or any with the same keys), checked by name and shape against
-//! the model, then streamed to the GPU one tensor at a time.
+//! `daclip-webgpu convert`, or any with the same keys), indexed by name, read one tensor
+//! at a time and streamed to the device. What the tensors mean is the models' business
+//! (`crate::models::Checkpoint` checks them against a model); this module knows names,
+//! shapes and bytes.
 
-mod checkpoint;
 mod pickle;
 mod random;
 mod source;
 mod torch;
 mod zip;
 
-pub use checkpoint::{convert, Checkpoint, ConvertOptions, ModelKind, StoreDType, Summary, META_CONFIG, META_MODEL};
 pub use random::random_safetensors;
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::FileSource;
@@ -22,6 +22,9 @@ use std::fmt::Display;
 
 use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
+
+/// Expected tensors of a model: (state-dict key, shape), in a stable order.
+pub type TensorSpec = Vec<(String, Vec<usize>)>;
 
 /// Element types a weights file may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

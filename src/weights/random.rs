@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::models::TensorSpec;
+use crate::weights::TensorSpec;
 
 /// SplitMix64: small, fast, reproducible, and easy to write again elsewhere
 /// (tests/reference/make_fixtures.py does, with numpy, for the fixture sets whose weights

@@ -28,9 +28,9 @@ pub fn tiny_fixture(file: &str) -> Vec<u8> {
 
 /// `bytes` (a checkpoint in memory) converted to safetensors in memory.
 #[allow(dead_code)]
-pub fn converted(bytes: &[u8], options: daclip_webgpu::weights::ConvertOptions) -> daclip_webgpu::Result<(Vec<u8>, daclip_webgpu::weights::Summary)> {
+pub fn converted(bytes: &[u8], options: daclip_webgpu::models::ConvertOptions) -> daclip_webgpu::Result<(Vec<u8>, daclip_webgpu::models::Summary)> {
     let mut out = Vec::new();
-    let summary = daclip_webgpu::weights::convert(&bytes, options, &mut out)?;
+    let summary = daclip_webgpu::models::convert(&bytes, options, &mut out)?;
     Ok((out, summary))
 }
 
@@ -113,4 +113,12 @@ pub fn check(name: &str, got: &[f32], want: &[f64], tol: f64) {
     let (abs, rel) = errors(got, want);
     report!("{name:<52} max abs err {abs:.3e}   rel {rel:.3e}   (tol {tol:.0e})");
     assert!(rel <= tol, "{name}: relative error {rel:.3e} exceeds {tol:.0e}");
+}
+
+/// Changes `dev`'s kernel settings with `change`; false (nothing changed) where the device
+/// refuses them (the CPU backend, a tile that does not fit).
+pub fn tune(dev: &daclip_webgpu::Device, change: impl FnOnce(&mut daclip_webgpu::device::Tuning)) -> bool {
+    let mut tuning = dev.tuning();
+    change(&mut tuning);
+    dev.set_tuning(tuning).is_ok()
 }

@@ -1,5 +1,5 @@
 """Our own PyTorch implementation of DA-CLIP and the IR-SDE restoration model, written from
-../shared/spec/daclip-architecture.md (sections 1-5). Module names and nesting follow the
+the DA-CLIP architecture specification (sections 1-5). Module names and nesting follow the
 published state dicts exactly, so `load_state_dict` accepts the original checkpoints and
 `state_dict()` produces files in the original layout.
 

@@ -1,5 +1,5 @@
 """When ftfy takes text for mojibake, as tables for src/models/clip/clean.rs, measured on
-ftfy itself (its behaviour, not its source): written to src/models/clip/badness_table.rs.
+ftfy itself (its behaviour, not its source): written to src/models/clip/generated/badness.rs.
 
     python3 -m venv /tmp/ftfyenv && /tmp/ftfyenv/bin/pip install ftfy==6.3.1
     /tmp/ftfyenv/bin/python tests/reference/make_badness_table.py
@@ -202,38 +202,38 @@ def write(classes, member, reps, space, word, other, first, later, exceptions, b
            f"//! {ftfy.__version__}'s `is_bad`: do not edit. See clean.rs for how it is read.",
            "",
            f"/// Classes of characters; `END` is the end of the text.",
-           f"pub(super) const END: u8 = {end};",
+           f"pub(crate) const END: u8 = {end};",
            f"/// The classes of characters not listed: whitespace, word characters, the rest.",
-           f"pub(super) const SPACE: u8 = {space};",
-           f"pub(super) const WORD: u8 = {word};",
-           f"pub(super) const OTHER: u8 = {other};",
+           f"pub(crate) const SPACE: u8 = {space};",
+           f"pub(crate) const WORD: u8 = {word};",
+           f"pub(crate) const OTHER: u8 = {other};",
            "",
            "/// The characters with a class of their own, sorted, and each class's representative.",
-           "pub(super) static CLASS_OF: &[(char, u8)] = &["]
+           "pub(crate) static CLASS_OF: &[(char, u8)] = &["]
     listed = sorted(member)
     for i in range(0, len(listed), 8):
         out.append("    " + " ".join(f"({rust_char(c)}, {member[c]})," for c in listed[i:i + 8]))
     out.append("];")
-    out.append(f"pub(super) static REPRESENTATIVE: [char; {end}] = [" + ", ".join(rust_char(r) for r in reps) + "];")
+    out.append(f"pub(crate) static REPRESENTATIVE: [char; {end}] = [" + ", ".join(rust_char(r) for r in reps) + "];")
     for name, table, doc in (("BAD_FIRST", first, "at the start of a text"), ("BAD_LATER", later, "later in a text")):
         words = bits(table, end)
         out.append("")
         out.append(f"/// Bit `(a * (END + 1) + b) * (END + 1) + c`: is a text bad with classes a, b, c {doc}?")
-        out.append(f"pub(super) static {name}: [u64; {len(words)}] = [")
+        out.append(f"pub(crate) static {name}: [u64; {len(words)}] = [")
         for i in range(0, len(words), 6):
             out.append("    " + " ".join(f"0x{w:016x}," for w in words[i:i + 6]))
         out.append("];")
     out.append("")
     out.append("/// Windows of characters where the class table is wrong: (later in the text, a, b, c,")
     out.append("/// bad); '\\0' is the end of the text. Sorted.")
-    out.append("pub(super) static EXCEPTIONS: &[(bool, char, char, char, bool)] = &[")
+    out.append("pub(crate) static EXCEPTIONS: &[(bool, char, char, char, bool)] = &[")
     for later_window, a, b, c, v in exceptions:
         out.append(f"    ({str(later_window).lower()}, {rust_char(a)}, {rust_char(b or chr(0))}, {rust_char(c or chr(0))}, {str(v).lower()}),")
     out.append("];")
     out.append("")
     out.append("/// The characters after which a UTF-8 fragment read as Latin-1 or Windows-1252 stays.")
-    out.append('pub(super) static FRAGMENT_BLOCKERS: &str = "' + "".join(c if c.isalnum() and not c.isascii() else "\\u{%x}" % ord(c) for c in blockers) + '";')
-    path = os.path.join(os.path.dirname(__file__), "../../src/models/clip/badness_table.rs")
+    out.append('pub(crate) static FRAGMENT_BLOCKERS: &str = "' + "".join(c if c.isalnum() and not c.isascii() else "\\u{%x}" % ord(c) for c in blockers) + '";')
+    path = os.path.join(os.path.dirname(__file__), "../../src/models/clip/generated/badness.rs")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
     print(f"wrote {len(classes)} classes, {len(first)} + {len(later)} bad windows, {len(exceptions)} exceptions, {len(blockers)} fragment blockers to {path}")

@@ -1,4 +1,4 @@
-"""Writes a parity-fixture directory (format: ../shared/spec/parity-fixtures.md) for a
+"""Writes a parity-fixture directory (format: docs/development.md, "Fixtures") for a
 DA-CLIP + UNet with seeded random weights, using our PyTorch reference.
 
     python3 -m venv /tmp/torchenv

@@ -1,4 +1,4 @@
-"""Writes src/models/clip/text_tables.rs: the data the tokenizer's text cleaning needs,
+"""Writes src/models/clip/generated/text.rs: the data the tokenizer's text cleaning needs,
 taken from Python's standard library (the reference environment's): the HTML5 named
 character references (WHATWG's list, as `html.entities.html5` has it) and the upper
 halves of the single-byte codecs whose misreadings of UTF-8 it repairs, "sloppy" (bytes a
@@ -42,7 +42,7 @@ def main():
             lines.append("        " + " ".join(f"'\\u{{{ord(c):x}}}'," for c in chars[i:i + 8]))
         lines.append("    ]),")
     lines.append("];")
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "models", "clip", "text_tables.rs")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "models", "clip", "generated", "text.rs")
     with open(path, "w", encoding="ascii") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {len(names)} entities and {len(CODECS)} codecs to {path}")

@@ -11,10 +11,11 @@ use daclip_webgpu::models::clip::{DaClip, DaClipConfig, TextTransformer, DEGRADA
 use daclip_webgpu::models::unet::{ConditionalUNet, ImageContext, TimeConditioning, UNetConfig};
 use daclip_webgpu::restore::{sample, RestoreOptions, Restorer, UNetPredictor};
 use daclip_webgpu::sde::{Grid, IrSde, Sampler, PUBLISHED_T};
-use daclip_webgpu::tiles::{TileLayout, TileLimits, TiledSpace};
+use daclip_webgpu::restore::tiles::{TileLayout, TileLimits, TiledSpace};
 use daclip_webgpu::ops::{self, Conv2dArgs, Heads};
-use daclip_webgpu::weights::{random_safetensors, Checkpoint, DeviceDType, ModelKind};
-use daclip_webgpu::device::{block_on, Adapters, CooperativeTile, DispatchTime, F32Tile, FamilyTime, GpuOptions};
+use daclip_webgpu::weights::{random_safetensors, DeviceDType};
+use daclip_webgpu::models::{Checkpoint, ModelKind};
+use daclip_webgpu::device::{block_on, Adapters, CooperativeTile, DispatchTime, F32Tile, FamilyTime, GpuOptions, Tuning};
 use daclip_webgpu::{Device, Result, Tensor};
 
 struct Row {
@@ -100,13 +101,13 @@ pub struct Args {
     steps: Option<Vec<usize>>,
     /// Also time the UNet steps with the convolutions and products on the f32 kernels of
     /// fewer workgroups than each of these split along K (comma-separated, such as
-    /// 256,1024; Device::set_split_k_below): whether and from where splitting pays on this
+    /// 256,1024; Tuning::split_k_below): whether and from where splitting pays on this
     /// GPU.
     #[arg(long, value_name = "WORKGROUPS", value_delimiter = ',')]
     split_k: Vec<usize>,
     /// Also time the UNet steps with the convolutions and attention dispatched in parts of
     /// at most 2^N multiply-adds for each N (comma-separated, such as 32,34; the default is
-    /// 2^30, Device::set_max_macs_per_dispatch): whether larger dispatches pay on this GPU.
+    /// 2^30, Tuning::max_macs_per_dispatch): whether larger dispatches pay on this GPU.
     #[arg(long, value_name = "LOG2", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(10..=62))]
     dispatch_macs: Vec<u32>,
     /// Only write the bench's weights (DA-CLIP without its text tower, the UNet; seeded
@@ -210,14 +211,15 @@ pub fn run(args: Args) -> Result<()> {
         let w = dev.upload_f16(&[n, n], &vec![0.01; n * n])?;
         let image = filled(&dev, &[1, c, side, side])?;
         let kernel = dev.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?;
-        for tile in CooperativeTile::CANDIDATES.into_iter().filter(|&t| dev.force_cooperative_tile(Some(t))) {
+        let forced = |d: &Device, tile| d.set_tuning(Tuning { cooperative_tile: tile, ..d.tuning() }).is_ok();
+        for tile in CooperativeTile::CANDIDATES.into_iter().filter(|&t| forced(&dev, Some(t))) {
             let ms = time(&dev, || ops::linear(&dev, &x, &w, None))?;
             rows.push(Row { name: format!("linear {n}^3 f16, {}x{}: {tile}", tile.rows(coop), tile.cols(coop)), gflop: 2.0 * (n * n * n) as f64 / 1e9, ms });
             let ms = time(&dev, || ops::conv2d(&dev, &image, &kernel, None, Conv2dArgs::same(3)))?;
             let gflop = 2.0 * (c * c * 9 * side * side) as f64 / 1e9;
             rows.push(Row { name: format!("conv2d {c}->{c} at {side}, {}x{}: {tile}", tile.rows(coop), tile.cols(coop)), gflop, ms });
         }
-        dev.force_cooperative_tile(None);
+        forced(&dev, None);
     }
     // The same for the f32 kernels' tiles: the f32 product, and a convolution with f16
     // weights on the f16 tiles and on the f32 kernel (the devices without cooperative
@@ -230,8 +232,9 @@ pub fn run(args: Args) -> Result<()> {
         for d in f16_devices.iter().filter(|d| d.cooperative_matrix().is_none()) {
             convs.push((d, filled(d, &[1, c, side, side])?, d.upload_f16(&[c, c, 3, 3], &vec![0.01; c * c * 9])?));
         }
+        let forced = |d: &Device, tile| d.set_tuning(Tuning { f32_tile: tile, ..d.tuning() }).is_ok();
         for tile in F32Tile::CANDIDATES {
-            if !(dev.force_f32_tile(Some(tile)) && convs.iter().all(|(d, _, _)| d.force_f32_tile(Some(tile)))) {
+            if !(forced(&dev, Some(tile)) && convs.iter().all(|(d, _, _)| forced(d, Some(tile)))) {
                 continue;
             }
             let ms = time(&dev, || ops::matmul(&dev, &a, &b))?;
@@ -242,8 +245,8 @@ pub fn run(args: Args) -> Result<()> {
                 rows.push(Row { name: format!("conv2d {c}->{c} at {side} {}, {}x{}: {tile}", f16_products(d), tile.rows(), tile.cols()), gflop, ms });
             }
         }
-        dev.force_f32_tile(None);
-        convs.iter().for_each(|(d, _, _)| { d.force_f32_tile(None); });
+        forced(&dev, None);
+        convs.iter().for_each(|(d, _, _)| { forced(d, None); });
     }
     for (c, side) in [(64usize, 256usize), (128, 128)] {
         for (dev, kernel) in &kernels {
@@ -306,16 +309,16 @@ enum StepVariant {
 }
 
 impl StepVariant {
-    /// Sets `dev` up for this variant.
+    /// Sets `dev` up for this variant (the CPU backend has only the default).
     fn apply(self, dev: &Device) {
-        dev.set_split_k_below(match self {
-            StepVariant::SplitK(w) => Some(w),
-            _ => None,
-        });
-        dev.set_max_macs_per_dispatch(match self {
-            StepVariant::DispatchMacs(n) => 1 << n,
-            _ => daclip_webgpu::ops::MAX_MACS_PER_DISPATCH,
-        });
+        let tuning = match self {
+            StepVariant::Default => Tuning::default(),
+            StepVariant::SplitK(w) => Tuning { split_k_below: Some(w), ..Tuning::default() },
+            StepVariant::DispatchMacs(n) => Tuning { max_macs_per_dispatch: 1 << n, ..Tuning::default() },
+        };
+        if !dev.is_cpu() {
+            let _ = dev.set_tuning(tuning);
+        }
     }
 
     /// The row's name for a step at `side`.
@@ -636,7 +639,7 @@ fn daclip_rows(dev: &Device, rows: &mut Vec<Row>) -> Result<()> {
     let model = DaClip::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
     drop(bytes);
     let image = filled(dev, &[1, 3, 224, 224])?;
-    // Counted with PyTorch's FLOP counter (shared/guide/performance.md).
+    // Counted with PyTorch's FLOP counter on the original model.
     let ms = time(dev, || Ok(model.encode_image(dev, &image)?.degra_features))?;
     rows.push(Row { name: "DA-CLIP encode_image with controller, 224x224".into(), gflop: 18.3, ms });
     // The tower runs up to the last end-of-text token: all 77 positions for ten labels of

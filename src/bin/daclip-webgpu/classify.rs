@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::photo::Photo;
-use daclip_webgpu::weights::{Checkpoint, DeviceDType, FileSource};
+use daclip_webgpu::weights::{DeviceDType, FileSource};
+use daclip_webgpu::models::Checkpoint;
 use daclip_webgpu::{device::block_on, Device, Result};
 
 use crate::inputs::{about, expand, outcome, PhotoReader};

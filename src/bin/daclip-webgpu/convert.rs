@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use daclip_webgpu::models::clip::{degradation_text_features, DaClipConfig};
-use daclip_webgpu::weights::{convert, Checkpoint, ConvertOptions, FileSource, ModelKind, StoreDType, Summary};
+use daclip_webgpu::weights::FileSource;
+use daclip_webgpu::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType, Summary, convert};
 use daclip_webgpu::{device::block_on, Error, Result};
 
 use crate::published::{Published, WeightsArgs};

@@ -8,7 +8,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use daclip_webgpu::weights::{Checkpoint, ConvertOptions, FileSource, StoreDType};
+use daclip_webgpu::weights::FileSource;
+use daclip_webgpu::models::{Checkpoint, ConvertOptions, StoreDType};
 use daclip_webgpu::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;

@@ -11,7 +11,8 @@ use daclip_webgpu::models::unet::ConditionalUNet;
 use daclip_webgpu::photo::{write, OutputFormat, Photo};
 use daclip_webgpu::restore::{RestoreOptions, Restorer, StepInfo};
 use daclip_webgpu::sde::{Grid, Sampler, PUBLISHED_T};
-use daclip_webgpu::weights::{Checkpoint, DeviceDType, FileSource};
+use daclip_webgpu::weights::{DeviceDType, FileSource};
+use daclip_webgpu::models::Checkpoint;
 use daclip_webgpu::{device::block_on, Device, Error, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 

@@ -2,8 +2,8 @@
 //! settings, Python's `html.unescape` twice, whitespace collapsed (Python's idea of
 //! whitespace); the BPE lower-cases. Ours, written from ftfy's documentation and checked
 //! against the original on a corpus (tests/tokenizer.rs), with the data (HTML5 names,
-//! codec tables) generated from Python's standard library into `text_tables.rs`, and
-//! ftfy's test for mojibake as tables measured on ftfy's behaviour (`badness_table.rs`).
+//! codec tables) generated from Python's standard library into `generated/text.rs`, and
+//! ftfy's test for mojibake as tables measured on ftfy's behaviour (`generated/badness.rs`).
 //!
 //! `fix_text` works line by line, each line fixed until nothing changes: ftfy's HTML
 //! entities (only those ending in `;`, plus upper-cased Latin ones such as `&EACUTE;`,
@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::badness_table::{BAD_FIRST, BAD_LATER, CLASS_OF, END, EXCEPTIONS, FRAGMENT_BLOCKERS, OTHER, REPRESENTATIVE, SPACE, WORD};
-use super::text_tables::{CODECS, HTML5_ENTITIES};
+use super::generated::badness::{BAD_FIRST, BAD_LATER, CLASS_OF, END, EXCEPTIONS, FRAGMENT_BLOCKERS, OTHER, REPRESENTATIVE, SPACE, WORD};
+use super::generated::text::{CODECS, HTML5_ENTITIES};
 
 /// The cleaned text, before the BPE's lower-casing.
 pub(super) fn clean(text: &str) -> String {
@@ -189,7 +189,7 @@ fn fix_encoding_once(text: &str) -> String {
 }
 
 /// ftfy's test for text that looks like mojibake (`is_bad`), from tables measured on ftfy
-/// (`badness_table.rs`): a text is bad where one of its windows of three characters (the
+/// (`generated/badness.rs`): a text is bad where one of its windows of three characters (the
 /// last ones running past the end) is, each character taken by its class, except for the
 /// windows of characters listed apart.
 fn is_bad(chars: &[char]) -> bool {

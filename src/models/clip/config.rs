@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::TensorSpec;
+use crate::weights::TensorSpec;
 
 /// The ten degradations the published model was trained to tell apart, in the order of
 /// its training (and of [`STORED_TEXT_FEATURES`]).

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::Linear;
 use crate::ops;
-use crate::weights::{convert, Checkpoint, ConvertOptions, DeviceDType, ModelKind, Source, StoreDType, Vb};
+use crate::weights::{DeviceDType, Source, Vb};
+use crate::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType, convert};
 
 /// The two unnormalised embeddings of one image.
 #[derive(Clone)]

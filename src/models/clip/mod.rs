@@ -1,13 +1,12 @@
 //! DA-CLIP: CLIP (image and text towers) plus the controller (spec sections 2-3), and the
 //! image preprocessing and tokenizer that feed it.
 
-mod badness_table;
 mod clean;
 mod config;
 mod daclip;
+mod generated;
 pub mod preprocess;
 mod text;
-mod text_tables;
 pub mod tokenizer;
 mod transformer;
 mod vision;

@@ -8,7 +8,8 @@ use crate::error::{shape_err, Error, Result};
 use crate::device::{Device, Tensor};
 use crate::nn::{Conv2d, Linear};
 use crate::ops::{self, Conv2dArgs, ConvInput};
-use crate::weights::{Checkpoint, DeviceDType, ModelKind, Vb};
+use crate::weights::{DeviceDType, Vb};
+use crate::models::{Checkpoint, ModelKind};
 
 /// One entry of `downs` or `ups`: two ResBlocks, the level's attention, the resampling.
 pub struct Level {

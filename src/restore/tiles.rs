@@ -1,4 +1,4 @@
-//! Restoring images larger than one tile (shared/guide/large-images.md): at every sampler
+//! Restoring images larger than one tile (docs/design.md, "Large images: tiles"): at every sampler
 //! step the network runs on overlapping, equal-size tiles of the current whole-image state;
 //! their noise predictions are blended with smooth weights into one whole-image
 //! prediction, and ONE sampler update is applied to the whole state. Tiles are never
@@ -20,8 +20,9 @@ use std::task::{Context, Poll, Waker};
 use crate::error::{Error, Result};
 use crate::device::{Device, PendingRead, QueueMark, Tensor};
 use crate::models::unet::ConditionalUNet;
-use crate::restore::{NoisePredictor, Rect, SamplingSpace};
-use crate::sde::{seeded_normal_pair, Update};
+use super::{NoisePredictor, Rect, SamplingSpace};
+use crate::kernels::sde::{update_element, UpdateTerms, ZTerm};
+use crate::sde::Update;
 
 /// Activations of the published UNet (nf = 64) at a 256 x 256 tile, measured with the
 /// bench: 477 MiB, about 119 bytes per pixel per unit of nf.
@@ -283,30 +284,18 @@ impl<'a> TiledSpace<'a> {
         self.lq[i] as f32 / 255.0
     }
 
-    /// `mu + a (x - mu) + b noise + d (prev - mu) + c z` into `out` (which holds x).
+    /// `mu + a (x - mu) + b noise + d (prev - mu) + c z` into `out` (which holds x), element
+    /// `i` of the whole image as the GPU kernel computes element `i`.
     fn combine_into(&self, out: &mut [f32], a: f32, noise: Option<(&[f32], f32)>, prev: Option<(&[f32], f32)>, z: Option<(u32, f32)>) {
         let (noise, b) = noise.unwrap_or((&[], 0.0));
         let (prev, d) = prev.unwrap_or((&[], 0.0));
+        let (z, c) = match z {
+            Some((stream, c)) => (ZTerm::Seeded { seed: self.seed, stream }, c),
+            None => (ZTerm::None, 0.0),
+        };
+        let terms = UpdateTerms { a, b, c, d, noise, prev, z };
         for (i, x) in out.iter_mut().enumerate() {
-            let m = self.mu(i);
-            let mut v = m + a * (*x - m);
-            if b != 0.0 {
-                v += b * noise[i];
-            }
-            if d != 0.0 {
-                v += d * (prev[i] - m);
-            }
-            *x = v;
-        }
-        if let Some((stream, c)) = z {
-            // Element i of the whole image gets the normal the GPU kernel gives index i.
-            for (pair, xs) in out.chunks_mut(2).enumerate() {
-                let (z0, z1) = seeded_normal_pair(self.seed, stream, pair as u32);
-                xs[0] += c * z0;
-                if let Some(x1) = xs.get_mut(1) {
-                    *x1 += c * z1;
-                }
-            }
+            *x = update_element(i, self.mu(i), *x, &terms);
         }
     }
 }

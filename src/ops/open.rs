@@ -1,12 +1,65 @@
-//! The check a device runs before it trusts the kernels it runs the products with f16
-//! weights on (cooperative matrices, f16 tiles): one product and one convolution on small
+//! Opening a device. [`Device`]'s constructors live here, above the ops, because before a
+//! GPU is used its kernels for products with f16 weights (cooperative matrices, f16
+//! tiles) must pass a check that runs them: one product and one convolution on small
 //! integers, exact in f16 and in f32 sums in any order, so the results must equal the
 //! host's bit for bit. A driver that miscompiles the kernels (they are tested on lavapipe,
 //! not on every GPU) must cost speed, not give wrong images.
 
-use super::{conv2d, linear, rounds_activations_to_f16, Conv2dArgs};
-use crate::device::Device;
+use super::{conv2d, linear, rounds_activations_to_f16, runs_on_f16_tiles, Conv2dArgs};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::device::block_on;
+use crate::device::{Device, DeviceChoice, GpuOptions};
 use crate::error::Result;
+
+impl Device {
+    /// Opens the best GPU adapter: natively any wgpu backend (Vulkan, Metal, DX12, GL),
+    /// in the browser WebGPU.
+    pub async fn new() -> Result<Device> {
+        Self::new_with(GpuOptions::default()).await
+    }
+
+    /// [`Device::new`] with what it may use of the adapter's optional features.
+    pub async fn new_with(options: GpuOptions) -> Result<Device> {
+        Self::open_with(DeviceChoice::Gpu, options).await
+    }
+
+    /// [`Device::new`] for native callers that are not async.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Device> {
+        block_on(Self::new())
+    }
+
+    /// Opens the backend `choice` names; [`DeviceChoice::Auto`] takes a hardware GPU and
+    /// falls back to the CPU backend, saying why in [`Device::reason`].
+    pub async fn open(choice: DeviceChoice) -> Result<Device> {
+        Self::open_with(choice, GpuOptions::default()).await
+    }
+
+    /// [`Device::open`] with what a GPU may use of the adapter's optional features. The
+    /// kernels for products with f16 weights (cooperative matrices, else f16 tiles, where
+    /// it has them) first pass the check; where they fail it they are not used (the next
+    /// family runs: f16 tiles, then the f32 kernels) and [`Device::reason`] says why.
+    pub async fn open_with(choice: DeviceChoice, options: GpuOptions) -> Result<Device> {
+        let mut dev = Device::open_unchecked(choice, options).await?;
+        if dev.cooperative_matrix().is_some() {
+            if let Err(why) = check_f16_products(&dev).await {
+                dev.disable_cooperative_matrix(&format!("its cooperative matrices failed the device's check ({why}), so they are not used"));
+            }
+        }
+        if runs_on_f16_tiles(&dev, 64, true) {
+            if let Err(why) = check_f16_products(&dev).await {
+                dev.disable_shader_f16(&format!("its f16 tiles failed the device's check ({why}), so they are not used"));
+            }
+        }
+        dev.release_free_buffers();
+        Ok(dev)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_blocking(choice: DeviceChoice) -> Result<Device> {
+        block_on(Self::open(choice))
+    }
+}
 
 /// A small integer from -2 to 2 for index `i`, varied by `salt`.
 fn small(i: usize, salt: usize) -> f32 {
@@ -14,7 +67,7 @@ fn small(i: usize, salt: usize) -> f32 {
 }
 
 /// Ok where both kernels give the exact results, else what went wrong.
-pub(crate) async fn check_f16_products(dev: &Device) -> std::result::Result<(), String> {
+async fn check_f16_products(dev: &Device) -> std::result::Result<(), String> {
     run(dev).await.map_err(|e| e.to_string())?
 }
 

@@ -2,14 +2,14 @@
 //! 6.3.1's `is_bad`: do not edit. See clean.rs for how it is read.
 
 /// Classes of characters; `END` is the end of the text.
-pub(super) const END: u8 = 47;
+pub(crate) const END: u8 = 47;
 /// The classes of characters not listed: whitespace, word characters, the rest.
-pub(super) const SPACE: u8 = 0;
-pub(super) const WORD: u8 = 3;
-pub(super) const OTHER: u8 = 2;
+pub(crate) const SPACE: u8 = 0;
+pub(crate) const WORD: u8 = 3;
+pub(crate) const OTHER: u8 = 2;
 
 /// The characters with a class of their own, sorted, and each class's representative.
-pub(super) static CLASS_OF: &[(char, u8)] = &[
+pub(crate) static CLASS_OF: &[(char, u8)] = &[
     ('\u{9}', 0), ('\u{a}', 0), ('\u{20}', 5), ('\u{21}', 1), ('\u{22}', 2), ('\u{23}', 2), ('\u{24}', 2), ('\u{25}', 2),
     ('\u{26}', 2), ('\u{27}', 2), ('\u{28}', 2), ('\u{29}', 2), ('\u{2a}', 2), ('\u{2b}', 2), ('\u{2c}', 1), ('\u{2d}', 2),
     ('\u{2e}', 1), ('\u{2f}', 2), ('\u{30}', 3), ('\u{31}', 3), ('\u{32}', 3), ('\u{33}', 3), ('\u{34}', 3), ('\u{35}', 3),
@@ -84,10 +84,10 @@ pub(super) static CLASS_OF: &[(char, u8)] = &[
     ('\u{258c}', 46), ('\u{2590}', 46), ('\u{2591}', 46), ('\u{2592}', 46), ('\u{2593}', 46), ('\u{25a0}', 2), ('\u{25ca}', 14), ('\u{4e2d}', 3),
     ('\u{f8ff}', 11), ('\u{fb01}', 32), ('\u{fb02}', 32), ('\u{fffd}', 14),
 ];
-pub(super) static REPRESENTATIVE: [char; 47] = ['\u{9}', '\u{21}', '\u{22}', '\u{30}', '\u{de}', '\u{20}', '\u{41}', '\u{61}', '\u{80}', '\u{a0}', '\u{ad}', '\u{a1}', '\u{a2}', '\u{a3}', '\u{a4}', '\u{a5}', '\u{a7}', '\u{ae}', '\u{b0}', '\u{b1}', '\u{b2}', '\u{b3}', '\u{b4}', '\u{b5}', '\u{b9}', '\u{bb}', '\u{c0}', '\u{c2}', '\u{c3}', '\u{ce}', '\u{d2}', '\u{d7}', '\u{df}', '\u{e0}', '\u{f7}', '\u{f8}', '\u{152}', '\u{153}', '\u{160}', '\u{161}', '\u{3ac}', '\u{402}', '\u{432}', '\u{20a7}', '\u{221a}', '\u{2248}', '\u{2502}'];
+pub(crate) static REPRESENTATIVE: [char; 47] = ['\u{9}', '\u{21}', '\u{22}', '\u{30}', '\u{de}', '\u{20}', '\u{41}', '\u{61}', '\u{80}', '\u{a0}', '\u{ad}', '\u{a1}', '\u{a2}', '\u{a3}', '\u{a4}', '\u{a5}', '\u{a7}', '\u{ae}', '\u{b0}', '\u{b1}', '\u{b2}', '\u{b3}', '\u{b4}', '\u{b5}', '\u{b9}', '\u{bb}', '\u{c0}', '\u{c2}', '\u{c3}', '\u{ce}', '\u{d2}', '\u{d7}', '\u{df}', '\u{e0}', '\u{f7}', '\u{f8}', '\u{152}', '\u{153}', '\u{160}', '\u{161}', '\u{3ac}', '\u{402}', '\u{432}', '\u{20a7}', '\u{221a}', '\u{2248}', '\u{2502}'];
 
 /// Bit `(a * (END + 1) + b) * (END + 1) + c`: is a text bad with classes a, b, c at the start of a text?
-pub(super) static BAD_FIRST: [u64; 1728] = [
+pub(crate) static BAD_FIRST: [u64; 1728] = [
     0x0100000000000100, 0x0000010000000000, 0x0000000001000000, 0x0100000000000100, 0x0000010000000000, 0x0000000001000000,
     0x0100ffffffffffff, 0x0000010000000000, 0x4000000041000000, 0x490040f33c004900, 0xbfbbf90040f33c00, 0x40f33c00490078f7,
     0xf100400000004100, 0x0000010048f33c00, 0x40f33c0049000000, 0x490040f33c004900, 0x0000010040f33c00, 0x40f33c0049000000,
@@ -379,7 +379,7 @@ pub(super) static BAD_FIRST: [u64; 1728] = [
 ];
 
 /// Bit `(a * (END + 1) + b) * (END + 1) + c`: is a text bad with classes a, b, c later in a text?
-pub(super) static BAD_LATER: [u64; 1728] = [
+pub(crate) static BAD_LATER: [u64; 1728] = [
     0x0100000000000100, 0x0000010000000000, 0x0000000001000000, 0x0100000000000100, 0x0000010000000000, 0x0000000001000000,
     0x0100ffffffffffff, 0x0000010000000000, 0x4000000041000000, 0x490040f33c004900, 0xbfbbf90040f33c00, 0x40f33c00490078f7,
     0xf100400000004100, 0x0000010048f33c00, 0x40f33c0049000000, 0x490040f33c004900, 0x0000010040f33c00, 0x40f33c0049000000,
@@ -672,7 +672,7 @@ pub(super) static BAD_LATER: [u64; 1728] = [
 
 /// Windows of characters where the class table is wrong: (later in the text, a, b, c,
 /// bad); '\0' is the end of the text. Sorted.
-pub(super) static EXCEPTIONS: &[(bool, char, char, char, bool)] = &[
+pub(crate) static EXCEPTIONS: &[(bool, char, char, char, bool)] = &[
     (false, '\u{392}', '\u{a1}', '\u{392}', true),
     (false, '\u{392}', '\u{a1}', '\u{393}', true),
     (false, '\u{392}', '\u{a1}', '\u{39e}', true),
@@ -3636,4 +3636,4 @@ pub(super) static EXCEPTIONS: &[(bool, char, char, char, bool)] = &[
 ];
 
 /// The characters after which a UTF-8 fragment read as Latin-1 or Windows-1252 stays.
-pub(super) static FRAGMENT_BLOCKERS: &str = "\u{80}\u{81}\u{83}\u{86}\u{87}\u{88}\u{89}\u{8a}\u{8b}\u{8c}\u{8d}\u{8e}\u{8f}\u{90}\u{98}\u{99}\u{9a}\u{9b}\u{9c}\u{9d}\u{9e}\u{9f}\u{a0}\u{a1}\u{a2}\u{a3}\u{a4}\u{a5}\u{a6}\u{a7}\u{a8}\u{a9}ª\u{ab}\u{ac}\u{ad}\u{ae}\u{af}\u{b0}\u{b1}²³\u{b4}µ\u{b6}\u{b7}\u{b8}¹º\u{bb}¼½¾\u{bf}ÆØæøĄąĽľŁłŒœŖŗŚśŞşŠšŤťŸŹźŻżŽžƒˆˇ\u{2d8}\u{2db}\u{2dc}\u{2dd}\u{384}\u{385}ΆΈΉΊΌΎΏЁЂЃЄЅІЇЈЉЊЋЌЎЏёђѓєѕіїјљњћќўџҐґ\u{2020}\u{2021}\u{2030}\u{2039}\u{203a}\u{20ac}\u{2116}\u{2122}";
+pub(crate) static FRAGMENT_BLOCKERS: &str = "\u{80}\u{81}\u{83}\u{86}\u{87}\u{88}\u{89}\u{8a}\u{8b}\u{8c}\u{8d}\u{8e}\u{8f}\u{90}\u{98}\u{99}\u{9a}\u{9b}\u{9c}\u{9d}\u{9e}\u{9f}\u{a0}\u{a1}\u{a2}\u{a3}\u{a4}\u{a5}\u{a6}\u{a7}\u{a8}\u{a9}ª\u{ab}\u{ac}\u{ad}\u{ae}\u{af}\u{b0}\u{b1}²³\u{b4}µ\u{b6}\u{b7}\u{b8}¹º\u{bb}¼½¾\u{bf}ÆØæøĄąĽľŁłŒœŖŗŚśŞşŠšŤťŸŹźŻżŽžƒˆˇ\u{2d8}\u{2db}\u{2dc}\u{2dd}\u{384}\u{385}ΆΈΉΊΌΎΏЁЂЃЄЅІЇЈЉЊЋЌЎЏёђѓєѕіїјљњћќўџҐґ\u{2020}\u{2021}\u{2030}\u{2039}\u{203a}\u{20ac}\u{2116}\u{2122}";

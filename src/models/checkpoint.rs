@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::io::Write;
 
-use super::{HostDType, Source, Weights};
+use super::clip::{DaClipConfig, STORED_TEXT_FEATURES};
+use super::unet::UNetConfig;
 use crate::error::{Error, Result};
-use crate::models::clip::{DaClipConfig, STORED_TEXT_FEATURES};
-use crate::models::unet::UNetConfig;
-use crate::models::TensorSpec;
+use crate::weights::{HostDType, Source, TensorSpec, Weights};
 
 /// Metadata keys of the safetensors files this crate writes.
 pub const META_MODEL: &str = "daclip_webgpu.model";

@@ -1,5 +1,5 @@
 //! The CPU backend: every WGSL kernel's twin in Rust, run on the same `Params` and
-//! buffers the ops pack for the GPU (see `crate::device`). Matrix products and the
+//! buffers the ops pack for the GPU (see [`super`]). Matrix products and the
 //! convolutions go through a packed, register-blocked GEMM (`matrixmultiply` natively,
 //! our `sgemm128` in the browser); everything else is a plain loop over slices that the
 //! compiler vectorises. Natively the work of
@@ -20,9 +20,9 @@ mod sgemm128;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::device::{AdapterInfo, DType, MemoryStats, Storage, Tensor};
+use super::{AdapterInfo, DType, MemoryStats, Storage, Tensor};
 use crate::error::{Error, Result};
-use crate::shaders::Kernel;
+use crate::kernels::Kernel;
 
 /// f16 bits to f32 bits, as `half` converts (NaNs quieted): the exponent and mantissa
 /// shifted into f32's places and scaled by 2^112, the exponent bias difference (exact,

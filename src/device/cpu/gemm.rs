@@ -5,8 +5,7 @@
 use super::kernels::silu;
 use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut};
 use crate::error::{Error, Result};
-use crate::ops::conv2d::Params as ConvParams;
-use crate::ops::matmul::Params as MatmulParams;
+use crate::kernels::{Conv2dParams, MatmulParams};
 
 /// Below this many multiply-adds a product runs on one thread (a thread hand-off costs
 /// about as much).
@@ -141,8 +140,8 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    if p.k_slices != 1 || p.has(ConvParams::PARTIALS) {
+pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+    if p.k_slices != 1 || p.has(Conv2dParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
     }
@@ -153,7 +152,7 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
     let (w, bias) = (ins[2].get(first * kdim..).unwrap_or(&[]), if p.has_bias != 0 { ins[3].get(first..).unwrap_or(&[]) } else { ins[3] });
     convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), w, bias, out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
-    let [scale_shift, silu_on, with_residual, with_residual2] = [ConvParams::SCALE_SHIFT, ConvParams::SILU, ConvParams::RESIDUAL, ConvParams::RESIDUAL2].map(|f| p.has(f));
+    let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));
     if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
         return Ok(());
     }
@@ -199,7 +198,7 @@ pub(super) fn conv2d(p: &ConvParams, batch: usize, ins: &[&[f32]], out: &mut [f3
 /// The input the convolution sees, [batch, cin, h, w], where it is not `x` itself:
 /// `x`'s `split` channels then `x2`'s, nearest-upsampled 2x where `up` is 1. Built whole
 /// here (the copy the GPU kernel saves is cheap next to the convolution on a CPU).
-fn gather_input(p: &ConvParams, batch: usize, x: &[f32], x2: &[f32]) -> Result<Option<Vec<f32>>> {
+fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result<Option<Vec<f32>>> {
     let (cin, split, h, w) = (p.cin as usize, p.split as usize, p.h as usize, p.w as usize);
     let upsample = p.up != 0;
     if split >= cin && !upsample {
@@ -229,7 +228,7 @@ fn gather_input(p: &ConvParams, batch: usize, x: &[f32], x2: &[f32]) -> Result<O
 }
 
 /// The convolution and its bias, before the epilogue.
-fn convolve(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) -> Result<()> {
+fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -294,7 +293,7 @@ fn convolve(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], ou
 /// order), column = pixel; zero outside the image (zero padding). With stride 1 each
 /// output row's stretch of a patch row is one shifted slice of an input row: copied
 /// whole. `col` holds cin kh kw x np values.
-fn im2col(x: &[f32], xb: usize, p: &ConvParams, p0: usize, np: usize, col: &mut [f32]) {
+fn im2col(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, col: &mut [f32]) {
     let (cin, h, wd) = (p.cin as usize, p.h as usize, p.w as usize);
     let (wo, kh, kw) = (p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -349,7 +348,7 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
 /// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
 /// transformed blocks in cache, the blocks spread over threads.
-fn winograd_3x3(p: &ConvParams, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;

@@ -1,4 +1,8 @@
-//! The one registry of WGSL kernels: each kernel is one file under `shaders/`, embedded
+//! The kernel interface: the one registry of WGSL kernels, each kernel's `Params`
+//! ([`params`]) and the sampler kernel's host arithmetic ([`sde`]), shared by the GPU
+//! launcher and the CPU backend's twins.
+//!
+//! Each kernel is one file under `shaders/`, embedded
 //! at compile time. Every file is plain WGSL (sizes arrive in a `Params` uniform, tile and
 //! workgroup sizes are `override` constants). The kernels that reduce across a workgroup
 //! (norms, softmax) call `workgroup_sum` / `workgroup_max` and take a `Lanes` input: their
@@ -10,13 +14,18 @@
 
 use std::borrow::Cow;
 
+pub mod sde;
+pub(crate) mod params;
+
+pub(crate) use params::*;
+
 /// The reduction files, relative to `shaders/`: the first works everywhere, the second
 /// needs subgroups (wgpu's SUBGROUP feature natively, WebGPU's `subgroups` feature and
 /// WGSL's `subgroup_id` language extension in the browser).
 pub const REDUCTIONS: [&str; 2] = ["reduce/workgroup_reduce.wgsl", "reduce/workgroup_reduce_subgroups.wgsl"];
 const REDUCTION_SOURCES: [&str; 2] = [
-    include_str!("../shaders/reduce/workgroup_reduce.wgsl"),
-    include_str!("../shaders/reduce/workgroup_reduce_subgroups.wgsl"),
+    include_str!("../../shaders/reduce/workgroup_reduce.wgsl"),
+    include_str!("../../shaders/reduce/workgroup_reduce_subgroups.wgsl"),
 ];
 
 /// What a browser needs at the top of a module that uses subgroups: the extension, and
@@ -51,7 +60,7 @@ macro_rules! kernels {
 
             /// The kernel's own file.
             pub fn file_source(self) -> &'static str {
-                match self { $(Kernel::$name => include_str!(concat!("../shaders/", $path))),* }
+                match self { $(Kernel::$name => include_str!(concat!("../../shaders/", $path))),* }
             }
         }
     };

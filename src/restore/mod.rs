@@ -2,6 +2,8 @@
 //! from `LQ + max_sigma * z` down to t = 0 with the UNet predicting the noise at every
 //! step, then clamp and round to 8 bits. Runs natively and in the browser.
 
+pub mod tiles;
+
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
@@ -11,8 +13,9 @@ use crate::models::clip::DaClip;
 use crate::models::unet::{ConditionalUNet, ImageContext, TimeConditioning};
 use crate::ops::{sde_update, Noise};
 use crate::sde::{Grid, IrSde, PlannedStep, Sampler, Update, PUBLISHED_T};
-use crate::tiles::{check_image_size, TileHelpers, TileLayout, TileLimits, TiledSpace};
-use crate::weights::{Checkpoint, DeviceDType};
+use tiles::{check_image_size, TileHelpers, TileLayout, TileLimits, TiledSpace};
+use crate::weights::DeviceDType;
+use crate::models::Checkpoint;
 
 /// An 8-bit RGB image, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +91,7 @@ pub trait NoisePredictor {
 
 /// Where a sampling run keeps its whole-image tensors (the state, the LQ image `mu`, the
 /// noise prediction) and how it computes a step on them: [`DeviceSpace`] keeps them on the
-/// GPU (an image that fits in one tile), [`crate::tiles::TiledSpace`] in host memory with
+/// GPU (an image that fits in one tile), [`tiles::TiledSpace`] in host memory with
 /// the network run tile by tile. [`sample`] is written once over both.
 #[allow(async_fn_in_trait)] // used with static dispatch on one thread; no Send bound wanted
 pub trait SamplingSpace {

@@ -3,7 +3,8 @@
 
 use super::{check_extent, parallel_chunks, parallel_for, SharedOut};
 use crate::error::Result;
-use crate::ops;
+use crate::kernels::sde::{update_element, UpdateTerms, ZTerm};
+use crate::kernels::{ActivationParams, BinaryParams, ChannelLayerNormParams, ConcatParams, GatherRowsParams, GroupNormParams, LayerNormParams, PadCropParams, SdeUpdateParams, SoftmaxParams, TransposeParams};
 
 /// Elements per task of the element-wise kernels.
 const CHUNK: usize = 1 << 14;
@@ -52,7 +53,7 @@ fn moments(n: usize, eps: f32, at: impl Fn(usize) -> f32) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
-pub(super) fn layer_norm(p: &ops::layer_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn layer_norm(p: &LayerNormParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (x, g, b) = (ins[0], ins[1], ins[2]);
     let (rows, c) = (p.rows as usize, p.c as usize);
     check_extent("layer_norm input", rows * c - 1, x.len())?;
@@ -71,7 +72,7 @@ pub(super) fn layer_norm(p: &ops::layer_norm::Params, ins: &[&[f32]], out: &mut 
     Ok(())
 }
 
-pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn channel_layer_norm(p: &ChannelLayerNormParams, residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (x, g) = (ins[0], ins[1]);
     let residual = residual.then_some(ins[2]);
     let (batch, c, hw) = (p.batch as usize, p.c as usize, p.hw as usize);
@@ -115,7 +116,7 @@ pub(super) fn channel_layer_norm(p: &ops::channel_layer_norm::Params, residual: 
     Ok(())
 }
 
-pub(super) fn group_norm(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn group_norm(p: &GroupNormParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (x, g, b) = (ins[0], ins[1], ins[2]);
     let (batch, c, hw, groups) = (p.batch as usize, p.c as usize, p.hw as usize, p.groups as usize);
     let cg = c / groups;
@@ -161,7 +162,7 @@ fn merged_moments(stats: &[f32], chunk: usize, n: usize, eps: f32) -> (f32, f32)
 }
 
 /// group_norm_stats.wgsl: each chunk's mean and sum of squared deviations.
-pub(super) fn group_norm_stats(p: &ops::group_norm::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn group_norm_stats(p: &GroupNormParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let x = ins[0];
     let (batch, c, hw, groups, chunk, chunks) = (p.batch as usize, p.c as usize, p.hw as usize, p.groups as usize, p.chunk as usize, p.chunks as usize);
     let n = c / groups * hw;
@@ -177,7 +178,7 @@ pub(super) fn group_norm_stats(p: &ops::group_norm::Params, ins: &[&[f32]], out:
     Ok(())
 }
 
-pub(super) fn softmax(p: &ops::softmax::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn softmax(p: &SoftmaxParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let a = [p.a_outer, p.a_dim, p.a_inner, p.a_in, p.a_out].map(|v| v as usize);
     let b = [p.b_outer, p.b_dim, p.b_inner, p.b_in, p.b_out].map(|v| v as usize);
     for ([outer, dim, inner, off, out_off], x) in [(a, ins[0]), (b, ins[1])] {
@@ -231,7 +232,7 @@ fn softmax_block(x: &[f32], [outer, dim, inner, off]: [usize; 4], out: &mut [f32
     Ok(())
 }
 
-pub(super) fn activation(p: &ops::activation::Params, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn activation(p: &ActivationParams, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let x = ins[0];
     let (n, d) = (p.n as usize, p.d as usize);
     check_extent("activation output", n - 1, out.len())?;
@@ -252,7 +253,7 @@ pub(super) fn activation(p: &ops::activation::Params, op: u32, ins: &[&[f32]], o
     Ok(())
 }
 
-pub(super) fn binary(p: &ops::binary::Params, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn binary(p: &BinaryParams, op: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (a, b) = (ins[0], ins[1]);
     let (n, b_len, b_inner) = (p.n as usize, p.b_len as usize, p.b_inner as usize);
     check_extent("binary operand", n - 1, a.len().min(out.len()))?;
@@ -281,7 +282,7 @@ pub(super) fn binary(p: &ops::binary::Params, op: u32, ins: &[&[f32]], out: &mut
     Ok(())
 }
 
-pub(super) fn concat(p: &ops::concat::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn concat(p: &ConcatParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (a, b) = (ins[0], ins[1]);
     let (n, c1, c2, hw) = (p.n as usize, p.c1 as usize, p.c2 as usize, p.hw as usize);
     let batch = n / ((c1 + c2) * hw);
@@ -295,7 +296,7 @@ pub(super) fn concat(p: &ops::concat::Params, ins: &[&[f32]], out: &mut [f32]) -
     Ok(())
 }
 
-pub(super) fn pad_crop(p: &ops::pad_crop::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn pad_crop(p: &PadCropParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let x = ins[0];
     let (n, h, w, ho, wo) = (p.n as usize, p.h as usize, p.w as usize, p.ho as usize, p.wo as usize);
     let planes = n / (ho * wo);
@@ -313,7 +314,7 @@ pub(super) fn pad_crop(p: &ops::pad_crop::Params, ins: &[&[f32]], out: &mut [f32
     Ok(())
 }
 
-pub(super) fn transpose(p: &ops::transpose::Params, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn transpose(p: &TransposeParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let x = ins[0];
     let (rows, cols) = (p.rows as usize, p.cols as usize);
     let plane = rows * cols;
@@ -336,7 +337,7 @@ pub(super) fn transpose(p: &ops::transpose::Params, batch: usize, ins: &[&[f32]]
     Ok(())
 }
 
-pub(super) fn gather_rows(p: &ops::gather_rows::Params, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn gather_rows(p: &GatherRowsParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (table, index) = (ins[0], bytemuck::cast_slice::<f32, u32>(ins[1]));
     let (n, c, rows) = (p.n as usize, p.c as usize, p.table_rows as usize);
     check_extent("gather output", n - 1, out.len())?;
@@ -350,27 +351,21 @@ pub(super) fn gather_rows(p: &ops::gather_rows::Params, ins: &[&[f32]], out: &mu
     Ok(())
 }
 
-pub(super) fn sde_update(p: &ops::sde_update::Params, z_mode: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn sde_update(p: &SdeUpdateParams, z_mode: u32, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (mu, x, noise, z, prev) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
     let n = p.n as usize;
     check_extent("sampler update", n - 1, [mu.len(), x.len(), noise.len(), z.len(), prev.len(), out.len()].into_iter().min().unwrap())?;
-    let seed = p.seed_lo as u64 | (p.seed_hi as u64) << 32;
+    let z = match z_mode {
+        1 => ZTerm::Given(z),
+        2 => ZTerm::Seeded { seed: p.seed_lo as u64 | (p.seed_hi as u64) << 32, stream: p.stream },
+        _ => ZTerm::None,
+    };
+    let terms = UpdateTerms { a: p.a, b: p.b, c: p.c, d: p.d, noise, prev, z };
     parallel_chunks(&mut out[..n], CHUNK, |ch, y| {
         let i0 = ch * CHUNK;
         for (j, o) in y.iter_mut().enumerate() {
             let i = i0 + j;
-            let m = mu[i];
-            let mut v = m + p.a * (x[i] - m) + p.b * noise[i] + p.d * (prev[i] - m);
-            match z_mode {
-                1 => v += p.c * z[i],
-                2 => {
-                    // The GPU kernel's generator, keyed by the element's index.
-                    let (c, s) = crate::sde::seeded_normal_pair(seed, p.stream, (i >> 1) as u32);
-                    v += p.c * if i & 1 == 1 { s } else { c };
-                }
-                _ => {}
-            }
-            *o = v;
+            *o = update_element(i, mu[i], x[i], &terms);
         }
     });
     Ok(())

@@ -4,11 +4,11 @@
 
 use super::{check_extent, parallel_for, SharedOut};
 use crate::error::{Error, Result};
-use crate::ops::attention::Params;
+use crate::kernels::AttentionParams;
 
 const QUERY_BLOCK: usize = 64;
 
-pub(super) fn attention(p: &Params, batch: usize, d4: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn attention(p: &AttentionParams, batch: usize, d4: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
     let (q, k, v) = (ins[0], ins[1], ins[2]);
     let (nq, nk, heads, d) = (p.nq as usize, p.nk as usize, p.heads as usize, 4 * d4);
     if nq == 0 || nk == 0 || d == 0 {

@@ -37,6 +37,8 @@ pub enum Sampler {
 }
 
 impl Sampler {
+    /// The names the command line and the JS API take (www/lib/daclip.js and daclip.d.ts
+    /// list the same; tests/sampler.rs checks them).
     pub const NAMES: [(&'static str, Sampler); 6] = [
         ("posterior", Sampler::Posterior),
         ("sde", Sampler::Sde),
@@ -71,14 +73,16 @@ pub enum Grid {
     LogSnr,
 }
 
+impl Grid {
+    /// The names the command line and the JS API take (www/lib/daclip.js and daclip.d.ts
+    /// list the same; tests/sampler.rs checks them).
+    pub const NAMES: [(&'static str, Grid); 2] = [("logsnr", Grid::LogSnr), ("linspace", Grid::Linspace)];
+}
+
 impl std::str::FromStr for Grid {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "linspace" => Ok(Grid::Linspace),
-            "logsnr" => Ok(Grid::LogSnr),
-            other => Err(Error::Usage(format!("unknown grid `{other}`: use linspace or logsnr"))),
-        }
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, g)| *g).ok_or_else(|| Error::Usage(format!("unknown grid `{s}`: use logsnr or linspace")))
     }
 }
 

@@ -51,7 +51,7 @@ async fn browser_offers_subgroups() -> bool {
 }
 
 /// The reduction kernels (norms, softmax) in both variants: with subgroups, which wgpu
-/// cannot request in the browser by itself (src/device/web_subgroups.rs), where the
+/// cannot request in the browser by itself (src/device/gpu/web_subgroups.rs), where the
 /// browser offers them, and with workgroup memory.
 #[wasm_bindgen_test]
 async fn reductions_in_browser() {

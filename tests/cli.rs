@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::photos::{jpeg_with_orientation, pattern};
+use common::{scratch, tiny};
 
-fn tiny(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
-}
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let (code, out, err) = run_code(args);
@@ -24,12 +22,6 @@ fn run_code(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("daclip-cli-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The tiny DA-CLIP converted without its text tower into `dir`, and the tiny UNet.
 fn tiny_models(dir: &Path) -> (String, String) {
@@ -196,7 +188,7 @@ fn outputs_are_checked_before_any_work() {
     if std::fs::File::create(read_only.join("probe")).is_err() {
         refused(&[&p("a.png"), "-o", read_only.join("out.png").to_str().unwrap()], "cannot write in this folder");
     } else {
-        println!("(running as root: a read-only folder is writable, not checked)");
+        common::skipped("non-root", "the refusal of a read-only output folder: running as root, it is writable");
     }
     std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_dir_all(&dir).ok();

@@ -5,13 +5,13 @@
 
 mod common;
 
-use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
+use common::{gpu_with, COOPERATIVE, F16_TILES, F32_KERNELS};
+use daclip_webgpu::device::{block_on, GpuOptions};
 use daclip_webgpu::Device;
 
+/// The GPU as a user gets it (the default options).
 fn gpu() -> Device {
-    let dev = Device::new_blocking().expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
-    println!("adapter: {}", dev.info());
-    dev
+    gpu_with(GpuOptions::default())
 }
 
 /// The GPU with the reduction kernels' workgroup-memory variant, which the browser runs
@@ -20,17 +20,6 @@ fn gpu_without_subgroups() -> Device {
     let dev = block_on(Device::new_with(GpuOptions { subgroups: false, ..GpuOptions::default() })).expect("no GPU adapter");
     assert!(!dev.subgroups());
     dev
-}
-
-fn gpu_with(cooperative_matrix: Adapters) -> Device {
-    block_on(Device::new_with(GpuOptions { cooperative_matrix, ..GpuOptions::default() })).expect("no GPU adapter")
-}
-
-/// The GPU with every product and convolution with f16 weights on f16 workgroup tiles,
-/// where the adapter has f16 shaders (lavapipe does; SwiftShader does not).
-fn gpu_with_f16_tiles() -> Device {
-    let options = GpuOptions { shader_f16: Adapters::Any, cooperative_matrix: Adapters::Off, ..GpuOptions::default() };
-    block_on(Device::new_with(options)).expect("no GPU adapter")
 }
 
 fn cpu() -> Device {
@@ -70,25 +59,31 @@ mod gpu_without_subgroups {
     }
 }
 
-/// The products and convolutions with f16 weights on cooperative matrices wherever the
-/// adapter offers them (Mesa 26's lavapipe included), and on the f32 kernels (which `gpu`
-/// runs where there are none, and on software adapters).
+/// The products and convolutions with f16 weights on cooperative matrices where the
+/// adapter offers them (Mesa 26's lavapipe does; elsewhere counted as skipped), and on
+/// the f32 kernels with every tile.
 mod products {
-    use super::{gpu_with, Adapters};
+    use crate::common::{gpu_with, gpu_with_cooperative_matrices, F32_KERNELS};
 
     #[test]
     fn matmul_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::matmul(&gpu_with(Adapters::Any)));
+        if let Some(dev) = gpu_with_cooperative_matrices("matmul on cooperative matrices") {
+            super::block_on(crate::common::cases::matmul(&dev));
+        }
     }
 
     #[test]
     fn linear_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::linear(&gpu_with(Adapters::Any)));
+        if let Some(dev) = gpu_with_cooperative_matrices("linear on cooperative matrices") {
+            super::block_on(crate::common::cases::linear(&dev));
+        }
     }
 
     #[test]
     fn conv2d_on_cooperative_matrices() {
-        super::block_on(crate::common::cases::conv2d(&gpu_with(Adapters::Any)));
+        if let Some(dev) = gpu_with_cooperative_matrices("conv2d on cooperative matrices") {
+            super::block_on(crate::common::cases::conv2d(&dev));
+        }
     }
 
     /// Every tile bench may time, forced on every product and convolution of the cases,
@@ -96,12 +91,11 @@ mod products {
     #[test]
     fn products_on_every_cooperative_tile() {
         use daclip_webgpu::device::CooperativeTile;
-        let dev = gpu_with(Adapters::Any);
-        let Some(coop) = dev.cooperative_matrix() else {
-            assert!(!crate::common::tune(&dev, |t| t.cooperative_tile = Some(CooperativeTile::SMALL)));
-            println!("no cooperative matrices on {}: nothing to tile", dev.info());
+        let Some(dev) = gpu_with_cooperative_matrices("every cooperative tile") else {
+            assert!(!crate::common::tune(&gpu_with(crate::common::COOPERATIVE), |t| t.cooperative_tile = Some(CooperativeTile::SMALL)));
             return;
         };
+        let coop = dev.cooperative_matrix().unwrap();
         assert!(dev.cooperative_tile_fits(CooperativeTile::SMALL) && dev.cooperative_tile_fits(CooperativeTile::LARGE));
         // The rule: the large tile for products with enough workgroups of it.
         let large = CooperativeTile::LARGE.rows(coop) as usize;
@@ -121,29 +115,16 @@ mod products {
         assert!(crate::common::tune(&dev, |t| t.cooperative_tile = None));
     }
 
-    /// Every f32 tile, split along K too; all of them fit WebGPU's default limits.
+    /// Every f32 tile, split along K too; all of them fit WebGPU's default limits. (The
+    /// default tile choice on the f32 kernels is `gpu::matmul` and the others' on an
+    /// adapter without f16 products, lavapipe in CI.)
     #[test]
     fn products_on_every_f32_tile() {
         use daclip_webgpu::device::F32Tile;
-        let dev = gpu_with(Adapters::Off);
+        let dev = gpu_with(F32_KERNELS);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
         super::products_on_every_f32_tile(&dev);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
-    }
-
-    #[test]
-    fn matmul_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::matmul(&gpu_with(Adapters::Off)));
-    }
-
-    #[test]
-    fn linear_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::linear(&gpu_with(Adapters::Off)));
-    }
-
-    #[test]
-    fn conv2d_on_the_f32_kernel() {
-        super::block_on(crate::common::cases::conv2d(&gpu_with(Adapters::Off)));
     }
 }
 
@@ -152,31 +133,34 @@ mod products {
 /// not), against the reference on f16-rounded activations at the f32 tolerance: on every
 /// f32 tile, and split along K once per K step.
 mod f16_tiles {
-    use super::gpu_with_f16_tiles;
+    use crate::common::gpu_with_f16_tiles;
 
     #[test]
     fn matmul() {
-        super::block_on(crate::common::cases::matmul(&gpu_with_f16_tiles()));
+        if let Some(dev) = gpu_with_f16_tiles("matmul on f16 tiles") {
+            super::block_on(crate::common::cases::matmul(&dev));
+        }
     }
 
     #[test]
     fn linear() {
-        super::block_on(crate::common::cases::linear(&gpu_with_f16_tiles()));
+        if let Some(dev) = gpu_with_f16_tiles("linear on f16 tiles") {
+            super::block_on(crate::common::cases::linear(&dev));
+        }
     }
 
     #[test]
     fn conv2d() {
-        super::block_on(crate::common::cases::conv2d(&gpu_with_f16_tiles()));
+        if let Some(dev) = gpu_with_f16_tiles("conv2d on f16 tiles") {
+            super::block_on(crate::common::cases::conv2d(&dev));
+        }
     }
 
     #[test]
     fn products_on_every_f32_tile() {
-        let dev = gpu_with_f16_tiles();
-        if !dev.shader_f16() {
-            println!("no f16 shaders on {}: nothing to tile", dev.info());
-            return;
+        if let Some(dev) = gpu_with_f16_tiles("every f32 tile with f16 tiles") {
+            super::products_on_every_f32_tile(&dev);
         }
-        super::products_on_every_f32_tile(&dev);
     }
 }
 
@@ -185,14 +169,13 @@ mod f16_tiles {
 /// cooperative matrices.
 #[test]
 fn f16_tiles_where_the_adapter_has_f16_shaders() {
-    let any = gpu_with_f16_tiles();
+    let any = gpu_with(F16_TILES);
     let info = any.info();
     let offered = info.features.iter().any(|f| f == "SHADER_F16");
     println!("f16 shaders offered: {offered}, used: {}", any.shader_f16());
     assert_eq!(any.shader_f16(), offered);
     assert_eq!(gpu().shader_f16(), offered && !info.is_software);
-    let off = GpuOptions { shader_f16: Adapters::Off, ..GpuOptions::default() };
-    assert!(!block_on(Device::new_with(off)).unwrap().shader_f16());
+    assert!(!gpu_with(F32_KERNELS).shader_f16());
     assert!(!Device::cpu().shader_f16());
     if offered {
         assert!(daclip_webgpu::ops::runs_on_f16_tiles(&any, 64, true));
@@ -231,7 +214,7 @@ fn products_on_every_f32_tile(dev: &Device) {
 /// Debian 12's lavapipe, 8 x 8 x 8 on Mesa 26's), by default only on hardware adapters.
 #[test]
 fn the_products_use_cooperative_matrices_where_the_adapter_offers_them() {
-    let any = gpu_with(Adapters::Any);
+    let any = gpu_with(COOPERATIVE);
     let info = any.info();
     let needed = ["EXPERIMENTAL_COOPERATIVE_MATRIX", "SHADER_F16", "SUBGROUP"];
     let featured = needed.iter().all(|n| info.features.iter().any(|f| f == n));
@@ -239,7 +222,7 @@ fn the_products_use_cooperative_matrices_where_the_adapter_offers_them() {
     println!("cooperative matrix configurations offered: {:?}; used: {:?}", info.cooperative_matrix, any.cooperative_matrix());
     assert_eq!(any.cooperative_matrix().is_some(), offered);
     assert_eq!(gpu().cooperative_matrix().is_some(), offered && !info.is_software);
-    assert!(gpu_with(Adapters::Off).cooperative_matrix().is_none());
+    assert!(gpu_with(F32_KERNELS).cooperative_matrix().is_none());
 }
 
 /// Where the adapter offers subgroups the reduction kernels use them, so that `gpu::norms`
@@ -300,7 +283,7 @@ fn a_large_convolution_is_dispatched_in_parts() {
 #[test]
 fn a_convolution_split_along_k_sums_its_slices() {
     use daclip_webgpu::ops::{conv2d_with, k_slices, Conv2dArgs, ConvInput, Epilogue};
-    let plain = gpu_with(Adapters::Off);
+    let plain = gpu_with(F32_KERNELS);
     assert_eq!(plain.tuning().split_k_below, None, "splitting is off by default");
     assert_eq!(k_slices(&plain, [8, 1, 1], 1 << 16, 4608), 1);
     assert!(!crate::common::tune(&cpu(), |t| t.split_k_below = Some(1024)), "the CPU backend has no split");
@@ -333,7 +316,7 @@ fn a_convolution_split_along_k_sums_its_slices() {
         let y = conv2d_with(dev, ConvInput::concat(&a, &second), &wt, Some(&bt), Conv2dArgs::same(3), epilogue).unwrap();
         (dev.read_blocking(&y).unwrap(), dev.dispatch_count() - before)
     };
-    let split = gpu_with(Adapters::Off);
+    let split = gpu_with(F32_KERNELS);
     assert!(crate::common::tune(&split, |t| t.split_k_below = Some(1 << 20)));
     let ((got, dispatches), (unsplit, _), (want, _)) = (run(&split), run(&plain), run(&cpu()));
     let worst = |a: &[f32]| common::max_abs_diff(a, &want);
@@ -371,9 +354,9 @@ fn a_product_split_along_k_sums_its_slices() {
         let attended = linear_attention(dev, Qkv::Stacked(&up(&[1, 3 * heads * dh, h, w], &qkv)), heads, dh).unwrap();
         ([&y, &products, &attended].map(|t| dev.read_blocking(t).unwrap()), dispatches, dev.dispatch_count() - before)
     };
-    let split = gpu_with(Adapters::Off);
+    let split = gpu_with(F32_KERNELS);
     assert!(crate::common::tune(&split, |t| t.split_k_below = Some(1 << 20)));
-    let plain = gpu_with(Adapters::Off);
+    let plain = gpu_with(F32_KERNELS);
     let ((got, dispatches, all), (unsplit, _, all_unsplit), (want, _, _)) = (run(&split), run(&plain), run(&cpu()));
     // Relative to the largest output (linear attention's are about 1e-4).
     let worst = |a: &[f32], b: &[f32]| common::max_abs_diff(a, b) / common::worst(b.iter().map(|v| v.abs() as f64));

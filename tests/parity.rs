@@ -1,8 +1,8 @@
 //! Parity with the original PyTorch computation on a fixture directory (the format:
-//! docs/development.md, "Fixtures"). Reads `DACLIP_FIXTURES` (default: the committed tiny
-//! set), converts the .pt there in memory when no converted file is present, and prints
-//! the error of every key it checks, for float32 and float16 weights, on the GPU adapter
-//! (`*_gpu`) and on the CPU backend (`*_cpu`).
+//! docs/development.md, "Fixtures and the PyTorch reference"). Reads `DACLIP_FIXTURES`
+//! (default: the committed tiny set), converts the .pt there in memory when no converted
+//! file is present, and prints the error of every key it checks, for float32 and float16
+//! weights, on the GPU adapter (`*_gpu`) and on the CPU backend (`*_cpu`).
 //!
 //!     DACLIP_FIXTURES=<dir> cargo test --release --test parity -- --nocapture
 #![cfg(not(target_arch = "wasm32"))]
@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
+use daclip_webgpu::device::block_on;
 use daclip_webgpu::models::clip::preprocess::{clip_input, ImageRef};
 use daclip_webgpu::models::clip::tokenizer::tokenize;
 use daclip_webgpu::models::clip::{probabilities, DaClip, DaClipConfig, DEGRADATIONS};
@@ -63,6 +63,11 @@ impl Fixtures {
 
     fn get(&self, key: &str) -> &(Vec<usize>, Vec<f32>) {
         self.0.get(key).unwrap_or_else(|| panic!("fixture `{key}` missing"))
+    }
+
+    /// A key that fixture directories made before it existed lack.
+    fn optional(&self, key: &str) -> Option<&(Vec<usize>, Vec<f32>)> {
+        self.0.get(key)
     }
 }
 
@@ -190,6 +195,7 @@ fn sde_parity(dev: Device) {
     r.check("sde_max_sigma", &[sde.max_sigma as f32], &fx.get("sde_max_sigma").1);
 
     // The three posterior steps, from the stored state, noise and z.
+    let mut skipped = 0;
     let (shape, cond) = fx.get("unet_cond");
     let mu = dev.upload(shape, cond).unwrap();
     for k in 0..3 {
@@ -204,7 +210,16 @@ fn sde_parity(dev: Device) {
         r.check(&format!("post{k}_mean"), &run(sde.posterior_mean_update(t), false), &fx.get(&format!("post{k}_mean")).1);
         r.check(&format!("post{k}_std"), &[sde.posterior_std(t) as f32], &fx.get(&format!("post{k}_std")).1);
         r.check(&format!("post{k}_out"), &run(sde.posterior_step(t), true), &fx.get(&format!("post{k}_out")).1);
+        // The "sde" sampler's step from the same state, noise and z.
+        match fx.optional(&format!("sde{k}_out")) {
+            Some((_, want)) => r.check(&format!("sde{k}_out"), &run(sde.sde_step(t), true), want),
+            None => {
+                skipped += 1;
+                println!("  {:<28} skipped: not in this fixture directory (made before the key existed)", format!("sde{k}_out"));
+            }
+        }
     }
+    println!("sde steps: {skipped} of 3 skipped");
     assert!(r.failures.is_empty(), "parity failures:\n{}", r.failures.join("\n"));
 }
 
@@ -246,36 +261,19 @@ fn unet_parity(dev: Device, dir: &Path) {
 /// The GPU adapter, with the products of f16 weights on cooperative matrices wherever it
 /// offers them (a hardware GPU does by default; Mesa 26's lavapipe only when asked).
 fn gpu() -> Device {
-    let options = GpuOptions { cooperative_matrix: Adapters::Any, ..GpuOptions::default() };
-    let dev = block_on(Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
-    println!("products with f16 weights: {}", if dev.cooperative_matrix().is_some() { "cooperative matrices" } else { "f32 kernel" });
-    dev
-}
-
-/// The GPU adapter with the products of f16 weights on f16 workgroup tiles (what a
-/// hardware GPU with f16 shaders and without cooperative matrices runs), where it has f16
-/// shaders (Debian 12's lavapipe does).
-fn gpu_with_f16_tiles() -> Option<Device> {
-    let options = GpuOptions { shader_f16: Adapters::Any, cooperative_matrix: Adapters::Off, ..GpuOptions::default() };
-    let dev = block_on(Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
-    if !dev.shader_f16() {
-        println!("no f16 shaders on {}: nothing to check", dev.info());
-        return None;
-    }
-    println!("products with f16 weights: f16 tiles");
-    Some(dev)
+    common::gpu_with(common::COOPERATIVE)
 }
 
 #[test]
 fn daclip_parity_gpu_f16_tiles() {
-    if let Some(dev) = gpu_with_f16_tiles() {
+    if let Some(dev) = common::gpu_with_f16_tiles("parity on f16 tiles") {
         daclip_parity(dev, &dir());
     }
 }
 
 #[test]
 fn unet_parity_gpu_f16_tiles() {
-    if let Some(dev) = gpu_with_f16_tiles() {
+    if let Some(dev) = common::gpu_with_f16_tiles("parity on f16 tiles") {
         unet_parity(dev, &dir());
     }
 }

@@ -4,17 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::photos::{jpeg_with_orientation, pattern};
+use common::scratch;
 use daclip_webgpu::photo::{write, Layout, OutputFormat, Photo};
 use image::DynamicImage;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("daclip-photo-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn exif_orientation_is_applied_on_input() {

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use sha2::Digest;
 
+use common::{scratch, tiny};
+
 /// A static file server on 127.0.0.1 with Range requests, and faults to order: drop the
 /// connection halfway through a file's first download, or give a wrong SHA-256.
 struct Mirror {
@@ -114,16 +116,7 @@ fn serve(mut stream: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, drop_fi
     stream.write_all(rest).ok();
 }
 
-fn tiny(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
-}
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("daclip-published-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The command line with the cache in `cache`, no Hugging Face cache, and the mirror at
 /// `base` (when given).

@@ -224,10 +224,10 @@ fn random_images(width: usize, height: usize, seed: u64) -> (Vec<u8>, Vec<f32>) 
 }
 
 #[test]
-fn oracle_gives_back_x0_through_tiles_of_a_3000_x_2000_image() {
+fn oracle_gives_back_x0_through_the_tiles_of_a_1500_x_1000_image() {
     let dev = Device::new_blocking().unwrap();
     let sde = IrSde::published(100).unwrap();
-    let (w, h) = (3000, 2000);
+    let (w, h) = (1500, 1000);
     let (lq, x0) = random_images(w, h, 21);
     let mu = lq_tensor(&dev, &lq, w, h);
     let layout = TileLayout::new(w, h, 256, 64);
@@ -297,4 +297,25 @@ fn a_48_mp_image_samples_in_tiles_with_gpu_memory_set_by_the_tile() {
     assert!(x.iter().all(|v| v.is_finite()));
     // The GPU holds one tile's state, LQ and prediction (3 MiB each), not the image.
     assert!(peak <= 16 << 20, "{peak} bytes");
+}
+
+/// The JS API checks and types the same sampler and grid names as the engine: the lists
+/// in www/lib/daclip.js and the unions in daclip.d.ts, against `Sampler::NAMES` and
+/// `Grid::NAMES`.
+#[test]
+fn the_js_api_names_the_engines_samplers_and_grids() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/lib");
+    let js = std::fs::read_to_string(root.join("daclip.js")).unwrap();
+    let dts = std::fs::read_to_string(root.join("daclip.d.ts")).unwrap();
+    // The quoted names of the line that starts with `start`.
+    let names = |text: &str, start: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line `{start}...`"));
+        line.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+    };
+    let samplers: Vec<String> = Sampler::NAMES.iter().map(|(n, _)| n.to_string()).collect();
+    let grids: Vec<String> = Grid::NAMES.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names(&js, "const SAMPLERS = "), samplers, "daclip.js");
+    assert_eq!(names(&dts, "export type SamplerName = "), samplers, "daclip.d.ts");
+    assert_eq!(names(&js, "const GRIDS = "), grids, "daclip.js");
+    assert_eq!(names(&dts, "export type GridName = "), grids, "daclip.d.ts");
 }

@@ -7,18 +7,14 @@ mod common;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use daclip_webgpu::models::clip::{DaClipConfig, TextConfig, VisionConfig};
 use daclip_webgpu::weights::{FileSource, Source, DeviceDType, Vb, Weights};
 use daclip_webgpu::models::{Checkpoint, ConvertOptions, ModelKind, StoreDType, convert};
 use daclip_webgpu::{Error, Device};
 
-use common::{converted, tiny_clip_config, tiny_fixture};
-
-fn tiny(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
-}
+use common::{converted, tiny, tiny_clip_config, tiny_fixture};
 
 #[test]
 fn torch_reader_matches_pytorch() {
@@ -347,4 +343,40 @@ fn daclip_configs_are_read_off_the_tensor_shapes() {
     let tiny: HashMap<String, Vec<usize>> = tiny_clip_config().expected_tensors().into_iter().collect();
     let err = DaClipConfig::infer(|k| tiny.get(k).cloned()).unwrap_err().to_string();
     assert!(err.contains("heads of 64 channels") && err.contains("--clip-config"), "{err}");
+}
+
+/// Each model's loader reads every tensor its expected-tensor list names (the logit
+/// scale aside) and no other (a missing one fails the load, an unread one is left in
+/// `unread`): the tiny pair in
+/// the original's files, and the Wild-IR architectures (image context only, a downscaled
+/// UNet; ViT-L/14 widths) with seeded random weights.
+#[test]
+fn every_expected_tensor_is_read_by_its_loader() {
+    use daclip_webgpu::models::clip::DaClip;
+    use daclip_webgpu::models::unet::{ConditionalUNet, UNetConfig};
+    use daclip_webgpu::weights::random_safetensors;
+    let dev = Device::cpu();
+    let wild = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wild-reduced");
+    let wild_clip: DaClipConfig = serde_json::from_slice(&std::fs::read(wild.join("clip_config.json")).unwrap()).unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(wild.join("random_weights.json")).unwrap()).unwrap();
+    let wild_unet: UNetConfig = serde_json::from_value(spec["unet_config"].clone()).unwrap();
+    let random = |kind: ModelKind| random_safetensors(&kind.expected_tensors(), 5, |_| false, kind.metadata());
+    let files = [
+        ("tiny daclip.pt", tiny_fixture("daclip.pt"), Some(tiny_clip_config())),
+        ("tiny universal-ir.pth", tiny_fixture("universal-ir.pth"), None),
+        ("Wild-IR DA-CLIP", random(ModelKind::DaClip(wild_clip)), None),
+        ("Wild-IR UNet", random(ModelKind::UNet(wild_unet)), None),
+    ];
+    for (name, bytes, config) in files {
+        let ckpt = Checkpoint::parse(&bytes, config).unwrap();
+        match ckpt.kind {
+            ModelKind::DaClip(_) => drop(DaClip::load(&dev, &ckpt, DeviceDType::F16).unwrap()),
+            ModelKind::UNet(_) => drop(ConditionalUNet::load(&dev, &ckpt, DeviceDType::F16).unwrap()),
+        }
+        // The checkpoints hold CLIP's learned logit scale, which DA-CLIP's classification
+        // does not use (it multiplies by 100).
+        let unread: Vec<String> = ckpt.weights.unread().into_iter().filter(|n| !n.ends_with("logit_scale")).collect();
+        println!("{name}: {} tensors, {} unread besides the logit scale", ckpt.weights.names().count(), unread.len());
+        assert!(unread.is_empty(), "{name}: expected but never read by the loader: {unread:?}");
+    }
 }

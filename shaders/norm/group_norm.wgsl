@@ -1,7 +1,7 @@
 // GroupNorm on NCHW (population variance, eps inside the root), optional per-channel
 // affine (f32 or packed f16) and optional fused SiLU. A (batch, group)'s (C / groups) H W
 // values are contiguous. A small group is one workgroup: mean then variance by workgroup
-// reductions in f32 (the workgroup_sum of shaders/reduce/, which src/shaders.rs puts in
+// reductions in f32 (the workgroup_sum of shaders/reduce/, which src/kernels/mod.rs puts in
 // front of this file). A large one (chunks > 1) is `chunks` workgroups, one per chunk of
 // `chunk` values, so that a big image's 32 groups still spread over a whole GPU:
 // group_norm_stats.wgsl has left every chunk's mean and sum of squared deviations in

@@ -1,7 +1,7 @@
 // LayerNorm over the last dimension (eps inside the square root, population variance),
 // with optional affine weight and bias (f32 or packed f16). One workgroup per row: a
 // workgroup reduction for the mean, then for the variance, in f32 (the workgroup_sum of
-// shaders/reduce/, which src/shaders.rs puts in front of this file).
+// shaders/reduce/, which src/kernels/mod.rs puts in front of this file).
 
 struct Params { rows: u32, c: u32, eps: f32, has_affine: u32 }
 

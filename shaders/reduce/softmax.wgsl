@@ -9,7 +9,7 @@
 //            invocations read neighbouring addresses and no workgroup has to
 //            synchronise. It takes the first `a_groups` workgroups.
 //   block b: one workgroup per row, max and sum by workgroup reductions (workgroup_max
-//            and workgroup_sum of workgroup_reduce*.wgsl, which src/shaders.rs puts in
+//            and workgroup_sum of workgroup_reduce*.wgsl, which src/kernels/mod.rs puts in
 //            front of this file): for few, long rows (softmax over the pixels of an
 //            image). It takes the workgroups after those.
 // LinearAttention needs one of each (q over channels, k over pixels): one dispatch, and

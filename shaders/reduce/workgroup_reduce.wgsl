@@ -1,5 +1,5 @@
 // Sum and maximum over a workgroup, through workgroup memory: the half of the reduction
-// kernels (norms, softmax) that every adapter runs. Not a kernel: `src/shaders.rs` puts
+// kernels (norms, softmax) that every adapter runs. Not a kernel: `src/kernels/mod.rs` puts
 // it (or workgroup_reduce_subgroups.wgsl where the device has subgroups) in front of
 // each kernel that reduces. The kernel declares WG (its 1-D workgroup size, a power of
 // two) and takes a `Lanes` among its entry point's inputs.

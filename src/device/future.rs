@@ -5,10 +5,9 @@
 //! [`Callback`] turns such a callback into a future either way; [`block_on`] drives a
 //! future to completion on native targets (tests, the command-line tool).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 struct Slot<T> {
@@ -16,25 +15,21 @@ struct Slot<T> {
     waker: Option<Waker>,
 }
 
-/// A one-shot future completed by calling the closure from [`Callback::new`].
-pub struct Callback<T> {
-    slot: Rc<RefCell<Slot<T>>>,
+/// A one-shot future completed by its [`Sender`] (see [`Callback::new`]).
+pub(crate) struct Callback<T> {
+    slot: Arc<Mutex<Slot<T>>>,
 }
 
-/// The sending half of a [`Callback`]. It is `Send` only in name: wgpu requires callbacks
-/// to be `Send` natively, but this crate drives a device from one thread only.
-pub struct Sender<T> {
-    slot: Rc<RefCell<Slot<T>>>,
+/// The sending half of a [`Callback`]. wgpu requires its callbacks to be `Send`
+/// natively; the slot is shared through `Arc<Mutex<..>>`, so the sender is `Send`
+/// exactly where its value is, whichever thread calls it.
+pub(crate) struct Sender<T> {
+    slot: Arc<Mutex<Slot<T>>>,
 }
-
-// SAFETY: wgpu invokes map/work-done callbacks on the thread that calls `device.poll`
-// (native) or on the JS event loop (wasm, single-threaded). `Device` is neither Send nor Sync,
-// so the thread that created the callback is the one that polls.
-unsafe impl<T> Send for Sender<T> {}
 
 impl<T> Sender<T> {
-    pub fn send(self, value: T) {
-        let mut slot = self.slot.borrow_mut();
+    pub(crate) fn send(self, value: T) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.value = Some(value);
         if let Some(w) = slot.waker.take() {
             w.wake();
@@ -43,8 +38,8 @@ impl<T> Sender<T> {
 }
 
 impl<T> Callback<T> {
-    pub fn new() -> (Sender<T>, Callback<T>) {
-        let slot = Rc::new(RefCell::new(Slot { value: None, waker: None }));
+    pub(crate) fn new() -> (Sender<T>, Callback<T>) {
+        let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
         (Sender { slot: slot.clone() }, Callback { slot })
     }
 }
@@ -52,7 +47,7 @@ impl<T> Callback<T> {
 impl<T> Future for Callback<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut slot = self.slot.borrow_mut();
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.value.take() {
             Some(v) => Poll::Ready(v),
             None => {
@@ -67,7 +62,6 @@ impl<T> Future for Callback<T> {
 /// block, it awaits instead).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    use std::sync::Arc;
     use std::task::Wake;
     struct ThreadWaker(std::thread::Thread);
     impl Wake for ThreadWaker {
@@ -101,4 +95,42 @@ pub(crate) async fn yield_to_event_loop() {
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::marker::PhantomData;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Whether `T` is `Send`, at compile time: the inherent constant exists only where
+    /// `T: Send`, and otherwise the trait's default answers.
+    struct IsSend<T>(PhantomData<T>);
+    trait NotSend {
+        const SEND: bool = false;
+    }
+    impl<T> NotSend for IsSend<T> {}
+    impl<T: Send> IsSend<T> {
+        const SEND: bool = true;
+    }
+
+    #[test]
+    fn a_sender_is_send_only_where_its_value_is() {
+        assert!(IsSend::<Sender<Result<(), String>>>::SEND);
+        assert!(IsSend::<Sender<()>>::SEND);
+        assert!(!IsSend::<Sender<Rc<u8>>>::SEND, "a sender of an Rc must not cross threads");
+        assert!(!IsSend::<Rc<u8>>::SEND && IsSend::<u8>::SEND, "the check itself");
+    }
+
+    #[test]
+    fn a_callback_completed_on_another_thread_wakes_its_waiter() {
+        let (tx, done) = Callback::new();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tx.send(42u32);
+        });
+        assert_eq!(block_on(done), 42);
+        sender.join().unwrap();
+    }
 }

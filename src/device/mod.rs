@@ -1,5 +1,5 @@
 //! Where kernels run: a [`Device`] is either a GPU driven through wgpu (natively Vulkan,
-//! Metal, DX12; WebGPU in the browser) or the CPU backend ([`cpu`]).
+//! Metal, DX12; WebGPU in the browser) or the CPU backend (`device::cpu`).
 //!
 //! The seam between the two is [`Device::dispatch`]: every op in `crate::ops` checks its
 //! shapes, allocates its output and packs the kernel's `Params` the same way for both;
@@ -14,7 +14,6 @@ mod pool;
 mod settings;
 mod tensor;
 
-pub use future::Callback;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use future::yield_to_event_loop;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,5 +1,5 @@
 //! The kernel interface: the one registry of WGSL kernels, each kernel's `Params`
-//! ([`params`]) and the sampler kernel's host arithmetic ([`sde`]), shared by the GPU
+//! (`params`) and the sampler kernel's host arithmetic ([`sde`]), shared by the GPU
 //! launcher and the CPU backend's twins.
 //!
 //! Each kernel is one file under `shaders/`, embedded

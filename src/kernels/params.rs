@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 use super::Kernel;
 
 /// A `#[repr(C)]` Pod struct of 32-bit fields, and (for the layout test) the kernels
@@ -17,7 +17,7 @@ macro_rules! params {
         #[derive(Clone, Copy, Pod, Zeroable)]
         pub(crate) struct $name { $($(#[$fmeta])* pub(crate) $field: $ty),* }
 
-        #[cfg(test)]
+        #[cfg(all(test, not(target_arch = "wasm32")))]
         impl $name {
             const LAYOUT: Layout = Layout {
                 name: stringify!($name),
@@ -256,7 +256,7 @@ params! {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 struct Layout {
     name: &'static str,
     kernels: &'static [Kernel],

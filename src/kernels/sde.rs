@@ -1,9 +1,9 @@
 //! The sampler kernel's arithmetic on the host (`shaders/sde/update.wgsl`): its seeded
-//! normals and its update of one element, written once for the CPU backend's twin of
+//! normals and its update of a run of elements, written once for the CPU backend's twin of
 //! the kernel and for the tiled sampler, which updates the whole image in host memory.
 
 /// The sampler's seeded standard normals on the CPU, the same generator as the
-/// kernel's (`shaders/sde/update.wgsl`) (a PCG hash of seed, stream and pair index, then Box-Muller):
+/// kernel's in `shaders/sde/update.wgsl` (a PCG hash of seed, stream and pair index, then Box-Muller):
 /// elements `2 pair` and `2 pair + 1` of the stream. The GPU's `log`/`cos` may differ in
 /// the last bits; the values are otherwise the same.
 pub fn seeded_normal_pair(seed: u64, stream: u32, pair: u32) -> (f32, f32) {
@@ -44,23 +44,32 @@ pub(crate) struct UpdateTerms<'a> {
     pub(crate) z: ZTerm<'a>,
 }
 
-/// Element `i` of the update, given its `mu` and `x`.
-#[inline]
-pub(crate) fn update_element(i: usize, mu: f32, x: f32, t: &UpdateTerms) -> f32 {
-    let mut v = mu + t.a * (x - mu);
-    if t.b != 0.0 {
-        v += t.b * t.noise[i];
-    }
-    if t.d != 0.0 {
-        v += t.d * (t.prev[i] - mu);
-    }
-    match t.z {
-        ZTerm::None => {}
-        ZTerm::Given(z) => v += t.c * z[i],
-        ZTerm::Seeded { seed, stream } => {
-            let (even, odd) = seeded_normal_pair(seed, stream, (i >> 1) as u32);
-            v += t.c * if i & 1 == 1 { odd } else { even };
+/// Elements `i0..i0 + out.len()` of the update into `out`, element `i` as the kernel
+/// computes element `i`: `mu(i)` gives its mu, `x` its x (None: `out` holds x, and each
+/// element is read before it is written). Each seeded pair is drawn once.
+pub(crate) fn update_slice(out: &mut [f32], i0: usize, mu: impl Fn(usize) -> f32, x: Option<&[f32]>, t: &UpdateTerms) {
+    let mut pair = (u32::MAX, (0.0, 0.0));
+    for (j, o) in out.iter_mut().enumerate() {
+        let i = i0 + j;
+        let m = mu(i);
+        let mut v = m + t.a * (x.map_or(*o, |x| x[i]) - m);
+        if t.b != 0.0 {
+            v += t.b * t.noise[i];
         }
+        if t.d != 0.0 {
+            v += t.d * (t.prev[i] - m);
+        }
+        match t.z {
+            ZTerm::None => {}
+            ZTerm::Given(z) => v += t.c * z[i],
+            ZTerm::Seeded { seed, stream } => {
+                let p = (i >> 1) as u32;
+                if pair.0 != p {
+                    pair = (p, seeded_normal_pair(seed, stream, p));
+                }
+                v += t.c * if i & 1 == 1 { pair.1 .1 } else { pair.1 .0 };
+            }
+        }
+        *o = v;
     }
-    v
 }

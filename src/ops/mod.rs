@@ -1,5 +1,5 @@
-//! One launcher per kernel: each file pairs the Rust `Params` struct with the `struct
-//! Params` of its WGSL file, checks shapes, allocates the output and records the dispatch.
+//! One launcher per kernel: each file checks shapes, allocates the output, packs the
+//! kernel's `Params` (defined in `crate::kernels`) and records the dispatch.
 //! Launchers never wait for the GPU; results are read with [`crate::Device::read`].
 
 pub(crate) mod activation;

@@ -17,7 +17,8 @@ pub use source::FileSource;
 pub use source::{check_range, Source};
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 
 use crate::error::{Error, Result};
@@ -109,6 +110,8 @@ pub struct Weights<'a> {
     source: Box<dyn Source + 'a>,
     tensors: BTreeMap<String, TensorInfo>,
     metadata: BTreeMap<String, String>,
+    /// The tensors [`Weights::load`] read (see [`Weights::unread`]).
+    read: RefCell<BTreeSet<String>>,
 }
 
 /// Whether a file starting with `head` looks like a `torch.save` file (a zip archive)
@@ -128,7 +131,7 @@ impl<'a> Weights<'a> {
         let head = source.read_at(0, source.len().min(8) as usize)?;
         if is_torch_archive(&head) {
             let tensors = torch::read(&*source)?.into_iter().collect();
-            return Ok(Weights { format: Format::Torch, source, tensors, metadata: BTreeMap::new() });
+            return Ok(Weights { format: Format::Torch, source, tensors, metadata: BTreeMap::new(), read: RefCell::default() });
         }
         if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
             return Err(Error::Checkpoint(
@@ -164,7 +167,7 @@ impl<'a> Weights<'a> {
             tensors.insert(name, TensorInfo { dtype, shape: info.shape.clone(), offset: data_start + start as u64, len: end - start });
         }
         let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
-        Ok(Weights { format: Format::Safetensors, source, tensors, metadata })
+        Ok(Weights { format: Format::Safetensors, source, tensors, metadata, read: RefCell::default() })
     }
 
     /// [`Weights::read`] of a file already in memory.
@@ -179,7 +182,16 @@ impl<'a> Weights<'a> {
     /// Reads the tensor `name` from the file.
     pub fn load(&self, name: &str) -> Result<HostTensor<'_>> {
         let info = self.get(name).ok_or_else(|| Error::WeightsMismatch(format!("missing tensor `{name}`")))?;
+        self.read.borrow_mut().insert(name.to_string());
         Ok(HostTensor { dtype: info.dtype, shape: info.shape.clone(), data: self.source.read_at(info.offset, info.len)? })
+    }
+
+    /// The tensors never read by [`Weights::load`]: after a model's loader, what the file
+    /// holds that the model does not use (tests/weights.rs checks that each model's
+    /// expected tensors are exactly what its loader reads).
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.borrow();
+        self.tensors.keys().filter(|k| !read.contains(*k)).cloned().collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

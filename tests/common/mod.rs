@@ -1,12 +1,16 @@
-//! CPU references (f64 accumulation), a seeded generator and the kernel test cases.
-//! The cases are async functions over a `Device`, shared by the native tests
-//! (tests/kernels.rs, on lavapipe) and the browser tests (tests/browser.rs, Chromium).
+//! What the test binaries share: CPU references (f64 accumulation), a seeded generator
+//! and the kernel test cases (async functions over a `Device`, run by the native tests in
+//! tests/kernels.rs and the browser tests in tests/browser.rs); the tiny fixtures and
+//! scratch folders; the GPU opened with each kernel family; error helpers that see NaN;
+//! kernel settings; and `skipped`, how a check that cannot run here says so.
 #![allow(dead_code)]
 
 pub mod cases;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod photos;
 pub mod reference;
+
+use daclip_webgpu::device::{Adapters, GpuOptions};
 
 /// Prints a line natively and to the browser console under wasm-bindgen-test.
 #[macro_export]
@@ -19,11 +23,76 @@ macro_rules! report {
     }};
 }
 
-/// A file of the committed tiny checkpoints and their config (tests/fixtures/tiny/).
+/// The path of a file of the committed tiny checkpoints and their config
+/// (tests/fixtures/tiny/).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tiny(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file)
+}
+
+/// The bytes of [`tiny`]`(file)`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn tiny_fixture(file: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(file);
+    let path = tiny(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An empty folder of its own for the test `name` of this test binary.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("daclip-{}-{name}-{}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every product on the f32 kernels (f16 weights read as f32), whatever the adapter offers.
+pub const F32_KERNELS: GpuOptions = GpuOptions { subgroups: true, shader_f16: Adapters::Off, cooperative_matrix: Adapters::Off };
+
+/// The products with f16 weights on f16 workgroup tiles (what a hardware GPU with f16
+/// shaders and without cooperative matrices runs), also on a software adapter.
+pub const F16_TILES: GpuOptions = GpuOptions { subgroups: true, shader_f16: Adapters::Any, cooperative_matrix: Adapters::Off };
+
+/// The products with f16 weights on cooperative matrices wherever the adapter offers them
+/// (a hardware GPU does by default; Mesa 26's lavapipe only when asked).
+pub const COOPERATIVE: GpuOptions = GpuOptions { subgroups: true, shader_f16: Adapters::Hardware, cooperative_matrix: Adapters::Any };
+
+/// The GPU adapter opened with `options`, saying what its products with f16 weights run on.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn gpu_with(options: GpuOptions) -> daclip_webgpu::Device {
+    let dev = daclip_webgpu::device::block_on(daclip_webgpu::Device::new_with(options)).expect("no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+    let products = match (dev.cooperative_matrix(), dev.shader_f16()) {
+        (Some(_), _) => "cooperative matrices",
+        (None, true) => "f16 tiles",
+        (None, false) => "the f32 kernels",
+    };
+    println!("adapter: {}; products with f16 weights on {products}", dev.info());
+    dev
+}
+
+/// [`gpu_with`]`(F16_TILES)` where the adapter has f16 shaders (Debian 12's lavapipe
+/// does; SwiftShader does not); elsewhere None, and `what` counted as skipped.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn gpu_with_f16_tiles(what: &str) -> Option<daclip_webgpu::Device> {
+    let dev = gpu_with(F16_TILES);
+    if !dev.shader_f16() {
+        skipped("shader-f16", &format!("{what}: no f16 shaders on {}", dev.info()));
+        return None;
+    }
+    Some(dev)
+}
+
+/// [`gpu_with`]`(COOPERATIVE)` where the adapter has cooperative matrices the kernels
+/// take (Mesa 26's lavapipe does; Debian 12's does not); elsewhere None, and `what`
+/// counted as skipped.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn gpu_with_cooperative_matrices(what: &str) -> Option<daclip_webgpu::Device> {
+    let dev = gpu_with(COOPERATIVE);
+    if dev.cooperative_matrix().is_none() {
+        skipped("cooperative-matrix", &format!("{what}: no cooperative matrices on {}", dev.info()));
+        return None;
+    }
+    Some(dev)
 }
 
 /// `bytes` (a checkpoint in memory) converted to safetensors in memory.
@@ -121,4 +190,14 @@ pub fn tune(dev: &daclip_webgpu::Device, change: impl FnOnce(&mut daclip_webgpu:
     let mut tuning = dev.tuning();
     change(&mut tuning);
     dev.set_tuning(tuning).is_ok()
+}
+
+/// A check that cannot run here because `feature` is missing: printed as `SKIPPED
+/// [feature]: what`, which `bash tests/run` counts and lists at its end. Where
+/// `DACLIP_REQUIRE` (comma-separated) names the feature it fails instead: tests/mesa26-lavapipe
+/// requires `cooperative-matrix`, which Mesa 26's lavapipe has.
+pub fn skipped(feature: &str, what: &str) {
+    let required = std::env::var("DACLIP_REQUIRE").unwrap_or_default();
+    assert!(!required.split(',').any(|r| r.trim() == feature), "{what}: `{feature}` is required here (DACLIP_REQUIRE={required}) but missing");
+    println!("SKIPPED [{feature}]: {what}");
 }

@@ -444,3 +444,9 @@ class IRSDE:
         var = (1 - A2) * (1 - C2) / (1 - B2)
         std = torch.exp(0.5 * torch.log(torch.clamp(var, min=1e-20 * self.dt))) * self.max_sigma
         return mean, std
+
+    def reverse_sde_step(self, x, mu, t, noise, z):
+        """The "sde" mode's Euler-Maruyama step t -> t-1, with the given standard normal z."""
+        score = -noise / self.sigma_bars[t]
+        drift = (self.thetas[t] * (mu - x) - self.sigmas[t] ** 2 * score) * self.dt
+        return x - drift - self.sigmas[t] * math.sqrt(self.dt) * z

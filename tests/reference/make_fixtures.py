@@ -1,5 +1,6 @@
-"""Writes a parity-fixture directory (format: docs/development.md, "Fixtures") for a
-DA-CLIP + UNet with seeded random weights, using our PyTorch reference.
+"""Writes a parity-fixture directory (format: docs/development.md, "Fixtures and the
+PyTorch reference") for a DA-CLIP + UNet with seeded random weights, using our PyTorch
+reference.
 
     python3 -m venv /tmp/torchenv
     /tmp/torchenv/bin/pip install torch numpy pillow safetensors open_clip_torch
@@ -267,6 +268,8 @@ def main(out_dir, full=False, wild_reduced=False):
             fx[f"post{k}_x0"], fx[f"post{k}_mean"] = x0, mean
             fx[f"post{k}_std"] = std.reshape(1)
             fx[f"post{k}_out"] = mean + std * z
+            # The "sde" mode's step from the same state, noise and z.
+            fx[f"sde{k}_out"] = sde.reverse_sde_step(x, cond, step, noise, z)
 
     fx = {k: (v.float() if v.dtype == torch.float64 else v).detach().clone().contiguous() for k, v in fx.items()}
     save_file(fx, os.path.join(out_dir, "fixtures.safetensors"),

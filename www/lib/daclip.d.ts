@@ -60,6 +60,7 @@ export interface Classification {
 }
 
 export type SamplerName = 'posterior' | 'sde' | 'mr-ode1' | 'mr-ode2' | 'mr-sde1' | 'mr-sde2';
+export type GridName = 'logsnr' | 'linspace';
 
 /** Reported after every tile of every step. */
 export interface StepProgress {
@@ -82,7 +83,7 @@ export interface RestoreOptions {
   /** Default "posterior" (the published sampler). */
   sampler?: SamplerName;
   /** Time grid of the MR samplers (default "logsnr"). */
-  grid?: 'linspace' | 'logsnr';
+  grid?: GridName;
   /** Tile side in pixels for images larger than one tile (default: chosen from the
    * adapter's limits and the model, 256 for the published UNet; 32 at least). An image
    * that fits in one tile is restored whole. */

@@ -176,7 +176,10 @@ function abortError() {
 }
 
 const DEVICES = ['auto', 'webgpu', 'cpu'];
+// The engine's names (src/sde.rs, `Sampler::NAMES` and `Grid::NAMES`; tests/sampler.rs
+// checks that these lists and daclip.d.ts's types are the same).
 const SAMPLERS = ['posterior', 'sde', 'mr-ode1', 'mr-ode2', 'mr-sde1', 'mr-sde2'];
+const GRIDS = ['logsnr', 'linspace'];
 const RESTORE_OPTIONS = ['steps', 'seed', 'sampler', 'grid', 'tile', 'overlap', 'signal', 'onStep'];
 
 /** Checks restore options in the caller's terms before anything reaches the engine. */
@@ -188,7 +191,7 @@ function checkRestoreOptions(options) {
   if (!integer(steps, 1, 1000)) throw new RangeError(`steps must be an integer from 1 to 1000, not ${steps}`);
   if (!integer(seed, 0, Number.MAX_SAFE_INTEGER)) throw new RangeError(`seed must be a non-negative integer, not ${seed}`);
   if (sampler !== undefined && !SAMPLERS.includes(sampler)) throw new RangeError(`sampler must be one of ${SAMPLERS.join(', ')}, not ${sampler}`);
-  if (grid !== undefined && grid !== 'logsnr' && grid !== 'linspace') throw new RangeError(`grid must be 'logsnr' or 'linspace', not ${grid}`);
+  if (grid !== undefined && !GRIDS.includes(grid)) throw new RangeError(`grid must be one of ${GRIDS.join(', ')}, not ${grid}`);
   if (!integer(tile, 32, 16384)) throw new RangeError(`tile must be an integer number of pixels, at least 32, not ${tile}`);
   if (!integer(overlap, 0, 8192)) throw new RangeError(`overlap must be a non-negative integer number of pixels, not ${overlap}`);
   if (onStep !== undefined && typeof onStep !== 'function') throw new TypeError('onStep must be a function');

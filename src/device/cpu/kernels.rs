@@ -3,7 +3,7 @@
 
 use super::{check_extent, parallel_chunks, parallel_for, SharedOut};
 use crate::error::Result;
-use crate::kernels::sde::{update_element, UpdateTerms, ZTerm};
+use crate::kernels::sde::{update_slice, UpdateTerms, ZTerm};
 use crate::kernels::{ActivationParams, BinaryParams, ChannelLayerNormParams, ConcatParams, GatherRowsParams, GroupNormParams, LayerNormParams, PadCropParams, SdeUpdateParams, SoftmaxParams, TransposeParams};
 
 /// Elements per task of the element-wise kernels.
@@ -361,13 +361,7 @@ pub(super) fn sde_update(p: &SdeUpdateParams, z_mode: u32, ins: &[&[f32]], out: 
         _ => ZTerm::None,
     };
     let terms = UpdateTerms { a: p.a, b: p.b, c: p.c, d: p.d, noise, prev, z };
-    parallel_chunks(&mut out[..n], CHUNK, |ch, y| {
-        let i0 = ch * CHUNK;
-        for (j, o) in y.iter_mut().enumerate() {
-            let i = i0 + j;
-            *o = update_element(i, mu[i], x[i], &terms);
-        }
-    });
+    parallel_chunks(&mut out[..n], CHUNK, |ch, y| update_slice(y, ch * CHUNK, |i| mu[i], Some(x), &terms));
     Ok(())
 }
 

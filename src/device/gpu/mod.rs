@@ -1,12 +1,13 @@
 //! The wgpu backend: the device, the buffer pool, the pipeline cache and command
 //! batching.
 //!
-//! Kernels are not submitted one by one. Each launcher calls [`Device::dispatch`], which
-//! records the dispatch (pipeline, buffers, uniform parameters, workgroup count) into the
-//! pending batch; [`Device::flush`] turns the batch into ONE command buffer with one compute
-//! pass, writes every dispatch's parameters into one uniform buffer (each at its dynamic
-//! offset), and submits it. A whole forward pass is therefore a handful of submits.
-//! Reading a tensor back flushes.
+//! Kernels are not submitted one by one. Each launcher calls
+//! [`Device::dispatch`](crate::Device::dispatch), which records the dispatch (pipeline,
+//! buffers, uniform parameters, workgroup count) into the pending batch;
+//! [`Device::flush`](crate::Device::flush) turns the batch into ONE command buffer with
+//! one compute pass, writes every dispatch's parameters into one uniform buffer (each at
+//! its dynamic offset), and submits it. A whole forward pass is therefore a handful of
+//! submits. Reading a tensor back flushes.
 //!
 //! Recording cost: the uniform buffer lives as long as the device, so a bind group
 //! depends only on the buffers it binds; bind groups are kept per (layout, buffers) and a
@@ -15,9 +16,10 @@
 //!
 //! Errors: every submit and every pipeline or buffer creation runs inside WebGPU error
 //! scopes (validation and out-of-memory). The scopes' results are collected and checked by
-//! [`Device::sync`] and by every read, so a failed kernel is an `Err`, never a silently wrong
-//! tensor. Errors outside any scope land in an uncaptured-error handler that records them
-//! instead of panicking (wgpu's default would panic).
+//! [`Device::sync`](crate::Device::sync) and by every read, so a failed kernel is an
+//! `Err`, never a silently wrong tensor. Errors outside any scope land in an
+//! uncaptured-error handler that records them instead of panicking (wgpu's default would
+//! panic).
 //!
 //! The files: opening an adapter (`open`), recording and submitting dispatches
 //! (`dispatch`), tensors and reads (`transfer`), error scopes, marks and waits (`sync`),
@@ -85,14 +87,16 @@ struct Inner {
     uncaptured: Arc<Mutex<Vec<Error>>>,
     /// Set by the device-lost callback: why the device was lost.
     lost: Arc<Mutex<Option<String>>>,
-    /// A tensor of ones, grown on demand (see [`Device::ones`]).
+    /// A tensor of ones, grown on demand (see [`Device::ones`](crate::Device::ones)).
     ones: RefCell<Option<Tensor>>,
     /// Kernels recorded since the device was opened.
     dispatched: std::cell::Cell<u64>,
-    /// Whether the reduction kernels use subgroup operations (see [`GpuOptions`]).
+    /// Whether the reduction kernels use subgroup operations (see
+    /// [`GpuOptions`](crate::device::GpuOptions)).
     subgroups: bool,
     /// Whether products with f16 weights off cooperative matrices run on f16 workgroup
-    /// tiles (see [`GpuOptions::shader_f16`]; cleared when they fail the device's check).
+    /// tiles (see [`GpuOptions::shader_f16`](crate::device::GpuOptions::shader_f16);
+    /// cleared when they fail the device's check).
     shader_f16: std::cell::Cell<bool>,
     /// What the matrix products run on where the adapter has tensor cores (cleared when
     /// they fail the device's check).

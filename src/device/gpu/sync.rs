@@ -16,7 +16,7 @@ impl GpuDevice {
     // ---- scopes ---------------------------------------------------------------------
 
     /// Runs `f` inside validation and out-of-memory error scopes; their results are
-    /// checked at the next [`Device::sync`].
+    /// checked at the next [`Device::sync`](crate::Device::sync).
     pub(super) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
         let device = &self.inner.device;
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -119,7 +119,7 @@ fn the_profile_counts_each_dispatch_in_its_family() {
     let dev = Device::new_blocking().unwrap();
     let x = dev.upload(&[64, 64], &vec![0.25; 64 * 64]).unwrap();
     if !dev.set_profiling(true) {
-        println!("{}: no timestamp queries, nothing to profile", dev.info());
+        println!("SKIPPED [timestamps]: the profile: no timestamp queries on {}", dev.info());
         return;
     }
     let y = crate::ops::matmul(&dev, &crate::ops::silu(&dev, &x).unwrap(), &x).unwrap();

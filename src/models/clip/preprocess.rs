@@ -53,14 +53,12 @@ pub fn clip_input(image: ImageRef, size: usize) -> Result<ClipInput> {
     // aspect ratio, truncated.
     let (nw, nh) = if w <= h { (size, size * h / w) } else { (size * w / h, size) };
     let rgb: Vec<u8> = image.data.chunks(image.channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    let resized = resize_bicubic(&rgb, w, h, nw, nh);
-    // CenterCrop: offsets rounded as Python's round() does (half to even).
+    // CenterCrop: offsets rounded as Python's round() does (half to even). Only the crop
+    // is computed: the whole resized image of a thin strip (1 x 16384 -> 224 x 3.7 M)
+    // would take gigabytes.
     let top = round_half_even((nh - size) as f64 / 2.0);
     let left = round_half_even((nw - size) as f64 / 2.0);
-    let mut resized_u8 = Vec::with_capacity(size * size * 3);
-    for y in top..top + size {
-        resized_u8.extend_from_slice(&resized[(y * nw + left) * 3..(y * nw + left + size) * 3]);
-    }
+    let resized_u8 = resize_bicubic_window(&rgb, (w, h), (nw, nh), Window { left, top, width: size, height: size });
     let mut pixels = vec![0.0f32; 3 * size * size];
     for (i, px) in resized_u8.chunks(3).enumerate() {
         for c in 0..3 {
@@ -89,13 +87,13 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc`: for each output index, the
-/// first input index and the fixed-point weights.
-fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i64>)> {
+/// Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc` for the output indices
+/// `outputs` of `out_size`: for each, the first input index and the fixed-point weights.
+fn coefficients(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Vec<(usize, Vec<i64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
-    (0..out_size)
+    outputs
         .map(|xx| {
             let center = (xx as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize; // C casts truncate
@@ -118,10 +116,11 @@ fn clip8(v: i64) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// One separable pass along rows (`horizontal`) or columns, on RGB bytes.
-fn pass(src: &[u8], w: usize, h: usize, out_len: usize, horizontal: bool) -> Vec<u8> {
-    let coeffs = coefficients(if horizontal { w } else { h }, out_len);
-    let (ow, oh) = if horizontal { (out_len, h) } else { (w, out_len) };
+/// One separable pass along rows (`horizontal`) or columns, on RGB bytes: the output
+/// indices `outputs` of a resize of that axis to `out_size`.
+fn pass(src: &[u8], w: usize, h: usize, out_size: usize, outputs: std::ops::Range<usize>, horizontal: bool) -> Vec<u8> {
+    let coeffs = coefficients(if horizontal { w } else { h }, out_size, outputs.clone());
+    let (ow, oh) = if horizontal { (outputs.len(), h) } else { (w, outputs.len()) };
     let mut out = vec![0u8; ow * oh * 3];
     for y in 0..oh {
         for x in 0..ow {
@@ -139,16 +138,66 @@ fn pass(src: &[u8], w: usize, h: usize, out_len: usize, horizontal: bool) -> Vec
     out
 }
 
-/// Pillow's `Image.resize((nw, nh), BICUBIC)` on RGB bytes.
-pub fn resize_bicubic(rgb: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
-    let mut img = rgb.to_vec();
-    let mut cur_w = w;
-    if nw != w {
-        img = pass(&img, w, h, nw, true);
-        cur_w = nw;
-    }
+/// A rectangle of an image, in pixels.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub left: usize,
+    pub top: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// The `window` of Pillow's `Image.resize((nw, nh), BICUBIC)` of an RGB image of `w` x `h`
+/// bytes: horizontal pass, then vertical, as Pillow runs them. Each output pixel depends
+/// only on its own filter window, so computing just the window's columns and rows gives
+/// the same bytes as cropping the whole result.
+pub fn resize_bicubic_window(rgb: &[u8], (w, h): (usize, usize), (nw, nh): (usize, usize), window: Window) -> Vec<u8> {
+    let Window { left, top, width, height } = window;
+    assert!(left + width <= nw && top + height <= nh, "{window:?} is outside {nw}x{nh}");
+    let columns = if nw != w {
+        pass(rgb, w, h, nw, left..left + width, true)
+    } else {
+        rgb.chunks(w * 3).flat_map(|row| &row[left * 3..(left + width) * 3]).copied().collect()
+    };
     if nh != h {
-        img = pass(&img, cur_w, h, nh, false);
+        pass(&columns, width, h, nh, top..top + height, false)
+    } else {
+        columns[top * width * 3..(top + height) * width * 3].to_vec()
     }
-    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole resize, as Pillow computes it, for the comparison.
+    fn resize_whole(rgb: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
+        resize_bicubic_window(rgb, (w, h), (nw, nh), Window { left: 0, top: 0, width: nw, height: nh })
+    }
+
+    #[test]
+    fn a_window_of_the_resize_is_the_crop_of_the_whole() {
+        let mut seed = 7u32;
+        for (w, h, nw, nh) in [(37, 23, 16, 11), (9, 40, 20, 88), (50, 3, 120, 7), (12, 12, 12, 30), (30, 18, 30, 9)] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|_| { seed = seed.wrapping_mul(1664525).wrapping_add(1013904223); (seed >> 24) as u8 }).collect();
+            let whole = resize_whole(&rgb, w, h, nw, nh);
+            for window in [Window { left: 0, top: 0, width: nw, height: nh }, Window { left: nw / 3, top: nh / 4, width: nw / 2, height: nh / 2 }, Window { left: nw - 1, top: nh - 1, width: 1, height: 1 }] {
+                let crop: Vec<u8> = (window.top..window.top + window.height)
+                    .flat_map(|y| whole[(y * nw + window.left) * 3..(y * nw + window.left + window.width) * 3].to_vec())
+                    .collect();
+                assert_eq!(resize_bicubic_window(&rgb, (w, h), (nw, nh), window), crop, "{w}x{h} -> {nw}x{nh}, {window:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_thin_strip_is_resized_in_its_crop_only() {
+        // 1 x 16384 resizes to 224 x 3,670,016 before the crop: 2.5 GB if made whole.
+        for (w, h) in [(1, 16384), (16384, 1)] {
+            let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+            let input = clip_input(ImageRef { width: w, height: h, channels: 3, data: &data }, 224).unwrap();
+            assert_eq!((input.resized_u8.len(), input.pixels.len()), (224 * 224 * 3, 3 * 224 * 224), "{w}x{h}");
+            assert!(input.pixels.iter().all(|v| v.is_finite()));
+        }
+    }
 }

@@ -385,3 +385,35 @@ fn a_long_attention_is_dispatched_in_parts() {
     assert_eq!(parts, 2);
     assert!(worst < 1e-4, "parts differ from the whole: {worst}");
 }
+
+/// Both backends' profiles (natively): every dispatch in order, in its family, with its
+/// counted work and a time.
+#[test]
+fn the_profile_counts_each_dispatch_in_its_family() {
+    for dev in [gpu(), cpu()] {
+        let x = dev.upload(&[64, 64], &vec![0.25; 64 * 64]).unwrap();
+        if !dev.set_profiling(true) {
+            println!("SKIPPED [timestamps]: the profile: no timestamp queries on {}", dev.info());
+            continue;
+        }
+        let y = daclip_webgpu::ops::matmul(&dev, &daclip_webgpu::ops::silu(&dev, &x).unwrap(), &x).unwrap();
+        let z = daclip_webgpu::ops::silu(&dev, &y).unwrap();
+        let image = dev.upload(&[1, 8, 10, 10], &[0.5; 800]).unwrap();
+        let w = dev.upload(&[4, 8, 3, 3], &[0.5; 288]).unwrap();
+        drop(daclip_webgpu::ops::conv2d(&dev, &image, &w, None, daclip_webgpu::ops::Conv2dArgs::same(3)).unwrap());
+        let profile = block_on(dev.take_profile()).unwrap().unwrap();
+        println!("{}: {profile:?}", dev.info());
+        assert_eq!(profile.iter().map(|d| d.kernel.family()).collect::<Vec<_>>(), ["elementwise", "matmul", "elementwise", "conv"], "every dispatch in order");
+        let families = daclip_webgpu::device::FamilyTime::of(&profile);
+        let family = |name| families.iter().find(|f| f.family == name).map(|f| (f.dispatches, f.flops));
+        assert_eq!(family("elementwise"), Some((2, 0)));
+        assert_eq!(family("matmul"), Some((1, 2 * 64 * 64 * 64)));
+        assert_eq!(family("conv"), Some((1, 2 * 4 * 8 * 9 * 100)));
+        assert!(profile.iter().all(|d| d.ms >= 0.0 && d.ms.is_finite()));
+        assert!(profile[1].overrides.contains("MR="), "a product's tile: {}", profile[1].overrides);
+        assert_eq!(block_on(dev.take_profile()).unwrap().unwrap(), vec![], "taking the profile starts it again");
+        dev.set_profiling(false);
+        assert!(block_on(dev.take_profile()).unwrap().is_none());
+        assert!(dev.read_blocking(&z).unwrap().iter().all(|v| v.is_finite()));
+    }
+}

@@ -11,6 +11,7 @@ mod cpu;
 mod future;
 mod gpu;
 mod pool;
+mod profile;
 mod settings;
 mod tensor;
 
@@ -29,7 +30,7 @@ use std::rc::Rc;
 use cpu::CpuDevice;
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
-pub use gpu::{DispatchTime, FamilyTime};
+pub use profile::{DispatchTime, FamilyTime};
 use gpu::GpuDevice;
 
 /// What the adapter is and what it allows, for display and for choosing work sizes.
@@ -344,22 +345,23 @@ impl Device {
         }
     }
 
-    /// Starts or stops timing each GPU dispatch with timestamp queries (the bench's
-    /// profile; it slows the GPU down). False where there is nothing to time it with: the
-    /// CPU backend, an adapter without timestamp queries.
+    /// Starts or stops timing each dispatch (the bench's profile): on a GPU with timestamp
+    /// queries (which slows it down), on the CPU backend natively by the wall time of each
+    /// kernel's twin. False where there is nothing to time it with: an adapter without
+    /// timestamp queries, the CPU backend in the browser.
     pub fn set_profiling(&self, on: bool) -> bool {
         match &self.backend {
             Backend::Gpu(g) => g.set_profiling(on),
-            Backend::Cpu(_) => false,
+            Backend::Cpu(c) => c.set_profiling(on),
         }
     }
 
-    /// Every dispatch since profiling started or was last taken, in order, with its GPU
-    /// time ([`FamilyTime::of`] adds them up per kernel family); None when not profiling.
+    /// Every dispatch since profiling started or was last taken, in order, with its time
+    /// ([`FamilyTime::of`] adds them up per kernel family); None when not profiling.
     pub async fn take_profile(&self) -> Result<Option<Vec<DispatchTime>>> {
         match &self.backend {
             Backend::Gpu(g) => g.take_profile().await,
-            Backend::Cpu(_) => Ok(None),
+            Backend::Cpu(c) => Ok(c.take_profile()),
         }
     }
 
@@ -554,7 +556,7 @@ impl Device {
         }
         match &self.backend {
             Backend::Gpu(g) => g.dispatch(kernel, overrides, params, buffers, workgroups, flops),
-            Backend::Cpu(c) => c.run(kernel, overrides, bytemuck::bytes_of(params), buffers, workgroups),
+            Backend::Cpu(c) => c.run(kernel, overrides, bytemuck::bytes_of(params), buffers, workgroups, flops),
         }
     }
 }

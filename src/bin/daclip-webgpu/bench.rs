@@ -76,9 +76,10 @@ pub struct Args {
     /// adapter); a hardware GPU always gets them.
     #[arg(long)]
     large: bool,
-    /// Add where a UNet step's GPU time goes, per kernel family, from timestamp queries
-    /// (each dispatch then runs in a compute pass of its own, so the sum exceeds the
-    /// step's time a little).
+    /// Add where encode_image and each UNet step spend their time, per kernel family: on a
+    /// GPU from timestamp queries (each dispatch then runs in a compute pass of its own,
+    /// so the sum exceeds the step's time a little), on the CPU backend the wall time of
+    /// each kernel.
     #[arg(long)]
     profile: bool,
     /// Add whole restores of a 64x64 image: the published posterior sampler (100 steps)
@@ -264,9 +265,10 @@ pub fn run(args: Args) -> Result<()> {
         let gflop = 4.0 * (tokens * tokens * heads * d) as f64 / 1e9;
         rows.push(Row { name: format!("attention {tokens} tokens x {heads} heads x {d}"), gflop, ms });
     }
-    if !kernels_only {
-        daclip_rows(&dev, &mut rows)?;
-    }
+    let encode_profile = match kernels_only {
+        true => None,
+        false => daclip_rows(&dev, &mut rows, args.profile)?,
+    };
 
     println!();
     println!("| {:<64} | {:>8} | {:>10} | {:>8} |", "op", "GFLOP", "ms", "GFLOP/s");
@@ -276,6 +278,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if kernels_only {
         return Ok(());
+    }
+    if args.profile {
+        print_profile(&dev, "DA-CLIP's encode_image with the controller", encode_profile);
     }
     let sides = unet.sides.clone();
     unet_rows(&dev, unet)?;
@@ -341,7 +346,7 @@ struct UNetRows {
     restore: bool,
     /// With `restore`, also a 512x512 image (mr-ode2, 10 steps).
     large_restore: bool,
-    /// GPU time per kernel family of the largest step.
+    /// Time per kernel family of each step.
     profile: bool,
     /// Instead of everything else: one sampler step of an image this size in tiles.
     tiled: Option<((usize, usize), Option<usize>)>,
@@ -364,8 +369,8 @@ fn published_daclip_weights() -> Vec<u8> {
 /// the bind groups it had to build, the CPU time to record it and the pipelines it
 /// created first; or with `--tiled WxH`
 /// instead one sampler step of an image that size in tiles (`--tile N`, default the
-/// adapter's); with `--restore`, whole restores; with `--profile`, where the largest
-/// last step's GPU time goes.
+/// adapter's); with `--restore`, whole restores; with `--profile`, where each step's time
+/// goes.
 fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     let bytes = published_unet_weights();
     let unet = ConditionalUNet::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
@@ -420,7 +425,11 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
         println!("(pipelines: those the row's warm-up step had to create, each compiled once per device: a cold restore's first-step cost on a software adapter)");
     }
     if what.profile {
-        profile_rows(dev, &unet, &conditioning, &image, *what.sides.last().unwrap())?;
+        for &side in &what.sides {
+            let x = filled(dev, &[1, 3, side, side])?;
+            let profile = profile_of(dev, || unet.forward(dev, &x, &x, &conditioning, 50.0, &image))?;
+            print_profile(dev, &format!("a UNet step at {side}x{side}"), profile);
+        }
     }
     if what.restore {
         println!();
@@ -547,22 +556,32 @@ fn print_header() {
 /// Dispatches the profile lists one by one.
 const SLOWEST_DISPATCHES: usize = 12;
 
-/// GPU time of one UNet step at `side` x `side` per kernel family, and its slowest
-/// dispatches, from timestamp queries.
-fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditioning, image: &ImageContext, side: usize) -> Result<()> {
-    println!();
+/// The dispatches of one run of `f`, each with its time (None where the device cannot
+/// time them: no timestamp queries, the CPU backend in the browser).
+fn profile_of<T>(dev: &Device, f: impl FnOnce() -> Result<T>) -> Result<Option<Vec<DispatchTime>>> {
     if !dev.set_profiling(true) {
-        println!("(no profile: this device has no timestamp queries)");
-        return Ok(());
+        return Ok(None);
     }
-    let x = filled(dev, &[1, 3, side, side])?;
-    drop(unet.forward(dev, &x, &x, conditioning, 50.0, image)?);
-    let profile = daclip_webgpu::device::block_on(dev.take_profile())?.unwrap_or_default();
+    drop(f()?);
+    let profile = daclip_webgpu::device::block_on(dev.take_profile())?;
     dev.set_profiling(false);
+    Ok(profile)
+}
+
+/// Where one run of `what` spends its time, per kernel family, by the workgroups of its
+/// dispatches, and its slowest dispatches: on a GPU from timestamp queries (a pass per
+/// dispatch), on the CPU backend the wall time of each kernel.
+fn print_profile(dev: &Device, what: &str, profile: Option<Vec<DispatchTime>>) {
+    println!();
+    let Some(profile) = profile else {
+        println!("(no profile of {what}: this device cannot time its dispatches)");
+        return;
+    };
+    let clock = if dev.is_cpu() { "the wall time of each kernel" } else { "timestamp queries, one pass per dispatch" };
+    println!("Where {what} spends its time ({clock})");
     let families = FamilyTime::of(&profile);
     let total: f64 = families.iter().map(|f| f.ms).sum();
-    println!("Where a UNet step at {side}x{side} spends its GPU time (timestamp queries, one pass per dispatch)");
-    println!("| {:<12} | {:>10} | {:>10} | {:>7} | {:>8} | {:>8} |", "family", "dispatches", "GPU ms", "share", "GFLOP", "GFLOP/s");
+    println!("| {:<12} | {:>10} | {:>10} | {:>7} | {:>8} | {:>8} |", "family", "dispatches", "ms", "share", "GFLOP", "GFLOP/s");
     println!("|{:-<14}|{:->12}|{:->12}|{:->9}|{:->10}|{:->10}|", "", "", "", "", "", "");
     let row = |family: &str, dispatches: u64, ms: f64, flops: u64| {
         let (gflop, rate) = work_columns(flops, ms, 2);
@@ -575,7 +594,7 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     // How much of the work runs in dispatches too small to fill a large GPU (an H200: 132
     // cores holding 8 workgroups of 256 invocations each): what splitting K would change.
     println!("\nIts counted work by the workgroups of the dispatch it runs in");
-    println!("| {:<16} | {:>10} | {:>10} | {:>8} | {:>8} |", "workgroups", "dispatches", "GPU ms", "GFLOP", "GFLOP/s");
+    println!("| {:<16} | {:>10} | {:>10} | {:>8} | {:>8} |", "workgroups", "dispatches", "ms", "GFLOP", "GFLOP/s");
     println!("|{:-<18}|{:->12}|{:->12}|{:->10}|{:->10}|", "", "", "", "", "");
     let mut below = 1;
     for limit in [16, 64, 256, 1024, u32::MAX] {
@@ -589,7 +608,7 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
     // The dispatches to look at first, with the tile each ran on.
     let mut slowest: Vec<(usize, &DispatchTime)> = profile.iter().enumerate().collect();
     slowest.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
-    println!("\nIts {} slowest dispatches (#: position in the step)", SLOWEST_DISPATCHES.min(slowest.len()));
+    println!("\nIts {} slowest dispatches (#: position in the run)", SLOWEST_DISPATCHES.min(slowest.len()));
     println!("| {:>4} | {:<28} | {:>16} | {:>8} | {:>8} | {:>8} | overrides", "#", "kernel", "workgroups", "ms", "GFLOP", "GFLOP/s");
     println!("|{:->6}|{:-<30}|{:->18}|{:->10}|{:->10}|{:->10}|{:-<10}", "", "", "", "", "", "", "");
     for (i, d) in slowest.into_iter().take(SLOWEST_DISPATCHES) {
@@ -598,7 +617,6 @@ fn profile_rows(dev: &Device, unet: &ConditionalUNet, conditioning: &TimeConditi
         let kernel = if d.kernel.f16_tiles() { format!("{} f16 tiles", d.kernel.path()) } else { d.kernel.path().to_string() };
         println!("| {i:>4} | {kernel:<28} | {:>16} | {:>8.3} | {gflop:>8} | {rate:>8} | {}", format!("{x}x{y}x{z}"), d.ms, d.overrides);
     }
-    Ok(())
 }
 
 /// A profile row's GFLOP (with `decimals`) and GFLOP/s columns for `flops` in `ms`; empty
@@ -632,8 +650,9 @@ fn tiled_step_row(dev: &Device, unet: &ConditionalUNet, context: &Tensor, w: usi
     Ok(())
 }
 
-/// DA-CLIP ViT-B/32 with seeded random f16 weights: the image path and the text tower.
-fn daclip_rows(dev: &Device, rows: &mut Vec<Row>) -> Result<()> {
+/// DA-CLIP ViT-B/32 with seeded random f16 weights: the image path and the text tower;
+/// with `profile`, the profile of one encode_image.
+fn daclip_rows(dev: &Device, rows: &mut Vec<Row>, profile: bool) -> Result<Option<Vec<DispatchTime>>> {
     let kind = ModelKind::DaClip(DaClipConfig::vit_b_32());
     let bytes = random_safetensors(&kind.expected_tensors(), 1, |_| false, kind.metadata());
     let model = DaClip::load(dev, &Checkpoint::parse(&bytes, None)?, DeviceDType::F16)?;
@@ -642,6 +661,10 @@ fn daclip_rows(dev: &Device, rows: &mut Vec<Row>) -> Result<()> {
     // Counted with PyTorch's FLOP counter on the original model.
     let ms = time(dev, || Ok(model.encode_image(dev, &image)?.degra_features))?;
     rows.push(Row { name: "DA-CLIP encode_image with controller, 224x224".into(), gflop: 18.3, ms });
+    let encode_profile = match profile {
+        true => profile_of(dev, || model.encode_image(dev, &image))?,
+        false => None,
+    };
     // The tower runs up to the last end-of-text token: all 77 positions for ten labels of
     // 75 words, a few for the ten degradation names.
     let text = DaClipConfig::vit_b_32().text_cfg.expect("ViT-B/32 has a text tower");
@@ -653,5 +676,5 @@ fn daclip_rows(dev: &Device, rows: &mut Vec<Row>) -> Result<()> {
     let m = TextTransformer::positions(&DEGRADATIONS.map(|d| tokenize(d, text.context_length)));
     let ms = time(dev, || model.encode_text(dev, &DEGRADATIONS))?;
     rows.push(Row { name: format!("DA-CLIP text tower, the 10 names x {m} positions"), gflop: flops(m), ms });
-    Ok(())
+    Ok(encode_profile)
 }

@@ -20,7 +20,7 @@ mod sgemm128;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use super::{AdapterInfo, DType, MemoryStats, Storage, Tensor};
+use super::{AdapterInfo, DType, DispatchTime, MemoryStats, Storage, Tensor};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 
@@ -78,6 +78,8 @@ struct Inner {
     info: AdapterInfo,
     stats: Rc<RefCell<MemoryStats>>,
     dispatched: Cell<u64>,
+    /// Each kernel's wall time while profiling (natively: the browser has no clock here).
+    profile: RefCell<Option<Vec<DispatchTime>>>,
 }
 
 #[derive(Clone)]
@@ -215,7 +217,7 @@ impl CpuDevice {
             cooperative_matrix: Vec::new(),
         };
         let stats = MemoryStats { live_bytes: 0, free_bytes: 0, peak_bytes: 0 };
-        CpuDevice { inner: Rc::new(Inner { info, stats: Rc::new(RefCell::new(stats)), dispatched: Cell::new(0) }) }
+        CpuDevice { inner: Rc::new(Inner { info, stats: Rc::new(RefCell::new(stats)), dispatched: Cell::new(0), profile: RefCell::default() }) }
     }
 
     pub(crate) fn info(&self) -> &AdapterInfo {
@@ -277,11 +279,40 @@ impl CpuDevice {
         Ok(self.tensor(shape, DType::F16Packed, words))
     }
 
-    /// Runs `kernel` now on `buffers` (inputs, then the output).
-    pub(crate) fn run(&self, kernel: Kernel, overrides: &[(&'static str, f64)], p: &[u8], buffers: &[&Tensor], workgroups: [u32; 3]) -> Result<()> {
+    /// Starts or stops timing each kernel (natively; false in the browser).
+    pub(crate) fn set_profiling(&self, on: bool) -> bool {
+        if cfg!(target_arch = "wasm32") {
+            return false;
+        }
+        *self.inner.profile.borrow_mut() = on.then(Vec::new);
+        true
+    }
+
+    /// The kernels timed since profiling started or was last taken.
+    pub(crate) fn take_profile(&self) -> Option<Vec<DispatchTime>> {
+        self.inner.profile.borrow_mut().as_mut().map(std::mem::take)
+    }
+
+    /// Runs `kernel` now on `buffers` (inputs, then the output); `flops` is its counted
+    /// work, for a profile.
+    pub(crate) fn run(&self, kernel: Kernel, overrides: &[(&'static str, f64)], p: &[u8], buffers: &[&Tensor], workgroups: [u32; 3], flops: u64) -> Result<()> {
         if workgroups.contains(&0) {
             return Ok(());
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.inner.profile.borrow().is_some() {
+            let start = std::time::Instant::now();
+            let done = self.compute(kernel, overrides, p, buffers, workgroups);
+            let overrides = overrides.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ").into();
+            let time = DispatchTime { kernel, overrides, workgroups, flops, ms: start.elapsed().as_secs_f64() * 1e3 };
+            self.inner.profile.borrow_mut().as_mut().expect("profiling").push(time);
+            return done;
+        }
+        let _ = flops;
+        self.compute(kernel, overrides, p, buffers, workgroups)
+    }
+
+    fn compute(&self, kernel: Kernel, overrides: &[(&'static str, f64)], p: &[u8], buffers: &[&Tensor], workgroups: [u32; 3]) -> Result<()> {
         let (out_t, in_t) = buffers.split_last().ok_or_else(|| Error::Shape(format!("{} without buffers", kernel.path())))?;
         let out_buf = out_t.cpu()?;
         let inputs = in_t.iter().map(|t| t.cpu()).collect::<Result<Vec<_>>>()?;

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use super::{GpuDevice, MAX_CACHED_BIND_GROUPS, MAX_PENDING_DISPATCHES, UNIFORM_ALIGN};
-use super::profile::DispatchTime;
+use crate::device::DispatchTime;
 use crate::device::tensor::Tensor;
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;

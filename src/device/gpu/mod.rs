@@ -47,7 +47,6 @@ use crate::error::Error;
 use crate::kernels::Kernel;
 
 use dispatch::{Batch, BindKey, Layout, Pipeline, PipelineKey};
-pub use profile::{DispatchTime, FamilyTime};
 use profile::Profiler;
 pub(crate) use sync::GpuMark;
 pub(crate) use transfer::GpuRead;

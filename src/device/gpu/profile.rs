@@ -1,63 +1,18 @@
 //! GPU time per dispatch, from timestamp queries (the bench's `--profile`).
 
-use std::rc::Rc;
 
 use super::GpuDevice;
+use crate::device::DispatchTime;
 use crate::device::future::Callback;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
 
+/// GPU time per kernel, from timestamp queries around each dispatch (see
 /// [`GpuDevice::set_profiling`]).
 #[derive(Default)]
 pub(super) struct Profiler {
     /// Timestamps of flushed batches not yet read: the buffer they were resolved into and
     /// each begin/end pair's dispatch, its GPU time still 0.
     pub(super) pending: Vec<(wgpu::Buffer, Vec<DispatchTime>)>,
-}
-
-/// One dispatch of a profile (see [`crate::Device::take_profile`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DispatchTime {
-    pub kernel: Kernel,
-    /// The pipeline's override constants (tile sizes, variants), `NAME=value` apart by spaces.
-    pub overrides: Rc<str>,
-    pub workgroups: [u32; 3],
-    /// Floating-point operations counted for it (see [`crate::Device::flops`]; 0 for the
-    /// kernels not counted: norms, element-wise, layout, ...).
-    pub flops: u64,
-    /// Its GPU time, from timestamp queries.
-    pub ms: f64,
-}
-
-/// What the bench prints of a profile: GPU time, dispatches and work of one kernel family
-/// (the folder of its shader: conv, matmul, attention, norm, elementwise, ...).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FamilyTime {
-    pub family: &'static str,
-    pub dispatches: u64,
-    pub ms: f64,
-    /// Floating-point operations counted for its dispatches.
-    pub flops: u64,
-}
-
-impl FamilyTime {
-    /// The dispatches of `profile` added up per kernel family, the slowest family first.
-    pub fn of(profile: &[DispatchTime]) -> Vec<FamilyTime> {
-        let mut families: Vec<FamilyTime> = Vec::new();
-        for d in profile {
-            let family = d.kernel.family();
-            match families.iter_mut().find(|f| f.family == family) {
-                Some(f) => {
-                    f.dispatches += 1;
-                    f.ms += d.ms;
-                    f.flops += d.flops;
-                }
-                None => families.push(FamilyTime { family, dispatches: 1, ms: d.ms, flops: d.flops }),
-            }
-        }
-        families.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        families
-    }
 }
 
 impl GpuDevice {

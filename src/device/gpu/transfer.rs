@@ -9,6 +9,7 @@ use crate::device::pool::size_class;
 use crate::device::tensor::{DType, GpuBuffer, Storage, Tensor};
 use crate::error::{Error, Result};
 
+/// A copy of a tensor on its way to the CPU (see [`GpuDevice::start_read`]).
 pub(crate) struct GpuRead {
     staging: wgpu::Buffer,
     submission: wgpu::SubmissionIndex,

@@ -109,6 +109,8 @@ def main():
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
+    # nn.MultiheadAttention's fused inference path has no ONNX export.
+    torch.backends.mha.set_fastpath_enabled(False)
 
     daclip = DaCLIP(FULL_CLIP_CONFIG).eval()
     randomise(daclip, gen)

@@ -243,7 +243,8 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
     if p.has_bias != 0 {
         check_extent("conv2d bias", cout - 1, bias.len())?;
     }
-    if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS {
+    let winograd_tiles = ho.div_ceil(2) * wo.div_ceil(2);
+    if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS && winograd_tiles >= WINOGRAD_MIN_TILES {
         return winograd_3x3(p, batch, x, w, (p.has_bias != 0).then_some(bias), out);
     }
     let direct = taps == 1 && stride == 1 && pad == 0;
@@ -253,10 +254,16 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
     let by_threads = npix.div_ceil(threads() * 2).max(64);
     let block = by_cache.min(by_threads).next_multiple_of(16);
     let blocks = ranges(npix, npix.div_ceil(block), 16);
+    // Few pixels (the UNet's lowest levels: 64 at 8x8): the output channels are split
+    // too, so that every thread has work.
+    let channel_parts = (2 * threads()).div_ceil(batch * blocks.len()).min(cout.div_ceil(8));
+    let channels = ranges(cout, channel_parts, 8);
+    let tasks = blocks.len() * channels.len();
     let y = SharedOut::new(out);
     let failed = std::sync::Mutex::new(None);
-    parallel_for(batch * blocks.len(), |t| {
-        let (bi, (p0, p1)) = (t / blocks.len(), blocks[t % blocks.len()]);
+    parallel_for(batch * tasks, |t| {
+        let (bi, t) = (t / tasks, t % tasks);
+        let ((p0, p1), (c0, c1)) = (blocks[t / channels.len()], channels[t % channels.len()]);
         let np = p1 - p0;
         let xb = bi * cin * h * wd;
         // The block's patch matrix in this thread's scratch (none for direct 1x1).
@@ -267,15 +274,15 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
                 im2col(x, xb, p, p0, np, patches);
                 (patches, Strided { offset: 0, rs: np, cs: 1 })
             };
-            let sa = Strided { offset: 0, rs: kdim, cs: 1 };
-            let sc = Strided { offset: bi * cout * npix + p0, rs: npix, cs: 1 };
-            // Output pixels p0..p1 of image bi, every channel: this task's block alone.
-            if let Err(e) = sgemm(cout, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
+            let sa = Strided { offset: c0 * kdim, rs: kdim, cs: 1 };
+            let sc = Strided { offset: (bi * cout + c0) * npix + p0, rs: npix, cs: 1 };
+            // Output pixels p0..p1 of channels c0..c1 of image bi: this task's block alone.
+            if let Err(e) = sgemm(c1 - c0, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
                 failed.lock().unwrap().get_or_insert(e);
                 return;
             }
             if p.has_bias != 0 {
-                for (co, &bv) in bias[..cout].iter().enumerate() {
+                for (co, &bv) in bias[c0..c1].iter().enumerate() {
                     let row = sc.offset + co * npix;
                     for i in row..row + np {
                         // SAFETY of the read: index i is in this task's block, written above.
@@ -340,6 +347,14 @@ fn im2col(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, col: &mu
 /// Below this many input or output channels a 3x3 convolution goes through im2col: the
 /// transforms would cost more than the multiplications they save.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Below this many 2x2 output tiles per image (32x32 pixels) too: the weights' transform
+/// (16 values per 9 weights, written on every call) and the narrow products outweigh the
+/// multiplications saved. At 8x8 pixels and 512 channels Winograd ran at 18-30 GFLOP/s of
+/// direct-convolution work; with im2col below 256 tiles a published UNet step took 118,
+/// 366 and 1477 ms at 64, 128 and 256 pixels against 259, 464 and 1559 with Winograd
+/// from 16 tiles (bench --device cpu, 2 threads).
+const WINOGRAD_MIN_TILES: usize = 256;
 
 /// A 3x3, stride 1, padding 1 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016):
 /// each 2x2 block of output pixels ("tile") from a 4x4 input patch, as 16 products of the

@@ -11,7 +11,7 @@ mod source;
 mod torch;
 mod zip;
 
-pub use random::random_safetensors;
+pub use random::{random_safetensors, SplitMix};
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::FileSource;
 pub use source::{check_range, Source};

@@ -7,10 +7,15 @@ use crate::weights::TensorSpec;
 
 /// SplitMix64: small, fast, reproducible, and easy to write again elsewhere
 /// (tests/reference/make_fixtures.py does, with numpy, for the fixture sets whose weights
-/// are too large to commit).
-struct SplitMix(u64);
+/// are too large to commit). The tests' inputs come from it too.
+pub struct SplitMix(u64);
 
 impl SplitMix {
+    /// The generator whose first output follows `state`.
+    pub fn new(state: u64) -> SplitMix {
+        SplitMix(state)
+    }
+
     /// The stream of tensor `name`: each tensor's values depend on the seed and its name
     /// only, not on the order in which a tensor list names them.
     fn for_tensor(seed: u64, name: &str) -> SplitMix {
@@ -19,12 +24,17 @@ impl SplitMix {
         SplitMix(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hash)
     }
 
-    fn uniform(&mut self) -> f64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1): the top 53 bits of the next output.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -110,20 +110,16 @@ pub fn tiny_clip_config() -> daclip_webgpu::models::clip::DaClipConfig {
     serde_json::from_slice(&tiny_fixture("clip_config.json")).unwrap()
 }
 
-/// SplitMix64 with Box-Muller normals: reproducible inputs without a dependency.
-pub struct Rng(u64);
+/// The crate's SplitMix64 with Box-Muller normals: reproducible inputs.
+pub struct Rng(daclip_webgpu::weights::SplitMix);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(daclip_webgpu::weights::SplitMix::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in 0..n (0 for n = 0).
@@ -137,7 +133,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
 
     pub fn normal(&mut self) -> f32 {

@@ -13,7 +13,13 @@ const TYPES = {
   '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg',
 };
 
-export function serve(port = Number(process.env.PORT ?? 8080), dir = root) {
+/**
+ * Serves `dir` on 127.0.0.1:`port` (0: any free port). `isolated` adds the headers that
+ * make its pages cross-origin isolated (SharedArrayBuffer, which ONNX Runtime Web's
+ * threads need: tests/browser/bench.mjs).
+ */
+export function serve(port = Number(process.env.PORT ?? 8080), dir = root, { isolated = false } = {}) {
+  const isolation = isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {};
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     const file = join(dir, path.endsWith('/') ? join(path, 'index.html') : path);
@@ -22,7 +28,7 @@ export function serve(port = Number(process.env.PORT ?? 8080), dir = root) {
       if (!info.isFile() || !file.startsWith(dir)) throw new Error('not a file');
       // Any origin may fetch, as from the model card's CDN (the tests serve a mirror of
       // the published weights on another port).
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size, 'access-control-allow-origin': '*' });
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size, 'access-control-allow-origin': '*', ...isolation });
       if (req.method === 'HEAD') return res.end();
       // Streamed: a published checkpoint (3 GB) fits no single buffer.
       createReadStream(file).on('error', () => res.destroy()).pipe(res);

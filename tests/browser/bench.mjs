@@ -4,8 +4,13 @@
 // 224 x 224 image (a classify of a new image), one UNet evaluation at 64 x 64 (the timed
 // tile of `estimate`), and a tiled restore's step per tile with 1 and 2 workers. Needs
 // `npm run build`; not part of the tests (speed is not asserted).
+//
+// With `-- --onnx DIR` (the folder `python3 tests/reference/onnx_peers.py --onnx DIR`
+// wrote) it also times the peer, ONNX Runtime Web's wasm backend (`npm install --no-save
+// onnxruntime-web`), on the same two models with 1 and 2 threads in a cross-origin
+// isolated page, and prints the ratios.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +19,12 @@ import { serve } from '../../www/serve.mjs';
 import { FLAGS } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
+const onnxAt = process.argv.indexOf('--onnx');
+const onnxDir = onnxAt > 0 ? process.argv[onnxAt + 1] : null;
+if (onnxDir && !existsSync(join(root, 'node_modules/onnxruntime-web/dist/ort.wasm.min.mjs'))) {
+  console.error('--onnx needs ONNX Runtime Web: npm install --no-save onnxruntime-web');
+  process.exit(2);
+}
 const weights = mkdtempSync(join(tmpdir(), 'daclip-bench-'));
 execFileSync('cargo', ['run', '--release', '--quiet', '--', 'bench', '--save-weights', weights], { cwd: root, stdio: 'inherit' });
 const [site, store] = [await serve(0), await serve(0, weights)];
@@ -59,6 +70,50 @@ const rows = await page.evaluate(async (weightsBase) => {
   }
   return { name, out };
 }, weightsBase);
+// The peer: ONNX Runtime Web's wasm backend on the exported models, in a page that is
+// cross-origin isolated (its threads need SharedArrayBuffer).
+let peer = null;
+if (onnxDir) {
+  const [isolatedSite, models] = [await serve(0, root, { isolated: true }), await serve(0, onnxDir)];
+  // One page per thread count: ONNX Runtime reads numThreads once, when its wasm starts.
+  peer = { version: '', out: [] };
+  for (const threads of [1, 2]) {
+    const isolatedPage = await browser.newPage();
+    isolatedPage.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+    await isolatedPage.goto(`http://127.0.0.1:${isolatedSite.address().port}/www/index.html`);
+    const run = await isolatedPage.evaluate(async ([modelsBase, threads]) => {
+      if (!crossOriginIsolated) throw new Error('the page is not cross-origin isolated');
+      const ort = await import('/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs');
+      ort.env.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
+      ort.env.wasm.numThreads = threads;
+      const values = (n) => Float32Array.from({ length: n }, (_, i) => ((i * 7919) % 1000) / 1000);
+      const models = [
+        { what: 'encode_image 224x224 (classify a new image)', file: 'encode_image.onnx', feeds: { image: [1, 3, 224, 224] } },
+        { what: 'UNet evaluation at 64x64', file: 'unet_64.onnx', feeds: { xt: [1, 3, 64, 64], cond: [1, 3, 64, 64], time: [1], text_context: [1, 512], image_context: [1, 512] } },
+      ];
+      const out = [];
+      for (const m of models) {
+        const session = await ort.InferenceSession.create(`${modelsBase}/${m.file}`, { executionProviders: ['wasm'] });
+        const feeds = Object.fromEntries(Object.entries(m.feeds).map(([name, shape]) => [name, new ort.Tensor('float32', values(shape.reduce((a, b) => a * b)), shape)]));
+        await session.run(feeds);
+        let best = Infinity;
+        for (let i = 0; i < 3; i++) {
+          const started = performance.now();
+          await session.run(feeds);
+          best = Math.min(best, (performance.now() - started) / 1000);
+        }
+        out.push({ what: m.what, threads, seconds: best });
+        await session.release();
+      }
+      return { version: ort.env.versions?.web ?? '', out };
+    }, [`http://127.0.0.1:${models.address().port}`, threads]);
+    peer.version = run.version;
+    peer.out.push(...run.out);
+    await isolatedPage.close();
+  }
+  isolatedSite.close();
+  models.close();
+}
 await browser.close();
 site.close();
 store.close();
@@ -68,3 +123,13 @@ console.log(`CPU backend in Chromium (${rows.name}), no WebGPU, published shapes
 console.log(`| ${'what'.padEnd(46)} | workers | seconds |`);
 console.log(`|${'-'.repeat(48)}|---------|---------|`);
 for (const r of rows.out) console.log(`| ${r.what.padEnd(46)} | ${String(r.workers).padStart(7)} | ${r.seconds.toFixed(3).padStart(7)} |`);
+if (peer) {
+  console.log(`\nBeside ONNX Runtime Web ${peer.version} (wasm, the fastest of three runs after one): ours with 1 worker (one image uses one)`);
+  console.log(`| ${'what'.padEnd(46)} | threads | ORT Web s | ours s | ours / ORT |`);
+  console.log(`|${'-'.repeat(48)}|---------|-----------|--------|------------|`);
+  for (const p of peer.out) {
+    const ours = rows.out.find((r) => r.what === p.what && r.workers === 1)?.seconds;
+    const ratio = ours ? (ours / p.seconds).toFixed(2) : 'n/a';
+    console.log(`| ${p.what.padEnd(46)} | ${String(p.threads).padStart(7)} | ${p.seconds.toFixed(3).padStart(9)} | ${(ours ?? NaN).toFixed(3).padStart(6)} | ${ratio.padStart(10)} |`);
+  }
+}

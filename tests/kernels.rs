@@ -393,7 +393,7 @@ fn the_profile_counts_each_dispatch_in_its_family() {
     for dev in [gpu(), cpu()] {
         let x = dev.upload(&[64, 64], &vec![0.25; 64 * 64]).unwrap();
         if !dev.set_profiling(true) {
-            println!("SKIPPED [timestamps]: the profile: no timestamp queries on {}", dev.info());
+            common::skipped("timestamps", &format!("the profile: no timestamp queries on {}", dev.info()));
             continue;
         }
         let y = daclip_webgpu::ops::matmul(&dev, &daclip_webgpu::ops::silu(&dev, &x).unwrap(), &x).unwrap();

@@ -215,7 +215,7 @@ fn sde_parity(dev: Device) {
             Some((_, want)) => r.check(&format!("sde{k}_out"), &run(sde.sde_step(t), true), want),
             None => {
                 skipped += 1;
-                println!("  {:<28} skipped: not in this fixture directory (made before the key existed)", format!("sde{k}_out"));
+                common::skipped("sde-fixtures", &format!("sde{k}_out: not in this fixture directory (made before the key existed)"));
             }
         }
     }

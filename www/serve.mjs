@@ -4,7 +4,7 @@
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, extname, join, normalize } from 'node:path';
+import { dirname, extname, join, normalize, resolve as resolvePath, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -14,18 +14,19 @@ const TYPES = {
 };
 
 /**
- * Serves `dir` on 127.0.0.1:`port` (0: any free port). `isolated` adds the headers that
+ * Serves `folder` on 127.0.0.1:`port` (0: any free port). `isolated` adds the headers that
  * make its pages cross-origin isolated (SharedArrayBuffer, which ONNX Runtime Web's
  * threads need: tests/browser/bench.mjs).
  */
-export function serve(port = Number(process.env.PORT ?? 8080), dir = root, { isolated = false } = {}) {
+export function serve(port = Number(process.env.PORT ?? 8080), folder = root, { isolated = false } = {}) {
+  const dir = resolvePath(folder);
   const isolation = isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {};
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     const file = join(dir, path.endsWith('/') ? join(path, 'index.html') : path);
     try {
       const info = await stat(file);
-      if (!info.isFile() || !file.startsWith(dir)) throw new Error('not a file');
+      if (!info.isFile() || !file.startsWith(dir + sep)) throw new Error('not a file');
       // Any origin may fetch, as from the model card's CDN (the tests serve a mirror of
       // the published weights on another port).
       res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': info.size, 'access-control-allow-origin': '*', ...isolation });

@@ -29,9 +29,13 @@ pub(crate) struct Sender<T> {
 
 impl<T> Sender<T> {
     pub(crate) fn send(self, value: T) {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.value = Some(value);
-        if let Some(w) = slot.waker.take() {
+        let waker = {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.value = Some(value);
+            slot.waker.take()
+        };
+        // Woken after the lock is released: a waker that polls at once finds the value.
+        if let Some(w) = waker {
             w.wake();
         }
     }

@@ -286,8 +286,8 @@ mod tests {
         TransposeParams::LAYOUT,
     ];
 
-    /// The WGSL `Params` struct's members, flattened to 32-bit words: (name, offset, type),
-    /// an array member as one entry per element named after the array.
+    /// The WGSL `Params` struct's members, all 32-bit scalars (an array member fails the
+    /// test): (name, offset, type).
     fn wgsl_words(kernel: Kernel) -> (Vec<(String, usize, &'static str)>, usize) {
         let src = kernel.source(false, 16);
         let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", kernel.path(), e.emit_to_string(&src)));

@@ -21,6 +21,10 @@ import { FLAGS } from './harness.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const onnxAt = process.argv.indexOf('--onnx');
 const onnxDir = onnxAt > 0 ? process.argv[onnxAt + 1] : null;
+if (onnxAt > 0 && !onnxDir) {
+  console.error('--onnx needs a folder: the one tests/reference/onnx_peers.py --onnx wrote');
+  process.exit(2);
+}
 if (onnxDir && !existsSync(join(root, 'node_modules/onnxruntime-web/dist/ort.wasm.min.mjs'))) {
   console.error('--onnx needs ONNX Runtime Web: npm install --no-save onnxruntime-web');
   process.exit(2);

@@ -195,5 +195,6 @@ pub fn tune(dev: &daclip_webgpu::Device, change: impl FnOnce(&mut daclip_webgpu:
 pub fn skipped(feature: &str, what: &str) {
     let required = std::env::var("DACLIP_REQUIRE").unwrap_or_default();
     assert!(!required.split(',').any(|r| r.trim() == feature), "{what}: `{feature}` is required here (DACLIP_REQUIRE={required}) but missing");
-    println!("SKIPPED [{feature}]: {what}");
+    // On a line of its own: libtest has printed `test name ... ` without a newline.
+    println!("\nSKIPPED [{feature}]: {what}");
 }

@@ -255,8 +255,11 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
     let block = by_cache.min(by_threads).next_multiple_of(16);
     let blocks = ranges(npix, npix.div_ceil(block), 16);
     // Few pixels (the UNet's lowest levels: 64 at 8x8): the output channels are split
-    // too, so that every thread has work.
-    let channel_parts = (2 * threads()).div_ceil(batch * blocks.len()).min(cout.div_ceil(8));
+    // too, so that every thread has work (one thread, as in wasm, needs no split).
+    let channel_parts = match threads() {
+        1 => 1,
+        t => (2 * t).div_ceil(batch * blocks.len()).min(cout.div_ceil(8)),
+    };
     let channels = ranges(cout, channel_parts, 8);
     let tasks = blocks.len() * channels.len();
     let y = SharedOut::new(out);

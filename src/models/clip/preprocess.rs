@@ -46,12 +46,21 @@ pub struct ClipInput {
     pub size: usize,
 }
 
+/// The longest side a resize before the crop may have: far beyond any photo (a 1 x 16384
+/// strip gives 224 x 3.7 M), and small enough for 32-bit indices.
+const MAX_RESIZED_SIDE: u64 = 1 << 28;
+
 pub fn clip_input(image: ImageRef, size: usize) -> Result<ClipInput> {
     image.check()?;
     let (w, h) = (image.width, image.height);
     // torchvision Resize(size): the shorter side becomes `size`, the longer keeps the
-    // aspect ratio, truncated.
-    let (nw, nh) = if w <= h { (size, size * h / w) } else { (size * w / h, size) };
+    // aspect ratio, truncated. In u64: in wasm `size * h` overflows usize for a strip of
+    // 19 M pixels.
+    let long = (size as u64 * w.max(h) as u64) / w.min(h) as u64;
+    if long > MAX_RESIZED_SIDE {
+        return Err(Error::Shape(format!("a {w}x{h} image is too thin to classify: its shorter side resized to {size} makes the longer {long} pixels (at most {MAX_RESIZED_SIDE})")));
+    }
+    let (nw, nh) = if w <= h { (size, long as usize) } else { (long as usize, size) };
     let rgb: Vec<u8> = image.data.chunks(image.channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
     // CenterCrop: offsets rounded as Python's round() does (half to even). Only the crop
     // is computed: the whole resized image of a thin strip (1 x 16384 -> 224 x 3.7 M)
@@ -151,6 +160,9 @@ pub struct Window {
 /// bytes: horizontal pass, then vertical, as Pillow runs them. Each output pixel depends
 /// only on its own filter window, so computing just the window's columns and rows gives
 /// the same bytes as cropping the whole result.
+///
+/// # Panics
+/// Where the window is not inside `nw` x `nh`, or `rgb` holds fewer than `w` x `h` pixels.
 pub fn resize_bicubic_window(rgb: &[u8], (w, h): (usize, usize), (nw, nh): (usize, usize), window: Window) -> Vec<u8> {
     let Window { left, top, width, height } = window;
     assert!(left + width <= nw && top + height <= nh, "{window:?} is outside {nw}x{nh}");
@@ -188,6 +200,13 @@ mod tests {
                 assert_eq!(resize_bicubic_window(&rgb, (w, h), (nw, nh), window), crop, "{w}x{h} -> {nw}x{nh}, {window:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_strip_too_thin_to_resize_is_refused() {
+        let data = vec![7u8; 3 * 1_200_000];
+        let err = clip_input(ImageRef { width: 1, height: 1_200_000, channels: 3, data: &data }, 224).err().expect("refused");
+        assert!(err.to_string().contains("too thin to classify"), "{err}");
     }
 
     #[test]

@@ -192,21 +192,21 @@ fn products_on_every_f32_tile(dev: &Device) {
     use daclip_webgpu::device::F32Tile;
     let mut split_k_steps = std::collections::BTreeSet::new();
     for tile in F32Tile::CANDIDATES {
-        assert!(crate::common::tune(&dev, |t| t.f32_tile = Some(tile)), "{tile} does not fit {}", dev.info());
+        assert!(crate::common::tune(dev, |t| t.f32_tile = Some(tile)), "{tile} does not fit {}", dev.info());
         assert_eq!(daclip_webgpu::ops::f32_tile(dev, 1, 1, 1), tile);
         println!("tile {tile}: {} x {} outputs", tile.rows(), tile.cols());
         for split in [false, true] {
             if split && !split_k_steps.insert(tile.tile_k) {
                 continue;
             }
-            assert!(crate::common::tune(&dev, |t| t.split_k_below = split.then_some(1 << 20)));
+            assert!(crate::common::tune(dev, |t| t.split_k_below = split.then_some(1 << 20)));
             block_on(common::cases::matmul(dev));
             block_on(common::cases::linear(dev));
             block_on(common::cases::conv2d(dev));
         }
-        crate::common::tune(&dev, |t| t.split_k_below = None);
+        crate::common::tune(dev, |t| t.split_k_below = None);
     }
-    assert!(crate::common::tune(&dev, |t| t.f32_tile = None));
+    assert!(crate::common::tune(dev, |t| t.f32_tile = None));
 }
 
 /// Cooperative matrices are taken exactly where the adapter offers a configuration the

@@ -41,6 +41,39 @@ fn code_of(text: &str) -> String {
     code
 }
 
+/// The top-level modules `code` names: `crate::x`, and each of `crate::{x, y::z}`.
+fn crate_modules(code: &str) -> Vec<String> {
+    let word = |s: &str| -> String { s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let mut names = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + 7..];
+        match rest.strip_prefix('{') {
+            // The group's top-level items: split at the commas outside nested braces.
+            Some(group) => {
+                let (mut depth, mut start) = (0, 0);
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            names.push(word(&group[start..i]));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            names.push(word(&group[start..i]));
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => names.push(word(rest)),
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "self");
+    names
+}
+
 /// The top-level modules each top-level module's non-test code names (`crate::x`).
 fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -56,14 +89,32 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
         let module = first.trim_end_matches(".rs").to_string();
         let code = code_of(&std::fs::read_to_string(&path).unwrap());
         let entry = deps.entry(module.clone()).or_default();
-        for (at, _) in code.match_indices("crate::") {
-            let name: String = code[at + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if name != module && !name.is_empty() {
+        for name in crate_modules(&code) {
+            if name != module {
                 entry.insert(name);
             }
         }
     }
     deps
+}
+
+/// A cycle of `deps`, as `a -> b -> a`, if there is one (depth-first: a module met again
+/// while still on the path closes one).
+fn find_cycle(deps: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+    fn visit<'a>(m: &'a str, deps: &'a BTreeMap<String, BTreeSet<String>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Option<String> {
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            return Some(format!("{} -> {m}", path[at..].join(" -> ")));
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        let found = deps.get(m).into_iter().flatten().find_map(|next| visit(next, deps, path, done));
+        path.pop();
+        found
+    }
+    let mut done = BTreeSet::new();
+    deps.keys().find_map(|module| visit(module, deps, &mut Vec::new(), &mut done))
 }
 
 #[test]
@@ -72,34 +123,31 @@ fn top_level_modules_have_no_cycles() {
     for (module, uses) in &deps {
         println!("{module} -> {}", uses.iter().cloned().collect::<Vec<_>>().join(", "));
     }
-    // Depth-first search; a module met again while still on the path closes a cycle.
-    fn visit<'a>(m: &'a str, deps: &'a BTreeMap<String, BTreeSet<String>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) {
-        if let Some(at) = path.iter().position(|p| *p == m) {
-            panic!("a cycle among the top-level modules: {} -> {m}", path[at..].join(" -> "));
-        }
-        if !done.insert(m) {
-            return;
-        }
-        path.push(m);
-        for next in deps.get(m).into_iter().flatten() {
-            visit(next, deps, path, done);
-        }
-        path.pop();
-    }
-    let mut done = BTreeSet::new();
-    for module in deps.keys() {
-        visit(module, &deps, &mut Vec::new(), &mut done);
-    }
     assert!(deps.contains_key("device") && deps["ops"].contains("device"), "the scan found the modules: {deps:?}");
+    if let Some(cycle) = find_cycle(&deps) {
+        panic!("a cycle among the top-level modules: {cycle}");
+    }
 }
 
 #[test]
 fn the_check_sees_a_cycle() {
-    // The helpers above on a made-up file: a use inside unit tests or a comment is not
-    // a dependency, one in code is.
+    // The helpers above on made-up code: a use inside unit tests or a comment is not a
+    // dependency, one in code is (grouped ones too); and a made-up graph's cycle is found.
     let text = "use crate::ops::x;\n// crate::models in a comment\nfn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::restore::y;\n}\n";
     let code = code_of(text);
     assert!(code.contains("crate::ops") && !code.contains("crate::models") && !code.contains("crate::restore"), "{code}");
+    assert_eq!(crate_modules(&code), ["ops"]);
+    let grouped = "use crate::{device::{Device, Tensor}, ops, error::Result};\nlet x = crate::sde::f();";
+    assert_eq!(crate_modules(grouped), ["device", "ops", "error", "sde"]);
+    let graph = |edges: &[(&str, &str)]| {
+        let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            deps.entry(a.to_string()).or_default().insert(b.to_string());
+        }
+        deps
+    };
+    assert_eq!(find_cycle(&graph(&[("ops", "device"), ("device", "kernels")])), None);
+    assert_eq!(find_cycle(&graph(&[("ops", "device"), ("device", "cpu"), ("cpu", "ops")])).as_deref(), Some("cpu -> ops -> device -> cpu"), "the first module in order that reaches the cycle");
 }
 
 #[test]

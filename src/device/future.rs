@@ -121,10 +121,11 @@ mod tests {
 
     #[test]
     fn a_sender_is_send_only_where_its_value_is() {
-        assert!(IsSend::<Sender<Result<(), String>>>::SEND);
-        assert!(IsSend::<Sender<()>>::SEND);
-        assert!(!IsSend::<Sender<Rc<u8>>>::SEND, "a sender of an Rc must not cross threads");
-        assert!(!IsSend::<Rc<u8>>::SEND && IsSend::<u8>::SEND, "the check itself");
+        // Checked while compiling: the test builds only if they hold.
+        const { assert!(IsSend::<Sender<Result<(), String>>>::SEND) };
+        const { assert!(IsSend::<Sender<()>>::SEND) };
+        const { assert!(!IsSend::<Sender<Rc<u8>>>::SEND, "a sender of an Rc must not cross threads") };
+        const { assert!(!IsSend::<Rc<u8>>::SEND && IsSend::<u8>::SEND, "the check itself") };
     }
 
     #[test]

@@ -50,3 +50,8 @@ impl FamilyTime {
         families
     }
 }
+
+/// A dispatch's override constants as a profile shows them: `NAME=value` apart by spaces.
+pub(crate) fn overrides_text(overrides: &[(&'static str, f64)]) -> Rc<str> {
+    overrides.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ").into()
+}

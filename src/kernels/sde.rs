@@ -21,7 +21,7 @@ pub fn seeded_normal_pair(seed: u64, stream: u32, pair: u32) -> (f32, f32) {
     (r * angle.cos(), r * angle.sin())
 }
 
-/// The `z` of an update, as [`update_element`] reads it.
+/// The `z` of an update, as [`update_slice`] reads it.
 #[derive(Clone, Copy)]
 pub(crate) enum ZTerm<'a> {
     None,

@@ -20,6 +20,8 @@ mod sgemm128;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::profile::overrides_text;
 use super::{AdapterInfo, DType, DispatchTime, MemoryStats, Storage, Tensor};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
@@ -303,8 +305,7 @@ impl CpuDevice {
         if self.inner.profile.borrow().is_some() {
             let start = std::time::Instant::now();
             let done = self.compute(kernel, overrides, p, buffers, workgroups);
-            let overrides = overrides.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ").into();
-            let time = DispatchTime { kernel, overrides, workgroups, flops, ms: start.elapsed().as_secs_f64() * 1e3 };
+            let time = DispatchTime { kernel, overrides: overrides_text(overrides), workgroups, flops, ms: start.elapsed().as_secs_f64() * 1e3 };
             self.inner.profile.borrow_mut().as_mut().expect("profiling").push(time);
             return done;
         }

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use super::{GpuDevice, MAX_CACHED_BIND_GROUPS, MAX_PENDING_DISPATCHES, UNIFORM_ALIGN};
+use crate::device::profile::overrides_text;
 use crate::device::DispatchTime;
 use crate::device::tensor::Tensor;
 use crate::error::{Error, Result};
@@ -115,8 +116,7 @@ impl GpuDevice {
                 compilation_options: wgpu::PipelineCompilationOptions { constants: overrides, ..Default::default() },
                 cache: None,
             });
-            let overrides = overrides.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ").into();
-            Pipeline { kernel, overrides, pipeline }
+            Pipeline { kernel, overrides: overrides_text(overrides), pipeline }
         });
         let pipeline = Rc::new(pipeline);
         self.inner.pipelines.borrow_mut().insert(key, pipeline.clone());

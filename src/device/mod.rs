@@ -499,8 +499,8 @@ impl Device {
         self.upload_f16_bits(shape, &halves)
     }
 
-    /// Uploads values already in f16 (as stored in a checkpoint): on the GPU packed two per
-    /// 32-bit word, on the CPU widened to f32 once here (the values stay f16's).
+    /// Uploads values already in f16 (as stored in a checkpoint), packed two per 32-bit
+    /// word on either backend (the CPU's kernels widen them where they read them).
     pub fn upload_f16_bits(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
         check_len(shape, data.len())?;
         match &self.backend {

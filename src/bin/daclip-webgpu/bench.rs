@@ -382,7 +382,7 @@ fn unet_rows(dev: &Device, what: UNetRows) -> Result<()> {
     dev.sync_blocking()?;
     let weights_mib = dev.memory().live_bytes as f64 / (1 << 20) as f64;
     println!();
-    let memory = if dev.is_cpu() { "host memory of the CPU backend's tensors, f16 weights widened" } else { "GPU memory" };
+    let memory = if dev.is_cpu() { "host memory of the CPU backend's tensors" } else { "GPU memory" };
     println!("UNet (published architecture, f16 weights: {weights_mib:.0} MiB; {memory})");
     if let Some(((w, h), tile)) = what.tiled {
         print_header();

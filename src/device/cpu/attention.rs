@@ -37,7 +37,7 @@ pub(super) fn attention(p: &AttentionParams, batch: usize, d4: usize, ins: &[&[f
         let mut s = vec![0f32; rows * nk];
         // SAFETY: extents were checked above for every (b, h, row); `s` is this task's.
         unsafe {
-            super::gemm::raw_sgemm(rows, d, nk, p.scale, q.as_ptr().add(q_off + b * q_sb + i0 * q_row + h * d), [q_row, 1], k.as_ptr().add(k_off + b * k_sb + h * d), [1, k_row], s.as_mut_ptr(), [nk, 1]);
+            super::gemm::raw_sgemm(rows, d, nk, p.scale, q.as_ptr().add(q_off + b * q_sb + i0 * q_row + h * d), [q_row, 1], k.as_ptr().add(k_off + b * k_sb + h * d), [1, k_row], s.as_mut_ptr(), [nk, 1], false);
         }
         let mut inv = vec![0f32; rows];
         for (r, row) in s.chunks_mut(nk).enumerate() {
@@ -53,7 +53,7 @@ pub(super) fn attention(p: &AttentionParams, batch: usize, d4: usize, ins: &[&[f
         // SAFETY: rows i0.. of head h in batch b: this task's block of the output alone,
         // in bounds by the check above.
         unsafe {
-            super::gemm::raw_sgemm(rows, nk, d, 1.0, s.as_ptr(), [nk, 1], v.as_ptr().add(v_off + b * v_sb + h * d), [v_row, 1], o.ptr().add(ob), [heads * d, 1]);
+            super::gemm::raw_sgemm(rows, nk, d, 1.0, s.as_ptr(), [nk, 1], v.as_ptr().add(v_off + b * v_sb + h * d), [v_row, 1], o.ptr().add(ob), [heads * d, 1], false);
         }
         for (r, &f) in inv.iter().enumerate() {
             for e in 0..d {

@@ -3,9 +3,9 @@
 //! threads.
 
 use super::kernels::silu;
-use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut};
+use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::{Error, Result};
-use crate::kernels::{Conv2dParams, MatmulParams};
+use crate::kernels::{Conv2dParams, Kernel, MatmulParams};
 
 /// Below this many multiply-adds a product runs on one thread (a thread hand-off costs
 /// about as much).
@@ -26,9 +26,10 @@ impl Strided {
 }
 
 /// `C = alpha A B` for an m x k `A` and k x n `B` read from slices, written into `c`
-/// (which the caller sized). Every extent is checked before the unsafe call.
+/// (which the caller sized). Every extent is checked before the unsafe call. A packed
+/// f16 operand (a weight) is widened a block at a time (see [`widened_sgemm`]).
 #[allow(clippy::too_many_arguments)]
-fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strided, b: &[f32], sb: Strided, c: &SharedOut, sc: Strided) -> Result<()> {
+fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Values, sb: Strided, c: &SharedOut, sc: Strided) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -43,30 +44,130 @@ fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strided, b: &[
     }
     check_extent("matmul left operand", sa.max_index(m, k), a.len())?;
     check_extent("matmul right operand", sb.max_index(k, n), b.len())?;
-    // SAFETY: every index the product touches was checked above; the caller guarantees
-    // that no other task writes this block of C.
-    unsafe {
-        let (a, b, c) = (a.as_ptr().add(sa.offset), b.as_ptr().add(sb.offset), c.ptr().add(sc.offset));
-        raw_sgemm(m, k, n, alpha, a, [sa.rs, sa.cs], b, [sb.rs, sb.cs], c, [sc.rs, sc.cs]);
+    match (a, b) {
+        // SAFETY: every index the product touches was checked above; the caller guarantees
+        // that no other task writes this block of C.
+        (Values::F32(a), Values::F32(b)) => unsafe {
+            let (a, b, c) = (a.as_ptr().add(sa.offset), b.as_ptr().add(sb.offset), c.ptr().add(sc.offset));
+            raw_sgemm(m, k, n, alpha, a, [sa.rs, sa.cs], b, [sb.rs, sb.cs], c, [sc.rs, sc.cs], false);
+        },
+        (Values::F16(w), Values::F32(b)) => widened_sgemm(Side::Left, [m, k, n], alpha, w, sa, b, sb, c, sc),
+        (Values::F32(a), Values::F16(w)) => widened_sgemm(Side::Right, [m, k, n], alpha, w, sb, a, sa, c, sc),
+        (Values::F16(_), Values::F16(_)) => return Err(Error::Usage("matmul: both operands packed f16 (only weights are)".into())),
     }
     Ok(())
 }
 
-/// `C = alpha A B` (C overwritten) for an m x k `A`, k x n `B` and m x n `C`, entry
-/// (r, c) of each at `r * strides[0] + c * strides[1]` from its pointer; k at least 1.
+/// Which operand of a product is the f16 weight.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// Depth and width of the f16 weight's blocks widened at once: 512 KiB of f32, in L2
+/// while the product reads it (its packing copies it once more, which a weight read as
+/// f32 costs too).
+const WIDEN_DEPTH: usize = 256;
+const WIDEN_WIDTH: usize = 512;
+
+/// [`sgemm`] with an f16 weight `w` as the left (m x k) or right (k x n) operand and f32
+/// `x` as the other: the weight is widened WIDEN_DEPTH x WIDEN_WIDTH at a time into this
+/// thread's buffer (in the orientation it is stored, so the copy reads it in order), and
+/// each block's product is added into C. The weight stays f16 in memory: half the bytes
+/// of f32, and each block is read from memory once per call either way. Extents were
+/// checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn widened_sgemm(side: Side, [m, k, n]: [usize; 3], alpha: f32, w: &[u16], sw: Strided, x: &[f32], sx: Strided, c: &SharedOut, sc: Strided) {
+    thread_local! {
+        static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // The weight's other dimension: rows of a left, columns of a right operand.
+    let width = if side == Side::Left { m } else { n };
+    // The weight's entry (depth d, position j) at sw.offset + d * step_d + j * step_j.
+    let (step_d, step_j) = if side == Side::Left { (sw.cs, sw.rs) } else { (sw.rs, sw.cs) };
+    WIDE.with(|wide| {
+        let mut wide = wide.borrow_mut();
+        wide.resize(WIDEN_DEPTH * WIDEN_WIDTH, 0.0);
+        for j0 in (0..width).step_by(WIDEN_WIDTH) {
+            let wj = WIDEN_WIDTH.min(width - j0);
+            for d0 in (0..k).step_by(WIDEN_DEPTH) {
+                let kd = WIDEN_DEPTH.min(k - d0);
+                // The block in the buffer, contiguous along whichever of its dimensions
+                // the weight is: (d, j) at d * rd + j * rj.
+                let (rd, rj) = if step_d == 1 { (1, kd) } else { (wj, 1) };
+                let block = &mut wide[..kd * wj];
+                let at = |d: usize, j: usize| sw.offset + (d0 + d) * step_d + (j0 + j) * step_j;
+                if step_d == 1 {
+                    for (j, dst) in block.chunks_exact_mut(kd).enumerate() {
+                        Values::F16(w).widen_into(at(0, j), dst);
+                    }
+                } else if step_j == 1 {
+                    for (d, dst) in block.chunks_exact_mut(wj).enumerate() {
+                        Values::F16(w).widen_into(at(d, 0), dst);
+                    }
+                } else {
+                    for d in 0..kd {
+                        for j in 0..wj {
+                            block[d * rd + j * rj] = Values::F16(w).get(at(d, j));
+                        }
+                    }
+                }
+                let accumulate = d0 > 0;
+                // SAFETY: the block lies in `wide`; x's and C's extents were checked by
+                // the caller for the whole product, of which these are parts.
+                unsafe {
+                    let wp = block.as_ptr();
+                    if side == Side::Left {
+                        let xp = x.as_ptr().add(sx.offset + d0 * sx.rs);
+                        let cp = c.ptr().add(sc.offset + j0 * sc.rs);
+                        raw_sgemm(wj, kd, n, 1.0, wp, [rj, rd], xp, [sx.rs, sx.cs], cp, [sc.rs, sc.cs], accumulate);
+                    } else {
+                        let xp = x.as_ptr().add(sx.offset + d0 * sx.cs);
+                        let cp = c.ptr().add(sc.offset + j0 * sc.cs);
+                        raw_sgemm(m, kd, wj, 1.0, xp, [sx.rs, sx.cs], wp, [rd, rj], cp, [sc.rs, sc.cs], accumulate);
+                    }
+                }
+            }
+        }
+    });
+    if alpha != 1.0 {
+        for r in 0..m {
+            for col in 0..n {
+                let i = sc.offset + r * sc.rs + col * sc.cs;
+                // SAFETY of the read: index i is in this task's block, written above.
+                c.set(i, alpha * unsafe { *c.ptr().add(i) });
+            }
+        }
+    }
+}
+
+/// `C = alpha A B`, or `C += alpha A B` where `accumulate` (then alpha must be 1), for
+/// an m x k `A`, k x n `B` and m x n `C`, entry (r, c) of each at `r * strides[0] + c *
+/// strides[1]` from its pointer; k at least 1.
 ///
 /// # Safety
 /// Every entry those strides reach lies in its allocation; C overlaps neither A nor B.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn raw_sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, sa: [usize; 2], b: *const f32, sb: [usize; 2], c: *mut f32, sc: [usize; 2]) {
+pub(super) unsafe fn raw_sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, sa: [usize; 2], b: *const f32, sb: [usize; 2], c: *mut f32, sc: [usize; 2], accumulate: bool) {
+    debug_assert!(!accumulate || alpha == 1.0, "an accumulating product scales by 1");
     #[cfg(target_arch = "wasm32")]
-    super::sgemm128::sgemm(m, k, n, alpha, a, sa, b, sb, c, sc);
+    super::sgemm128::sgemm(m, k, n, alpha, a, sa, b, sb, c, sc, accumulate);
     #[cfg(not(target_arch = "wasm32"))]
     {
         let i = |s: [usize; 2]| (s[0] as isize, s[1] as isize);
         let ((rsa, csa), (rsb, csb), (rsc, csc)) = (i(sa), i(sb), i(sc));
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc);
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     }
+}
+
+/// Values `start .. start + n` widened to f32 (a bias: f32 or f16).
+fn widened(v: Values, start: usize, n: usize, what: &str) -> Result<Vec<f32>> {
+    check_extent(what, start + n - 1, v.len())?;
+    let mut out = vec![0.0; n];
+    v.widen_into(start, &mut out);
+    Ok(out)
 }
 
 /// Splits `len` into about `parts` ranges whose starts are multiples of `align`.
@@ -77,20 +178,18 @@ fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
 
 /// matmul.wgsl: `c[g, b] = alpha a[g, b] b[g, b] (+ bias over columns)` with strided
 /// operands; `batch` counts every group's matrices.
-pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [f32]) -> Result<()> {
     if p.k_slices != 1 || p.has(MatmulParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("matmul: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
     }
     let with_residual = p.has(MatmulParams::RESIDUAL);
-    let (a, b, bias, residual) = (ins[0], ins[1], ins[2], ins[3]);
+    let (a, b, residual) = (ins[0], ins[1], ins[3].f32(Kernel::Matmul)?);
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if p.has_bias != 0 {
-        check_extent("matmul bias", n - 1, bias.len())?;
-    }
+    let bias = if p.has_bias != 0 { widened(ins[2], 0, n, "matmul bias")? } else { Vec::new() };
     if with_residual {
         check_extent("matmul residual", out.len() - 1, residual.len())?;
     }
@@ -140,23 +239,26 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[&[f32]], out: &mut [
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
+pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [f32]) -> Result<()> {
     if p.k_slices != 1 || p.has(Conv2dParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
     }
-    let gathered = gather_input(p, batch, ins[0], ins[1])?;
+    let f32_input = |i: usize| ins[i].f32(Kernel::Conv2d);
+    let (x, x2) = (f32_input(0)?, f32_input(1)?);
+    let gathered = gather_input(p, batch, x, x2)?;
     // Output channel o is the weight's and bias's first_cout + o.
     let first = p.first_cout as usize;
     let kdim = (p.cin * p.kh * p.kw) as usize;
-    let (w, bias) = (ins[2].get(first * kdim..).unwrap_or(&[]), if p.has_bias != 0 { ins[3].get(first..).unwrap_or(&[]) } else { ins[3] });
-    convolve(p, batch, gathered.as_deref().unwrap_or(ins[0]), w, bias, out)?;
+    let w = ins[2].from(first * kdim);
+    let bias = if p.has_bias != 0 { Some(widened(ins[3], first, p.cout as usize, "conv2d bias")?) } else { None };
+    convolve(p, batch, gathered.as_deref().unwrap_or(x), w, bias.as_deref(), out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
     let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));
     if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
         return Ok(());
     }
-    let (table, residual, residual2, row) = (ins[4], ins[5], ins[6], p.row as usize);
+    let (table, residual, residual2, row) = (f32_input(4)?, f32_input(5)?, f32_input(6)?, p.row as usize);
     let n = batch * cout * npix;
     if scale_shift {
         check_extent("conv2d time conditioning", (row + batch) * 2 * cout - 1, table.len())?;
@@ -228,7 +330,7 @@ fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result
 }
 
 /// The convolution and its bias, before the epilogue.
-fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) -> Result<()> {
+fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -240,12 +342,9 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
     }
     check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * kdim - 1, w.len())?;
-    if p.has_bias != 0 {
-        check_extent("conv2d bias", cout - 1, bias.len())?;
-    }
     let winograd_tiles = ho.div_ceil(2) * wo.div_ceil(2);
     if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS && winograd_tiles >= WINOGRAD_MIN_TILES {
-        return winograd_3x3(p, batch, x, w, (p.has_bias != 0).then_some(bias), out);
+        return winograd_3x3(p, batch, x, w, bias, out);
     }
     let direct = taps == 1 && stride == 1 && pad == 0;
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
@@ -280,11 +379,11 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: &[f32], 
             let sa = Strided { offset: c0 * kdim, rs: kdim, cs: 1 };
             let sc = Strided { offset: (bi * cout + c0) * npix + p0, rs: npix, cs: 1 };
             // Output pixels p0..p1 of channels c0..c1 of image bi: this task's block alone.
-            if let Err(e) = sgemm(c1 - c0, np, kdim, 1.0, w, sa, bsrc, sb, &y, sc) {
+            if let Err(e) = sgemm(c1 - c0, np, kdim, 1.0, w, sa, Values::F32(bsrc), sb, &y, sc) {
                 failed.lock().unwrap().get_or_insert(e);
                 return;
             }
-            if p.has_bias != 0 {
+            if let Some(bias) = bias {
                 for (co, &bv) in bias[c0..c1].iter().enumerate() {
                     let row = sc.offset + co * npix;
                     for i in row..row + np {
@@ -366,7 +465,7 @@ const WINOGRAD_MIN_TILES: usize = 256;
 /// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
 /// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
 /// transformed blocks in cache, the blocks spread over threads.
-fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;
@@ -377,7 +476,8 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: Opti
         let us = SharedOut::new(&mut u);
         parallel_for(cout, |co| {
             for ci in 0..cin {
-                let g = &w[(co * cin + ci) * 9..][..9];
+                let mut g = [0f32; 9];
+                w.widen_into((co * cin + ci) * 9, &mut g);
                 let mut t = [[0f32; 3]; 4]; // G g: 4 x 3
                 for c in 0..3 {
                     let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
@@ -499,7 +599,7 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: Opti
                 let sa = Strided { offset: e * cout * cin, rs: cin, cs: 1 };
                 let sb = Strided { offset: e * cin * nb, rs: nb, cs: 1 };
                 let sc = Strided { offset: e * cout * nb, rs: nb, cs: 1 };
-                if let Err(err) = sgemm(cout, nb, cin, 1.0, &u, sa, v, sb, &mo, sc) {
+                if let Err(err) = sgemm(cout, nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
                     failed.lock().unwrap().get_or_insert(err);
                     return;
                 }
@@ -547,4 +647,51 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: &[f32], bias: Opti
         });
     });
     failed.into_inner().unwrap().map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sgemm, SharedOut, Strided, Values};
+
+    /// Products with an f16 weight on either side, in each layout (contiguous along the
+    /// depth, along the width, and neither), across the widened blocks' edges (depth and
+    /// width not multiples of the block), alpha 1 and not: against the same product of
+    /// the weight widened whole.
+    #[test]
+    fn f16_weights_widened_by_blocks_match_f32() {
+        let mut rng = crate::weights::SplitMix::new(7);
+        for (m, k, n) in [(3, 600, 1100), (700, 300, 5), (1, 1, 1)] {
+            for left in [false, true] {
+                let (rows, cols) = if left { (m, k) } else { (k, n) };
+                for layout in 0..3 {
+                    // The weight's (row, col) at offset 5 + row * rs + col * cs.
+                    let (rs, cs) = match layout {
+                        0 => (cols, 1),
+                        1 => (1, rows),
+                        _ => (2 * cols + 1, 2),
+                    };
+                    let len = 5 + (rows - 1) * rs + (cols - 1) * cs + 1;
+                    let halves: Vec<u16> = (0..len).map(|_| half::f16::from_f32(rng.uniform() as f32 - 0.5).to_bits()).collect();
+                    let wide: Vec<f32> = halves.iter().map(|&h| half::f16::from_bits(h).to_f32()).collect();
+                    let x: Vec<f32> = (0..m.max(n) * k).map(|_| rng.uniform() as f32 - 0.5).collect();
+                    let sw = Strided { offset: 5, rs, cs };
+                    let sx = if left { Strided { offset: 0, rs: n, cs: 1 } } else { Strided { offset: 0, rs: k, cs: 1 } };
+                    let sc = Strided { offset: 0, rs: n, cs: 1 };
+                    for alpha in [1.0, 0.25] {
+                        let run = |w: Values| {
+                            let mut c = vec![f32::NAN; m * n];
+                            let out = SharedOut::new(&mut c);
+                            let (a, sa, b, sb) = if left { (w, sw, Values::F32(&x), sx) } else { (Values::F32(&x), sx, w, sw) };
+                            sgemm(m, n, k, alpha, a, sa, b, sb, &out, sc).unwrap();
+                            c
+                        };
+                        let (got, want) = (run(Values::F16(&halves)), run(Values::F32(&wide)));
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!((g - w).abs() <= 1e-5 * (k as f32).sqrt(), "{m}x{k}x{n} left {left} layout {layout} alpha {alpha} at {i}: {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The CPU twins of the norm, softmax, element-wise, layout and sampler kernels: the same
 //! arithmetic as their WGSL files, sums accumulated in f64.
 
-use super::{check_extent, parallel_chunks, parallel_for, SharedOut};
+use super::{check_extent, parallel_chunks, parallel_for, SharedOut, Values};
 use crate::error::Result;
+use crate::kernels::Kernel;
 use crate::kernels::sde::{update_slice, UpdateTerms, ZTerm};
 use crate::kernels::{ActivationParams, BinaryParams, ChannelLayerNormParams, ConcatParams, GatherRowsParams, GroupNormParams, LayerNormParams, PadCropParams, SdeUpdateParams, SoftmaxParams, TransposeParams};
 
@@ -53,14 +54,21 @@ fn moments(n: usize, eps: f32, at: impl Fn(usize) -> f32) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
-pub(super) fn layer_norm(p: &LayerNormParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, g, b) = (ins[0], ins[1], ins[2]);
+/// The first `n` values, widened: a norm's gain or bias (f32 or f16, a few thousand
+/// values, widened once per call rather than per use).
+fn affine(v: Values, n: usize, what: &str) -> Result<Vec<f32>> {
+    check_extent(what, n - 1, v.len())?;
+    let mut out = vec![0.0; n];
+    v.widen_into(0, &mut out);
+    Ok(out)
+}
+
+pub(super) fn layer_norm(p: &LayerNormParams, ins: &[Values], out: &mut [f32]) -> Result<()> {
+    let x = ins[0].f32(Kernel::LayerNorm)?;
     let (rows, c) = (p.rows as usize, p.c as usize);
     check_extent("layer_norm input", rows * c - 1, x.len())?;
     check_extent("layer_norm output", rows * c - 1, out.len())?;
-    if p.has_affine != 0 {
-        check_extent("layer_norm affine", c - 1, g.len().min(b.len()))?;
-    }
+    let (g, b) = if p.has_affine != 0 { (affine(ins[1], c, "layer_norm gain")?, affine(ins[2], c, "layer_norm bias")?) } else { Default::default() };
     parallel_chunks(&mut out[..rows * c], c, |r, y| {
         let xr = &x[r * c..(r + 1) * c];
         let (mean, inv) = moments(c, p.eps, |i| xr[i]);
@@ -72,12 +80,12 @@ pub(super) fn layer_norm(p: &LayerNormParams, ins: &[&[f32]], out: &mut [f32]) -
     Ok(())
 }
 
-pub(super) fn channel_layer_norm(p: &ChannelLayerNormParams, residual: bool, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, g) = (ins[0], ins[1]);
-    let residual = residual.then_some(ins[2]);
+pub(super) fn channel_layer_norm(p: &ChannelLayerNormParams, residual: bool, ins: &[Values], out: &mut [f32]) -> Result<()> {
+    let x = ins[0].f32(Kernel::ChannelLayerNorm)?;
+    let residual = if residual { Some(ins[2].f32(Kernel::ChannelLayerNorm)?) } else { None };
     let (batch, c, hw) = (p.batch as usize, p.c as usize, p.hw as usize);
     check_extent("channel_layer_norm input", batch * c * hw - 1, x.len())?;
-    check_extent("channel_layer_norm gain", c - 1, g.len())?;
+    let g = affine(ins[1], c, "channel_layer_norm gain")?;
     check_extent("channel_layer_norm output", batch * c * hw - 1, out.len())?;
     if let Some(r) = residual {
         check_extent("channel_layer_norm residual", batch * c * hw - 1, r.len())?;
@@ -116,25 +124,23 @@ pub(super) fn channel_layer_norm(p: &ChannelLayerNormParams, residual: bool, ins
     Ok(())
 }
 
-pub(super) fn group_norm(p: &GroupNormParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (x, g, b) = (ins[0], ins[1], ins[2]);
+pub(super) fn group_norm(p: &GroupNormParams, ins: &[Values], out: &mut [f32]) -> Result<()> {
+    let (x, stats) = (ins[0].f32(Kernel::GroupNorm)?, ins[3].f32(Kernel::GroupNorm)?);
     let (batch, c, hw, groups) = (p.batch as usize, p.c as usize, p.hw as usize, p.groups as usize);
     let cg = c / groups;
     let n = cg * hw;
     check_extent("group_norm input", batch * c * hw - 1, x.len())?;
     check_extent("group_norm output", batch * c * hw - 1, out.len())?;
-    if p.has_affine != 0 {
-        check_extent("group_norm affine", c - 1, g.len().min(b.len()))?;
-    }
+    let (g, b) = if p.has_affine != 0 { (affine(ins[1], c, "group_norm gain")?, affine(ins[2], c, "group_norm bias")?) } else { Default::default() };
     let chunks = p.chunks as usize;
     if chunks > 1 {
-        check_extent("group_norm statistics", batch * groups * chunks * 2 - 1, ins[3].len())?;
+        check_extent("group_norm statistics", batch * groups * chunks * 2 - 1, stats.len())?;
     }
     // (batch, group) blocks are contiguous and in order: one chunk each.
     parallel_chunks(&mut out[..batch * c * hw], n, |blk, y| {
         let xs = &x[blk * n..(blk + 1) * n];
         let (mean, inv) = if chunks > 1 {
-            merged_moments(&ins[3][blk * chunks * 2..(blk + 1) * chunks * 2], p.chunk as usize, n, p.eps)
+            merged_moments(&stats[blk * chunks * 2..(blk + 1) * chunks * 2], p.chunk as usize, n, p.eps)
         } else {
             moments(n, p.eps, |i| xs[i])
         };
@@ -337,8 +343,8 @@ pub(super) fn transpose(p: &TransposeParams, batch: usize, ins: &[&[f32]], out: 
     Ok(())
 }
 
-pub(super) fn gather_rows(p: &GatherRowsParams, ins: &[&[f32]], out: &mut [f32]) -> Result<()> {
-    let (table, index) = (ins[0], bytemuck::cast_slice::<f32, u32>(ins[1]));
+pub(super) fn gather_rows(p: &GatherRowsParams, ins: &[Values], out: &mut [f32]) -> Result<()> {
+    let (table, index) = (ins[0], bytemuck::cast_slice::<f32, u32>(ins[1].f32(Kernel::GatherRows)?));
     let (n, c, rows) = (p.n as usize, p.c as usize, p.table_rows as usize);
     check_extent("gather output", n - 1, out.len())?;
     check_extent("gather indices", n / c - 1, index.len())?;
@@ -346,7 +352,7 @@ pub(super) fn gather_rows(p: &GatherRowsParams, ins: &[&[f32]], out: &mut [f32])
     for (r, y) in out[..n].chunks_mut(c).enumerate() {
         // Out-of-range indices read the last row, as the shader does.
         let src = (index[r] as usize).min(rows - 1);
-        y.copy_from_slice(&table[src * c..(src + 1) * c]);
+        table.widen_into(src * c, y);
     }
     Ok(())
 }

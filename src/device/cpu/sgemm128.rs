@@ -28,19 +28,19 @@ const NC: usize = 1024;
 /// the product is computed as given or transposed (`C^T = B^T A^T`), whichever packs
 /// less. An A whose rows are contiguous is read in place (a weight, as `B^T`, is).
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa, csa]: [usize; 2], b: *const f32, [rsb, csb]: [usize; 2], c: *mut f32, [rsc, csc]: [usize; 2]) {
+pub(super) unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa, csa]: [usize; 2], b: *const f32, [rsb, csb]: [usize; 2], c: *mut f32, [rsc, csc]: [usize; 2], accumulate: bool) {
     // Values packed, in units of k: all of B, and A unless its rows are contiguous.
     let packed = n + if csa == 1 { 0 } else { m };
     let packed_transposed = m + if rsb == 1 { 0 } else { n };
     if packed_transposed < packed {
-        blocked(n, k, m, alpha, b, [csb, rsb], a, [csa, rsa], c, [csc, rsc]);
+        blocked(n, k, m, alpha, b, [csb, rsb], a, [csa, rsa], c, [csc, rsc], accumulate);
     } else {
-        blocked(m, k, n, alpha, a, [rsa, csa], b, [rsb, csb], c, [rsc, csc]);
+        blocked(m, k, n, alpha, a, [rsa, csa], b, [rsb, csb], c, [rsc, csc], accumulate);
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn blocked(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa, csa]: [usize; 2], b: *const f32, [rsb, csb]: [usize; 2], c: *mut f32, [rsc, csc]: [usize; 2]) {
+unsafe fn blocked(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa, csa]: [usize; 2], b: *const f32, [rsb, csb]: [usize; 2], c: *mut f32, [rsc, csc]: [usize; 2], accumulate: bool) {
     thread_local! {
         static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
@@ -55,7 +55,7 @@ unsafe fn blocked(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa,
             let nc = NC.min(n - j0);
             for p0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - p0);
-                let (first, last) = (p0 == 0, p0 + kc == k);
+                let (first, last) = (p0 == 0 && !accumulate, p0 + kc == k);
                 pack_b(kc, nc, b.add(p0 * rsb + j0 * csb), rsb, csb, pb);
                 for i0 in (0..m).step_by(MC) {
                     let mc = MC.min(m - i0);
@@ -254,7 +254,8 @@ mod lanes {
 #[cfg(test)]
 mod tests {
     /// Every blocking edge (m around MR and MC, k around KC, n around NR and NC), both
-    /// layouts of each operand, alpha 1 and not: against a sum in f64.
+    /// layouts of each operand, alpha 1 and not, overwriting and accumulating: against a
+    /// sum in f64.
     #[test]
     fn products_match_a_plain_sum() {
         let mut seed = 1u32;
@@ -282,31 +283,18 @@ mod tests {
                 let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
                 let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
                 let (rsc, csc) = if tc { (1, m) } else { (n, 1) };
-                unsafe {
-                    super::sgemm(
-                        m,
-                        k,
-                        n,
-                        alpha,
-                        a.as_ptr(),
-                        [rsa, csa],
-                        b.as_ptr(),
-                        [rsb, csb],
-                        c.as_mut_ptr(),
-                        [rsc, csc],
-                    )
-                };
-                for r in 0..m {
-                    for col in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|i| a[r * rsa + i * csa] as f64 * b[i * rsb + col * csb] as f64)
-                            .sum::<f64>()
-                            * alpha as f64;
-                        let got = c[r * rsc + col * csc] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (k as f64).sqrt(),
-                            "{m}x{k}x{n} ({ta},{tb},{tc}) at ({r},{col}): {got} vs {want}"
-                        );
+                // The product, then (alpha 1) the product added to it: twice the sum.
+                for (accumulate, times) in [(false, 1.0), (true, 2.0)] {
+                    if accumulate && alpha != 1.0 {
+                        continue;
+                    }
+                    unsafe { super::sgemm(m, k, n, alpha, a.as_ptr(), [rsa, csa], b.as_ptr(), [rsb, csb], c.as_mut_ptr(), [rsc, csc], accumulate) };
+                    for r in 0..m {
+                        for col in 0..n {
+                            let want: f64 = (0..k).map(|i| a[r * rsa + i * csa] as f64 * b[i * rsb + col * csb] as f64).sum::<f64>() * alpha as f64 * times;
+                            let got = c[r * rsc + col * csc] as f64;
+                            assert!((got - want).abs() <= 2e-5 * (k as f64).sqrt(), "{m}x{k}x{n} ({ta},{tb},{tc}, accumulate {accumulate}) at ({r},{col}): {got} vs {want}");
+                        }
                     }
                 }
             }

@@ -189,16 +189,19 @@ impl Engine {
 
     /// Loads DA-CLIP weights (safetensors or the original .pt) from a Blob, read one
     /// tensor at a time, checked, uploaded as f16; the ten trained names' text features
-    /// are computed now when the file does not store them. With `on_chunk`, an original
-    /// .pt is also converted to f16 safetensors for the caller to cache (the text tower
-    /// replaced by those features unless `keep_text`), handed over in pieces of a few
-    /// MiB: the file and its conversion are never whole in wasm memory.
+    /// are computed now when the file does not store them. The text tower is kept only
+    /// with `keep_text` (custom labels): otherwise it runs for the ten names before the
+    /// image towers load, and is dropped. With `on_chunk`, an original .pt is also
+    /// converted to f16 safetensors for the caller to cache (the text tower replaced by
+    /// those features unless `keep_text`), handed over in pieces of a few MiB: the file
+    /// and its conversion are never whole in wasm memory.
     #[wasm_bindgen(js_name = loadDaclip)]
     pub async fn load_daclip(&self, blob: web_sys::Blob, keep_text: bool, on_chunk: Option<js_sys::Function>) -> Result<(), JsError> {
         let source = BlobSource::new(blob).map_err(js_error)?;
         let (model, torch) = {
             let ckpt = Checkpoint::read(&source, None).map_err(js_error)?;
-            (DaClip::load(&self.dev, &ckpt, DeviceDType::F16).map_err(js_error)?, ckpt.weights.format == Format::Torch)
+            let model = if keep_text { DaClip::load(&self.dev, &ckpt, DeviceDType::F16) } else { DaClip::load_without_text(&self.dev, &ckpt, DeviceDType::F16).await };
+            (model.map_err(js_error)?, ckpt.weights.format == Format::Torch)
         };
         model.prepare_degradation_features(&self.dev).await.map_err(js_error)?;
         if let (Some(on_chunk), true) = (on_chunk, torch) {

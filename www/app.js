@@ -1,4 +1,6 @@
-// The demo page: everything runs in this browser; the only requests go to this origin.
+// The demo page: everything runs in this browser; the only requests go to this origin
+// (and, on request, to the model card or the mirror named by `?mirror=` for the published
+// weights).
 import { DaClip, webgpuAvailable } from './lib/daclip.js';
 
 const $ = (id) => document.getElementById(id);
@@ -168,35 +170,39 @@ $('load-files').onclick = () => {
 $('load-tiny').onclick = () => loadWeights({ daclip: 'tiny/daclip-tiny.safetensors', unet: 'tiny/universal-ir-tiny.pth' });
 $('load-local').onclick = () => loadWeights({ daclip: '../weights/daclip.safetensors', unet: '../weights/universal-ir.safetensors' });
 
-// The published weights: only on request does the page contact the model card, first
-// to say how much it would download.
+// The published weights: only on request does the page contact the model card (or the
+// mirror the page's address names: `?mirror=https://example.org/daclip/`, the files
+// under their published names), first to say how much it would download.
+const mirror = new URLSearchParams(location.search).get('mirror') ?? undefined;
+const source = mirror ? new URL(mirror, location.href).host : 'huggingface.co';
+if (mirror) $('published-note').textContent = `(from the mirror at ${source}, once; kept in this browser for offline use)`;
 $('load-published').onclick = async () => {
   const weights = $('published-choice').value;
-  $('published-note').textContent = 'asking the model card for the file sizes...';
+  $('published-note').textContent = `asking ${source} for the file sizes...`;
   let plan;
   try {
-    plan = await DaClip.publishedWeights(weights, { customLabels: true });
+    plan = await DaClip.publishedWeights(weights, { customLabels: true, baseUrl: mirror });
   } catch (err) {
-    $('published-note').textContent = `the model card cannot be reached (${err.message})`;
+    $('published-note').textContent = `${source} cannot be reached (${err.message})`;
     return;
   }
   const size = plan.download === null ? 'an unknown amount (the server did not say)' : `${(plan.download / 1e9).toFixed(2)} GB`;
   const gb = (n) => `${(n / 1e9).toFixed(1)} GB`;
-  const memory = `The models need about ${gb(plan.memory)} of GPU memory (without WebGPU, ${gb(2 * plan.memory)} of memory).`;
+  const memory = `The models need about ${gb(plan.memory)} of GPU memory (without WebGPU, as much of this computer's memory).`;
   const storage = plan.storageFree === null ? '' : plan.download !== null && plan.storageFree < plan.download / 2
     ? ` This site may store only ${gb(plan.storageFree)} more, so they cannot be kept: every visit downloads them again.`
     : ` They are kept in this browser (${gb(plan.storageFree)} free): later visits load them offline.`;
-  if (!plan.cached && !confirm(`Download ${size} from huggingface.co? ${memory}${storage}`)) {
+  if (!plan.cached && !confirm(`Download ${size} from ${source}? ${memory}${storage}`)) {
     $('published-note').textContent = 'not downloaded';
     return;
   }
   $('published-note').textContent = plan.cached ? 'loading from this browser\'s cache' : `downloading ${size}, once`;
   // The text tower stays in the cached copy: the page ranks the user's own labels.
-  await loadWeights({ weights, customLabels: true });
+  await loadWeights({ weights, baseUrl: mirror, customLabels: true });
   $('published-note').textContent = model ? 'kept in this browser for offline use' : '';
 };
 $('delete-published').onclick = async () => {
-  const n = await DaClip.deleteCachedWeights($('published-choice').value);
+  const n = await DaClip.deleteCachedWeights($('published-choice').value, { baseUrl: mirror });
   $('published-note').textContent = n ? `deleted from this browser (${n} cached files)` : 'nothing of these was kept in this browser';
 };
 $('image-file').onchange = (e) => e.target.files[0] && setImage(e.target.files[0]);

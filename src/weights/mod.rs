@@ -265,11 +265,12 @@ impl<'w, 'a> Vb<'w, 'a> {
 
     /// Uploads `name` (checked to have `shape`) in this builder's GPU dtype.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        // Checked before reading: the error names the weight, not an activation.
-        // f16 weights are packed two per word on a GPU; the CPU backend widens them to f32.
-        let per_value = if self.dtype == DeviceDType::F32 || self.dev.is_cpu() { 4 } else { 2 };
+        // Checked before reading: the error names the weight, not an activation. f16
+        // weights are packed two per word. The CPU backend has no buffer bindings: its
+        // weights may be larger (its activations keep the GPU's limit).
+        let per_value = if self.dtype == DeviceDType::F32 { 4 } else { 2 };
         let bytes = shape.iter().product::<usize>().saturating_mul(per_value);
-        if bytes > self.dev.max_tensor_bytes() {
+        if !self.dev.is_cpu() && bytes > self.dev.max_tensor_bytes() {
             let max = self.dev.max_tensor_bytes();
             let mib = |b: usize| b as f64 / (1 << 20) as f64;
             return Err(Error::TooLarge(format!(

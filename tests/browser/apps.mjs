@@ -231,6 +231,49 @@ window.result = 'ready';
   }
 });
 
+await check('the demo downloads published-wild from the mirror its address names (?mirror=), classifies and restores', async () => {
+  // The tiny weights under the Wild-IR pair's published names (the full-size files:
+  // npm run bench:weights -- <folder> published-wild cpu demo).
+  const mirror = mkdtempSync(join(tmpdir(), 'daclip-demo-mirror-'));
+  cpSync(join(root, 'www/tiny/daclip-tiny.safetensors'), join(mirror, 'wild-daclip_ViT-L-14.pt'));
+  cpSync(join(root, 'www/tiny/universal-ir-tiny.pth'), join(mirror, 'wild-ir.pth'));
+  const [site, mirrorServer] = [await serve(0, root), await serve(0, mirror)];
+  const tab = await browser.newPage();
+  const origins = new Set();
+  tab.on('request', (r) => origins.add(new URL(r.url()).origin));
+  const asked = [];
+  tab.on('dialog', (d) => { asked.push(d.message()); d.accept(); });
+  try {
+    const mirrorUrl = `http://127.0.0.1:${mirrorServer.address().port}/`;
+    await tab.goto(`http://127.0.0.1:${site.address().port}/www/index.html?mirror=${encodeURIComponent(mirrorUrl)}`);
+    await tab.selectOption('#published-choice', 'published-wild');
+    await tab.click('#load-published');
+    await tab.waitForFunction(() => /loaded on|failed/.test(document.querySelector('#load-text').textContent), null, { timeout: 120000 });
+    assert.match(await tab.textContent('#load-text'), /loaded on/, await tab.textContent('#status'));
+    await tab.setInputFiles('#image-file', { name: 'photo.png', mimeType: 'image/png', buffer: await tab.evaluate(async () => {
+      const c = new OffscreenCanvas(40, 48);
+      const g = c.getContext('2d');
+      g.fillStyle = '#5a8'; g.fillRect(0, 0, 40, 48); g.fillStyle = '#c42'; g.fillRect(8, 10, 20, 20);
+      return [...new Uint8Array(await (await c.convertToBlob({ type: 'image/png' })).arrayBuffer())];
+    }).then((b) => Buffer.from(b)) });
+    await tab.waitForFunction(() => document.querySelector('#bars').children.length === 10);
+    await tab.selectOption('#preset', 'mr-ode2:10');
+    await tab.click('#restore');
+    await tab.waitForFunction(() => /done in|failed|error/i.test(document.querySelector('#step-text').textContent), null, { timeout: 120000 });
+    const done = await tab.textContent('#step-text');
+    console.log(`     asked: "${asked[0]}"; ${await tab.textContent('#published-note')}; ${done}`);
+    assert.match(done, /done in/);
+    assert.equal(asked.length, 1);
+    assert.match(asked[0], new RegExp(`from 127\\.0\\.0\\.1:${mirrorServer.address().port}\\?`));
+    assert.deepEqual([...origins].sort(), [`http://127.0.0.1:${site.address().port}`, `http://127.0.0.1:${mirrorServer.address().port}`].sort(), 'requests only to the page and the mirror');
+  } finally {
+    await tab.close();
+    site.close();
+    mirrorServer.close();
+    rmSync(mirror, { recursive: true, force: true });
+  }
+});
+
 await check('a TypeScript consumer compiles against daclip.d.ts (tsc --strict --noEmit)', async () => {
   const dir = app('ts-app');
   writeFileSync(join(dir, 'main.ts'), `import { DaClip, hasWebGPU, PUBLISHED_WEIGHTS, type AdapterDescription, type Classification, type PublishedDownload, type RestoreOptions } from 'daclip-webgpu';

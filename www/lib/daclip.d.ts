@@ -32,8 +32,9 @@ export interface LoadOptions {
    * replaced by the ten trained names' text features unless `customLabels`): about a
    * third of the download, and no unpickling on the next visit. */
   cache?: boolean;
-  /** Keep DA-CLIP's text tower in the cached conversion, for `classify(..., { labels })`
-   * on later visits (default false). */
+  /** Keep DA-CLIP's text tower, for `classify(..., { labels })` now and (in the cached
+   * conversion) on later visits (default false: the tower runs once for the ten trained
+   * names and is dropped, and the model holds less memory). */
   customLabels?: boolean;
   /** Where `worker.js` is served, for bundlers that move it (default: beside this module). */
   workerUrl?: string | URL;
@@ -148,7 +149,7 @@ export interface PublishedDownload {
   download: number | null;
   cached: boolean;
   /** Bytes of GPU memory the two models hold once loaded (f16 weights, text tower
-   * included), before any image; the CPU backend holds about twice that. */
+   * included), before any image; the CPU backend holds as much. */
   memory: number;
   /** Bytes this site may still store (navigator.storage.estimate()); the converted
    * weights are about half the download. Null where the browser does not say. */

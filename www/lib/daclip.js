@@ -14,8 +14,8 @@ const NO_WEBGPU =
  * `DaClip.load({ weights })` takes. The original .pt/.pth files are downloaded once and
  * kept converted (f16) in Cache Storage. `memory`: the bytes of GPU memory the two
  * models hold once loaded with their f16 weights, DA-CLIP's text tower included (as
- * the first load from a .pt holds it), before any image (`daclip-webgpu bench
- * --memory`); the CPU backend holds about twice that in wasm memory.
+ * `customLabels` keeps it), before any image (`daclip-webgpu bench --memory`); the CPU
+ * backend holds as much in wasm memory.
  */
 // BEGIN PUBLISHED: JSON, which the command line reads too (src/bin/daclip-webgpu/published.rs).
 const PUBLISHED = {

@@ -45,7 +45,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     let file = FileSource::open(&daclip)?;
     let ckpt = Checkpoint::read(&file, None)?;
     let dev = args.device.open()?;
-    let model = DaClip::load(&dev, &ckpt, DeviceDType::F16)?;
+    // The text tower only for custom labels (otherwise it runs for the ten names alone,
+    // before the image towers load).
+    let model = match labels {
+        Some(_) => DaClip::load(&dev, &ckpt, DeviceDType::F16)?,
+        None => daclip_webgpu::device::block_on(DaClip::load_without_text(&dev, &ckpt, DeviceDType::F16))?,
+    };
     drop(ckpt);
 
     let mut failed = Vec::new();

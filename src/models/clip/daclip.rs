@@ -64,6 +64,30 @@ const TEXT_FEATURE_CACHE: usize = 256;
 impl DaClip {
     /// Uploads a checked DA-CLIP checkpoint, one tensor at a time.
     pub fn load(dev: &Device, ckpt: &Checkpoint, dtype: DeviceDType) -> Result<DaClip> {
+        Self::load_towers(dev, ckpt, dtype, true)
+    }
+
+    /// [`DaClip::load`] for a model that ranks only the ten trained names (no custom
+    /// labels): a checkpoint with a text tower and without stored features has the tower
+    /// loaded alone first, run for the ten names (as `convert --no-text` does) and
+    /// dropped before the image towers load. The towers are then never in memory
+    /// together: ViT-L/14's text tower (0.16 GB of f16) took the browser's CPU backend
+    /// from 1.4 to 1.7 GB.
+    pub async fn load_without_text(dev: &Device, ckpt: &Checkpoint<'_>, dtype: DeviceDType) -> Result<DaClip> {
+        let computed = match &ckpt.kind {
+            ModelKind::DaClip(config) if config.text_cfg.is_some() && ckpt.weights.get(STORED_TEXT_FEATURES).is_none() => {
+                Some(degradation_text_features(dev, ckpt).await?.chunks(config.embed_dim).map(<[f32]>::to_vec).collect())
+            }
+            _ => None,
+        };
+        let mut model = Self::load_towers(dev, ckpt, dtype, false)?;
+        if computed.is_some() {
+            model.stored_text_features = computed;
+        }
+        Ok(model)
+    }
+
+    fn load_towers(dev: &Device, ckpt: &Checkpoint, dtype: DeviceDType, with_text: bool) -> Result<DaClip> {
         let ModelKind::DaClip(config) = &ckpt.kind else {
             return Err(Error::WeightsMismatch(format!("expected a DA-CLIP checkpoint, got a {} one", ckpt.kind.name())));
         };
@@ -78,7 +102,7 @@ impl DaClip {
             visual: VisionTransformer::load(dev, &vb.pp("clip.visual"), v, e, "transformer")?,
             visual_control: VisionTransformer::load(dev, &vb.pp("visual_control"), v, e, "transformer.transformer")?,
             zero_modules: (0..v.layers).map(|i| Linear::load(&zero.pp(i), v.width, v.width, true)).collect::<Result<_>>()?,
-            text: config.text_cfg.as_ref().map(|t| TextTransformer::load(&vb.pp("clip"), t, e)).transpose()?,
+            text: config.text_cfg.as_ref().filter(|_| with_text).map(|t| TextTransformer::load(&vb.pp("clip"), t, e)).transpose()?,
             stored_text_features,
             text_features: RefCell::default(),
             last_encoding: RefCell::default(),

@@ -299,6 +299,28 @@ fn tile_options_and_image_sizes_are_checked_before_any_work() {
     assert!(t.width <= 512 && t.height <= 512);
 }
 
+/// Loaded for the ten names only, DA-CLIP runs its text tower before the image towers
+/// and keeps no tower: the same ranking as the model that keeps it (its text tower f32
+/// there, f16 here: probabilities within 1e-3), and custom labels refused by name.
+#[test]
+fn daclip_without_custom_labels_ranks_the_same_and_keeps_no_text_tower() {
+    let dev = Device::cpu();
+    let ckpt = tiny_fixture("daclip.pt");
+    let ckpt = Checkpoint::parse(&ckpt, Some(tiny_clip_config())).unwrap();
+    let with_text = DaClip::load(&dev, &ckpt, DeviceDType::F16).unwrap();
+    let before = dev.memory().live_bytes;
+    let without = block_on(DaClip::load_without_text(&dev, &ckpt, DeviceDType::F16)).unwrap();
+    let held = dev.memory().live_bytes - before;
+    assert!(with_text.text.is_some() && without.text.is_none());
+    let img = test_image();
+    let (a, b) = (block_on(with_text.classify(&dev, image_ref(&img), None)).unwrap(), block_on(without.classify(&dev, image_ref(&img), None)).unwrap());
+    let worst = a.labels.iter().zip(&a.probabilities).map(|(l, p)| (p - b.probabilities[b.labels.iter().position(|x| x == l).unwrap()]).abs()).fold(0f32, f32::max);
+    println!("ten names without the text tower: probabilities within {worst:.2e}; {held} bytes held");
+    assert!(worst < 1e-3, "{worst}");
+    let err = block_on(without.classify(&dev, image_ref(&img), Some(&["foggy"]))).unwrap_err().to_string();
+    assert!(err.contains("no text tower") && err.contains("custom labels"), "{err}");
+}
+
 #[test]
 fn classify_then_restore_encodes_the_image_once_and_each_label_once() {
     let dev = Device::new_blocking().unwrap();

@@ -26,8 +26,10 @@ async function loadWeights(weights) {
   $('restore').disabled = true;
   $('load-text').textContent = 'loading...';
   try {
+    // The text tower stays (also in a cached conversion): the page ranks the user's own labels.
     model = await DaClip.load({
       ...weights,
+      customLabels: true,
       onProgress: ({ stage, loaded, total }) => {
         $('load-progress').value = total ? loaded / total : 0;
         $('load-text').textContent = `${stage}: ${mib(loaded)}${total ? ` of ${mib(total)}` : ''}`;
@@ -197,8 +199,7 @@ $('load-published').onclick = async () => {
     return;
   }
   $('published-note').textContent = plan.cached ? 'loading from this browser\'s cache' : `downloading ${size}, once`;
-  // The text tower stays in the cached copy: the page ranks the user's own labels.
-  await loadWeights({ weights, baseUrl: mirror, customLabels: true });
+  await loadWeights({ weights, baseUrl: mirror });
   $('published-note').textContent = model ? 'kept in this browser for offline use' : '';
 };
 $('delete-published').onclick = async () => {

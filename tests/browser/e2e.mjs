@@ -349,7 +349,7 @@ await check('the single-file build works opened from disk', async () => {
 });
 await browser.close();
 
-await check('without WebGPU the package classifies and restores on the CPU path', async () => {
+await check('without WebGPU the package classifies and restores on the CPU path, relaxed SIMD in Chromium, simd128 when asked, both as natively', async () => {
   const plain = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
   const p = await plain.newPage();
   p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
@@ -359,38 +359,52 @@ await check('without WebGPU the package classifies and restores on the CPU path'
   for (let i = 0; i < w * h; i++) rgba.push(...fixtures.clip_u8.data.subarray(3 * i, 3 * i + 3), 255);
   const nativePng = join(artifacts, 'tiny-native-cpu.png');
   execFileSync(join(root, 'target/release/daclip-webgpu'), ['restore', inputPng, '-o', nativePng, '--device', 'cpu', '--daclip', join(root, 'www/tiny/daclip-tiny.safetensors'), '--unet', join(root, 'www/tiny/universal-ir-tiny.pth'), '--steps', '4', '--seed', '7', '--force'], { stdio: 'pipe' });
-  const { out, ref, ...r } = await p.evaluate(async ({ rgba, w, h, native }) => {
+  const { webgpu, ref, runs } = await p.evaluate(async ({ rgba, w, h, native }) => {
     const { DaClip } = await import('/www/lib/daclip.js');
     const webgpu = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', device: 'webgpu' }).then(() => 'loaded', (e) => e.message);
-    const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth' });
-    const img = new ImageData(new Uint8ClampedArray(rgba), w, h);
-    let started = performance.now();
-    const c = await model.classify(img);
-    const classifySeconds = (performance.now() - started) / 1000;
-    started = performance.now();
-    const out = await model.restore(img, { steps: 4, seed: 7 });
-    const restoreSeconds = (performance.now() - started) / 1000;
     const bmp = await createImageBitmap(new Blob([new Uint8Array(native)], { type: 'image/png' }));
     const ctx = new OffscreenCanvas(bmp.width, bmp.height).getContext('2d');
     ctx.drawImage(bmp, 0, 0);
-    const ref = ctx.getImageData(0, 0, bmp.width, bmp.height);
-    model.dispose();
-    return { webgpu, adapter: model.adapter, labels: c.labels, probabilities: c.probabilities, classifySeconds, restoreSeconds, out: Array.from(out.data), ref: Array.from(ref.data), size: [out.width, out.height] };
+    const ref = Array.from(ctx.getImageData(0, 0, bmp.width, bmp.height).data);
+    const runs = [];
+    // The build the worker picks, then the simd128 one it takes when asked.
+    for (const workerUrl of [undefined, '/www/lib/worker.js?simd=simd128']) {
+      const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth', workerUrl });
+      const img = new ImageData(new Uint8ClampedArray(rgba), w, h);
+      let started = performance.now();
+      const c = await model.classify(img);
+      const classifySeconds = (performance.now() - started) / 1000;
+      started = performance.now();
+      const out = await model.restore(img, { steps: 4, seed: 7 });
+      const restoreSeconds = (performance.now() - started) / 1000;
+      model.dispose();
+      runs.push({ adapter: model.adapter, labels: c.labels, probabilities: c.probabilities, classifySeconds, restoreSeconds, out: Array.from(out.data), size: [out.width, out.height] });
+    }
+    return { webgpu, ref, runs };
   }, { rgba, w, h, native: [...readFileSync(nativePng)] });
-  Object.assign(r, compareImages(out, ref));
   await plain.close();
-  let worstP = 0;
-  r.labels.forEach((label, i) => { worstP = Math.max(worstP, Math.abs(r.probabilities[i] - textProbs[DEGRADATIONS.indexOf(label)])); });
-  console.log(`     device: ${r.adapter.device} (${r.adapter.name}): ${r.adapter.reason}`);
-  console.log(`     classify ${r.classifySeconds.toFixed(2)} s, max |p - text_probs| = ${worstP.toExponential(2)}; restore (4 posterior steps) ${r.restoreSeconds.toFixed(2)} s, vs native CPU: max ${r.worst}/255, ${r.beyondOne} of ${r.count} beyond 1/255`);
-  console.log(`     device: 'webgpu' without WebGPU: ${r.webgpu.slice(0, 80)}...`);
+  console.log(`     device: 'webgpu' without WebGPU: ${webgpu.slice(0, 80)}...`);
   assert.match(status, /WebGPU is not available/);
-  assert.equal(r.adapter.device, 'cpu');
-  assert.match(r.adapter.reason, /no GPU adapter/);
-  assert.match(r.webgpu, /WebGPU is not available/);
-  assert.ok(worstP < 1e-2, `probabilities differ by ${worstP}`);
-  assert.deepEqual(r.size, [w, h]);
-  assert.ok(r.worst <= 4 && r.beyondOne <= 0.005 * r.count, JSON.stringify(r));
+  assert.match(webgpu, /WebGPU is not available/);
+  for (const [i, r] of runs.entries()) {
+    let worstP = 0;
+    r.labels.forEach((label, j) => { worstP = Math.max(worstP, Math.abs(r.probabilities[j] - textProbs[DEGRADATIONS.indexOf(label)])); });
+    const vsNative = compareImages(r.out, ref);
+    console.log(`     device: ${r.adapter.device} (${r.adapter.name}): ${r.adapter.reason}`);
+    console.log(`     classify ${r.classifySeconds.toFixed(2)} s, max |p - text_probs| = ${worstP.toExponential(2)}; restore (4 posterior steps) ${r.restoreSeconds.toFixed(2)} s, vs native CPU: max ${vsNative.worst}/255, ${vsNative.beyondOne} of ${vsNative.count} beyond 1/255`);
+    assert.equal(r.adapter.device, 'cpu');
+    assert.match(r.adapter.name, i === 0 ? /wasm relaxed SIMD/ : /wasm simd128/);
+    assert.match(r.adapter.reason, /no GPU adapter/);
+    assert.ok(worstP < 1e-2, `probabilities differ by ${worstP}`);
+    assert.deepEqual(r.size, [w, h]);
+    assert.ok(vsNative.worst <= 4 && vsNative.beyondOne <= 0.005 * vsNative.count, JSON.stringify(vsNative));
+  }
+  const [relaxed, simd128] = runs;
+  const between = compareImages(relaxed.out, simd128.out);
+  const worstBetween = Math.max(...relaxed.labels.map((label, j) => Math.abs(relaxed.probabilities[j] - simd128.probabilities[simd128.labels.indexOf(label)])));
+  console.log(`     relaxed SIMD against simd128: probabilities within ${worstBetween.toExponential(2)}; restored images max ${between.worst}/255, ${between.beyondOne} of ${between.count} beyond 1/255`);
+  assert.ok(worstBetween < 1e-4, `the two builds' probabilities differ by ${worstBetween}`);
+  assert.ok(between.worst <= 4 && between.beyondOne <= 0.005 * between.count, JSON.stringify(between));
 });
 
 await check('without WebGPU, 2 and 3 workers restore a tiled image exactly as 1 worker does', async () => {

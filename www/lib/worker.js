@@ -56,11 +56,30 @@ function serveTiles(port) {
 }
 
 /**
+ * A module of one function that uses `f32x4.relaxed_madd`: what `WebAssembly.validate`
+ * accepts only where the browser has relaxed SIMD (Chrome 114+, Firefox 145+; not Safari).
+ */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // types: () -> v128
+  0x03, 0x02, 0x01, 0x00, // one function of that type
+  0x0a, 0x1c, 0x01, 0x1a, 0x00, // code: one body of 26 bytes, no locals
+  0x43, 0x00, 0x00, 0x80, 0x3f, 0xfd, 0x13, // f32x4.splat(1.0), three times
+  0x43, 0x00, 0x00, 0x80, 0x3f, 0xfd, 0x13,
+  0x43, 0x00, 0x00, 0x80, 0x3f, 0xfd, 0x13,
+  0xfd, 0x85, 0x02, 0x0b, // f32x4.relaxed_madd, end
+]);
+
+/**
  * The engine's wasm, found beside the glue by `new URL(.., import.meta.url)`, the form
- * bundlers recognise and emit; a failed fetch says which URL answered what.
+ * bundlers recognise and emit: the relaxed-SIMD build where the browser validates it
+ * (its products use fused multiply-adds), else the simd128 one. `?simd=simd128` on the
+ * worker's URL asks for the latter (the tests compare the two). A failed fetch says
+ * which URL answered what.
  */
 async function fetchWasm() {
-  const url = new URL('../pkg/daclip_webgpu_bg.wasm', import.meta.url);
+  const relaxed = WebAssembly.validate(RELAXED_SIMD_PROBE) && new URL(self.location.href).searchParams.get('simd') !== 'simd128';
+  const url = relaxed ? new URL('../pkg/daclip_webgpu_relaxed_bg.wasm', import.meta.url) : new URL('../pkg/daclip_webgpu_bg.wasm', import.meta.url);
   let response;
   try {
     response = await fetch(url);

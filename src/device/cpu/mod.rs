@@ -311,7 +311,13 @@ pub(crate) fn overridden(overrides: &[(&'static str, f64)], name: &str) -> f64 {
 impl CpuDevice {
     pub(crate) fn new() -> CpuDevice {
         let simd = if cfg!(target_arch = "wasm32") {
-            if cfg!(target_feature = "simd128") { "wasm simd128" } else { "wasm, no SIMD" }
+            if cfg!(target_feature = "relaxed-simd") {
+                "wasm relaxed SIMD"
+            } else if cfg!(target_feature = "simd128") {
+                "wasm simd128"
+            } else {
+                "wasm, no SIMD"
+            }
         } else {
             "native"
         };

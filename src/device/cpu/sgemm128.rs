@@ -7,8 +7,10 @@
 //! tile measured slower still). Natively matrixmultiply's AVX/FMA kernels run; this
 //! compiles there too (portable lanes), for its tests.
 //!
-//! Each output is the sum over k in order, one multiply and one add per term (no fused
-//! multiply-add: baseline simd128 has none), times alpha at the end.
+//! Each output is the sum over k in order, times alpha at the end: one multiply and one
+//! add per term with simd128, one `f32x4.relaxed_madd` in the relaxed-SIMD build (fused
+//! where the CPU has FMA, as x86 and ARM browsers' do: the rounding of a fused
+//! multiply-add, within the CPU tolerance of the other build).
 
 use std::cell::RefCell;
 
@@ -217,6 +219,9 @@ mod lanes {
     }
     #[inline(always)]
     pub fn mul_add(a: F32x4, b: F32x4, c: F32x4) -> F32x4 {
+        #[cfg(target_feature = "relaxed-simd")]
+        return f32x4_relaxed_madd(a, b, c);
+        #[cfg(not(target_feature = "relaxed-simd"))]
         f32x4_add(c, f32x4_mul(a, b))
     }
 }

@@ -149,7 +149,7 @@ impl DaClip {
     /// Unnormalised text features [texts, embed_dim] (needs the text tower).
     pub fn encode_text(&self, dev: &Device, texts: &[&str]) -> Result<Tensor> {
         let text = self.text.as_ref().ok_or_else(|| {
-            Error::WeightsMismatch("this DA-CLIP file was converted without its text tower (--no-text): it can only rank the ten built-in degradations".into())
+            Error::WeightsMismatch("this DA-CLIP model has no text tower (its file was converted with --no-text, or it was loaded without custom labels): it can only rank the ten built-in degradations".into())
         })?;
         let tokens: Vec<Vec<u32>> = texts.iter().map(|t| tokenize(t, text.context_length())).collect();
         text.forward(dev, &tokens)

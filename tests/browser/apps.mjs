@@ -143,7 +143,9 @@ await check('a worker that cannot start, or cannot fetch its wasm, rejects load 
   const dir = app('broken-app');
   const site = join(dir, 'site');
   cpSync(join(dir, 'node_modules/daclip-webgpu'), join(site, 'vendor'), { recursive: true });
+  // Both engines gone: Chromium would fetch the relaxed-SIMD one.
   rmSync(join(site, 'vendor/www/pkg/daclip_webgpu_bg.wasm'));
+  rmSync(join(site, 'vendor/www/pkg/daclip_webgpu_relaxed_bg.wasm'));
   weights(site);
   writeFileSync(join(site, 'main.js'), `import { DaClip } from './vendor/www/lib/daclip.js';
 const message = (p) => p.then(() => 'loaded', (e) => String(e?.message ?? e));
@@ -155,7 +157,7 @@ window.result = (async () => ({
   writeFileSync(join(site, 'index.html'), HTML('./main.js'));
   const result = await runIn(site);
   console.log(`     wasm missing: ${result.noWasm}\n     worker missing: ${result.noWorker}`);
-  assert.match(result.noWasm, /daclip_webgpu_bg\.wasm\) could not be fetched: HTTP 404/);
+  assert.match(result.noWasm, /daclip_webgpu_relaxed_bg\.wasm\) could not be fetched: HTTP 404/);
   assert.match(result.noWorker, /did not start from http:\/\/127\.0\.0\.1:\d+\/missing\/worker\.js: HTTP 404/);
 });
 

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const run = (cmd, args, env = {}) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
 const output = (cmd, args) => {
   try {
     return execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
@@ -43,15 +43,13 @@ run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib
 run('wasm-bindgen', ['--target', 'web', '--out-dir', 'www/pkg', '--out-name', 'daclip_webgpu', 'target/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
 run(join(root, 'node_modules/.bin/wasm-opt'), ['-O2', '--all-features', 'www/pkg/daclip_webgpu_bg.wasm', '-o', 'www/pkg/daclip_webgpu_bg.wasm']);
 
-// The relaxed-SIMD engine: .cargo/config.toml's flags plus the feature (the CPU backend's
-// products then use the fused f32x4.relaxed_madd), in a target folder of its own (other
-// flags in the same one would rebuild everything at every switch). The JS glue's code
-// must be the first build's (its comments name function indices, which differ): one
-// glue loads either wasm.
-const configFlags = readFileSync(join(root, '.cargo/config.toml'), 'utf8').match(/^rustflags = \[(.*)\]$/m)[1];
-const relaxedFlags = [...[...configFlags.matchAll(/'([^']*)'/g)].map((m) => m[1]), '-C', 'target-feature=+relaxed-simd'];
-run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib', '--target-dir', 'target/relaxed-simd'], { CARGO_ENCODED_RUSTFLAGS: relaxedFlags.join('\x1f') });
-run('wasm-bindgen', ['--target', 'web', '--out-dir', 'target/relaxed-simd/pkg', '--out-name', 'daclip_webgpu', 'target/relaxed-simd/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
+// The relaxed-SIMD engine: this crate alone compiled again with the feature (`cargo
+// rustc` passes the flag to it and not to its dependencies, which are reused), so that
+// the CPU backend's products use the fused f32x4.relaxed_madd. The JS glue's code must
+// be the first build's (its comments name function indices, which differ): one glue
+// loads either wasm.
+run('cargo', ['rustc', '--release', '--target', 'wasm32-unknown-unknown', '--lib', '--', '-C', 'target-feature=+relaxed-simd']);
+run('wasm-bindgen', ['--target', 'web', '--out-dir', 'target/relaxed-simd/pkg', '--out-name', 'daclip_webgpu', 'target/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
 const code = (path) => readFileSync(join(root, path), 'utf8').replace(/^\s*\/\/.*\n/gm, '');
 if (code('target/relaxed-simd/pkg/daclip_webgpu.js') !== code('www/pkg/daclip_webgpu.js')) {
   throw new Error('the relaxed-SIMD build has other JS glue than the simd128 one: the worker cannot load either wasm with one glue');

@@ -68,21 +68,21 @@ mod products {
     #[test]
     fn matmul_on_cooperative_matrices() {
         if let Some(dev) = gpu_with_cooperative_matrices("matmul on cooperative matrices") {
-            super::block_on(crate::common::cases::matmul(&dev));
+            super::block_on(crate::common::cases::matmul_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
     #[test]
     fn linear_on_cooperative_matrices() {
         if let Some(dev) = gpu_with_cooperative_matrices("linear on cooperative matrices") {
-            super::block_on(crate::common::cases::linear(&dev));
+            super::block_on(crate::common::cases::linear_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
     #[test]
     fn conv2d_on_cooperative_matrices() {
         if let Some(dev) = gpu_with_cooperative_matrices("conv2d on cooperative matrices") {
-            super::block_on(crate::common::cases::conv2d(&dev));
+            super::block_on(crate::common::cases::conv2d_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
@@ -108,9 +108,9 @@ mod products {
                 continue;
             }
             println!("tile {tile}: {} x {} outputs", tile.rows(coop), tile.cols(coop));
-            super::block_on(crate::common::cases::matmul(&dev));
-            super::block_on(crate::common::cases::linear(&dev));
-            super::block_on(crate::common::cases::conv2d(&dev));
+            super::block_on(crate::common::cases::matmul_with(&dev, crate::common::cases::Weights::F16));
+            super::block_on(crate::common::cases::linear_with(&dev, crate::common::cases::Weights::F16));
+            super::block_on(crate::common::cases::conv2d_with(&dev, crate::common::cases::Weights::F16));
         }
         assert!(crate::common::tune(&dev, |t| t.cooperative_tile = None));
     }
@@ -123,7 +123,7 @@ mod products {
         use daclip_webgpu::device::F32Tile;
         let dev = gpu_with(F32_KERNELS);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
-        super::products_on_every_f32_tile(&dev);
+        super::products_on_every_f32_tile(&dev, crate::common::cases::Weights::Any);
         assert_eq!(daclip_webgpu::ops::f32_tile(&dev, 4096, 4096, 1), F32Tile::LARGE);
     }
 }
@@ -138,28 +138,28 @@ mod f16_tiles {
     #[test]
     fn matmul() {
         if let Some(dev) = gpu_with_f16_tiles("matmul on f16 tiles") {
-            super::block_on(crate::common::cases::matmul(&dev));
+            super::block_on(crate::common::cases::matmul_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
     #[test]
     fn linear() {
         if let Some(dev) = gpu_with_f16_tiles("linear on f16 tiles") {
-            super::block_on(crate::common::cases::linear(&dev));
+            super::block_on(crate::common::cases::linear_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
     #[test]
     fn conv2d() {
         if let Some(dev) = gpu_with_f16_tiles("conv2d on f16 tiles") {
-            super::block_on(crate::common::cases::conv2d(&dev));
+            super::block_on(crate::common::cases::conv2d_with(&dev, crate::common::cases::Weights::F16));
         }
     }
 
     #[test]
     fn products_on_every_f32_tile() {
         if let Some(dev) = gpu_with_f16_tiles("every f32 tile with f16 tiles") {
-            super::products_on_every_f32_tile(&dev);
+            super::products_on_every_f32_tile(&dev, crate::common::cases::Weights::F16);
         }
     }
 }
@@ -188,7 +188,7 @@ fn f16_tiles_where_the_adapter_has_f16_shaders() {
 /// (small ones too, whose partial tiles take the kernels' checked loads), and with every
 /// product and convolution long enough split along K, slices being whole K steps: once
 /// per K step.
-fn products_on_every_f32_tile(dev: &Device) {
+fn products_on_every_f32_tile(dev: &Device, weights: common::cases::Weights) {
     use daclip_webgpu::device::F32Tile;
     let mut split_k_steps = std::collections::BTreeSet::new();
     for tile in F32Tile::CANDIDATES {
@@ -200,9 +200,9 @@ fn products_on_every_f32_tile(dev: &Device) {
                 continue;
             }
             assert!(crate::common::tune(dev, |t| t.split_k_below = split.then_some(1 << 20)));
-            block_on(common::cases::matmul(dev));
-            block_on(common::cases::linear(dev));
-            block_on(common::cases::conv2d(dev));
+            block_on(common::cases::matmul_with(dev, weights));
+            block_on(common::cases::linear_with(dev, weights));
+            block_on(common::cases::conv2d_with(dev, weights));
         }
         crate::common::tune(dev, |t| t.split_k_below = None);
     }

@@ -5,7 +5,7 @@
 // www/tiny/.
 // npm run build:single: also www/dist/daclip-webgpu.html, the demo in one file that
 // works when opened from disk.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, copyFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,7 +41,13 @@ if (output('wasm-bindgen', ['--version'])?.trim() !== `wasm-bindgen ${bindgen}`)
 
 run('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown', '--lib']);
 run('wasm-bindgen', ['--target', 'web', '--out-dir', 'www/pkg', '--out-name', 'daclip_webgpu', 'target/wasm32-unknown-unknown/release/daclip_webgpu.wasm']);
-run(join(root, 'node_modules/.bin/wasm-opt'), ['-O2', '--all-features', 'www/pkg/daclip_webgpu_bg.wasm', '-o', 'www/pkg/daclip_webgpu_bg.wasm']);
+// wasm-opt (12 s a module on 2 cores) runs beside the next build.
+const optimise = (from, to) => new Promise((resolve, reject) => {
+  spawn(join(root, 'node_modules/.bin/wasm-opt'), ['-O2', '--all-features', from, '-o', to], { cwd: root, stdio: 'inherit' })
+    .on('error', reject)
+    .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`wasm-opt ${from} exited with ${code}`))));
+});
+const optimised = [optimise('www/pkg/daclip_webgpu_bg.wasm', 'www/pkg/daclip_webgpu_bg.wasm')];
 
 // The relaxed-SIMD engine: this crate alone compiled again with the feature (`cargo
 // rustc` passes the flag to it and not to its dependencies, which are reused), so that
@@ -54,7 +60,8 @@ const code = (path) => readFileSync(join(root, path), 'utf8').replace(/^\s*\/\/.
 if (code('target/relaxed-simd/pkg/daclip_webgpu.js') !== code('www/pkg/daclip_webgpu.js')) {
   throw new Error('the relaxed-SIMD build has other JS glue than the simd128 one: the worker cannot load either wasm with one glue');
 }
-run(join(root, 'node_modules/.bin/wasm-opt'), ['-O2', '--all-features', 'target/relaxed-simd/pkg/daclip_webgpu_bg.wasm', '-o', 'www/pkg/daclip_webgpu_relaxed_bg.wasm']);
+optimised.push(optimise('target/relaxed-simd/pkg/daclip_webgpu_bg.wasm', 'www/pkg/daclip_webgpu_relaxed_bg.wasm'));
+await Promise.all(optimised);
 
 // The tiny untrained weights of the test fixtures, so the demo can run without real ones.
 mkdirSync(join(root, 'www/tiny'), { recursive: true });

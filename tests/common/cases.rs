@@ -32,7 +32,19 @@ fn activations_as_computed(dev: &Device, rows: usize, weights_f16: bool, a: Vec<
     if ops::rounds_activations_to_f16(dev, rows, weights_f16) { f16_rounded(&a) } else { a }
 }
 
+/// Which products of the cases run: all, or only those with f16 weights (what the f16
+/// kernels take; the others would repeat the f32 kernels' cases).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Weights {
+    Any,
+    F16,
+}
+
 pub async fn matmul(dev: &Device) {
+    matmul_with(dev, Weights::Any).await
+}
+
+pub async fn matmul_with(dev: &Device, weights: Weights) {
     let mut rng = Rng::new(1);
     // (1, 70, 4608, 33) has a long K: 288 tiles, more loop iterations than llvmpipe allows
     // one invocation unless the inner loops are unrolled. The last two are large enough for
@@ -40,6 +52,9 @@ pub async fn matmul(dev: &Device) {
     for &(batch, m, k, n, shared) in &[(3, 67, 131, 45, false), (2, 1, 300, 129, true), (1, 64, 64, 64, false), (1, 130, 17, 3, true), (1, 70, 4608, 33, true), (1, 200, 37, 20013, true), (2, 48, 70, 16389, false)] {
         let a = rng.normals(batch * m * k, 1.0);
         let bb = rng.normals(if shared { k * n } else { batch * k * n }, 1.0);
+        if weights == Weights::F16 {
+            break;
+        }
         let bshape: Vec<usize> = if shared { vec![k, n] } else { vec![batch, k, n] };
         let got = ops::matmul(dev, &up(dev, &[batch, m, k], &a), &up(dev, &bshape, &bb)).unwrap();
         assert_eq!(got.shape(), &[batch, m, n]);
@@ -59,12 +74,19 @@ pub async fn matmul(dev: &Device) {
 }
 
 pub async fn linear(dev: &Device) {
+    linear_with(dev, Weights::Any).await
+}
+
+pub async fn linear_with(dev: &Device, weights: Weights) {
     let mut rng = Rng::new(2);
     // The last one takes the large tiles with B read along K (x W^T).
     for &(m, k, n, f16, bias) in &[(50, 768, 97, false, true), (50, 77, 130, true, true), (7, 33, 5, false, false), (3, 512, 256, true, false), (130, 45, 16400, true, true)] {
         let x = rng.normals(m * k, 1.0);
         let w = rng.normals(n * k, 0.05);
         let b = rng.normals(n, 0.5);
+        if weights == Weights::F16 && !f16 {
+            continue;
+        }
         let (wt, bt) = if f16 { (up16(dev, &[n, k], &w), up16(dev, &[n], &b)) } else { (up(dev, &[n, k], &w), up(dev, &[n], &b)) };
         let got = ops::linear(dev, &up(dev, &[m, k], &x), &wt, bias.then_some(&bt)).unwrap();
         let (w, b) = if f16 { (f16_rounded(&w), f16_rounded(&b)) } else { (w, b) };
@@ -83,6 +105,10 @@ pub async fn linear(dev: &Device) {
 }
 
 pub async fn conv2d(dev: &Device) {
+    conv2d_with(dev, Weights::Any).await
+}
+
+pub async fn conv2d_with(dev: &Device, weights: Weights) {
     let mut rng = Rng::new(3);
     // (batch, cin, h, w, cout, k, stride, pad, bias, f16)
     let cases = [
@@ -103,6 +129,9 @@ pub async fn conv2d(dev: &Device) {
         let x = rng.normals(b * cin * h * w, 1.0);
         let wv = rng.normals(cout * cin * k * k, 0.2);
         let bv = rng.normals(cout, 0.5);
+        if weights == Weights::F16 && !f16 {
+            continue;
+        }
         let (wt, bt) = if f16 { (up16(dev, &[cout, cin, k, k], &wv), up16(dev, &[cout], &bv)) } else { (up(dev, &[cout, cin, k, k], &wv), up(dev, &[cout], &bv)) };
         let got = ops::conv2d(dev, &up(dev, &[b, cin, h, w], &x), &wt, bias.then_some(&bt), Conv2dArgs { stride, padding: pad }).unwrap();
         let (wv, bv) = if f16 { (f16_rounded(&wv), f16_rounded(&bv)) } else { (wv, bv) };

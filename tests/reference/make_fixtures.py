@@ -7,6 +7,7 @@ reference.
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py tests/fixtures/tiny
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/full --full
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py tests/fixtures/wild-reduced --wild-reduced
+    /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/wild-full --wild-full
     /tmp/torchenv/bin/python tests/reference/make_fixtures.py /tmp/wild --wild-checkpoints
 
 The default is the tiny configuration committed in tests/fixtures/tiny; `--full` uses the
@@ -21,7 +22,9 @@ patch size but fewer layers: its checkpoints (about 600 MB) are too large to com
 its weights are the crate's seeded random ones (`random_safetensors`: SplitMix64 per
 tensor name, rounded to f32 and then f16), written again here with numpy, and the directory holds
 `random_weights.json` (seeds and UNet config) in place of the .pt/.pth; the parity test
-makes the same weights from it. `--wild-checkpoints` writes the full-size Wild-IR pair in
+makes the same weights from it. `--wild-full` is the same at full depth (24 image and
+12 text layers: the published Wild-IR architecture; about 10 GB of memory and minutes in
+float64, never committed). `--wild-checkpoints` writes the full-size Wild-IR pair in
 the original's format (`wild-daclip_ViT-L-14.pt`, 3.0 GB, and `wild-ir.pth`) with
 PyTorch's default initialisation, for the streaming load's memory bench; no fixtures.
 """
@@ -171,11 +174,12 @@ def wild_checkpoints(out_dir):
         print(f"{f}: {os.path.getsize(os.path.join(out_dir, f)) / 1e9:.2f} GB")
 
 
-def main(out_dir, full=False, wild_reduced=False):
-    clip_config = FULL_CLIP_CONFIG if full else WILD_REDUCED_CLIP_CONFIG if wild_reduced else CLIP_CONFIG
-    unet_config = FULL_UNET_CONFIG if full else WILD_UNET_CONFIG if wild_reduced else UNET_CONFIG
+def main(out_dir, full=False, wild_reduced=False, wild_full=False):
+    clip_config = FULL_CLIP_CONFIG if full else WILD_CLIP_CONFIG if wild_full else WILD_REDUCED_CLIP_CONFIG if wild_reduced else CLIP_CONFIG
+    unet_config = FULL_UNET_CONFIG if full else WILD_UNET_CONFIG if wild_reduced or wild_full else UNET_CONFIG
+    seeded = wild_reduced or wild_full  # the crate's seeded weights and a float64 reference
     os.makedirs(out_dir, exist_ok=True)
-    if wild_reduced:
+    if seeded:
         # At these widths (sums over 4096 products, 24-layer-wide activations) two float32
         # implementations differ by about 1e-4 of the output's rms from rounding alone;
         # a float64 reference measures each one's own error (saved as float32).
@@ -187,7 +191,7 @@ def main(out_dir, full=False, wild_reduced=False):
     unet = ConditionalUNet(**unet_config).eval()
     with open(os.path.join(out_dir, "clip_config.json"), "w") as f:
         json.dump(clip_config, f, indent=2)
-    if wild_reduced:
+    if seeded:
         seeded_weights(daclip, WILD_SEEDS["daclip_seed"])
         seeded_weights(unet, WILD_SEEDS["unet_seed"])
         with open(os.path.join(out_dir, "random_weights.json"), "w") as f:
@@ -219,7 +223,7 @@ def main(out_dir, full=False, wild_reduced=False):
         fx["control_hiddens"] = torch.stack(daclip.control_hiddens(clip_input))[:, 0]
         fx["image_features_nocontrol"] = daclip.encode_image(clip_input, control=False)[0]
 
-        if wild_reduced:  # the ten names' ids, as the tiny set holds them (open_clip's)
+        if seeded:  # the ten names' ids, as the tiny set holds them (open_clip's)
             from safetensors.torch import load_file
             here = os.path.dirname(os.path.abspath(__file__))
             tokens = load_file(os.path.join(here, "../fixtures/tiny/fixtures.safetensors"))["text_tokens"]
@@ -284,4 +288,5 @@ if __name__ == "__main__":
     if "--wild-checkpoints" in sys.argv:
         wild_checkpoints(args[0])
     else:
-        main(args[0] if args else "tests/fixtures/tiny", full="--full" in sys.argv, wild_reduced="--wild-reduced" in sys.argv)
+        main(args[0] if args else "tests/fixtures/tiny", full="--full" in sys.argv, wild_reduced="--wild-reduced" in sys.argv,
+             wild_full="--wild-full" in sys.argv)

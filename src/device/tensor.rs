@@ -31,6 +31,12 @@ impl DType {
     }
 }
 
+/// f16 values packed two per word, as [`DType::F16Packed`] holds them on either backend:
+/// value `2i` in the low half of word `i`, a zero high half after an odd count.
+pub(crate) fn pack_f16(values: &[half::f16]) -> Vec<u32> {
+    values.chunks(2).map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16).collect()
+}
+
 /// A buffer that returns to its pool when the last tensor viewing it is dropped.
 pub(crate) struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,

@@ -162,14 +162,6 @@ pub(super) unsafe fn raw_sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *con
     }
 }
 
-/// Values `start .. start + n` widened to f32 (a bias: f32 or f16).
-fn widened(v: Values, start: usize, n: usize, what: &str) -> Result<Vec<f32>> {
-    check_extent(what, start + n - 1, v.len())?;
-    let mut out = vec![0.0; n];
-    v.widen_into(start, &mut out);
-    Ok(out)
-}
-
 /// Splits `len` into about `parts` ranges whose starts are multiples of `align`.
 fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
     let step = len.div_ceil(parts.max(1)).next_multiple_of(align).max(align);
@@ -189,7 +181,7 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let bias = if p.has_bias != 0 { widened(ins[2], 0, n, "matmul bias")? } else { Vec::new() };
+    let bias = if p.has_bias != 0 { ins[2].widened(0, n, "matmul bias")? } else { Vec::new() };
     if with_residual {
         check_extent("matmul residual", out.len() - 1, residual.len())?;
     }
@@ -251,7 +243,7 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     let first = p.first_cout as usize;
     let kdim = (p.cin * p.kh * p.kw) as usize;
     let w = ins[2].from(first * kdim);
-    let bias = if p.has_bias != 0 { Some(widened(ins[3], first, p.cout as usize, "conv2d bias")?) } else { None };
+    let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
     convolve(p, batch, gathered.as_deref().unwrap_or(x), w, bias.as_deref(), out)?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
     let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));

@@ -54,21 +54,12 @@ fn moments(n: usize, eps: f32, at: impl Fn(usize) -> f32) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
-/// The first `n` values, widened: a norm's gain or bias (f32 or f16, a few thousand
-/// values, widened once per call rather than per use).
-fn affine(v: Values, n: usize, what: &str) -> Result<Vec<f32>> {
-    check_extent(what, n - 1, v.len())?;
-    let mut out = vec![0.0; n];
-    v.widen_into(0, &mut out);
-    Ok(out)
-}
-
 pub(super) fn layer_norm(p: &LayerNormParams, ins: &[Values], out: &mut [f32]) -> Result<()> {
     let x = ins[0].f32(Kernel::LayerNorm)?;
     let (rows, c) = (p.rows as usize, p.c as usize);
     check_extent("layer_norm input", rows * c - 1, x.len())?;
     check_extent("layer_norm output", rows * c - 1, out.len())?;
-    let (g, b) = if p.has_affine != 0 { (affine(ins[1], c, "layer_norm gain")?, affine(ins[2], c, "layer_norm bias")?) } else { Default::default() };
+    let (g, b) = if p.has_affine != 0 { (ins[1].widened(0, c, "layer_norm gain")?, ins[2].widened(0, c, "layer_norm bias")?) } else { Default::default() };
     parallel_chunks(&mut out[..rows * c], c, |r, y| {
         let xr = &x[r * c..(r + 1) * c];
         let (mean, inv) = moments(c, p.eps, |i| xr[i]);
@@ -85,7 +76,7 @@ pub(super) fn channel_layer_norm(p: &ChannelLayerNormParams, residual: bool, ins
     let residual = if residual { Some(ins[2].f32(Kernel::ChannelLayerNorm)?) } else { None };
     let (batch, c, hw) = (p.batch as usize, p.c as usize, p.hw as usize);
     check_extent("channel_layer_norm input", batch * c * hw - 1, x.len())?;
-    let g = affine(ins[1], c, "channel_layer_norm gain")?;
+    let g = ins[1].widened(0, c, "channel_layer_norm gain")?;
     check_extent("channel_layer_norm output", batch * c * hw - 1, out.len())?;
     if let Some(r) = residual {
         check_extent("channel_layer_norm residual", batch * c * hw - 1, r.len())?;
@@ -131,7 +122,7 @@ pub(super) fn group_norm(p: &GroupNormParams, ins: &[Values], out: &mut [f32]) -
     let n = cg * hw;
     check_extent("group_norm input", batch * c * hw - 1, x.len())?;
     check_extent("group_norm output", batch * c * hw - 1, out.len())?;
-    let (g, b) = if p.has_affine != 0 { (affine(ins[1], c, "group_norm gain")?, affine(ins[2], c, "group_norm bias")?) } else { Default::default() };
+    let (g, b) = if p.has_affine != 0 { (ins[1].widened(0, c, "group_norm gain")?, ins[2].widened(0, c, "group_norm bias")?) } else { Default::default() };
     let chunks = p.chunks as usize;
     if chunks > 1 {
         check_extent("group_norm statistics", batch * groups * chunks * 2 - 1, stats.len())?;

@@ -25,6 +25,7 @@ use std::rc::Rc;
 
 #[cfg(not(target_arch = "wasm32"))]
 use super::profile::overrides_text;
+use super::tensor::pack_f16;
 use super::{AdapterInfo, DType, DispatchTime, MemoryStats, Storage, Tensor};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
@@ -167,6 +168,16 @@ impl<'a> Values<'a> {
             Values::F32(v) => dst.copy_from_slice(&v[start..start + dst.len()]),
             Values::F16(v) => widen_slice(&v[start..start + dst.len()], dst),
         }
+    }
+
+    /// Values `start .. start + n` as a new f32 vector, checked to be there (`what` names
+    /// them in the error): a bias, or a norm's gain, widened once per call rather than
+    /// per use.
+    pub(crate) fn widened(&self, start: usize, n: usize, what: &str) -> Result<Vec<f32>> {
+        check_extent(what, start + n - 1, self.len())?;
+        let mut out = vec![0.0; n];
+        self.widen_into(start, &mut out);
+        Ok(out)
     }
 
     /// The f32 values, or an error naming `kernel` for a packed f16 tensor: only the
@@ -396,8 +407,7 @@ impl CpuDevice {
             let words = data.iter().map(|h| widen_f16(h.to_bits())).collect();
             return Ok(self.tensor(shape, DType::F32, words));
         }
-        let words = data.chunks(2).map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16).collect();
-        Ok(self.tensor(shape, DType::F16Packed, words))
+        Ok(self.tensor(shape, DType::F16Packed, pack_f16(data)))
     }
 
     /// Starts or stops timing each kernel (natively; false in the browser).

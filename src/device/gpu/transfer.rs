@@ -6,7 +6,7 @@ use super::{GpuDevice, ScopeFuture};
 use crate::device::check_len;
 use crate::device::future::Callback;
 use crate::device::pool::size_class;
-use crate::device::tensor::{DType, GpuBuffer, Storage, Tensor};
+use crate::device::tensor::{pack_f16, DType, GpuBuffer, Storage, Tensor};
 use crate::error::{Error, Result};
 
 /// A copy of a tensor on its way to the CPU (see [`GpuDevice::start_read`]).
@@ -123,11 +123,7 @@ impl GpuDevice {
     /// Uploads values already in f16 (as stored in a checkpoint), packed two per word.
     pub fn upload_f16_bits(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
         check_len(shape, data.len())?;
-        let words: Vec<u32> = data
-            .chunks(2)
-            .map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |h| h.to_bits()) as u32) << 16)
-            .collect();
-        self.upload_words(shape, DType::F16Packed, &words)
+        self.upload_words(shape, DType::F16Packed, &pack_f16(data))
     }
 
     /// Submits pending work and the copy of `t` into a buffer the CPU can map, and asks

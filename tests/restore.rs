@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use daclip_webgpu::device::{block_on, Adapters, GpuOptions};
+use daclip_webgpu::device::{block_on, Adapters, GpuOptions, KernelHelpers, KernelServer};
 use daclip_webgpu::models::clip::preprocess::ImageRef;
 use daclip_webgpu::models::clip::DaClip;
 use daclip_webgpu::models::unet::ConditionalUNet;
@@ -396,6 +396,66 @@ fn the_cpu_backend_restores_what_the_gpu_does() {
         let beyond_one = diffs.iter().filter(|&&d| d > 1).count();
         println!("{what}: GPU ({}) vs CPU: max {worst}/255, {beyond_one} of {} values beyond 1/255", gpu.info(), diffs.len());
         assert!(worst <= 4 && beyond_one * 200 <= diffs.len(), "{what}: max {worst}, {beyond_one} beyond 1/255");
+    }
+}
+
+/// Kernel helpers as the browser's helper workers are: servers that hold only what they
+/// are sent (as words), each reply kept until it is received.
+struct Servers {
+    servers: Vec<RefCell<KernelServer>>,
+    replies: RefCell<Vec<Option<daclip_webgpu::Result<Vec<f32>>>>>,
+    requests: Cell<usize>,
+}
+
+impl KernelHelpers for Servers {
+    fn count(&self) -> usize {
+        self.servers.len()
+    }
+    fn send(&self, helper: usize, header: &[u32], data: &[&[u32]], reply_len: usize) -> daclip_webgpu::Result<()> {
+        let reply = self.servers[helper].borrow_mut().serve(header, data.iter().map(|d| d.to_vec()).collect());
+        assert_eq!(reply.as_ref().map(Vec::len).unwrap_or(reply_len), reply_len);
+        self.replies.borrow_mut()[helper] = Some(reply);
+        self.requests.set(self.requests.get() + 1);
+        Ok(())
+    }
+    fn receive(&self, helper: usize) -> daclip_webgpu::Result<Vec<f32>> {
+        self.replies.borrow_mut()[helper].take().expect("a request before its reply")
+    }
+    fn min_macs(&self) -> usize {
+        0
+    }
+}
+
+/// Every product and convolution of a classification and a restore split over one and
+/// over three kernel helpers: the same probabilities and image, bit for bit, as one
+/// worker's; and the helpers forget the weights of dropped models.
+#[test]
+fn kernels_split_over_helpers_compute_what_one_worker_does() {
+    let cpu = Device::cpu();
+    let img = image_of(40, 36);
+    let opts = RestoreOptions { steps: 3, seed: 5, ..Default::default() };
+    // Fresh models for each run: DaClip keeps the last image's encoding.
+    let run = |dev: &Device| {
+        let (d, u) = models(dev);
+        let probs = block_on(d.classify(dev, image_ref(&img), None)).unwrap().probabilities;
+        let restored = block_on(Restorer::new(&d, &u).unwrap().restore(dev, image_ref(&img), &opts, &mut |_| true)).unwrap();
+        let pixels: Vec<u32> = (0..3 * 40 * 36).map(|i| restored.value(i % 3, i / 3).to_bits()).collect();
+        (probs, pixels)
+    };
+    let (probs, pixels) = run(&cpu);
+    for count in [1, 3] {
+        let servers = Rc::new(Servers { servers: (0..count).map(|_| RefCell::default()).collect(), replies: RefCell::new(vec![None; count]), requests: Cell::new(0) });
+        cpu.set_kernel_helpers(Some(servers.clone())).unwrap();
+        let (p, x) = run(&cpu);
+        assert!(servers.requests.get() > 100, "{count} helpers: {} requests", servers.requests.get());
+        assert_eq!(p, probs, "{count} helpers: probabilities");
+        assert!(x == pixels, "{count} helpers: the restored image differs");
+        // The models are dropped: the next request tells the helpers to forget them.
+        let kept = servers.servers[0].borrow().kept_bytes();
+        run(&cpu);
+        let after = servers.servers[0].borrow().kept_bytes();
+        assert!(kept > 0 && after <= kept, "{count} helpers: kept {kept} bytes, then {after}");
+        cpu.set_kernel_helpers(None).unwrap();
     }
 }
 

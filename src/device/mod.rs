@@ -28,6 +28,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use cpu::CpuDevice;
+pub use cpu::split::{KernelHelpers, KernelServer};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 pub use profile::{DispatchTime, FamilyTime};
@@ -400,6 +401,25 @@ impl Device {
                 Ok(())
             }
             Backend::Cpu(_) => Err(Error::Usage("the CPU backend has no GPU device to lose".into())),
+        }
+    }
+
+    /// On the CPU backend, lets `helpers` (other workers) compute part of each large
+    /// product and convolution from now on; `None` computes them here alone. A GPU
+    /// computes them whole, and refuses.
+    pub fn set_kernel_helpers(&self, helpers: Option<Rc<dyn KernelHelpers>>) -> Result<()> {
+        match &self.backend {
+            Backend::Cpu(c) => Ok(c.set_kernel_helpers(helpers)),
+            Backend::Gpu(_) => Err(Error::Usage("kernel helpers are the CPU backend's: a GPU computes each kernel whole".into())),
+        }
+    }
+
+    /// Keeps the CPU backend's kernels on this worker (none to its kernel helpers) while
+    /// the guard lives: while the helpers evaluate tiles of their own.
+    pub(crate) fn solo(&self) -> Option<cpu::Solo> {
+        match &self.backend {
+            Backend::Cpu(c) => Some(c.solo()),
+            Backend::Gpu(_) => None,
         }
     }
 

@@ -36,7 +36,7 @@ pub(crate) struct Pool {
 }
 
 /// What the pool holds, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryStats {
     pub live_bytes: u64,
     pub free_bytes: u64,

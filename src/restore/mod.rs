@@ -334,6 +334,8 @@ impl<'m> Restorer<'m> {
             dev.read(&x).await?
         } else {
             let mut helpers = helpers.filter(|h| h.count() > 0);
+            // Helpers busy with tiles of their own take no part of this worker's kernels.
+            let _solo = helpers.is_some().then(|| dev.solo());
             if let Some(h) = helpers.as_mut() {
                 h.condition(dev.read(&enc.degra_features).await?, dev.read(&enc.image_features).await?);
             }

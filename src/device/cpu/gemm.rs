@@ -2,6 +2,8 @@
 //! natively, `sgemm128` in the browser) on blocks of the output, the blocks spread over
 //! threads.
 
+use std::ops::Range;
+
 use super::kernels::silu;
 use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::{Error, Result};
@@ -169,8 +171,10 @@ fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
 }
 
 /// matmul.wgsl: `c[g, b] = alpha a[g, b] b[g, b] (+ bias over columns)` with strided
-/// operands; `batch` counts every group's matrices.
-pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [f32]) -> Result<()> {
+/// operands; `batch` counts every group's matrices. Only the columns `cols` of every
+/// matrix are computed (see `split`): each output's arithmetic is that of the whole
+/// product whatever the range (the same sums in the same order).
+pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [f32], cols: Range<usize>) -> Result<()> {
     if p.k_slices != 1 || p.has(MatmulParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("matmul: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
@@ -178,8 +182,11 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [
     let with_residual = p.has(MatmulParams::RESIDUAL);
     let (a, b, residual) = (ins[0], ins[1], ins[3].f32(Kernel::Matmul)?);
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    if m == 0 || n == 0 {
+    if m == 0 || cols.is_empty() {
         return Ok(());
+    }
+    if cols.end > n {
+        return Err(Error::Shape(format!("matmul: columns {cols:?} of {n}")));
     }
     let bias = if p.has_bias != 0 { ins[2].widened(0, n, "matmul bias")? } else { Vec::new() };
     if with_residual {
@@ -188,15 +195,16 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [
     let c = SharedOut::new(out);
     // Blocks of rows or columns (whichever is longer) so that every thread has work even
     // for one matrix; whole matrices when there are many.
-    let per = if batch * m * n * k < SERIAL_MACS { 1 } else { threads().div_ceil(batch) };
-    let split_rows = m >= n;
-    let blocks = ranges(if split_rows { m } else { n }, per, 16);
+    let width = cols.len();
+    let per = if batch * m * width * k < SERIAL_MACS { 1 } else { threads().div_ceil(batch) };
+    let split_rows = m >= width;
+    let blocks: Vec<_> = if split_rows { ranges(m, per, 16) } else { ranges(width, per, 16).into_iter().map(|(s, e)| (cols.start + s, cols.start + e)).collect() };
     let tasks = batch * blocks.len();
     let failed = std::sync::Mutex::new(None);
     parallel_for(tasks, |t| {
         let (z, (s, e)) = (t / blocks.len(), blocks[t % blocks.len()]);
         let (g, bi) = (z / p.per_group as usize, z % p.per_group as usize);
-        let (r0, r1, c0, c1) = if split_rows { (s, e, 0, n) } else { (0, m, s, e) };
+        let (r0, r1, c0, c1) = if split_rows { (s, e, cols.start, cols.end) } else { (0, m, s, e) };
         let base = |off: u32, sg: u32, sb: u32| off as usize + g * sg as usize + bi * sb as usize;
         let sa = Strided { offset: base(p.a_off, p.a_sg, p.a_sb) + r0 * p.a_sm as usize, rs: p.a_sm as usize, cs: p.a_sk as usize };
         let sb = Strided { offset: base(p.b_off, p.b_sg, p.b_sb) + c0 * p.b_sn as usize, rs: p.b_sk as usize, cs: p.b_sn as usize };
@@ -230,8 +238,10 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [
 
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
-/// the patch matrix stays in cache; 1x1 convolutions read the input directly).
-pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [f32]) -> Result<()> {
+/// the patch matrix stays in cache; 1x1 convolutions read the input directly). Only the
+/// output channels `chans` of every image are computed (see `split`), each with the
+/// arithmetic of the whole convolution.
+pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [f32], chans: Range<usize>) -> Result<()> {
     if p.k_slices != 1 || p.has(Conv2dParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
@@ -243,8 +253,11 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     let first = p.first_cout as usize;
     let kdim = (p.cin * p.kh * p.kw) as usize;
     let w = ins[2].from(first * kdim);
+    if chans.end > p.cout as usize {
+        return Err(Error::Shape(format!("conv2d: output channels {chans:?} of {}", p.cout)));
+    }
     let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
-    convolve(p, batch, gathered.as_deref().unwrap_or(x), w, bias.as_deref(), out)?;
+    convolve(p, batch, gathered.as_deref().unwrap_or(x), w, bias.as_deref(), out, chans.clone())?;
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
     let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));
     if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
@@ -265,6 +278,9 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     // SiLU, residuals.
     parallel_chunks(&mut out[..n], npix, |bc, y| {
         let (b, co) = (bc / cout + row, bc % cout);
+        if !chans.contains(&co) {
+            return;
+        }
         let (scale, shift) = if scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
         let planes = if with_residual { bc * npix..(bc + 1) * npix } else { 0..0 };
         let res = &residual[planes.clone()];
@@ -322,21 +338,21 @@ fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result
 }
 
 /// The convolution and its bias, before the epilogue.
-fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], chans: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
     let taps = kh * kw;
     let kdim = cin * taps;
     let npix = ho * wo;
-    if npix == 0 || cout == 0 {
+    if npix == 0 || chans.is_empty() {
         return Ok(());
     }
     check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * kdim - 1, w.len())?;
     let winograd_tiles = ho.div_ceil(2) * wo.div_ceil(2);
     if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS && winograd_tiles >= WINOGRAD_MIN_TILES {
-        return winograd_3x3(p, batch, x, w, bias, out);
+        return winograd_3x3(p, batch, x, w, bias, out, chans);
     }
     let direct = taps == 1 && stride == 1 && pad == 0;
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
@@ -349,9 +365,9 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
     // too, so that every thread has work (one thread, as in wasm, needs no split).
     let channel_parts = match threads() {
         1 => 1,
-        t => (2 * t).div_ceil(batch * blocks.len()).min(cout.div_ceil(8)),
+        t => (2 * t).div_ceil(batch * blocks.len()).min(chans.len().div_ceil(8)),
     };
-    let channels = ranges(cout, channel_parts, 8);
+    let channels: Vec<_> = ranges(chans.len(), channel_parts, 8).into_iter().map(|(s, e)| (chans.start + s, chans.start + e)).collect();
     let tasks = blocks.len() * channels.len();
     let y = SharedOut::new(out);
     let failed = std::sync::Mutex::new(None);
@@ -457,16 +473,18 @@ const WINOGRAD_MIN_TILES: usize = 256;
 /// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
 /// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
 /// transformed blocks in cache, the blocks spread over threads.
-fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], chans: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;
     check_extent("conv2d output", batch * cout * h * wd - 1, out.len())?;
-    // U = G g G^T for every (cout, cin): [16][cout][cin], output channels over threads.
+    // U = G g G^T for every (cout, cin) of the range: [16][cout][cin], output channels
+    // over threads.
     let mut u = vec![0f32; 16 * cout * cin];
     {
         let us = SharedOut::new(&mut u);
-        parallel_for(cout, |co| {
+        parallel_for(chans.len(), |co| {
+            let co = chans.start + co;
             for ci in 0..cin {
                 let mut g = [0f32; 9];
                 w.widen_into((co * cin + ci) * 9, &mut g);
@@ -588,10 +606,10 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Opti
         {
             let mo = SharedOut::new(m);
             for e in 0..16 {
-                let sa = Strided { offset: e * cout * cin, rs: cin, cs: 1 };
+                let sa = Strided { offset: (e * cout + chans.start) * cin, rs: cin, cs: 1 };
                 let sb = Strided { offset: e * cin * nb, rs: nb, cs: 1 };
-                let sc = Strided { offset: e * cout * nb, rs: nb, cs: 1 };
-                if let Err(err) = sgemm(cout, nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
+                let sc = Strided { offset: (e * cout + chans.start) * nb, rs: nb, cs: 1 };
+                if let Err(err) = sgemm(chans.len(), nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
                     failed.lock().unwrap().get_or_insert(err);
                     return;
                 }
@@ -599,7 +617,7 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Opti
         }
         // Y = A^T M A: each tile's 2x2 output pixels, cropped at the image's edge.
         let mut s = vec![0f32; 8 * tw]; // A^T M: s[(r * 4 + c) * tw + k]
-        for co in 0..cout {
+        for co in chans.clone() {
             let b = bias.map_or(0.0, |b| b[co]);
             let yb = (bi * cout + co) * h * wd;
             for &(ty, tx0, n, i0) in &runs {

@@ -15,6 +15,7 @@
 mod attention;
 mod gemm;
 mod kernels;
+pub mod split;
 // The browser's GEMM kernel (natively matrixmultiply's AVX/FMA ones run; compiled there
 // for its tests).
 #[cfg(any(target_arch = "wasm32", test))]
@@ -89,7 +90,22 @@ unsafe fn widen_slice_f16c(src: &[u16], dst: &mut [f32]) {
 /// Host memory of one tensor: 32-bit words (f32 bits, or u32 indices).
 pub(crate) struct CpuBuffer {
     words: RefCell<Vec<u32>>,
-    stats: Rc<RefCell<MemoryStats>>,
+    shared: Rc<Shared>,
+    /// This buffer's number on its device, which names it to kernel helpers.
+    id: u64,
+    /// Uploaded and never written since: a weight, which kernel helpers keep once sent.
+    constant: Cell<bool>,
+    /// Sent to kernel helpers to keep: they forget it when it is dropped.
+    kept_by_helpers: Cell<bool>,
+}
+
+/// What a device's buffers share.
+#[derive(Default)]
+struct Shared {
+    stats: RefCell<MemoryStats>,
+    next_id: Cell<u64>,
+    /// Buffers that kernel helpers keep, dropped since the helpers were last told.
+    dropped: RefCell<Vec<u64>>,
 }
 
 impl CpuBuffer {
@@ -100,6 +116,7 @@ impl CpuBuffer {
     pub(crate) fn write(&self, data: &[f32]) -> Result<()> {
         let mut words = self.words.try_borrow_mut().map_err(|_| busy())?;
         words.copy_from_slice(bytemuck::cast_slice(data));
+        self.constant.set(false);
         Ok(())
     }
 
@@ -116,7 +133,10 @@ impl CpuBuffer {
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
         let bytes = self.bytes();
-        self.stats.borrow_mut().live_bytes -= bytes;
+        self.shared.stats.borrow_mut().live_bytes -= bytes;
+        if self.kept_by_helpers.get() {
+            self.shared.dropped.borrow_mut().push(self.id);
+        }
     }
 }
 
@@ -196,8 +216,12 @@ fn busy() -> Error {
 
 struct Inner {
     info: AdapterInfo,
-    stats: Rc<RefCell<MemoryStats>>,
+    shared: Rc<Shared>,
     dispatched: Cell<u64>,
+    /// Other workers that compute part of each large product and convolution (the
+    /// browser's helper workers), while `solo` is 0 (see [`split`]).
+    helpers: RefCell<Option<split::Helpers>>,
+    solo: Cell<usize>,
     /// Each kernel's wall time while profiling (natively: the browser has no clock here).
     profile: RefCell<Option<Vec<DispatchTime>>>,
 }
@@ -342,8 +366,8 @@ impl CpuDevice {
             features: Vec::new(),
             cooperative_matrix: Vec::new(),
         };
-        let stats = MemoryStats { live_bytes: 0, free_bytes: 0, peak_bytes: 0 };
-        CpuDevice { inner: Rc::new(Inner { info, stats: Rc::new(RefCell::new(stats)), dispatched: Cell::new(0), profile: RefCell::default() }) }
+        let inner = Inner { info, shared: Rc::default(), dispatched: Cell::new(0), helpers: RefCell::default(), solo: Cell::new(0), profile: RefCell::default() };
+        CpuDevice { inner: Rc::new(inner) }
     }
 
     pub(crate) fn info(&self) -> &AdapterInfo {
@@ -355,11 +379,11 @@ impl CpuDevice {
     }
 
     pub(crate) fn memory(&self) -> MemoryStats {
-        *self.inner.stats.borrow()
+        *self.inner.shared.stats.borrow()
     }
 
     pub(crate) fn reset_peak_memory(&self) {
-        let mut s = self.inner.stats.borrow_mut();
+        let mut s = self.inner.shared.stats.borrow_mut();
         s.peak_bytes = s.live_bytes;
     }
 
@@ -379,24 +403,41 @@ impl CpuDevice {
         Ok(n)
     }
 
-    fn tensor(&self, shape: &[usize], dtype: DType, words: Vec<u32>) -> Tensor {
+    /// A tensor of `words`; `constant` for an upload (until it is written).
+    fn tensor(&self, shape: &[usize], dtype: DType, words: Vec<u32>, constant: bool) -> Tensor {
+        let shared = &self.inner.shared;
         let bytes = 4 * words.len() as u64;
         {
-            let mut s = self.inner.stats.borrow_mut();
+            let mut s = shared.stats.borrow_mut();
             s.live_bytes += bytes;
             s.peak_bytes = s.peak_bytes.max(s.live_bytes);
         }
-        let buffer = CpuBuffer { words: RefCell::new(words), stats: self.inner.stats.clone() };
+        let id = shared.next_id.get();
+        shared.next_id.set(id + 1);
+        let buffer = CpuBuffer { words: RefCell::new(words), shared: shared.clone(), id, constant: Cell::new(constant), kept_by_helpers: Cell::new(false) };
         Tensor::new(Storage::Cpu(Rc::new(buffer)), shape.to_vec(), dtype)
     }
 
     pub(crate) fn empty(&self, shape: &[usize]) -> Result<Tensor> {
         let n = self.check_size(shape)?;
-        Ok(self.tensor(shape, DType::F32, vec![0; n]))
+        Ok(self.tensor(shape, DType::F32, vec![0; n], false))
     }
 
     pub(crate) fn upload(&self, shape: &[usize], dtype: DType, words: &[u32]) -> Result<Tensor> {
-        Ok(self.tensor(shape, dtype, words.to_vec()))
+        Ok(self.tensor(shape, dtype, words.to_vec(), true))
+    }
+
+    /// Lets `helpers` compute part of each large product and convolution from now on
+    /// (`None`: this worker alone).
+    pub(crate) fn set_kernel_helpers(&self, helpers: Option<Rc<dyn split::KernelHelpers>>) {
+        *self.inner.helpers.borrow_mut() = helpers.map(split::Helpers::new);
+    }
+
+    /// Keeps kernels on this worker until the guard is dropped (while the helpers
+    /// evaluate tiles of their own).
+    pub(crate) fn solo(&self) -> Solo {
+        self.inner.solo.set(self.inner.solo.get() + 1);
+        Solo(self.clone())
     }
 
     pub(crate) fn upload_f16(&self, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
@@ -405,9 +446,9 @@ impl CpuDevice {
         // exact for finite values.
         if data.iter().any(|h| h.to_bits() & 0x7c00 == 0x7c00) {
             let words = data.iter().map(|h| widen_f16(h.to_bits())).collect();
-            return Ok(self.tensor(shape, DType::F32, words));
+            return Ok(self.tensor(shape, DType::F32, words, true));
         }
-        Ok(self.tensor(shape, DType::F16Packed, pack_f16(data)))
+        Ok(self.tensor(shape, DType::F16Packed, pack_f16(data), true))
     }
 
     /// Starts or stops timing each kernel (natively; false in the browser).
@@ -459,11 +500,19 @@ impl CpuDevice {
         let batch = workgroups[2] as usize;
         let ov = |name| overridden(overrides, name);
         self.inner.dispatched.set(self.inner.dispatched.get() + 1);
+        out_buf.constant.set(false);
+        let mut product = |product: split::Product| {
+            let dtypes: Vec<DType> = in_t.iter().map(|t| t.dtype()).collect();
+            match self.inner.helpers.borrow_mut().as_mut() {
+                Some(helpers) if self.inner.solo.get() == 0 => helpers.run(&product, batch, &self.inner.shared.dropped, &inputs, &dtypes, &values, out),
+                _ => product.compute(batch, &values, out, product.whole()),
+            }
+        };
         match kernel {
             // The CPU has no cooperative matrices and never records those variants; they
             // compute the same product and convolution.
-            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulF16 => gemm::matmul(&params(p), batch, &values, out),
-            Kernel::Conv2d | Kernel::Conv2dCoop | Kernel::Conv2dF16 => gemm::conv2d(&params(p), batch, &values, out),
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulF16 => product(split::Product::Matmul(params(p))),
+            Kernel::Conv2d | Kernel::Conv2dCoop | Kernel::Conv2dF16 => product(split::Product::Conv2d(params(p))),
             Kernel::FlashAttention => attention::attention(&params(p), batch, ov("D4") as usize, &f32s()?, out),
             Kernel::LayerNorm => kernels::layer_norm(&params(p), &values, out),
             Kernel::ChannelLayerNorm => kernels::channel_layer_norm(&params(p), ov("RESIDUAL") != 0.0, &values, out),
@@ -478,6 +527,16 @@ impl CpuDevice {
             Kernel::GatherRows => kernels::gather_rows(&params(p), &values, out),
             Kernel::SdeUpdate => kernels::sde_update(&params(p), ov("Z") as u32, &f32s()?, out),
         }
+    }
+}
+
+/// Kernels stay on this worker while this lives (see [`CpuDevice::solo`]).
+pub(crate) struct Solo(CpuDevice);
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        let solo = &self.0.inner.solo;
+        solo.set(solo.get() - 1);
     }
 }
 

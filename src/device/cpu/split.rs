@@ -1,0 +1,408 @@
+//! One product or convolution over several workers. In the browser a wasm instance runs
+//! on one thread; where the page is cross-origin isolated, the restoring worker hands
+//! each helper worker a range of a large product's output columns (a convolution's
+//! output channels) and computes the first range itself, so that one image's
+//! classification or one tile's evaluation uses every worker.
+//!
+//! A request carries the kernel's parameters, its range, and the inputs: activations
+//! every time, weights (uploads never written since) once, after which the helper keeps
+//! them until their buffer is dropped here. Each range is computed with the arithmetic of
+//! the whole kernel (`gemm::matmul`, `gemm::conv2d`), so the result is the same bit for
+//! bit whatever the number of workers.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use super::{gemm, CpuBuffer, Values};
+use crate::device::DType;
+use crate::error::{Error, Result};
+use crate::kernels::{Conv2dParams, MatmulParams};
+
+/// Below this many multiply-adds a kernel stays whole: a request and its reply cost
+/// about as much as the part a helper would take (in Chromium, 2 workers).
+const MIN_MACS: usize = 1 << 22;
+
+/// Other workers that compute ranges of kernels (in the browser: helper workers reached
+/// through a `SharedArrayBuffer` each; in the tests: servers in this process).
+pub trait KernelHelpers {
+    /// How many helpers there are.
+    fn count(&self) -> usize;
+    /// Sends helper `helper` a request: `header` (see [`Helpers::request`]) and the
+    /// words of the inputs it carries. Its reply, `reply_len` values, comes from
+    /// [`KernelHelpers::receive`].
+    fn send(&self, helper: usize, header: &[u32], data: &[&[u32]], reply_len: usize) -> Result<()>;
+    /// Waits for helper `helper`'s reply to the request sent last.
+    fn receive(&self, helper: usize) -> Result<Vec<f32>>;
+    /// The least work worth splitting (the tests split every kernel).
+    fn min_macs(&self) -> usize {
+        MIN_MACS
+    }
+}
+
+/// A product or convolution, as the CPU backend computes it.
+#[derive(Clone, Copy)]
+pub(crate) enum Product {
+    Matmul(MatmulParams),
+    Conv2d(Conv2dParams),
+}
+
+impl Product {
+    /// Output columns (of a product) or channels (of a convolution): what is split.
+    fn width(&self) -> usize {
+        match self {
+            Product::Matmul(p) => p.n as usize,
+            Product::Conv2d(p) => p.cout as usize,
+        }
+    }
+
+    /// Ranges start at multiples of this (whole register tiles).
+    fn align(&self) -> usize {
+        match self {
+            Product::Matmul(_) => 16,
+            Product::Conv2d(_) => 8,
+        }
+    }
+
+    fn macs(&self, batch: usize) -> usize {
+        match self {
+            Product::Matmul(p) => batch * (p.m * p.n * p.k) as usize,
+            Product::Conv2d(p) => batch * (p.cout * p.ho * p.wo) as usize * (p.cin * p.kh * p.kw) as usize,
+        }
+    }
+
+    /// Computes the outputs of `range` (of [`Product::width`]).
+    pub(crate) fn compute(&self, batch: usize, ins: &[Values], out: &mut [f32], range: Range<usize>) -> Result<()> {
+        match self {
+            Product::Matmul(p) => gemm::matmul(p, batch, ins, out, range),
+            Product::Conv2d(p) => gemm::conv2d(p, batch, ins, out, range),
+        }
+    }
+
+    pub(crate) fn whole(&self) -> Range<usize> {
+        0..self.width()
+    }
+
+    /// Whether the kernel reads input `i` (the unused bindings hold placeholders).
+    fn reads(&self, i: usize) -> bool {
+        match self {
+            Product::Matmul(p) => match i {
+                0 | 1 => true,
+                2 => p.has_bias != 0,
+                _ => p.has(MatmulParams::RESIDUAL),
+            },
+            Product::Conv2d(p) => match i {
+                0 | 2 => true,
+                1 => p.split < p.cin,
+                3 => p.has_bias != 0,
+                4 => p.has(Conv2dParams::SCALE_SHIFT),
+                5 => p.has(Conv2dParams::RESIDUAL),
+                _ => p.has(Conv2dParams::RESIDUAL2),
+            },
+        }
+    }
+
+    /// The outputs of `range` as runs (start, length) of the output buffer, in order.
+    fn runs(&self, batch: usize, range: &Range<usize>) -> Vec<(usize, usize)> {
+        match self {
+            Product::Matmul(p) => (0..batch)
+                .flat_map(|z| {
+                    let (g, bi) = (z / p.per_group as usize, z % p.per_group as usize);
+                    let base = (p.c_off + g as u32 * p.c_sg + bi as u32 * p.c_sb) as usize;
+                    (0..p.m as usize).map(move |r| (base + r * p.c_sm as usize + range.start, range.len()))
+                })
+                .collect(),
+            Product::Conv2d(p) => {
+                let npix = (p.ho * p.wo) as usize;
+                (0..batch).map(|b| ((b * p.cout as usize + range.start) * npix, range.len() * npix)).collect()
+            }
+        }
+    }
+
+    fn code(&self) -> (u32, &[u32]) {
+        match self {
+            Product::Matmul(p) => (0, bytemuck::cast_slice(std::slice::from_ref(p))),
+            Product::Conv2d(p) => (1, bytemuck::cast_slice(std::slice::from_ref(p))),
+        }
+    }
+
+    fn decode(code: u32, words: &[u32]) -> Result<Product> {
+        let params = |size: usize| {
+            if words.len() * 4 != size {
+                return Err(malformed("parameters of the wrong size"));
+            }
+            Ok(bytemuck::cast_slice::<u32, u8>(words))
+        };
+        match code {
+            0 => Ok(Product::Matmul(bytemuck::pod_read_unaligned(params(std::mem::size_of::<MatmulParams>())?))),
+            1 => Ok(Product::Conv2d(bytemuck::pod_read_unaligned(params(std::mem::size_of::<Conv2dParams>())?))),
+            _ => Err(malformed("an unknown kernel")),
+        }
+    }
+}
+
+/// Splits `len` into at most `parts` ranges, each but the last a multiple of `align`.
+fn parts(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
+    let step = len.div_ceil(parts.max(1)).next_multiple_of(align).max(align);
+    (0..len).step_by(step).map(|s| s..(s + step).min(len)).collect()
+}
+
+// How a request carries each input.
+const ABSENT: u32 = 0;
+const SENT: u32 = 1;
+const SENT_TO_KEEP: u32 = 2;
+const KEPT: u32 = 3;
+
+/// The restoring worker's side: its helpers and what each of them keeps.
+pub(crate) struct Helpers {
+    helpers: std::rc::Rc<dyn KernelHelpers>,
+    /// The buffers each helper keeps.
+    kept: Vec<HashSet<u64>>,
+    /// Kept buffers dropped here, which each helper is told to forget with its next request.
+    forget: Vec<Vec<u64>>,
+}
+
+impl Helpers {
+    pub(crate) fn new(helpers: std::rc::Rc<dyn KernelHelpers>) -> Helpers {
+        let n = helpers.count();
+        Helpers { helpers, kept: vec![HashSet::new(); n], forget: vec![Vec::new(); n] }
+    }
+
+    /// Computes `product` here and on the helpers (or here alone where it is small),
+    /// its inputs `values` in `buffers`. `dropped` lists the device's buffers dropped
+    /// since the last call.
+    pub(crate) fn run(&mut self, product: &Product, batch: usize, dropped: &RefCell<Vec<u64>>, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values], out: &mut [f32]) -> Result<()> {
+        let parts = if product.macs(batch) >= self.helpers.min_macs() { parts(product.width(), 1 + self.helpers.count(), product.align()) } else { Vec::new() };
+        if parts.len() < 2 {
+            return product.compute(batch, values, out, product.whole());
+        }
+        for id in dropped.borrow_mut().drain(..) {
+            for (kept, forget) in self.kept.iter_mut().zip(&mut self.forget) {
+                if kept.remove(&id) {
+                    forget.push(id);
+                }
+            }
+        }
+        // Every request sent is answered before this returns, whatever fails, so that the
+        // next request's reply is its own.
+        let mut failed = None;
+        let mut sent = Vec::new();
+        for (helper, range) in parts[1..].iter().enumerate() {
+            let (header, data) = self.request(helper, product, batch, range, out.len(), buffers, dtypes, values);
+            let reply_len = product.runs(batch, range).iter().map(|r| r.1).sum();
+            match self.helpers.send(helper, &header, &data, reply_len) {
+                Ok(()) => sent.push((helper, range)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            failed = product.compute(batch, values, out, parts[0].clone()).err();
+        }
+        for (helper, range) in sent {
+            match self.helpers.receive(helper) {
+                Ok(reply) => {
+                    let runs = product.runs(batch, range);
+                    if reply.len() != runs.iter().map(|r| r.1).sum::<usize>() || runs.last().is_some_and(|&(s, l)| s + l > out.len()) {
+                        failed.get_or_insert(Error::Shape(format!("helper worker {helper} answered {} values for a kernel range of another size", reply.len())));
+                        continue;
+                    }
+                    let mut from = 0;
+                    for (start, len) in runs {
+                        out[start..start + len].copy_from_slice(&reply[from..from + len]);
+                        from += len;
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Helper `helper`'s request for `range` of `product`: the header, then the words of
+    /// the inputs it carries. Header words: kernel, batch, range start and end, output
+    /// length; the count of buffers to forget and their ids (two words each); the count
+    /// of parameter words and the words; the count of inputs and, for each, how it
+    /// comes (`ABSENT`, `SENT`, `SENT_TO_KEEP`, `KEPT`), whether f16, its id (two words)
+    /// and its length in words.
+    #[allow(clippy::too_many_arguments)]
+    fn request<'v>(&mut self, helper: usize, product: &Product, batch: usize, range: &Range<usize>, out_len: usize, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values<'v>]) -> (Vec<u32>, Vec<&'v [u32]>) {
+        let (code, params) = product.code();
+        let mut header = vec![code, batch as u32, range.start as u32, range.end as u32, out_len as u32];
+        let forget = std::mem::take(&mut self.forget[helper]);
+        header.push(forget.len() as u32);
+        for id in forget {
+            header.extend([id as u32, (id >> 32) as u32]);
+        }
+        header.push(params.len() as u32);
+        header.extend_from_slice(params);
+        header.push(values.len() as u32);
+        let mut data = Vec::new();
+        for (i, ((buffer, &dtype), v)) in buffers.iter().zip(dtypes).zip(values).enumerate() {
+            let words: &'v [u32] = match *v {
+                Values::F32(v) => bytemuck::cast_slice(v),
+                // Packed halves come from whole words (see `halves`).
+                Values::F16(v) => bytemuck::cast_slice(v),
+            };
+            let how = if !product.reads(i) {
+                ABSENT
+            } else if !buffer.constant.get() {
+                SENT
+            } else if self.kept[helper].insert(buffer.id) {
+                buffer.kept_by_helpers.set(true);
+                SENT_TO_KEEP
+            } else {
+                KEPT
+            };
+            if how == SENT || how == SENT_TO_KEEP {
+                data.push(words);
+            }
+            header.extend([how, u32::from(dtype == DType::F16Packed), buffer.id as u32, (buffer.id >> 32) as u32, words.len() as u32]);
+        }
+        (header, data)
+    }
+}
+
+fn malformed(what: &str) -> Error {
+    Error::Usage(format!("a kernel request from the restoring worker was malformed: {what}"))
+}
+
+/// A helper's side: computes the ranges it is sent, keeping the weights it is told to.
+#[derive(Default)]
+pub struct KernelServer {
+    kept: HashMap<u64, (bool, Vec<u32>)>,
+    /// The whole output, of which each request's range is computed (reused).
+    out: Vec<f32>,
+}
+
+impl KernelServer {
+    /// Answers a request (see [`Helpers::request`]) with its range's outputs, in order.
+    pub fn serve(&mut self, header: &[u32], mut data: Vec<Vec<u32>>) -> Result<Vec<f32>> {
+        let mut words = header.iter().copied();
+        let mut next = || words.next().ok_or_else(|| malformed("a short header"));
+        let (code, batch, start, end, out_len) = (next()?, next()? as usize, next()? as usize, next()? as usize, next()? as usize);
+        for _ in 0..next()? {
+            let id = next()? as u64 | (next()? as u64) << 32;
+            self.kept.remove(&id);
+        }
+        let params: Vec<u32> = (0..next()?).map(|_| next()).collect::<Result<_>>()?;
+        let product = Product::decode(code, &params)?;
+        let count = next()? as usize;
+        let mut inputs = Vec::with_capacity(count);
+        let mut carried = data.drain(..);
+        for _ in 0..count {
+            let (how, f16, id, len) = (next()?, next()? != 0, next()? as u64 | (next()? as u64) << 32, next()? as usize);
+            let input = match how {
+                ABSENT => None,
+                SENT | SENT_TO_KEEP => {
+                    let words = carried.next().ok_or_else(|| malformed("fewer inputs than its header lists"))?;
+                    if words.len() != len {
+                        return Err(malformed("an input of another length than its header says"));
+                    }
+                    if how == SENT_TO_KEEP {
+                        self.kept.insert(id, (f16, words));
+                        Some(Err(id))
+                    } else {
+                        Some(Ok((f16, words)))
+                    }
+                }
+                KEPT => Some(Err(id)),
+                _ => return Err(malformed("an unknown input kind")),
+            };
+            inputs.push(input);
+        }
+        let mut held = Vec::with_capacity(count);
+        for input in &inputs {
+            held.push(match input {
+                None => None,
+                Some(Ok((f16, words))) => Some((*f16, words.as_slice())),
+                Some(Err(id)) => {
+                    let (f16, words) = self.kept.get(id).ok_or_else(|| Error::Usage(format!("a helper worker was asked for weight {id}, which it was not sent")))?;
+                    Some((*f16, words.as_slice()))
+                }
+            });
+        }
+        let values: Vec<Values> = held
+            .iter()
+            .map(|h| match *h {
+                None => Values::F32(&[]),
+                Some((true, w)) => Values::F16(bytemuck::cast_slice(w)),
+                Some((false, w)) => Values::F32(bytemuck::cast_slice(w)),
+            })
+            .collect();
+        let range = start..end;
+        if end > product.width() || start > end {
+            return Err(malformed("a range outside the kernel"));
+        }
+        let runs = product.runs(batch, &range);
+        if runs.last().is_some_and(|&(s, l)| s + l > out_len) {
+            return Err(malformed("an output too short for its range"));
+        }
+        self.out.resize(out_len, 0.0);
+        product.compute(batch, &values, &mut self.out, range)?;
+        let mut reply = Vec::with_capacity(runs.iter().map(|r| r.1).sum());
+        for (s, l) in runs {
+            reply.extend_from_slice(&self.out[s..s + l]);
+        }
+        Ok(reply)
+    }
+
+    /// Bytes of the weights kept.
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept.values().map(|(_, w)| 4 * w.len() as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parts, Product, Values};
+    use crate::kernels::{Conv2dParams, MatmulParams};
+
+    /// Products and convolutions (im2col, 1x1 and Winograd; f32 and f16 weights; bias,
+    /// time conditioning, SiLU and residuals) computed in ranges of 2 and 3 parts: the
+    /// same bits as computed whole.
+    #[test]
+    fn ranges_compute_the_bits_of_the_whole() {
+        let mut rng = crate::weights::SplitMix::new(3);
+        let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform() as f32 - 0.5).collect() };
+        let halves = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect() };
+        let check = |what: &str, product: Product, batch: usize, ins: &[Values], out_len: usize| {
+            let mut whole = vec![0f32; out_len];
+            product.compute(batch, ins, &mut whole, product.whole()).unwrap();
+            for n in [2, 3] {
+                let mut split = vec![0f32; out_len];
+                for range in parts(product.whole().len(), n, product.align()) {
+                    product.compute(batch, ins, &mut split, range).unwrap();
+                }
+                assert!(whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()), "{what} in {n} parts");
+            }
+        };
+        // A linear layer of 50 tokens, f16 weight [n, k] read transposed, bias, residual.
+        let (m, k, n) = (50u32, 96u32, 200u32);
+        let (a, w, bias, res) = (values((m * k) as usize), values((n * k) as usize), values(n as usize), values((m * n) as usize));
+        let wh = halves(&w);
+        let p = MatmulParams { m, n, k, has_bias: 1, a_sm: k, a_sk: 1, b_sk: 1, b_sn: k, c_sm: n, alpha: 1.0, per_group: 1, flags: MatmulParams::RESIDUAL, k_slices: 1, ..bytemuck::Zeroable::zeroed() };
+        for (what, weight) in [("matmul f32", Values::F32(&w)), ("matmul f16", Values::F16(&wh))] {
+            check(what, Product::Matmul(p), 1, &[Values::F32(&a), weight, Values::F32(&bias), Values::F32(&res)], (m * n) as usize);
+        }
+        // Convolutions of 2 images: 3x3 by Winograd (32 channels, 34x34) and by im2col
+        // (12 channels), 1x1; the first with every epilogue step.
+        for (cin, cout, hw, taps) in [(32u32, 40u32, 34u32, 3u32), (12, 24, 20, 3), (24, 48, 16, 1)] {
+            let (batch, npix) = (2usize, hw * hw);
+            let (x, w, bias) = (values(batch * (cin * npix) as usize), values((cout * cin * taps * taps) as usize), values(cout as usize));
+            let (table, r1, r2) = (values(batch * 2 * cout as usize), values(batch * (cout * npix) as usize), values(batch * (cout * npix) as usize));
+            let wh = halves(&w);
+            let flags = if taps == 3 && cin == 32 { Conv2dParams::SCALE_SHIFT | Conv2dParams::SILU | Conv2dParams::RESIDUAL | Conv2dParams::RESIDUAL2 } else { 0 };
+            let pad = taps / 2;
+            let p = Conv2dParams { cin, h: hw, w: hw, cout, ho: hw, wo: hw, kh: taps, kw: taps, stride: 1, pad, has_bias: 1, split: cin, flags, k_slices: 1, ..bytemuck::Zeroable::zeroed() };
+            for (what, weight) in [("f32", Values::F32(&w)), ("f16", Values::F16(&wh))] {
+                let ins = [Values::F32(&x), Values::F32(&[]), weight, Values::F32(&bias), Values::F32(&table), Values::F32(&r1), Values::F32(&r2)];
+                check(&format!("conv2d {cin}->{cout} {taps}x{taps} at {hw}x{hw} {what}"), Product::Conv2d(p), batch, &ins, batch * (cout * npix) as usize);
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
-use crate::device::{Device, DeviceChoice};
+use crate::device::{Device, DeviceChoice, KernelHelpers, KernelServer};
 use crate::models::clip::preprocess::ImageRef;
 use crate::models::clip::DaClip;
 use crate::models::unet::ConditionalUNet;
@@ -91,6 +91,8 @@ pub struct Engine {
     models: Rc<RefCell<Models>>,
     /// Measured seconds of one network evaluation per tile size, for the loaded UNet.
     tile_seconds: RefCell<HashMap<(usize, usize), f64>>,
+    /// As a helper worker: the ranges of the restoring worker's kernels.
+    kernel_server: RefCell<KernelServer>,
 }
 
 #[derive(Serialize)]
@@ -173,7 +175,7 @@ pub async fn create_engine(choice: String) -> Result<Engine, JsError> {
         let _ = js_sys::Reflect::set(&js_sys::global(), &"daclipPanic".into(), &info.to_string().into());
     }));
     let dev = Device::open(DeviceChoice::parse(&choice).map_err(js_error)?).await.map_err(js_error)?;
-    Ok(Engine { dev, models: Rc::default(), tile_seconds: RefCell::default() })
+    Ok(Engine { dev, models: Rc::default(), tile_seconds: RefCell::default(), kernel_server: RefCell::default() })
 }
 
 #[wasm_bindgen]
@@ -304,6 +306,28 @@ impl Engine {
         dev.read(&noise).await.map_err(js_error)
     }
 
+    /// Lets `count` helper workers compute part of each large product and convolution
+    /// (CPU backend; 0 stops it): `send(helper, header, data, replyLength)` posts helper
+    /// `helper` a request (a Uint32Array and an array of them, each the worker's to
+    /// transfer), and `receive(helper)` blocks until that helper's reply and returns it
+    /// (a Float32Array), or throws its error. Each helper answers with `computeKernel`.
+    /// Kernels of fewer multiply-adds than `min_macs` (default: where splitting pays)
+    /// stay whole; the tests split every kernel of the tiny models with 0.
+    #[wasm_bindgen(js_name = useKernelHelpers)]
+    pub fn use_kernel_helpers(&self, count: usize, send: js_sys::Function, receive: js_sys::Function, min_macs: Option<usize>) -> Result<(), JsError> {
+        let min_macs = min_macs.unwrap_or(crate::device::SPLIT_MIN_MACS);
+        let helpers: Option<Rc<dyn KernelHelpers>> = (count > 0).then(|| Rc::new(KernelWorkers { count, send, receive, min_macs }) as Rc<dyn KernelHelpers>);
+        self.dev.set_kernel_helpers(helpers).map_err(js_error)
+    }
+
+    /// As a helper worker: computes the range of a kernel the restoring worker sent
+    /// (`header` and the inputs `data` it carries, Uint32Arrays), keeping its weights.
+    #[wasm_bindgen(js_name = computeKernel)]
+    pub fn compute_kernel(&self, header: Vec<u32>, data: js_sys::Array) -> Result<Vec<f32>, JsError> {
+        let data = data.iter().map(|d| js_sys::Uint32Array::from(d).to_vec()).collect();
+        self.kernel_server.borrow_mut().serve(&header, data).map_err(js_error)
+    }
+
     /// How long a restore of a `width` x `height` image with `options` will take here:
     /// `{ tiles, tileWidth, tileHeight, steps, secondsPerTile, seconds }`, from one timed
     /// network evaluation on a tile (measured once per tile size and model), the tiles
@@ -319,6 +343,9 @@ impl Engine {
         let seconds_per_tile = match cached {
             Some(s) => s,
             None => {
+                // A tiled restore's tiles go to the workers whole (see `restore_sharing`):
+                // time one worker's.
+                let _solo = (layout.tile_count() > 1).then(|| self.dev.solo());
                 let mut seconds = 0.0;
                 // The first evaluation also compiles the pipelines: where that is quick,
                 // time a second one.
@@ -386,11 +413,52 @@ impl Engine {
         }
     }
 
-    /// Frees the models and the pooled GPU memory; the engine can load again afterwards.
+    /// Frees the models and the pooled GPU memory (and the weights kept for the
+    /// restoring worker); the engine can load again afterwards.
     pub fn dispose(&self) {
         *self.models.borrow_mut() = Models::default();
+        *self.kernel_server.borrow_mut() = KernelServer::default();
         self.tile_seconds.borrow_mut().clear();
         self.dev.release_free_buffers();
+    }
+}
+
+/// The helper workers that compute part of each large kernel, reached through the JS
+/// functions the worker passes (www/lib/worker.js: a MessagePort and a
+/// SharedArrayBuffer per helper).
+struct KernelWorkers {
+    count: usize,
+    send: js_sys::Function,
+    receive: js_sys::Function,
+    min_macs: usize,
+}
+
+fn helper_error(e: JsValue) -> Error {
+    Error::Helper(e.as_string().or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}")))
+}
+
+impl KernelHelpers for KernelWorkers {
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn send(&self, helper: usize, header: &[u32], data: &[&[u32]], reply_len: usize) -> crate::Result<()> {
+        let inputs = js_sys::Array::new();
+        for d in data {
+            inputs.push(&js_sys::Uint32Array::from(*d));
+        }
+        let args = js_sys::Array::of4(&(helper as u32).into(), &js_sys::Uint32Array::from(header), &inputs, &(reply_len as u32).into());
+        self.send.apply(&JsValue::NULL, &args).map_err(helper_error)?;
+        Ok(())
+    }
+
+    fn receive(&self, helper: usize) -> crate::Result<Vec<f32>> {
+        let reply = self.receive.call1(&JsValue::NULL, &(helper as u32).into()).map_err(helper_error)?;
+        Ok(js_sys::Float32Array::from(reply).to_vec())
+    }
+
+    fn min_macs(&self) -> usize {
+        self.min_macs
     }
 }
 
@@ -419,9 +487,8 @@ impl TileHelpers for HelperWorkers {
         }
         let promise = self.evaluate.apply(&JsValue::NULL, &args);
         Box::pin(async move {
-            let failed = |e: JsValue| Error::Helper(e.as_string().or_else(|| js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string())).unwrap_or_else(|| format!("{e:?}")));
-            let promise: js_sys::Promise = promise.map_err(failed)?.into();
-            let noise = wasm_bindgen_futures::JsFuture::from(promise).await.map_err(failed)?;
+            let promise: js_sys::Promise = promise.map_err(helper_error)?.into();
+            let noise = wasm_bindgen_futures::JsFuture::from(promise).await.map_err(helper_error)?;
             Ok(js_sys::Float32Array::from(noise).to_vec())
         })
     }

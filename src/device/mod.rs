@@ -28,7 +28,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use cpu::CpuDevice;
-pub use cpu::split::{KernelHelpers, KernelServer};
+pub use cpu::split::{KernelHelpers, KernelServer, MIN_MACS as SPLIT_MIN_MACS};
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 pub use profile::{DispatchTime, FamilyTime};

@@ -424,19 +424,54 @@ await check('without WebGPU, 2 and 3 workers restore a tiled image exactly as 1 
       const tiles = [];
       const started = performance.now();
       const out = await model.restore(img, { ...options, onStep: ({ step, tile, tiles: n }) => tiles.push([step, tile, n]) });
-      runs[workers] = { workers: model.workers, seconds: (performance.now() - started) / 1000, data: Array.from(out.data), tiles };
+      runs[workers] = { workers: model.workers, perImage: model.workersPerImage, seconds: (performance.now() - started) / 1000, data: Array.from(out.data), tiles };
       model.dispose();
     }
     const differ = (a, b) => a.data.reduce((n, v, i) => n + (v !== b.data[i]), 0);
-    return { runs: Object.values(runs).map(({ workers, seconds, tiles }) => ({ workers, seconds, tiles: tiles.length })), differ2: differ(runs[2], runs[1]), differ3: differ(runs[3], runs[1]), progress: JSON.stringify(runs[2].tiles) === JSON.stringify(runs[1].tiles) };
+    return { runs: Object.values(runs).map(({ workers, perImage, seconds, tiles }) => ({ workers, perImage, seconds, tiles: tiles.length })), differ2: differ(runs[2], runs[1]), differ3: differ(runs[3], runs[1]), progress: JSON.stringify(runs[2].tiles) === JSON.stringify(runs[1].tiles) };
   });
   await plain.close();
   console.log(`     ${r.runs.map((x) => `${x.workers} worker(s): ${x.seconds.toFixed(2)} s`).join(', ')} (tiny UNet: messages, not compute); values differing from 1 worker: ${r.differ2}, ${r.differ3}`);
   assert.deepEqual(r.runs.map((x) => x.workers), [1, 2, 3]);
+  assert.deepEqual(r.runs.map((x) => x.perImage), [1, 1, 1], 'a page that is not cross-origin isolated splits no kernels');
   assert.equal(r.runs[0].tiles, 3 * 6, 'progress after each of 6 tiles per step');
   assert.equal(r.differ2, 0);
   assert.equal(r.differ3, 0);
   assert.ok(r.progress, 'the same progress reports, in tile order');
+});
+
+await check('without WebGPU on a cross-origin isolated page, 2 and 3 workers split one image\'s kernels and classify and restore it exactly as 1 worker does', async () => {
+  const isolated = await serve(0, root, { isolated: true });
+  const plain = await chromium.launch({ executablePath: '/usr/bin/chromium', args: FLAGS });
+  const p = await plain.newPage();
+  p.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  await p.goto(`http://127.0.0.1:${isolated.address().port}/www/index.html`);
+  const r = await p.evaluate(async () => {
+    const { DaClip } = await import('/www/lib/daclip.js');
+    const [width, height] = [56, 40];
+    const img = new ImageData(width, height);
+    for (let i = 0; i < width * height; i++) img.data.set([(i * 7) % 256, (i % width) * 4, ((i / width) | 0) * 5, 255], 4 * i);
+    const runs = [];
+    for (const workers of [1, 2, 3]) {
+      // Every kernel split, however small: the tiny models have none large enough.
+      const model = await DaClip.load({ daclip: '/www/tiny/daclip-tiny.safetensors', unet: '/www/tiny/universal-ir-tiny.pth', device: 'cpu', workers, cache: false, workerUrl: '/www/lib/worker.js?split=all' });
+      const c = await model.classify(img);
+      const out = await model.restore(img, { steps: 3, seed: 4, sampler: 'mr-ode2' });
+      const again = await model.classify(new ImageData(img.data.map((v, i) => (i % 4 === 3 ? v : 255 - v)), width, height));
+      runs.push({ perImage: model.workersPerImage, probabilities: [...c.probabilities, ...again.probabilities], data: Array.from(out.data) });
+      model.dispose();
+    }
+    return { isolated: crossOriginIsolated, runs: runs.map((x) => ({ perImage: x.perImage, probabilities: x.probabilities, differ: x.data.reduce((n, v, i) => n + (v !== runs[0].data[i]), 0) })) };
+  });
+  await plain.close();
+  isolated.close();
+  console.log(`     workers per image: ${r.runs.map((x) => x.perImage).join(', ')}; values differing from 1 worker: ${r.runs.slice(1).map((x) => x.differ).join(', ')}`);
+  assert.ok(r.isolated, 'the page is cross-origin isolated');
+  assert.deepEqual(r.runs.map((x) => x.perImage), [1, 2, 3]);
+  for (const x of r.runs.slice(1)) {
+    assert.deepEqual(x.probabilities, r.runs[0].probabilities, 'the same probabilities, bit for bit');
+    assert.equal(x.differ, 0);
+  }
 });
 server.close();
 

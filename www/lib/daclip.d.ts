@@ -45,8 +45,12 @@ export interface LoadOptions {
   device?: 'auto' | 'webgpu' | 'cpu';
   /** On the CPU backend: workers sharing a tiled restore's tiles, 1 to 16 (default the
    * number of logical cores, at most 4). Each helper worker holds its own copy of the
-   * UNet (about 200 MB for the published one) and runs on its own core; the result does
-   * not depend on the count. Ignored on WebGPU. */
+   * UNet (about 90 MB for the published one) and runs on its own core. Where the page
+   * is cross-origin isolated (COOP `same-origin` and COEP `require-corp` headers), the
+   * workers also split each large layer of a classification and of a single-tile
+   * restore between them, and each helper then also keeps the weights of those layers
+   * (about 440 MB more per helper for the published pair). The result does not depend
+   * on the count. Ignored on WebGPU. */
   workers?: number;
 }
 
@@ -180,6 +184,9 @@ export declare class DaClip {
   readonly adapter: AdapterDescription | null;
   /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
   readonly workers: number;
+  /** Workers that one classification, or one tile's network evaluation, is split over:
+   * all of them on the CPU backend where the page is cross-origin isolated, else 1. */
+  readonly workersPerImage: number;
   /** How many times the engine was started again after a failure (a panic, a lost GPU
    * device, a crashed worker): the call in flight rejected, the next one worked. */
   readonly restarts: number;

@@ -244,6 +244,9 @@ export class DaClip {
   adapter = null;
   /** Workers sharing a tiled restore's tiles (1 on WebGPU). */
   workers = 1;
+  /** Workers that one classification or one tile's evaluation is split over: all of
+   * them on the CPU backend where the page is cross-origin isolated, else 1. */
+  workersPerImage = 1;
   /** How many times the engine was started again after a failure. */
   restarts = 0;
 
@@ -375,9 +378,11 @@ export class DaClip {
     const { daclip, unet, cache, customLabels, workerUrl, device, workers } = setup;
     const onProgress = first ? setup.onProgress : undefined;
     this.adapter = await this.#post('init', { device }).promise;
-    // On the CPU backend a tiled restore's tiles go to helper workers too (one thread
-    // each); on a GPU one worker feeds the GPU.
-    const helperCount = this.adapter.device === 'cpu' && unet ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
+    // On the CPU backend helper workers (one thread each) take a tiled restore's tiles,
+    // and where the page is cross-origin isolated parts of every large kernel too; on a
+    // GPU one worker feeds the GPU.
+    const helperCount = this.adapter.device === 'cpu' && (unet || globalThis.crossOriginIsolated) ? (workers ?? Math.min(4, globalThis.navigator?.hardwareConcurrency || 1)) - 1 : 0;
+    let unetBlob = null;
     for (const [kind, source] of [['daclip', daclip], ['unet', unet]]) {
       if (!source) continue;
       const { blob, convertedKey } = await readWeights(source, kind, onProgress, cache, customLabels);
@@ -389,10 +394,12 @@ export class DaClip {
       const request = { kind, blob, convert: Boolean(convertedKey), keepText: customLabels };
       const converted = await this.#post('load', request).promise;
       if (converted && convertedKey) await keep(await caches.open(WEIGHTS_CACHE), convertedKey, converted);
-      if (kind === 'unet' && helperCount > 0) await this.#startHelpers(helperCount, blob, workerUrl);
+      if (kind === 'unet') unetBlob = blob;
       onProgress?.({ stage: `${kind}-upload`, loaded: total, total });
     }
-    this.workers = 1 + this.#helpers.length;
+    const shares = helperCount > 0 ? await this.#startHelpers(helperCount, unetBlob, workerUrl) : { tiles: 0, kernels: 0 };
+    this.workers = 1 + shares.tiles;
+    this.workersPerImage = 1 + shares.kernels;
     this.#setup = setup;
   }
 
@@ -549,19 +556,21 @@ export class DaClip {
     return this.#call('simulate', { kind }).promise;
   }
 
-  /** `count` helper workers, each loading the UNet from `unet` (a Blob), joined to the
-   * restoring worker by a MessageChannel apiece. */
+  /** `count` helper workers, each loading the UNet from `unet` (a Blob, or null without
+   * one: then they take kernels' parts only), joined to the restoring worker by a
+   * MessageChannel apiece. Resolves to `{ tiles, kernels }`: how many helpers take
+   * tiles and kernels' parts. */
   async #startHelpers(count, unet, workerUrl) {
-    if (this.#disposed) return;
+    if (this.#disposed) return { tiles: 0, kernels: 0 };
     this.#helpers = Array.from({ length: count }, () => new DaClip(startWorker(workerUrl)));
     await Promise.all(this.#helpers.map(async (helper) => {
       await helper.#post('init', { device: 'cpu' }).promise;
-      await helper.#post('load', { kind: 'unet', blob: unet, convert: false }).promise;
+      if (unet) await helper.#post('load', { kind: 'unet', blob: unet, convert: false }).promise;
     }));
     const channels = this.#helpers.map(() => new MessageChannel());
     await Promise.all(this.#helpers.map((helper, i) => helper.#post('serve', { port: channels[i].port2 }, [channels[i].port2]).promise));
     const ports = channels.map((c) => c.port1);
-    await this.#post('helpers', { ports }, ports).promise;
+    return this.#post('helpers', { ports, tiles: Boolean(unet) }, ports).promise;
   }
 
   /** Frees the device's memory and stops the worker (and its helpers). */

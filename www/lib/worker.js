@@ -3,8 +3,8 @@
 // Protocol: requests { id, type, ... } -> replies { id, ok, result } or { id, ok: false,
 // error, aborted }, run in the order they arrive (see the end of this file); restore also
 // posts { id, type: 'step', step, total, tile, tiles, preview } after every tile. A helper
-// worker gets { type: 'serve', port } and then answers tile requests on that port; the
-// restoring worker gets { type: 'helpers', ports }.
+// worker gets { type: 'serve', port } and then answers tile and kernel requests on that
+// port; the restoring worker gets { type: 'helpers', ports }.
 import init, { createEngine } from '../pkg/daclip_webgpu.js';
 
 let engine = null;
@@ -42,9 +42,63 @@ function connectHelper(port) {
   return port;
 }
 
-/** As a helper: evaluates the tiles the restoring worker sends on `port`, one at a time. */
+// Where the page is cross-origin isolated, the restoring worker also splits each large
+// product and convolution with the helpers (engine.useKernelHelpers): it posts each
+// helper its part and blocks in Atomics.wait until the helper has written the result
+// into that helper's SharedArrayBuffer: [state (0 waiting, 1 answered), status (0 ok, 1
+// error, 2 the helper broke), length, unused], then the values (or the error's UTF-8).
+const kernelReplies = [];
+// A helper that never answers (its worker crashed): the kernel fails after this long.
+const KERNEL_TIMEOUT_MS = 10 * 60 * 1000;
+
+function sendKernel(helper, header, data, replyLength) {
+  const bytes = 16 + 4 * Math.max(replyLength, 1024);
+  if (!(kernelReplies[helper]?.byteLength >= bytes)) kernelReplies[helper] = new SharedArrayBuffer(bytes);
+  const reply = kernelReplies[helper];
+  Atomics.store(new Int32Array(reply, 0, 4), 0, 0);
+  helpers[helper].postMessage({ type: 'kernel', header, data, reply }, [header.buffer, ...data.map((d) => d.buffer)]);
+}
+
+function receiveKernel(helper) {
+  const reply = kernelReplies[helper];
+  const state = new Int32Array(reply, 0, 4);
+  if (Atomics.wait(state, 0, 0, KERNEL_TIMEOUT_MS) === 'timed-out') {
+    helperBroken = true;
+    throw new Error(`helper worker ${helper} did not answer in ${KERNEL_TIMEOUT_MS / 60000} minutes`);
+  }
+  const [, status, length] = state;
+  if (status === 0) return new Float32Array(reply, 16, length);
+  helperBroken ||= status === 2;
+  // TextDecoder takes no view of shared memory: a copy.
+  throw new Error(new TextDecoder().decode(new Uint8Array(reply, 16, length).slice()));
+}
+
+/** As a helper: computes a kernel's part and answers in its `reply` buffer (above). */
+function serveKernel({ header, data, reply }) {
+  const state = new Int32Array(reply, 0, 4);
+  try {
+    const values = engine.computeKernel(header, data);
+    if (16 + 4 * values.length > reply.byteLength) throw new Error(`a kernel's part of ${values.length} values does not fit its reply buffer`);
+    new Float32Array(reply, 16, values.length).set(values);
+    state[1] = 0;
+    state[2] = values.length;
+  } catch (err) {
+    const broken = err instanceof WebAssembly.RuntimeError;
+    const text = broken ? `the engine stopped on an internal error: ${globalThis.daclipPanic ?? err.message}` : String(err?.message ?? err);
+    const bytes = new TextEncoder().encode(text).slice(0, reply.byteLength - 16);
+    new Uint8Array(reply, 16, bytes.length).set(bytes);
+    state[1] = broken ? 2 : 1;
+    state[2] = bytes.length;
+  }
+  Atomics.store(state, 0, 1);
+  Atomics.notify(state, 0);
+}
+
+/** As a helper: evaluates the tiles (and computes the kernels' parts) the restoring
+ * worker sends on `port`, one at a time. */
 function serveTiles(port) {
   port.onmessage = async ({ data: m }) => {
+    if (m.type === 'kernel') return serveKernel(m);
     try {
       const noise = await engine.evaluateTile(m.degradation, m.image, m.x, m.mu, m.width, m.height, m.t);
       port.postMessage({ id: m.id, noise }, [noise.buffer]);
@@ -138,9 +192,16 @@ async function handle(msg) {
       const rgba = await engine.restore(msg.rgba, msg.width, msg.height, msg.options, onStep, helpers.length, helpers.length ? evaluateOnHelper : undefined);
       return { result: rgba, transfer: [rgba.buffer] };
     }
-    case 'helpers':
+    case 'helpers': {
       helpers = msg.ports.map(connectHelper);
-      return { result: helpers.length };
+      // Blocking on a SharedArrayBuffer needs a cross-origin isolated page.
+      const kernels = self.crossOriginIsolated && typeof SharedArrayBuffer === 'function' ? helpers.length : 0;
+      // `?split=all` on the worker's URL splits every kernel, however small (the tests'
+      // tiny models have no kernel large enough otherwise).
+      const splitAll = new URL(self.location.href).searchParams.get('split') === 'all';
+      if (kernels) engine.useKernelHelpers(kernels, sendKernel, receiveKernel, splitAll ? 0 : undefined);
+      return { result: { tiles: msg.tiles ? helpers.length : 0, kernels } };
+    }
     case 'serve':
       serveTiles(msg.port);
       return { result: null };

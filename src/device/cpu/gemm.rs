@@ -239,9 +239,11 @@ pub(super) fn matmul(p: &MatmulParams, batch: usize, ins: &[Values], out: &mut [
 /// conv2d.wgsl: the convolution as a product of the weights [Cout, Cin kh kw] with the
 /// input's patches, one block of output pixels at a time (im2col of that block only, so
 /// the patch matrix stays in cache; 1x1 convolutions read the input directly). Only the
-/// output channels `chans` of every image are computed (see `split`), each with the
-/// arithmetic of the whole convolution.
-pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [f32], chans: Range<usize>) -> Result<()> {
+/// outputs of `range` are computed (see `split`), each with the arithmetic of the whole
+/// convolution: of [`conv2d_width`], the rows of 2x2 output tiles of a Winograd
+/// convolution (which then transforms only those tiles' inputs), else the output
+/// channels.
+pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [f32], range: Range<usize>) -> Result<()> {
     if p.k_slices != 1 || p.has(Conv2dParams::PARTIALS) {
         // ops::k_slices never splits on the CPU backend.
         return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
@@ -253,12 +255,20 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     let first = p.first_cout as usize;
     let kdim = (p.cin * p.kh * p.kw) as usize;
     let w = ins[2].from(first * kdim);
-    if chans.end > p.cout as usize {
-        return Err(Error::Shape(format!("conv2d: output channels {chans:?} of {}", p.cout)));
+    if range.end > conv2d_width(p) {
+        return Err(Error::Shape(format!("conv2d: range {range:?} of {}", conv2d_width(p))));
     }
     let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
-    convolve(p, batch, gathered.as_deref().unwrap_or(x), w, bias.as_deref(), out, chans.clone())?;
+    let x = gathered.as_deref().unwrap_or(x);
+    // The output channels, and the pixels of each channel's plane, computed.
     let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
+    let (chans, pixels) = if by_winograd(p) {
+        winograd_3x3(p, batch, x, w, bias.as_deref(), out, range.clone())?;
+        (0..cout, 2 * range.start * p.wo as usize..(2 * range.end * p.wo as usize).min(npix))
+    } else {
+        convolve(p, batch, x, w, bias.as_deref(), out, range.clone())?;
+        (range, 0..npix)
+    };
     let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));
     if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
         return Ok(());
@@ -281,8 +291,9 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
         if !chans.contains(&co) {
             return;
         }
+        let y = &mut y[pixels.clone()];
         let (scale, shift) = if scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
-        let planes = if with_residual { bc * npix..(bc + 1) * npix } else { 0..0 };
+        let planes = if with_residual { bc * npix + pixels.start..bc * npix + pixels.end } else { 0..0 };
         let res = &residual[planes.clone()];
         let res2 = &residual2[if with_residual2 { planes } else { 0..0 }];
         for (i, o) in y.iter_mut().enumerate() {
@@ -350,10 +361,6 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
     }
     check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * kdim - 1, w.len())?;
-    let winograd_tiles = ho.div_ceil(2) * wo.div_ceil(2);
-    if kh == 3 && kw == 3 && stride == 1 && pad == 1 && cin >= WINOGRAD_MIN_CHANNELS && cout >= WINOGRAD_MIN_CHANNELS && winograd_tiles >= WINOGRAD_MIN_TILES {
-        return winograd_3x3(p, batch, x, w, bias, out, chans);
-    }
     let direct = taps == 1 && stride == 1 && pad == 0;
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
     // thread.
@@ -454,6 +461,23 @@ fn im2col(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, col: &mu
     }
 }
 
+/// Whether the convolution goes by Winograd's algorithm ([`winograd_3x3`]).
+pub(super) fn by_winograd(p: &Conv2dParams) -> bool {
+    let tiles = p.ho.div_ceil(2) * p.wo.div_ceil(2);
+    let channels = p.cin.min(p.cout) as usize;
+    p.kh == 3 && p.kw == 3 && p.stride == 1 && p.pad == 1 && channels >= WINOGRAD_MIN_CHANNELS && tiles as usize >= WINOGRAD_MIN_TILES
+}
+
+/// What [`conv2d`]'s range counts: rows of 2x2 output tiles for a Winograd convolution
+/// (each worker then transforms only its tiles' inputs), else output channels.
+pub(super) fn conv2d_width(p: &Conv2dParams) -> usize {
+    if by_winograd(p) {
+        p.ho.div_ceil(2) as usize
+    } else {
+        p.cout as usize
+    }
+}
+
 /// Below this many input or output channels a 3x3 convolution goes through im2col: the
 /// transforms would cost more than the multiplications they save.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
@@ -473,18 +497,16 @@ const WINOGRAD_MIN_TILES: usize = 256;
 /// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
 /// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
 /// transformed blocks in cache, the blocks spread over threads.
-fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], chans: Range<usize>) -> Result<()> {
+fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;
     check_extent("conv2d output", batch * cout * h * wd - 1, out.len())?;
-    // U = G g G^T for every (cout, cin) of the range: [16][cout][cin], output channels
-    // over threads.
+    // U = G g G^T for every (cout, cin): [16][cout][cin], output channels over threads.
     let mut u = vec![0f32; 16 * cout * cin];
     {
         let us = SharedOut::new(&mut u);
-        parallel_for(chans.len(), |co| {
-            let co = chans.start + co;
+        parallel_for(cout, |co| {
             for ci in 0..cin {
                 let mut g = [0f32; 9];
                 w.widen_into((co * cin + ci) * 9, &mut g);
@@ -509,9 +531,15 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Opti
     // Blocks of tiles whose transformed inputs and products take about 4 MiB, but at least
     // 64 tiles (the products' width) and enough blocks for every thread.
     let by_cache = (1 << 20) / (16 * (cin + cout));
-    let by_threads = tiles.div_ceil(threads() * 2);
+    // The tiles of the rows asked for.
+    let (first, last) = (tile_rows.start * tw, (tile_rows.end * tw).min(tiles));
+    let count = last.saturating_sub(first);
+    if count == 0 {
+        return Ok(());
+    }
+    let by_threads = count.div_ceil(threads() * 2);
     let block = by_cache.min(by_threads).max(64).next_multiple_of(8);
-    let blocks = ranges(tiles, tiles.div_ceil(block), 8);
+    let blocks: Vec<_> = ranges(count, count.div_ceil(block), 8).into_iter().map(|(s, e)| (first + s, first + e)).collect();
     let y = SharedOut::new(out);
     let failed = std::sync::Mutex::new(None);
     parallel_for(batch * blocks.len(), |task| {
@@ -606,10 +634,10 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Opti
         {
             let mo = SharedOut::new(m);
             for e in 0..16 {
-                let sa = Strided { offset: (e * cout + chans.start) * cin, rs: cin, cs: 1 };
+                let sa = Strided { offset: e * cout * cin, rs: cin, cs: 1 };
                 let sb = Strided { offset: e * cin * nb, rs: nb, cs: 1 };
-                let sc = Strided { offset: (e * cout + chans.start) * nb, rs: nb, cs: 1 };
-                if let Err(err) = sgemm(chans.len(), nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
+                let sc = Strided { offset: e * cout * nb, rs: nb, cs: 1 };
+                if let Err(err) = sgemm(cout, nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
                     failed.lock().unwrap().get_or_insert(err);
                     return;
                 }
@@ -617,7 +645,7 @@ fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Opti
         }
         // Y = A^T M A: each tile's 2x2 output pixels, cropped at the image's edge.
         let mut s = vec![0f32; 8 * tw]; // A^T M: s[(r * 4 + c) * tw + k]
-        for co in chans.clone() {
+        for co in 0..cout {
             let b = bias.map_or(0.0, |b| b[co]);
             let yb = (bi * cout + co) * h * wd;
             for &(ty, tx0, n, i0) in &runs {

@@ -21,7 +21,7 @@ use crate::kernels::{Conv2dParams, MatmulParams};
 
 /// Below this many multiply-adds a kernel stays whole: a request and its reply cost
 /// about as much as the part a helper would take (in Chromium, 2 workers).
-const MIN_MACS: usize = 1 << 22;
+pub const MIN_MACS: usize = 1 << 22;
 
 /// Other workers that compute ranges of kernels (in the browser: helper workers reached
 /// through a `SharedArrayBuffer` each; in the tests: servers in this process).
@@ -48,11 +48,12 @@ pub(crate) enum Product {
 }
 
 impl Product {
-    /// Output columns (of a product) or channels (of a convolution): what is split.
+    /// What is split: output columns of a product; rows of output tiles of a Winograd
+    /// convolution, output channels of others (see `gemm::conv2d`).
     fn width(&self) -> usize {
         match self {
             Product::Matmul(p) => p.n as usize,
-            Product::Conv2d(p) => p.cout as usize,
+            Product::Conv2d(p) => gemm::conv2d_width(p),
         }
     }
 
@@ -60,7 +61,8 @@ impl Product {
     fn align(&self) -> usize {
         match self {
             Product::Matmul(_) => 16,
-            Product::Conv2d(_) => 8,
+            Product::Conv2d(p) if !gemm::by_winograd(p) => 8,
+            Product::Conv2d(_) => 1,
         }
     }
 
@@ -112,9 +114,15 @@ impl Product {
                     (0..p.m as usize).map(move |r| (base + r * p.c_sm as usize + range.start, range.len()))
                 })
                 .collect(),
-            Product::Conv2d(p) => {
+            Product::Conv2d(p) if !gemm::by_winograd(p) => {
                 let npix = (p.ho * p.wo) as usize;
                 (0..batch).map(|b| ((b * p.cout as usize + range.start) * npix, range.len() * npix)).collect()
+            }
+            // Rows 2 start .. 2 end of every output channel's plane.
+            Product::Conv2d(p) => {
+                let (npix, wo) = ((p.ho * p.wo) as usize, p.wo as usize);
+                let (first, last) = (2 * range.start * wo, (2 * range.end * wo).min(npix));
+                (0..batch * p.cout as usize).map(|plane| (plane * npix + first, last - first)).collect()
             }
         }
     }

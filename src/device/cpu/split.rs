@@ -10,6 +10,7 @@
 //! the whole kernel (`gemm::matmul`, `gemm::conv2d`), so the result is the same bit for
 //! bit whatever the number of workers.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -101,6 +102,27 @@ impl Product {
                 5 => p.has(Conv2dParams::RESIDUAL),
                 _ => p.has(Conv2dParams::RESIDUAL2),
             },
+        }
+    }
+
+    /// The parts of input `i` that `range` reads, as runs (start, length), where that is
+    /// not all of it: a residual's outputs of the range; the input rows (with the halo
+    /// of one row) of a Winograd convolution's rows of tiles. A helper is sent these
+    /// alone.
+    fn input_runs(&self, i: usize, batch: usize, range: &Range<usize>) -> Option<Vec<(usize, usize)>> {
+        match self {
+            Product::Matmul(_) if i == 3 => Some(self.runs(batch, range)),
+            Product::Conv2d(_) if i == 5 || i == 6 => Some(self.runs(batch, range)),
+            Product::Conv2d(p) if (i == 0 || i == 1) && gemm::by_winograd(p) => {
+                // Tile row ty reads input rows 2 ty - 1 .. 2 ty + 2; an upsampled input
+                // reads its source's rows halved.
+                let (h, w) = (p.h as usize, p.w as usize);
+                let (lo, hi) = ((2 * range.start).saturating_sub(1), (2 * range.end + 1).min(h));
+                let (sh, sw, lo, hi) = if p.up != 0 { (h / 2, w / 2, lo / 2, (hi - 1) / 2 + 1) } else { (h, w, lo, hi) };
+                let planes = batch * if i == 0 { p.split.min(p.cin) } else { p.cin - p.split.min(p.cin) } as usize;
+                (lo < hi).then(|| (0..planes).map(|plane| (plane * sh * sw + lo * sw, (hi - lo) * sw)).collect())
+            }
+            _ => None,
         }
     }
 
@@ -197,6 +219,7 @@ impl Helpers {
         let mut sent = Vec::new();
         for (helper, range) in parts[1..].iter().enumerate() {
             let (header, data) = self.request(helper, product, batch, range, out.len(), buffers, dtypes, values);
+            let data: Vec<&[u32]> = data.iter().map(|d| &d[..]).collect();
             let reply_len = product.runs(batch, range).iter().map(|r| r.1).sum();
             match self.helpers.send(helper, &header, &data, reply_len) {
                 Ok(()) => sent.push((helper, range)),
@@ -235,10 +258,11 @@ impl Helpers {
     /// the inputs it carries. Header words: kernel, batch, range start and end, output
     /// length; the count of buffers to forget and their ids (two words each); the count
     /// of parameter words and the words; the count of inputs and, for each, how it
-    /// comes (`ABSENT`, `SENT`, `SENT_TO_KEEP`, `KEPT`), whether f16, its id (two words)
-    /// and its length in words.
+    /// comes (`ABSENT`, `SENT`, `SENT_TO_KEEP`, `KEPT`), whether f16, its id (two words),
+    /// its length in words, and the count of runs sent (0: all of it) and the runs
+    /// (start and length each; see [`Product::input_runs`]).
     #[allow(clippy::too_many_arguments)]
-    fn request<'v>(&mut self, helper: usize, product: &Product, batch: usize, range: &Range<usize>, out_len: usize, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values<'v>]) -> (Vec<u32>, Vec<&'v [u32]>) {
+    fn request<'v>(&mut self, helper: usize, product: &Product, batch: usize, range: &Range<usize>, out_len: usize, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values<'v>]) -> (Vec<u32>, Vec<Cow<'v, [u32]>>) {
         let (code, params) = product.code();
         let mut header = vec![code, batch as u32, range.start as u32, range.end as u32, out_len as u32];
         let forget = std::mem::take(&mut self.forget[helper]);
@@ -266,10 +290,21 @@ impl Helpers {
             } else {
                 KEPT
             };
-            if how == SENT || how == SENT_TO_KEEP {
-                data.push(words);
-            }
             header.extend([how, u32::from(dtype == DType::F16Packed), buffer.id as u32, (buffer.id >> 32) as u32, words.len() as u32]);
+            let runs = if how == SENT { product.input_runs(i, batch, range).filter(|r| r.iter().all(|&(s, l)| s + l <= words.len())) } else { None };
+            header.push(runs.as_ref().map_or(0, Vec::len) as u32);
+            match runs {
+                Some(runs) => {
+                    let mut part = Vec::with_capacity(runs.iter().map(|r| r.1).sum());
+                    for &(start, len) in &runs {
+                        header.extend([start as u32, len as u32]);
+                        part.extend_from_slice(&words[start..start + len]);
+                    }
+                    data.push(Cow::Owned(part));
+                }
+                None if how == SENT || how == SENT_TO_KEEP => data.push(Cow::Borrowed(words)),
+                None => {}
+            }
         }
         (header, data)
     }
@@ -279,10 +314,22 @@ fn malformed(what: &str) -> Error {
     Error::Usage(format!("a kernel request from the restoring worker was malformed: {what}"))
 }
 
+/// An input as a request brings it (the bool: packed f16).
+enum Input {
+    Absent,
+    Whole(bool, Vec<u32>),
+    /// Runs of it, in the server's buffer for its slot.
+    Partial(bool),
+    Kept(u64),
+}
+
 /// A helper's side: computes the ranges it is sent, keeping the weights it is told to.
 #[derive(Default)]
 pub struct KernelServer {
     kept: HashMap<u64, (bool, Vec<u32>)>,
+    /// The inputs sent by runs, at their places in buffers of their whole length (the
+    /// rest is never read), one per input slot, reused.
+    partial: Vec<Vec<u32>>,
     /// The whole output, of which each request's range is computed (reused).
     out: Vec<f32>,
 }
@@ -302,33 +349,47 @@ impl KernelServer {
         let count = next()? as usize;
         let mut inputs = Vec::with_capacity(count);
         let mut carried = data.drain(..);
-        for _ in 0..count {
+        self.partial.resize(self.partial.len().max(count), Vec::new());
+        for slot in 0..count {
             let (how, f16, id, len) = (next()?, next()? != 0, next()? as u64 | (next()? as u64) << 32, next()? as usize);
+            let runs: Vec<(usize, usize)> = (0..next()?).map(|_| Ok((next()? as usize, next()? as usize))).collect::<Result<_>>()?;
             let input = match how {
-                ABSENT => None,
+                ABSENT => Input::Absent,
                 SENT | SENT_TO_KEEP => {
                     let words = carried.next().ok_or_else(|| malformed("fewer inputs than its header lists"))?;
-                    if words.len() != len {
+                    let expected = if runs.is_empty() { len } else { runs.iter().map(|r| r.1).sum() };
+                    if words.len() != expected {
                         return Err(malformed("an input of another length than its header says"));
                     }
                     if how == SENT_TO_KEEP {
                         self.kept.insert(id, (f16, words));
-                        Some(Err(id))
+                        Input::Kept(id)
+                    } else if runs.is_empty() {
+                        Input::Whole(f16, words)
                     } else {
-                        Some(Ok((f16, words)))
+                        let whole = &mut self.partial[slot];
+                        whole.resize(len, 0);
+                        let mut from = 0;
+                        for (start, n) in runs {
+                            let to = whole.get_mut(start..start + n).ok_or_else(|| malformed("a run outside its input"))?;
+                            to.copy_from_slice(&words[from..from + n]);
+                            from += n;
+                        }
+                        Input::Partial(f16)
                     }
                 }
-                KEPT => Some(Err(id)),
+                KEPT => Input::Kept(id),
                 _ => return Err(malformed("an unknown input kind")),
             };
             inputs.push(input);
         }
         let mut held = Vec::with_capacity(count);
-        for input in &inputs {
+        for (slot, input) in inputs.iter().enumerate() {
             held.push(match input {
-                None => None,
-                Some(Ok((f16, words))) => Some((*f16, words.as_slice())),
-                Some(Err(id)) => {
+                Input::Absent => None,
+                Input::Whole(f16, words) => Some((*f16, words.as_slice())),
+                Input::Partial(f16) => Some((*f16, self.partial[slot].as_slice())),
+                Input::Kept(id) => {
                     let (f16, words) = self.kept.get(id).ok_or_else(|| Error::Usage(format!("a helper worker was asked for weight {id}, which it was not sent")))?;
                     Some((*f16, words.as_slice()))
                 }
@@ -367,11 +428,75 @@ impl KernelServer {
 
 #[cfg(test)]
 mod tests {
-    use super::{parts, Product, Values};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::{parts, Helpers, KernelHelpers, KernelServer, Product, Values};
+    use crate::device::cpu::{halves, CpuDevice};
+    use crate::device::{DType, Tensor};
+    use crate::error::Result;
     use crate::kernels::{Conv2dParams, MatmulParams};
 
-    /// Products and convolutions (im2col, 1x1 and Winograd; f32 and f16 weights; bias,
-    /// time conditioning, SiLU and residuals) computed in ranges of 2 and 3 parts: the
+    /// Servers in this process, each reply kept until received.
+    struct Local(Vec<RefCell<KernelServer>>, RefCell<Vec<Option<Result<Vec<f32>>>>>);
+
+    impl KernelHelpers for Local {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+        fn send(&self, helper: usize, header: &[u32], data: &[&[u32]], _reply_len: usize) -> Result<()> {
+            self.1.borrow_mut()[helper] = Some(self.0[helper].borrow_mut().serve(header, data.iter().map(|d| d.to_vec()).collect()));
+            Ok(())
+        }
+        fn receive(&self, helper: usize) -> Result<Vec<f32>> {
+            self.1.borrow_mut()[helper].take().expect("a request first")
+        }
+        fn min_macs(&self) -> usize {
+            0
+        }
+    }
+
+    /// `product` on this worker and `count` servers: its inputs uploaded (the weight kept
+    /// by the servers; the others activations, sent by runs where they can
+    /// be), computed twice so that the second request finds the weight kept.
+    fn through_servers(product: &Product, batch: usize, ins: &[Values], out_len: usize, count: usize) -> Vec<f32> {
+        let weight = match product {
+            Product::Matmul(_) => 1,
+            Product::Conv2d(_) => 2,
+        };
+        let dev = CpuDevice::new();
+        let tensors: Vec<Tensor> = ins
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let t = match v {
+                    Values::F32(v) => dev.upload(&[v.len()], DType::F32, bytemuck::cast_slice(v)).unwrap(),
+                    Values::F16(v) => dev.upload(&[v.len()], DType::F16Packed, bytemuck::cast_slice(v)).unwrap(),
+                };
+                if i != weight {
+                    if let Values::F32(v) = v {
+                        t.cpu().unwrap().write(v).unwrap();
+                    }
+                }
+                t
+            })
+            .collect();
+        let buffers: Vec<_> = tensors.iter().map(|t| t.cpu().unwrap()).collect();
+        let words: Vec<_> = buffers.iter().map(|b| b.words.borrow()).collect();
+        let values: Vec<Values> = words.iter().zip(&tensors).map(|(w, t)| if t.dtype() == DType::F16Packed { Values::F16(halves(w)) } else { Values::F32(bytemuck::cast_slice(w)) }).collect();
+        let dtypes: Vec<DType> = tensors.iter().map(Tensor::dtype).collect();
+        let mut helpers = Helpers::new(Rc::new(Local((0..count).map(|_| RefCell::default()).collect(), RefCell::new(vec![None; count]))));
+        let mut out = vec![0f32; out_len];
+        for _ in 0..2 {
+            out.fill(f32::NAN);
+            helpers.run(product, batch, &RefCell::default(), &buffers, &dtypes, &values, &mut out).unwrap();
+        }
+        out
+    }
+
+    /// Products and convolutions (im2col, 1x1 and Winograd, of an input, a concatenation
+    /// and an upsampling; f32 and f16 weights; bias, time conditioning, SiLU and
+    /// residuals) computed in ranges of 2 and 3 parts, here and through servers: the
     /// same bits as computed whole.
     #[test]
     fn ranges_compute_the_bits_of_the_whole() {
@@ -387,6 +512,8 @@ mod tests {
                     product.compute(batch, ins, &mut split, range).unwrap();
                 }
                 assert!(whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()), "{what} in {n} parts");
+                let served = through_servers(&product, batch, ins, out_len, n - 1);
+                assert!(whole.iter().zip(&served).all(|(a, b)| a.to_bits() == b.to_bits()), "{what} on {} servers", n - 1);
             }
         };
         // A linear layer of 50 tokens, f16 weight [n, k] read transposed, bias, residual.
@@ -399,17 +526,19 @@ mod tests {
         }
         // Convolutions of 2 images: 3x3 by Winograd (32 channels, 34x34) and by im2col
         // (12 channels), 1x1; the first with every epilogue step.
-        for (cin, cout, hw, taps) in [(32u32, 40u32, 34u32, 3u32), (12, 24, 20, 3), (24, 48, 16, 1)] {
+        for (cin, split, up, cout, hw, taps) in [(32u32, 32u32, 0u32, 40u32, 34u32, 3u32), (32, 20, 0, 24, 35, 3), (24, 24, 1, 16, 36, 3), (12, 12, 0, 24, 20, 3), (24, 24, 0, 48, 16, 1)] {
             let (batch, npix) = (2usize, hw * hw);
-            let (x, w, bias) = (values(batch * (cin * npix) as usize), values((cout * cin * taps * taps) as usize), values(cout as usize));
+            let src = if up == 1 { npix / 4 } else { npix };
+            let (x, x2) = (values(batch * (split * src) as usize), values(batch * ((cin - split) * src) as usize));
+            let (w, bias) = (values((cout * cin * taps * taps) as usize), values(cout as usize));
             let (table, r1, r2) = (values(batch * 2 * cout as usize), values(batch * (cout * npix) as usize), values(batch * (cout * npix) as usize));
             let wh = halves(&w);
             let flags = if taps == 3 && cin == 32 { Conv2dParams::SCALE_SHIFT | Conv2dParams::SILU | Conv2dParams::RESIDUAL | Conv2dParams::RESIDUAL2 } else { 0 };
             let pad = taps / 2;
-            let p = Conv2dParams { cin, h: hw, w: hw, cout, ho: hw, wo: hw, kh: taps, kw: taps, stride: 1, pad, has_bias: 1, split: cin, flags, k_slices: 1, ..bytemuck::Zeroable::zeroed() };
+            let p = Conv2dParams { cin, h: hw, w: hw, cout, ho: hw, wo: hw, kh: taps, kw: taps, stride: 1, pad, has_bias: 1, split, up, flags, k_slices: 1, ..bytemuck::Zeroable::zeroed() };
             for (what, weight) in [("f32", Values::F32(&w)), ("f16", Values::F16(&wh))] {
-                let ins = [Values::F32(&x), Values::F32(&[]), weight, Values::F32(&bias), Values::F32(&table), Values::F32(&r1), Values::F32(&r2)];
-                check(&format!("conv2d {cin}->{cout} {taps}x{taps} at {hw}x{hw} {what}"), Product::Conv2d(p), batch, &ins, batch * (cout * npix) as usize);
+                let ins = [Values::F32(&x), Values::F32(&x2), weight, Values::F32(&bias), Values::F32(&table), Values::F32(&r1), Values::F32(&r2)];
+                check(&format!("conv2d {cin} ({split} + {}, up {up})->{cout} {taps}x{taps} at {hw}x{hw} {what}", cin - split), Product::Conv2d(p), batch, &ins, batch * (cout * npix) as usize);
             }
         }
     }

@@ -76,7 +76,9 @@ unsafe fn blocked(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa,
                             } else {
                                 (std::array::from_fn(|i| pa.as_ptr().add(ir * kc + i)), MR)
                             };
-                            let acc = tile(kc, rows, step, bp);
+                            // A panel of at most four columns (the last of a linear
+                            // layer's 50 tokens, computed transposed) needs one vector.
+                            let acc = if nc - jr <= 4 { tile::<false>(kc, rows, step, bp) } else { tile::<true>(kc, rows, step, bp) };
                             let at = c.add((i0 + ir) * rsc + (j0 + jr) * csc);
                             store_tile(&acc, at, rsc, csc, mr, NR.min(nc - jr), first, last.then_some(alpha));
                         }
@@ -88,17 +90,20 @@ unsafe fn blocked(m: usize, k: usize, n: usize, alpha: f32, a: *const f32, [rsa,
 }
 
 /// The MR x NR product of A's rows (entry k of row i at `rows[i] + k * step`) and a B
-/// panel (kc x NR, k-major).
+/// panel (kc x NR, k-major); without `BOTH`, of its first four columns only (the other
+/// accumulators stay zero).
 #[inline(always)]
-unsafe fn tile(kc: usize, rows: [*const f32; MR], step: usize, b: *const f32) -> [[F32x4; 2]; MR] {
+unsafe fn tile<const BOTH: bool>(kc: usize, rows: [*const f32; MR], step: usize, b: *const f32) -> [[F32x4; 2]; MR] {
     let mut acc = [[zero(); 2]; MR];
     for k in 0..kc {
         let b0 = load(b.add(k * NR));
-        let b1 = load(b.add(k * NR + 4));
+        let b1 = if BOTH { load(b.add(k * NR + 4)) } else { zero() };
         for (row, &a) in acc.iter_mut().zip(&rows) {
             let ai = splat_load(a.add(k * step));
             row[0] = mul_add(ai, b0, row[0]);
-            row[1] = mul_add(ai, b1, row[1]);
+            if BOTH {
+                row[1] = mul_add(ai, b1, row[1]);
+            }
         }
     }
     acc

@@ -6,7 +6,7 @@
 //! mostly where the files' structure lies, and every case must end in `Ok` or a named
 //! error: no panic, no hang, and no single allocation beyond what the file's size allows.
 //!
-//! `cargo test --release --test fuzz` runs 20,000 cases; longer runs from a command:
+//! `cargo test --release --test fuzz` runs 8,000 cases; longer runs from a command:
 //! `FUZZ_CASES=1000000 FUZZ_SEED=7 cargo test --release --test fuzz -- --nocapture`.
 //! An input that fails is written to `target/fuzz-crashers/` (as its seed's name and one edit);
 //! once fixed, it goes into `tests/fixtures/crashers/`, which every run reads first.
@@ -334,7 +334,7 @@ fn mutated_weights_files_end_in_a_value_or_a_named_error() {
         assert!(largest <= allocation_allowed(s.bytes.len()), "the seed {} allocates {largest} bytes at once", s.name);
     }
 
-    let cases: u64 = std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let cases: u64 = std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8_000);
     let base: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     // A hang shows as a case that does not end: the watchdog names it and stops the run.
     let current = Arc::new(AtomicU64::new(0));

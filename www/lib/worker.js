@@ -48,8 +48,9 @@ function connectHelper(port) {
 // into that helper's SharedArrayBuffer: [state (0 waiting, 1 answered), status (0 ok, 1
 // error, 2 the helper broke), length, unused], then the values (or the error's UTF-8).
 const kernelReplies = [];
-// A helper that never answers (its worker crashed): the kernel fails after this long.
-const KERNEL_TIMEOUT_MS = 10 * 60 * 1000;
+// A helper that never answers (its worker crashed) fails the kernel after this long: far
+// beyond a kernel's part (about a second for the largest convolution of a 512x512 tile).
+const KERNEL_TIMEOUT_MS = 2 * 60 * 1000;
 
 function sendKernel(helper, header, data, replyLength) {
   const bytes = 16 + 4 * Math.max(replyLength, 1024);

@@ -49,7 +49,7 @@ export interface LoadOptions {
    * is cross-origin isolated (COOP `same-origin` and COEP `require-corp` headers), the
    * workers also split each large layer of a classification and of a single-tile
    * restore between them, and each helper then also keeps the weights of those layers
-   * (about 440 MB more per helper for the published pair). The result does not depend
+   * (up to about 440 MB more per helper for the published pair). The result does not depend
    * on the count. Ignored on WebGPU. */
   workers?: number;
 }

@@ -437,27 +437,34 @@ mod tests {
     use crate::error::Result;
     use crate::kernels::{Conv2dParams, MatmulParams};
 
-    /// Servers in this process, each reply kept until received.
-    struct Local(Vec<RefCell<KernelServer>>, RefCell<Vec<Option<Result<Vec<f32>>>>>);
+    /// Servers in this process, each reply kept until received; the first reply received
+    /// while `failing` is set fails instead (as a helper's error does).
+    struct Local(Vec<RefCell<KernelServer>>, RefCell<Vec<Option<Result<Vec<f32>>>>>, std::cell::Cell<bool>);
 
     impl KernelHelpers for Local {
         fn count(&self) -> usize {
             self.0.len()
         }
         fn send(&self, helper: usize, header: &[u32], data: &[&[u32]], _reply_len: usize) -> Result<()> {
-            self.1.borrow_mut()[helper] = Some(self.0[helper].borrow_mut().serve(header, data.iter().map(|d| d.to_vec()).collect()));
+            let slot = &mut self.1.borrow_mut()[helper];
+            assert!(slot.is_none(), "a request sent before the last reply was received");
+            *slot = Some(self.0[helper].borrow_mut().serve(header, data.iter().map(|d| d.to_vec()).collect()));
             Ok(())
         }
         fn receive(&self, helper: usize) -> Result<Vec<f32>> {
-            self.1.borrow_mut()[helper].take().expect("a request first")
+            let reply = self.1.borrow_mut()[helper].take().expect("a request first");
+            if self.2.replace(false) {
+                return Err(crate::error::Error::Helper("a simulated failure".into()));
+            }
+            reply
         }
         fn min_macs(&self) -> usize {
             0
         }
     }
 
-    /// `product` on this worker and `count` servers: its inputs uploaded (the weight kept
-    /// by the servers; the others activations, sent by runs where they can
+    /// `product` on this worker and `count` servers, after a first call that a server's
+    /// failure fails: its inputs uploaded (the weight kept by the servers; the others activations, sent by runs where they can
     /// be), computed twice so that the second request finds the weight kept.
     fn through_servers(product: &Product, batch: usize, ins: &[Values], out_len: usize, count: usize) -> Vec<f32> {
         let weight = match product {
@@ -485,8 +492,12 @@ mod tests {
         let words: Vec<_> = buffers.iter().map(|b| b.words.borrow()).collect();
         let values: Vec<Values> = words.iter().zip(&tensors).map(|(w, t)| if t.dtype() == DType::F16Packed { Values::F16(halves(w)) } else { Values::F32(bytemuck::cast_slice(w)) }).collect();
         let dtypes: Vec<DType> = tensors.iter().map(Tensor::dtype).collect();
-        let mut helpers = Helpers::new(Rc::new(Local((0..count).map(|_| RefCell::default()).collect(), RefCell::new(vec![None; count]))));
+        let mut helpers = Helpers::new(Rc::new(Local((0..count).map(|_| RefCell::default()).collect(), RefCell::new(vec![None; count]), true.into())));
         let mut out = vec![0f32; out_len];
+        // A helper's failure fails the kernel with its message, after every reply was
+        // received (the next kernel's replies are its own: `Local::send` checks).
+        let failed = helpers.run(product, batch, &RefCell::default(), &buffers, &dtypes, &values, &mut out).unwrap_err();
+        assert!(failed.to_string().contains("a simulated failure"), "{failed}");
         for _ in 0..2 {
             out.fill(f32::NAN);
             helpers.run(product, batch, &RefCell::default(), &buffers, &dtypes, &values, &mut out).unwrap();
@@ -497,7 +508,8 @@ mod tests {
     /// Products and convolutions (im2col, 1x1 and Winograd, of an input, a concatenation
     /// and an upsampling; f32 and f16 weights; bias, time conditioning, SiLU and
     /// residuals) computed in ranges of 2 and 3 parts, here and through servers: the
-    /// same bits as computed whole.
+    /// same bits as computed whole; and a server's failure fails only the call it
+    /// answers.
     #[test]
     fn ranges_compute_the_bits_of_the_whole() {
         let mut rng = crate::weights::SplitMix::new(3);

@@ -458,16 +458,18 @@ await check('without WebGPU on a cross-origin isolated page, 2 and 3 workers spl
       const c = await model.classify(img);
       const out = await model.restore(img, { steps: 3, seed: 4, sampler: 'mr-ode2' });
       const again = await model.classify(new ImageData(img.data.map((v, i) => (i % 4 === 3 ? v : 255 - v)), width, height));
-      runs.push({ perImage: model.workersPerImage, probabilities: [...c.probabilities, ...again.probabilities], data: Array.from(out.data) });
+      runs.push({ perImage: model.workersPerImage, helpersHeap: (await model.memoryUsage()).helpersWasmHeapBytes, probabilities: [...c.probabilities, ...again.probabilities], data: Array.from(out.data) });
       model.dispose();
     }
-    return { isolated: crossOriginIsolated, runs: runs.map((x) => ({ perImage: x.perImage, probabilities: x.probabilities, differ: x.data.reduce((n, v, i) => n + (v !== runs[0].data[i]), 0) })) };
+    return { isolated: crossOriginIsolated, runs: runs.map((x) => ({ perImage: x.perImage, helpersHeap: x.helpersHeap, probabilities: x.probabilities, differ: x.data.reduce((n, v, i) => n + (v !== runs[0].data[i]), 0) })) };
   });
   await plain.close();
   isolated.close();
-  console.log(`     workers per image: ${r.runs.map((x) => x.perImage).join(', ')}; values differing from 1 worker: ${r.runs.slice(1).map((x) => x.differ).join(', ')}`);
+  console.log(`     workers per image: ${r.runs.map((x) => x.perImage).join(', ')}; values differing from 1 worker: ${r.runs.slice(1).map((x) => x.differ).join(', ')}; helpers' wasm heaps: ${r.runs.map((x) => (x.helpersHeap / 2 ** 20).toFixed(1)).join(', ')} MiB`);
   assert.ok(r.isolated, 'the page is cross-origin isolated');
   assert.deepEqual(r.runs.map((x) => x.perImage), [1, 2, 3]);
+  assert.equal(r.runs[0].helpersHeap, 0, 'no helpers, no helper memory');
+  assert.ok(r.runs[1].helpersHeap > 0 && r.runs[2].helpersHeap > r.runs[1].helpersHeap, 'the helpers\' memory is counted');
   for (const x of r.runs.slice(1)) {
     assert.deepEqual(x.probabilities, r.runs[0].probabilities, 'the same probabilities, bit for bit');
     assert.equal(x.differ, 0);

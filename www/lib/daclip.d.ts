@@ -49,7 +49,7 @@ export interface LoadOptions {
    * is cross-origin isolated (COOP `same-origin` and COEP `require-corp` headers), the
    * workers also split each large layer of a classification and of a single-tile
    * restore between them, and each helper then also keeps the weights of those layers
-   * (up to about 440 MB more per helper for the published pair). The result does not depend
+   * (about 440 MiB more per helper for the published pair). The result does not depend
    * on the count. Ignored on WebGPU. */
   workers?: number;
 }
@@ -134,6 +134,10 @@ export interface MemoryUsage {
   peakBytes: number;
   /** The worker's wasm memory: it grows and never shrinks. */
   wasmHeapBytes: number;
+  /** The helper workers' wasm memory together (0 without helpers): each holds its copy
+   * of the UNet and, where one image is split over the workers, the weights it computes
+   * with. */
+  helpersWasmHeapBytes: number;
 }
 
 /** One file of a published pair. */

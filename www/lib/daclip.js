@@ -536,11 +536,13 @@ export class DaClip {
   /**
    * The memory the engine holds: `{ liveBytes, pooledBytes, peakBytes }` of the device
    * (GPU buffers, or the CPU backend's tensors) and `wasmHeapBytes`, the worker's wasm
-   * memory (which grows and never shrinks: flat over many calls means nothing leaks).
+   * memory (which grows and never shrinks: flat over many calls means nothing leaks), and
+   * `helpersWasmHeapBytes`, the helper workers' wasm memory together.
    * @returns {Promise<import('./daclip').MemoryUsage>}
    */
   async memoryUsage() {
-    return this.#call('memory').promise;
+    const [own, ...helpers] = await Promise.all([this.#call('memory').promise, ...this.#helpers.map((h) => h.#post('memory').promise)]);
+    return { ...own, helpersWasmHeapBytes: helpers.reduce((sum, h) => sum + h.wasmHeapBytes, 0) };
   }
 
   /**

@@ -409,7 +409,10 @@ impl Device {
     /// computes them whole, and refuses.
     pub fn set_kernel_helpers(&self, helpers: Option<Rc<dyn KernelHelpers>>) -> Result<()> {
         match &self.backend {
-            Backend::Cpu(c) => Ok(c.set_kernel_helpers(helpers)),
+            Backend::Cpu(c) => {
+                c.set_kernel_helpers(helpers);
+                Ok(())
+            }
             Backend::Gpu(_) => Err(Error::Usage("kernel helpers are the CPU backend's: a GPU computes each kernel whole".into())),
         }
     }

@@ -85,7 +85,7 @@ function serveKernel({ header, data, reply }) {
     state[2] = values.length;
   } catch (err) {
     const broken = err instanceof WebAssembly.RuntimeError;
-    const text = broken ? `the engine stopped on an internal error: ${globalThis.daclipPanic ?? err.message}` : String(err?.message ?? err);
+    const text = broken ? trapMessage(err) : String(err?.message ?? err);
     const bytes = new TextEncoder().encode(text).slice(0, reply.byteLength - 16);
     new Uint8Array(reply, 16, bytes.length).set(bytes);
     state[1] = broken ? 2 : 1;
@@ -223,6 +223,12 @@ async function handle(msg) {
   }
 }
 
+/** What a trap in the wasm (a panic) says: the panic's message where the hook left one. */
+function trapMessage(err) {
+  const panic = globalThis.daclipPanic?.replace(/\s*\n\s*/g, ' ');
+  return `the engine stopped on an internal error: ${panic ?? err.message}`;
+}
+
 /**
  * What an error means for the engine: a trap in the wasm (a panic: wasm32 cannot unwind)
  * leaves the instance unusable, and so does a lost GPU device; either makes the page
@@ -230,10 +236,7 @@ async function handle(msg) {
  * failed call, hence the short wait before asking.
  */
 async function failure(err) {
-  if (err instanceof WebAssembly.RuntimeError) {
-    const panic = globalThis.daclipPanic?.replace(/\s*\n\s*/g, ' ');
-    return { error: `the engine stopped on an internal error: ${panic ?? err.message}`, broken: true };
-  }
+  if (err instanceof WebAssembly.RuntimeError) return { error: trapMessage(err), broken: true };
   const error = String(err?.message ?? err);
   if (helperBroken) return { error: `a helper worker failed: ${error}`, broken: true };
   if (engine && engine.adapterInfo().device === 'webgpu') {

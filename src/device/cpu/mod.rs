@@ -501,12 +501,9 @@ impl CpuDevice {
         let ov = |name| overridden(overrides, name);
         self.inner.dispatched.set(self.inner.dispatched.get() + 1);
         out_buf.constant.set(false);
-        let mut product = |product: split::Product| {
-            let dtypes: Vec<DType> = in_t.iter().map(|t| t.dtype()).collect();
-            match self.inner.helpers.borrow_mut().as_mut() {
-                Some(helpers) if self.inner.solo.get() == 0 => helpers.run(&product, batch, &self.inner.shared.dropped, &inputs, &dtypes, &values, out),
-                _ => product.compute(batch, &values, out, product.whole()),
-            }
+        let mut product = |product: split::Product| match self.inner.helpers.borrow_mut().as_mut() {
+            Some(helpers) if self.inner.solo.get() == 0 => helpers.run(&product, batch, &self.inner.shared.dropped, &inputs, &values, out),
+            _ => product.compute(batch, &values, out, product.whole()),
         };
         match kernel {
             // The CPU has no cooperative matrices and never records those variants; they

@@ -1,8 +1,9 @@
 //! One product or convolution over several workers. In the browser a wasm instance runs
 //! on one thread; where the page is cross-origin isolated, the restoring worker hands
-//! each helper worker a range of a large product's output columns (a convolution's
-//! output channels) and computes the first range itself, so that one image's
-//! classification or one tile's evaluation uses every worker.
+//! each helper worker a range of a large product's output columns (of a convolution's
+//! output channels, or of a Winograd convolution's rows of output tiles) and computes the
+//! first range itself, so that one image's classification or one tile's evaluation uses
+//! every worker.
 //!
 //! A request carries the kernel's parameters, its range, and the inputs: activations
 //! every time, weights (uploads never written since) once, after which the helper keeps
@@ -16,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use super::{gemm, CpuBuffer, Values};
-use crate::device::DType;
 use crate::error::{Error, Result};
 use crate::kernels::{Conv2dParams, MatmulParams};
 
@@ -201,7 +201,7 @@ impl Helpers {
     /// Computes `product` here and on the helpers (or here alone where it is small),
     /// its inputs `values` in `buffers`. `dropped` lists the device's buffers dropped
     /// since the last call.
-    pub(crate) fn run(&mut self, product: &Product, batch: usize, dropped: &RefCell<Vec<u64>>, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values], out: &mut [f32]) -> Result<()> {
+    pub(crate) fn run(&mut self, product: &Product, batch: usize, dropped: &RefCell<Vec<u64>>, buffers: &[&CpuBuffer], values: &[Values], out: &mut [f32]) -> Result<()> {
         let parts = if product.macs(batch) >= self.helpers.min_macs() { parts(product.width(), 1 + self.helpers.count(), product.align()) } else { Vec::new() };
         if parts.len() < 2 {
             return product.compute(batch, values, out, product.whole());
@@ -218,11 +218,12 @@ impl Helpers {
         let mut failed = None;
         let mut sent = Vec::new();
         for (helper, range) in parts[1..].iter().enumerate() {
-            let (header, data) = self.request(helper, product, batch, range, out.len(), buffers, dtypes, values);
+            let (header, data) = self.request(helper, product, batch, range, out.len(), buffers, values);
             let data: Vec<&[u32]> = data.iter().map(|d| &d[..]).collect();
-            let reply_len = product.runs(batch, range).iter().map(|r| r.1).sum();
-            match self.helpers.send(helper, &header, &data, reply_len) {
-                Ok(()) => sent.push((helper, range)),
+            // Where the helper's reply goes in `out`.
+            let runs = product.runs(batch, range);
+            match self.helpers.send(helper, &header, &data, runs.iter().map(|r| r.1).sum()) {
+                Ok(()) => sent.push((helper, runs)),
                 Err(e) => {
                     failed = Some(e);
                     break;
@@ -232,10 +233,9 @@ impl Helpers {
         if failed.is_none() {
             failed = product.compute(batch, values, out, parts[0].clone()).err();
         }
-        for (helper, range) in sent {
+        for (helper, runs) in sent {
             match self.helpers.receive(helper) {
                 Ok(reply) => {
-                    let runs = product.runs(batch, range);
                     if reply.len() != runs.iter().map(|r| r.1).sum::<usize>() || runs.last().is_some_and(|&(s, l)| s + l > out.len()) {
                         failed.get_or_insert(Error::Shape(format!("helper worker {helper} answered {} values for a kernel range of another size", reply.len())));
                         continue;
@@ -262,7 +262,7 @@ impl Helpers {
     /// its length in words, and the count of runs sent (0: all of it) and the runs
     /// (start and length each; see [`Product::input_runs`]).
     #[allow(clippy::too_many_arguments)]
-    fn request<'v>(&mut self, helper: usize, product: &Product, batch: usize, range: &Range<usize>, out_len: usize, buffers: &[&CpuBuffer], dtypes: &[DType], values: &[Values<'v>]) -> (Vec<u32>, Vec<Cow<'v, [u32]>>) {
+    fn request<'v>(&mut self, helper: usize, product: &Product, batch: usize, range: &Range<usize>, out_len: usize, buffers: &[&CpuBuffer], values: &[Values<'v>]) -> (Vec<u32>, Vec<Cow<'v, [u32]>>) {
         let (code, params) = product.code();
         let mut header = vec![code, batch as u32, range.start as u32, range.end as u32, out_len as u32];
         let forget = std::mem::take(&mut self.forget[helper]);
@@ -274,11 +274,11 @@ impl Helpers {
         header.extend_from_slice(params);
         header.push(values.len() as u32);
         let mut data = Vec::new();
-        for (i, ((buffer, &dtype), v)) in buffers.iter().zip(dtypes).zip(values).enumerate() {
-            let words: &'v [u32] = match *v {
-                Values::F32(v) => bytemuck::cast_slice(v),
+        for (i, (buffer, v)) in buffers.iter().zip(values).enumerate() {
+            let (words, f16): (&'v [u32], bool) = match *v {
+                Values::F32(v) => (bytemuck::cast_slice(v), false),
                 // Packed halves come from whole words (see `halves`).
-                Values::F16(v) => bytemuck::cast_slice(v),
+                Values::F16(v) => (bytemuck::cast_slice(v), true),
             };
             let how = if !product.reads(i) {
                 ABSENT
@@ -290,7 +290,7 @@ impl Helpers {
             } else {
                 KEPT
             };
-            header.extend([how, u32::from(dtype == DType::F16Packed), buffer.id as u32, (buffer.id >> 32) as u32, words.len() as u32]);
+            header.extend([how, u32::from(f16), buffer.id as u32, (buffer.id >> 32) as u32, words.len() as u32]);
             let runs = if how == SENT { product.input_runs(i, batch, range).filter(|r| r.iter().all(|&(s, l)| s + l <= words.len())) } else { None };
             header.push(runs.as_ref().map_or(0, Vec::len) as u32);
             match runs {
@@ -383,26 +383,22 @@ impl KernelServer {
             };
             inputs.push(input);
         }
-        let mut held = Vec::with_capacity(count);
-        for (slot, input) in inputs.iter().enumerate() {
-            held.push(match input {
-                Input::Absent => None,
-                Input::Whole(f16, words) => Some((*f16, words.as_slice())),
-                Input::Partial(f16) => Some((*f16, self.partial[slot].as_slice())),
-                Input::Kept(id) => {
-                    let (f16, words) = self.kept.get(id).ok_or_else(|| Error::Usage(format!("a helper worker was asked for weight {id}, which it was not sent")))?;
-                    Some((*f16, words.as_slice()))
-                }
-            });
-        }
-        let values: Vec<Values> = held
+        let values = inputs
             .iter()
-            .map(|h| match *h {
-                None => Values::F32(&[]),
-                Some((true, w)) => Values::F16(bytemuck::cast_slice(w)),
-                Some((false, w)) => Values::F32(bytemuck::cast_slice(w)),
+            .enumerate()
+            .map(|(slot, input)| {
+                let (f16, words) = match input {
+                    Input::Absent => return Ok(Values::F32(&[])),
+                    Input::Whole(f16, words) => (*f16, words),
+                    Input::Partial(f16) => (*f16, &self.partial[slot]),
+                    Input::Kept(id) => {
+                        let (f16, words) = self.kept.get(id).ok_or_else(|| Error::Usage(format!("a helper worker was asked for weight {id}, which it was not sent")))?;
+                        (*f16, words)
+                    }
+                };
+                Ok(if f16 { Values::F16(bytemuck::cast_slice(words)) } else { Values::F32(bytemuck::cast_slice(words)) })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let range = start..end;
         if end > product.width() || start > end {
             return Err(malformed("a range outside the kernel"));
@@ -491,16 +487,15 @@ mod tests {
         let buffers: Vec<_> = tensors.iter().map(|t| t.cpu().unwrap()).collect();
         let words: Vec<_> = buffers.iter().map(|b| b.words.borrow()).collect();
         let values: Vec<Values> = words.iter().zip(&tensors).map(|(w, t)| if t.dtype() == DType::F16Packed { Values::F16(halves(w)) } else { Values::F32(bytemuck::cast_slice(w)) }).collect();
-        let dtypes: Vec<DType> = tensors.iter().map(Tensor::dtype).collect();
         let mut helpers = Helpers::new(Rc::new(Local((0..count).map(|_| RefCell::default()).collect(), RefCell::new(vec![None; count]), true.into())));
         let mut out = vec![0f32; out_len];
         // A helper's failure fails the kernel with its message, after every reply was
         // received (the next kernel's replies are its own: `Local::send` checks).
-        let failed = helpers.run(product, batch, &RefCell::default(), &buffers, &dtypes, &values, &mut out).unwrap_err();
+        let failed = helpers.run(product, batch, &RefCell::default(), &buffers, &values, &mut out).unwrap_err();
         assert!(failed.to_string().contains("a simulated failure"), "{failed}");
         for _ in 0..2 {
             out.fill(f32::NAN);
-            helpers.run(product, batch, &RefCell::default(), &buffers, &dtypes, &values, &mut out).unwrap();
+            helpers.run(product, batch, &RefCell::default(), &buffers, &values, &mut out).unwrap();
         }
         out
     }

@@ -118,7 +118,8 @@ pub async fn conv2d_with(dev: &Device, weights: Weights) {
         (1, 9, 10, 7, 65, 1, 1, 0, false, true),  // 1x1, res_conv
         (1, 3, 64, 64, 20, 32, 32, 0, false, false), // the ViT patch embedding
         (1, 520, 6, 5, 8, 3, 1, 1, true, true),  // K = 4680: a long reduction
-        (1, 32, 21, 19, 24, 3, 1, 1, true, true), // the UNet's 3x3 convs (the CPU's Winograd path), odd sides
+        (1, 32, 21, 19, 24, 3, 1, 1, true, true), // the UNet's 3x3 convs, odd sides
+        (2, 20, 35, 33, 19, 3, 1, 1, true, true), // 306 tiles of 2x2: the CPU's Winograd path, no full panel of channels
         (2, 64, 16, 16, 64, 3, 1, 1, false, false),
         (1, 64, 17, 19, 48, 3, 1, 1, true, true), // K = 576 to 48 channels: many K steps of the cooperative tiles
         // Large enough for the large tiles: 8 x 8 outputs per invocation, then 4 x 8.

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::kernels::silu;
+use super::winograd;
 use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::{Error, Result};
 use crate::kernels::{Conv2dParams, Kernel, MatmulParams};
@@ -15,10 +16,10 @@ const SERIAL_MACS: usize = 1 << 18;
 
 /// One strided matrix: entry (r, c) at `offset + r * rs + c * cs`.
 #[derive(Clone, Copy)]
-struct Strided {
-    offset: usize,
-    rs: usize,
-    cs: usize,
+pub(super) struct Strided {
+    pub(super) offset: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 impl Strided {
@@ -31,7 +32,7 @@ impl Strided {
 /// (which the caller sized). Every extent is checked before the unsafe call. A packed
 /// f16 operand (a weight) is widened a block at a time (see [`widened_sgemm`]).
 #[allow(clippy::too_many_arguments)]
-fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Values, sb: Strided, c: &SharedOut, sc: Strided) -> Result<()> {
+pub(super) fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Values, sb: Strided, c: &SharedOut, sc: Strided) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -46,6 +47,9 @@ fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Va
     }
     check_extent("matmul left operand", sa.max_index(m, k), a.len())?;
     check_extent("matmul right operand", sb.max_index(k, n), b.len())?;
+    if by_dot(m, n, k, alpha, a, sa, b, sb, c, sc) {
+        return Ok(());
+    }
     match (a, b) {
         // SAFETY: every index the product touches was checked above; the caller guarantees
         // that no other task writes this block of C.
@@ -58,6 +62,36 @@ fn sgemm(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Va
         (Values::F16(_), Values::F16(_)) => return Err(Error::Usage("matmul: both operands packed f16 (only weights are)".into())),
     }
     Ok(())
+}
+
+/// At most this many rows use a right f16 weight for its product to go by `dot` (where
+/// the CPU has AVX-512): beyond, widening and packing the weight once per call pays for
+/// itself (a 1024-row product ran at 270-290 GFLOP/s either way on 2 threads).
+#[cfg(target_arch = "x86_64")]
+const DOT_MAX_ROWS: usize = 256;
+
+/// [`sgemm`]'s product by `dot` where that applies: `C = X W^T` (a linear layer) with
+/// an f16 weight, at most DOT_MAX_ROWS rows and both operands contiguous along the sum,
+/// on a CPU with AVX-512. Whether it did. Extents were checked by the caller. (A
+/// convolution's patches would have to be transposed for it: its few-pixel convolutions
+/// ran 10% slower that way than by the general GEMM.)
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+fn by_dot(m: usize, n: usize, k: usize, alpha: f32, a: Values, sa: Strided, b: Values, sb: Strided, c: &SharedOut, sc: Strided) -> bool {
+    match (a, b) {
+        (Values::F32(x), Values::F16(w)) if m <= DOT_MAX_ROWS && sa.cs == 1 && sb.rs == 1 && super::dot::available() => {
+            // SAFETY: the caller checked every extent; the CPU has AVX-512F.
+            unsafe { super::dot::products(m, n, k, alpha, x.as_ptr().add(sa.offset), sa.rs, w.as_ptr().add(sb.offset), sb.cs, c.ptr().add(sc.offset), [sc.rs, sc.cs]) };
+            true
+        }
+        _ => false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(not(target_arch = "x86_64"))]
+fn by_dot(_: usize, _: usize, _: usize, _: f32, _: Values, _: Strided, _: Values, _: Strided, _: &SharedOut, _: Strided) -> bool {
+    false
 }
 
 /// Which operand of a product is the f16 weight.
@@ -165,7 +199,7 @@ pub(super) unsafe fn raw_sgemm(m: usize, k: usize, n: usize, alpha: f32, a: *con
 }
 
 /// Splits `len` into about `parts` ranges whose starts are multiples of `align`.
-fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
+pub(super) fn ranges(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
     let step = len.div_ceil(parts.max(1)).next_multiple_of(align).max(align);
     (0..len).step_by(step).map(|s| (s, (s + step).min(len))).collect()
 }
@@ -261,59 +295,80 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
     let x = gathered.as_deref().unwrap_or(x);
     // The output channels, and the pixels of each channel's plane, computed.
-    let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
-    let (chans, pixels) = if by_winograd(p) {
-        winograd_3x3(p, batch, x, w, bias.as_deref(), out, range.clone())?;
-        (0..cout, 2 * range.start * p.wo as usize..(2 * range.end * p.wo as usize).min(npix))
+    let epilogue = Epilogue::new(p, batch, ins)?;
+    if winograd::applies(p) {
+        winograd::conv3x3(p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
     } else {
-        convolve(p, batch, x, w, bias.as_deref(), out, range.clone())?;
-        (range, 0..npix)
-    };
-    let [scale_shift, silu_on, with_residual, with_residual2] = [Conv2dParams::SCALE_SHIFT, Conv2dParams::SILU, Conv2dParams::RESIDUAL, Conv2dParams::RESIDUAL2].map(|f| p.has(f));
-    if !(scale_shift || silu_on || with_residual || with_residual2) || npix == 0 || cout == 0 {
-        return Ok(());
+        convolve(p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
     }
-    let (table, residual, residual2, row) = (f32_input(4)?, f32_input(5)?, f32_input(6)?, p.row as usize);
-    let n = batch * cout * npix;
-    if scale_shift {
-        check_extent("conv2d time conditioning", (row + batch) * 2 * cout - 1, table.len())?;
+    Ok(())
+}
+
+/// conv2d.wgsl's steps after the bias, in its order: time conditioning, SiLU,
+/// residuals. The convolutions apply them to each stretch of output as they write it,
+/// while it is in cache.
+pub(super) struct Epilogue<'a> {
+    /// The time conditioning's table (scale - 1 and shift of each channel, a row per
+    /// image), and the row of the first image.
+    table: Option<&'a [f32]>,
+    row: usize,
+    silu: bool,
+    residual: Option<&'a [f32]>,
+    residual2: Option<&'a [f32]>,
+    cout: usize,
+    npix: usize,
+}
+
+impl<'a> Epilogue<'a> {
+    pub(super) fn new(p: &Conv2dParams, batch: usize, ins: &[Values<'a>]) -> Result<Self> {
+        let (cout, npix) = (p.cout as usize, (p.ho * p.wo) as usize);
+        let input = |flag: u32, i: usize, what: &str, last: usize| -> Result<Option<&'a [f32]>> {
+            if !p.has(flag) || npix == 0 || cout == 0 {
+                return Ok(None);
+            }
+            let values = ins[i].f32(Kernel::Conv2d)?;
+            check_extent(what, last, values.len())?;
+            Ok(Some(values))
+        };
+        let (row, n) = (p.row as usize, batch * cout * npix);
+        Ok(Epilogue {
+            table: input(Conv2dParams::SCALE_SHIFT, 4, "conv2d time conditioning", (row + batch) * 2 * cout - 1)?,
+            row,
+            silu: p.has(Conv2dParams::SILU),
+            residual: input(Conv2dParams::RESIDUAL, 5, "conv2d residual", n - 1)?,
+            residual2: input(Conv2dParams::RESIDUAL2, 6, "conv2d second residual", n - 1)?,
+            cout,
+            npix,
+        })
     }
-    if with_residual {
-        check_extent("conv2d residual", n - 1, residual.len())?;
-    }
-    if with_residual2 {
-        check_extent("conv2d second residual", n - 1, residual2.len())?;
-    }
-    // One (image, channel) plane per chunk, in the kernel's order: time conditioning,
-    // SiLU, residuals.
-    parallel_chunks(&mut out[..n], npix, |bc, y| {
-        let (b, co) = (bc / cout + row, bc % cout);
-        if !chans.contains(&co) {
+
+    /// The steps on `y`, the output pixels `at ..` of image `b`'s channel `co`.
+    pub(super) fn apply(&self, b: usize, co: usize, at: usize, y: &mut [f32]) {
+        if self.table.is_none() && !self.silu && self.residual.is_none() && self.residual2.is_none() {
             return;
         }
-        let y = &mut y[pixels.clone()];
-        let (scale, shift) = if scale_shift { (table[b * 2 * cout + co] + 1.0, table[b * 2 * cout + cout + co]) } else { (1.0, 0.0) };
-        let planes = if with_residual { bc * npix + pixels.start..bc * npix + pixels.end } else { 0..0 };
-        let res = &residual[planes.clone()];
-        let res2 = &residual2[if with_residual2 { planes } else { 0..0 }];
-        for (i, o) in y.iter_mut().enumerate() {
-            let mut v = *o;
-            if scale_shift {
-                v = v * scale + shift;
+        let cout = self.cout;
+        let t = (b + self.row) * 2 * cout;
+        let (scale, shift) = self.table.map_or((1.0, 0.0), |table| (table[t + co] + 1.0, table[t + cout + co]));
+        let plane = (b * cout + co) * self.npix + at..(b * cout + co) * self.npix + at + y.len();
+        // A pass per step (each a loop that vectorises; `y` is in L1), the same
+        // operations on each value in the same order as one loop would do.
+        if self.table.is_some() {
+            for v in y.iter_mut() {
+                *v = *v * scale + shift;
             }
-            if silu_on {
-                v = silu(v);
-            }
-            if with_residual {
-                v += res[i];
-            }
-            if with_residual2 {
-                v += res2[i];
-            }
-            *o = v;
         }
-    });
-    Ok(())
+        if self.silu {
+            for v in y.iter_mut() {
+                *v = silu(*v);
+            }
+        }
+        for residual in [self.residual, self.residual2].into_iter().flatten() {
+            for (v, r) in y.iter_mut().zip(&residual[plane.clone()]) {
+                *v += r;
+            }
+        }
+    }
 }
 
 /// The input the convolution sees, [batch, cin, h, w], where it is not `x` itself:
@@ -348,8 +403,9 @@ fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result
     Ok(Some(out))
 }
 
-/// The convolution and its bias, before the epilogue.
-fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], chans: Range<usize>) -> Result<()> {
+/// The convolution, its bias and epilogue, for the output channels `chans`.
+#[allow(clippy::too_many_arguments)]
+fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], chans: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -398,15 +454,15 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
                 failed.lock().unwrap().get_or_insert(e);
                 return;
             }
-            if let Some(bias) = bias {
-                for (co, &bv) in bias[c0..c1].iter().enumerate() {
-                    let row = sc.offset + co * npix;
-                    for i in row..row + np {
-                        // SAFETY of the read: index i is in this task's block, written above.
-                        let v = unsafe { *y.ptr().add(i) };
-                        y.set(i, v + bv);
+            for co in c0..c1 {
+                // SAFETY: this task's block, written above.
+                let row = unsafe { y.slice_mut(sc.offset + (co - c0) * npix, np) };
+                if let Some(bias) = bias {
+                    for v in row.iter_mut() {
+                        *v += bias[co];
                     }
                 }
+                epilogue.apply(bi, co, p0, row);
             }
         });
     });
@@ -461,230 +517,14 @@ fn im2col(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, col: &mu
     }
 }
 
-/// Whether the convolution goes by Winograd's algorithm ([`winograd_3x3`]).
-pub(super) fn by_winograd(p: &Conv2dParams) -> bool {
-    let tiles = p.ho.div_ceil(2) * p.wo.div_ceil(2);
-    let channels = p.cin.min(p.cout) as usize;
-    p.kh == 3 && p.kw == 3 && p.stride == 1 && p.pad == 1 && channels >= WINOGRAD_MIN_CHANNELS && tiles as usize >= WINOGRAD_MIN_TILES
-}
-
 /// What [`conv2d`]'s range counts: rows of 2x2 output tiles for a Winograd convolution
 /// (each worker then transforms only its tiles' inputs), else output channels.
 pub(super) fn conv2d_width(p: &Conv2dParams) -> usize {
-    if by_winograd(p) {
+    if winograd::applies(p) {
         p.ho.div_ceil(2) as usize
     } else {
         p.cout as usize
     }
-}
-
-/// Below this many input or output channels a 3x3 convolution goes through im2col: the
-/// transforms would cost more than the multiplications they save.
-const WINOGRAD_MIN_CHANNELS: usize = 16;
-
-/// Below this many 2x2 output tiles per image (32x32 pixels) too: the weights' transform
-/// (16 values per 9 weights, written on every call) and the narrow products outweigh the
-/// multiplications saved. At 8x8 pixels and 512 channels Winograd ran at 18-30 GFLOP/s of
-/// direct-convolution work; with im2col below 256 tiles a published UNet step took 118,
-/// 366 and 1477 ms at 64, 128 and 256 pixels against 259, 464 and 1559 with Winograd
-/// from 16 tiles (bench --device cpu, 2 threads).
-const WINOGRAD_MIN_TILES: usize = 256;
-
-/// A 3x3, stride 1, padding 1 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016):
-/// each 2x2 block of output pixels ("tile") from a 4x4 input patch, as 16 products of the
-/// transformed weights [Cout, Cin] with the transformed patches [Cin, tiles] (one per
-/// element of the 4x4 transform domain), then a transform back. 2.25 times fewer
-/// multiply-adds than the direct convolution; the transforms' coefficients are 0, +-1
-/// and 1/2, so rounding stays that of a direct sum. Tiles go in blocks that keep both
-/// transformed blocks in cache, the blocks spread over threads.
-fn winograd_3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
-    let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
-    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
-    let tiles = th * tw;
-    check_extent("conv2d output", batch * cout * h * wd - 1, out.len())?;
-    // U = G g G^T for every (cout, cin): [16][cout][cin], output channels over threads.
-    let mut u = vec![0f32; 16 * cout * cin];
-    {
-        let us = SharedOut::new(&mut u);
-        parallel_for(cout, |co| {
-            for ci in 0..cin {
-                let mut g = [0f32; 9];
-                w.widen_into((co * cin + ci) * 9, &mut g);
-                let mut t = [[0f32; 3]; 4]; // G g: 4 x 3
-                for c in 0..3 {
-                    let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
-                    t[0][c] = g0;
-                    t[1][c] = 0.5 * (g0 + g1 + g2);
-                    t[2][c] = 0.5 * (g0 - g1 + g2);
-                    t[3][c] = g2;
-                }
-                for (r, row) in t.iter().enumerate() {
-                    let (a, b, c) = (row[0], row[1], row[2]);
-                    for (j, v) in [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c].into_iter().enumerate() {
-                        // Row co of every transform element's matrix: this task's alone.
-                        us.set(((r * 4 + j) * cout + co) * cin + ci, v);
-                    }
-                }
-            }
-        });
-    }
-    // Blocks of tiles whose transformed inputs and products take about 4 MiB, but at least
-    // 64 tiles (the products' width) and enough blocks for every thread.
-    let by_cache = (1 << 20) / (16 * (cin + cout));
-    // The tiles of the rows asked for.
-    let (first, last) = (tile_rows.start * tw, (tile_rows.end * tw).min(tiles));
-    let count = last.saturating_sub(first);
-    if count == 0 {
-        return Ok(());
-    }
-    let by_threads = count.div_ceil(threads() * 2);
-    let block = by_cache.min(by_threads).max(64).next_multiple_of(8);
-    let blocks: Vec<_> = ranges(count, count.div_ceil(block), 8).into_iter().map(|(s, e)| (first + s, first + e)).collect();
-    let y = SharedOut::new(out);
-    let failed = std::sync::Mutex::new(None);
-    parallel_for(batch * blocks.len(), |task| {
-        let (bi, (t0, t1)) = (task / blocks.len(), blocks[task % blocks.len()]);
-        let nb = t1 - t0;
-        let xb = &x[bi * cin * h * wd..(bi + 1) * cin * h * wd];
-        // The block's tiles as runs along tile rows: (tile row, first column, count, index
-        // of the first in the block). The transforms work on whole runs, so that their
-        // loops run over consecutive tiles and vectorise.
-        let mut runs = Vec::new();
-        let mut t = t0;
-        while t < t1 {
-            let (ty, tx) = (t / tw, t % tw);
-            let n = (tw - tx).min(t1 - t);
-            runs.push((ty, tx, n, t - t0));
-            t += n;
-        }
-        with_scratch(16 * cin * nb, 16 * cout * nb, |v, m| {
-        // V = B^T d B of every tile of the block, for every input channel: [16][cin][nb]
-        // (every element written below).
-        let (mut even, mut odd) = (vec![0f32; 4 * (tw + 1)], vec![0f32; 4 * (tw + 1)]);
-        let mut db = vec![0f32; 16 * tw];
-        for ci in 0..cin {
-            let plane = &xb[ci * h * wd..(ci + 1) * h * wd];
-            for &(ty, tx0, n, i0) in &runs {
-                // Rows 2 ty - 1 .. 2 ty + 2 of the padded input, split into the columns
-                // 2 (tx0 + k) - 1 (even[k]) and 2 (tx0 + k) (odd[k]), for k in 0..=n.
-                for r in 0..4 {
-                    let (e, o) = (&mut even[r * (tw + 1)..r * (tw + 1) + n + 1], &mut odd[r * (tw + 1)..r * (tw + 1) + n + 1]);
-                    let iy = (2 * ty + r).wrapping_sub(1);
-                    if iy >= h {
-                        e.fill(0.0);
-                        o.fill(0.0);
-                        continue;
-                    }
-                    let row = &plane[iy * wd..(iy + 1) * wd];
-                    // Columns c - 1, c for c = 2 (tx0 + k): inside the row for k in lo..hi,
-                    // read as pairs; padding (zeros) at the ends.
-                    let c0 = 2 * tx0;
-                    let lo = usize::from(c0 == 0);
-                    let hi = ((wd + 1 - c0) / 2).min(n + 1).max(lo);
-                    if lo == 1 {
-                        (e[0], o[0]) = (0.0, row[0]); // column -1 is padding
-                    }
-                    let pairs = row[c0 + 2 * lo - 1..].chunks_exact(2).take(hi - lo);
-                    for ((ek, ok), pair) in e[lo..hi].iter_mut().zip(&mut o[lo..hi]).zip(pairs) {
-                        *ek = pair[0];
-                        *ok = pair[1];
-                    }
-                    for k in hi.max(lo)..=n {
-                        let c = c0 + 2 * k;
-                        e[k] = if c >= 1 && c - 1 < wd { row[c - 1] } else { 0.0 };
-                        o[k] = if c < wd { row[c] } else { 0.0 };
-                    }
-                }
-                // d B for each row r (four values per tile, db[(r * 4 + j) * tw + k]), then
-                // B^T (d B) combining the rows.
-                for r in 0..4 {
-                    let e = &even[r * (tw + 1)..r * (tw + 1) + n + 1];
-                    let o = &odd[r * (tw + 1)..r * (tw + 1) + n + 1];
-                    let row = &mut db[r * 4 * tw..(r + 1) * 4 * tw];
-                    let (d0, rest) = row.split_at_mut(tw);
-                    let (d1, rest) = rest.split_at_mut(tw);
-                    let (d2, d3) = rest.split_at_mut(tw);
-                    for k in 0..n {
-                        d0[k] = e[k] - e[k + 1];
-                        d1[k] = o[k] + e[k + 1];
-                        d2[k] = e[k + 1] - o[k];
-                        d3[k] = o[k] - o[k + 1];
-                    }
-                }
-                for j in 0..4 {
-                    let at = |r: usize| &db[(r * 4 + j) * tw..][..n];
-                    let (r0, r1, r2, r3) = (at(0), at(1), at(2), at(3));
-                    let dst = |ri: usize| ((ri * 4 + j) * cin + ci) * nb + i0;
-                    for (k, d) in v[dst(0)..][..n].iter_mut().enumerate() {
-                        *d = r0[k] - r2[k];
-                    }
-                    for (k, d) in v[dst(1)..][..n].iter_mut().enumerate() {
-                        *d = r1[k] + r2[k];
-                    }
-                    for (k, d) in v[dst(2)..][..n].iter_mut().enumerate() {
-                        *d = r2[k] - r1[k];
-                    }
-                    for (k, d) in v[dst(3)..][..n].iter_mut().enumerate() {
-                        *d = r1[k] - r3[k];
-                    }
-                }
-            }
-        }
-        // M = U V for each of the 16 transform elements: [16][cout][nb].
-        {
-            let mo = SharedOut::new(m);
-            for e in 0..16 {
-                let sa = Strided { offset: e * cout * cin, rs: cin, cs: 1 };
-                let sb = Strided { offset: e * cin * nb, rs: nb, cs: 1 };
-                let sc = Strided { offset: e * cout * nb, rs: nb, cs: 1 };
-                if let Err(err) = sgemm(cout, nb, cin, 1.0, Values::F32(&u), sa, Values::F32(v), sb, &mo, sc) {
-                    failed.lock().unwrap().get_or_insert(err);
-                    return;
-                }
-            }
-        }
-        // Y = A^T M A: each tile's 2x2 output pixels, cropped at the image's edge.
-        let mut s = vec![0f32; 8 * tw]; // A^T M: s[(r * 4 + c) * tw + k]
-        for co in 0..cout {
-            let b = bias.map_or(0.0, |b| b[co]);
-            let yb = (bi * cout + co) * h * wd;
-            for &(ty, tx0, n, i0) in &runs {
-                let me = |e: usize| &m[(e * cout + co) * nb + i0..][..n];
-                for c in 0..4 {
-                    let (m0, m1, m2, m3) = (me(c), me(4 + c), me(8 + c), me(12 + c));
-                    let (top, bottom) = s.split_at_mut(4 * tw);
-                    for (k, (t, u)) in top[c * tw..][..n].iter_mut().zip(&mut bottom[c * tw..][..n]).enumerate() {
-                        *t = m0[k] + m1[k] + m2[k];
-                        *u = m1[k] - m2[k] - m3[k];
-                    }
-                }
-                for r in 0..2 {
-                    let oy = 2 * ty + r;
-                    if oy >= h {
-                        break;
-                    }
-                    let at = |c: usize| &s[(r * 4 + c) * tw..][..n];
-                    let (a, bb, c, d) = (at(0), at(1), at(2), at(3));
-                    // Output columns 2 tx0 .. 2 (tx0 + n), cropped at the image's edge:
-                    // pixels of this task's tiles alone.
-                    let (x0, x1) = (2 * tx0, (2 * (tx0 + n)).min(wd));
-                    // SAFETY: in bounds (x1 <= wd); no other task writes these pixels.
-                    let out_row = unsafe { y.slice_mut(yb + oy * wd + x0, x1 - x0) };
-                    let mut pairs = out_row.chunks_exact_mut(2);
-                    for (k, pair) in (&mut pairs).enumerate() {
-                        pair[0] = a[k] + bb[k] + c[k] + b;
-                        pair[1] = bb[k] - c[k] - d[k] + b;
-                    }
-                    if let [last] = pairs.into_remainder() {
-                        let k = n - 1;
-                        *last = a[k] + bb[k] + c[k] + b;
-                    }
-                }
-            }
-        }
-        });
-    });
-    failed.into_inner().unwrap().map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

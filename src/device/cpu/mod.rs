@@ -13,9 +13,12 @@
 //! refuses a packed tensor.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod dot;
 mod gemm;
 mod kernels;
 pub mod split;
+mod winograd;
 // The browser's GEMM kernel (natively matrixmultiply's AVX/FMA ones run; compiled there
 // for its tests).
 #[cfg(any(target_arch = "wasm32", test))]

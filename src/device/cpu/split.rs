@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use super::{gemm, CpuBuffer, Values};
+use super::{gemm, winograd, CpuBuffer, Values};
 use crate::error::{Error, Result};
 use crate::kernels::{Conv2dParams, MatmulParams};
 
@@ -62,7 +62,7 @@ impl Product {
     fn align(&self) -> usize {
         match self {
             Product::Matmul(_) => 16,
-            Product::Conv2d(p) if !gemm::by_winograd(p) => 8,
+            Product::Conv2d(p) if !winograd::applies(p) => 8,
             Product::Conv2d(_) => 1,
         }
     }
@@ -113,7 +113,7 @@ impl Product {
         match self {
             Product::Matmul(_) if i == 3 => Some(self.runs(batch, range)),
             Product::Conv2d(_) if i == 5 || i == 6 => Some(self.runs(batch, range)),
-            Product::Conv2d(p) if (i == 0 || i == 1) && gemm::by_winograd(p) => {
+            Product::Conv2d(p) if (i == 0 || i == 1) && winograd::applies(p) => {
                 // Tile row ty reads input rows 2 ty - 1 .. 2 ty + 2; an upsampled input
                 // reads its source's rows halved.
                 let (h, w) = (p.h as usize, p.w as usize);
@@ -136,7 +136,7 @@ impl Product {
                     (0..p.m as usize).map(move |r| (base + r * p.c_sm as usize + range.start, range.len()))
                 })
                 .collect(),
-            Product::Conv2d(p) if !gemm::by_winograd(p) => {
+            Product::Conv2d(p) if !winograd::applies(p) => {
                 let npix = (p.ho * p.wo) as usize;
                 (0..batch).map(|b| ((b * p.cout as usize + range.start) * npix, range.len() * npix)).collect()
             }

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::kernels::silu;
+use super::tile::{self, MR, NR};
 use super::winograd;
 use super::{check_extent, parallel_chunks, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::{Error, Result};
@@ -418,6 +419,7 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
     check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * kdim - 1, w.len())?;
     let direct = taps == 1 && stride == 1 && pad == 0;
+    let tiled = tile::available();
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
     // thread.
     let by_cache = ((1 << 18) / kdim.max(1)).max(64);
@@ -439,6 +441,38 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
         let ((p0, p1), (c0, c1)) = (blocks[t / channels.len()], channels[t % channels.len()]);
         let np = p1 - p0;
         let xb = bi * cin * h * wd;
+        if tiled {
+            // Patches in panels, then each panel of weights against them, each tile's
+            // outputs stored (with bias and epilogue) while in L1.
+            let panel_values = kdim * np.next_multiple_of(NR);
+            with_scratch(panel_values + np, kdim * (MR + 1) + MR * NR, |patches, packed| {
+                let (panels, row) = patches.split_at_mut(panel_values);
+                patch_panels(x, xb, p, p0, np, direct, row, panels);
+                let (weights, rest) = packed.split_at_mut(kdim * MR);
+                let (tile_out, weight_row) = rest.split_at_mut(MR * NR);
+                for c in (c0..c1).step_by(MR) {
+                    let rows = MR.min(c1 - c);
+                    tile::pack_rows(w, kdim, c, rows, weights, weight_row);
+                    for (i, panel) in panels.chunks_exact(kdim * NR).enumerate() {
+                        tile::product(kdim, weights, panel, tile_out);
+                        let (px, n) = (i * NR, NR.min(np - i * NR));
+                        for (r, values) in tile_out.chunks_exact(NR).take(rows).enumerate() {
+                            let co = c + r;
+                            // SAFETY: pixels of channel co of image bi in this task's block.
+                            let dst = unsafe { y.slice_mut((bi * cout + co) * npix + p0 + px, n) };
+                            dst.copy_from_slice(&values[..n]);
+                            if let Some(bias) = bias {
+                                for v in dst.iter_mut() {
+                                    *v += bias[co];
+                                }
+                            }
+                            epilogue.apply(bi, co, p0 + px, dst);
+                        }
+                    }
+                }
+            });
+            return;
+        }
         // The block's patch matrix in this thread's scratch (none for direct 1x1).
         with_scratch(if direct { 0 } else { kdim * np }, 0, |patches, _| {
             let (bsrc, sb): (&[f32], Strided) = if direct {
@@ -470,49 +504,72 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
 }
 
 /// The patches of output pixels `p0 .. p0 + np`: row `(ci, ky, kx)` (the weight's column
-/// order), column = pixel; zero outside the image (zero padding). With stride 1 each
-/// output row's stretch of a patch row is one shifted slice of an input row: copied
-/// whole. `col` holds cin kh kw x np values.
+/// order), column = pixel; zero outside the image (zero padding). `col` holds cin kh kw
+/// x np values.
 fn im2col(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, col: &mut [f32]) {
-    let (cin, h, wd) = (p.cin as usize, p.h as usize, p.w as usize);
+    for (k, row) in col.chunks_exact_mut(np).enumerate() {
+        im2col_row(x, xb, p, p0, k, row);
+    }
+}
+
+/// Row `k` = (ci, ky, kx) of [`im2col`]'s patches, `row.len()` pixels from p0. With
+/// stride 1 each output row's stretch of it is one shifted slice of an input row:
+/// copied whole.
+fn im2col_row(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, k: usize, row: &mut [f32]) {
+    let (h, wd) = (p.h as usize, p.w as usize);
     let (wo, kh, kw) = (p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
-    col.fill(0.0); // the padding
-    let mut rows = col.chunks_mut(np);
-    for ci in 0..cin {
-        let plane = &x[xb + ci * h * wd..xb + (ci + 1) * h * wd];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = rows.next().unwrap();
-                // Output pixels p0.. walked one output row (or part of one) at a time.
-                let mut at = 0;
-                while at < np {
-                    let (oy, ox0) = ((p0 + at) / wo, (p0 + at) % wo);
-                    let len = (wo - ox0).min(np - at);
-                    let dst = &mut row[at..at + len];
-                    at += len;
-                    let iy = (oy * stride + ky).wrapping_sub(pad);
-                    if iy >= h {
-                        continue; // a padding row: zeros
-                    }
-                    let src = &plane[iy * wd..(iy + 1) * wd];
-                    if stride == 1 {
-                        // ix = ox + kx - pad lies in the image for ox in lo..hi.
-                        let lo = pad.saturating_sub(kx).max(ox0);
-                        let hi = (wd + pad).saturating_sub(kx).min(ox0 + len);
-                        if lo < hi {
-                            dst[lo - ox0..hi - ox0].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
-                        }
-                    } else {
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            let ix = ((ox0 + i) * stride + kx).wrapping_sub(pad);
-                            if ix < wd {
-                                *v = src[ix];
-                            }
-                        }
-                    }
+    let (ci, ky, kx) = (k / (kh * kw), k / kw % kh, k % kw);
+    let plane = &x[xb + ci * h * wd..xb + (ci + 1) * h * wd];
+    let np = row.len();
+    row.fill(0.0); // the padding
+    // Output pixels p0.. walked one output row (or part of one) at a time.
+    let mut at = 0;
+    while at < np {
+        let (oy, ox0) = ((p0 + at) / wo, (p0 + at) % wo);
+        let len = (wo - ox0).min(np - at);
+        let dst = &mut row[at..at + len];
+        at += len;
+        let iy = (oy * stride + ky).wrapping_sub(pad);
+        if iy >= h {
+            continue; // a padding row: zeros
+        }
+        let src = &plane[iy * wd..(iy + 1) * wd];
+        if stride == 1 {
+            // ix = ox + kx - pad lies in the image for ox in lo..hi.
+            let lo = pad.saturating_sub(kx).max(ox0);
+            let hi = (wd + pad).saturating_sub(kx).min(ox0 + len);
+            if lo < hi {
+                dst[lo - ox0..hi - ox0].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
+            }
+        } else {
+            for (i, v) in dst.iter_mut().enumerate() {
+                let ix = ((ox0 + i) * stride + kx).wrapping_sub(pad);
+                if ix < wd {
+                    *v = src[ix];
                 }
             }
+        }
+    }
+}
+
+/// The patches of output pixels `p0 .. p0 + np` (the input itself where `direct`) in
+/// panels for register tiles: value k of pixel i at `((i / NR) kdim + k) NR + i % NR`
+/// (the last panel's pixels past np left as they were: computed, never stored). `row`
+/// holds np values.
+#[allow(clippy::too_many_arguments)]
+fn patch_panels(x: &[f32], xb: usize, p: &Conv2dParams, p0: usize, np: usize, direct: bool, row: &mut [f32], panels: &mut [f32]) {
+    let (h, wd) = (p.h as usize, p.w as usize);
+    let kdim = (p.cin * p.kh * p.kw) as usize;
+    for k in 0..kdim {
+        let values: &[f32] = if direct {
+            &x[xb + k * h * wd + p0..][..np]
+        } else {
+            im2col_row(x, xb, p, p0, k, &mut row[..np]);
+            &row[..np]
+        };
+        for (i, chunk) in values.chunks(NR).enumerate() {
+            panels[(i * kdim + k) * NR..][..chunk.len()].copy_from_slice(chunk);
         }
     }
 }

@@ -18,6 +18,7 @@ mod dot;
 mod gemm;
 mod kernels;
 pub mod split;
+mod tile;
 mod winograd;
 // The browser's GEMM kernel (natively matrixmultiply's AVX/FMA ones run; compiled there
 // for its tests).

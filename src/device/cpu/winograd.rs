@@ -6,8 +6,8 @@
 //! and 1/2, so rounding stays that of a direct sum.
 //!
 //! Two ways to the 16 products, one per CPU:
-//! - **Register tiles** where the CPU has AVX-512 (natively): the transforms write both
-//!   operands in the layout of an 8 x 32 register tile (8 output channels, 32 tiles; a
+//! - **Register tiles** where the CPU has AVX-512 (natively, `tile`): the transforms write
+//!   both operands in the layout of its 8 x 32 tile (8 output channels, 32 tiles; a
 //!   panel holds one tile's column of every input channel), so that nothing is packed
 //!   again, and each tile's 16 products go straight into the transform back while they
 //!   are in L1. Packing the transformed patches for the general GEMM cost as much as
@@ -22,6 +22,7 @@
 use std::ops::Range;
 
 use super::gemm::{ranges, sgemm, Epilogue, Strided};
+use super::tile::{self, MR, NR};
 use super::{check_extent, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::Result;
 use crate::kernels::Conv2dParams;
@@ -38,11 +39,6 @@ const MIN_CHANNELS: usize = 16;
 /// from 16 tiles (bench --device cpu, 2 threads).
 const MIN_TILES: usize = 256;
 
-/// The register tile: MR output channels by NR tiles (16 accumulators of 16 lanes, with
-/// two B vectors and a broadcast A value in AVX-512's 32 registers).
-const MR: usize = 8;
-const NR: usize = 32;
-
 /// Whether the convolution goes by Winograd's algorithm ([`conv3x3`]).
 pub(super) fn applies(p: &Conv2dParams) -> bool {
     let tiles = p.ho.div_ceil(2) * p.wo.div_ceil(2);
@@ -50,19 +46,11 @@ pub(super) fn applies(p: &Conv2dParams) -> bool {
     p.kh == 3 && p.kw == 3 && p.stride == 1 && p.pad == 1 && channels >= MIN_CHANNELS && tiles as usize >= MIN_TILES
 }
 
-/// Whether this CPU computes by register tiles (see the module's doc).
-fn by_register_tiles() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// The convolution, its bias and epilogue, for the output tiles of the rows `tile_rows`
 /// (tiles of the other rows are neither read nor written).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
-    conv3x3_by(by_register_tiles(), p, batch, x, w, bias, epilogue, out, tile_rows)
+    conv3x3_by(tile::available(), p, batch, x, w, bias, epilogue, out, tile_rows)
 }
 
 /// The layout of the transformed weights U and patches V.
@@ -156,7 +144,7 @@ fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values,
                     for i0 in (0..nb).step_by(NR) {
                         for e in 0..16 {
                             let (ua, vb) = (&u[lay.u(cin, cout, e, c0, 0)..][..cin * MR], &v[lay.v(cin, nb, e, 0, i0)..][..cin * NR]);
-                            register_tile(cin, ua, vb, &mut m[e * MR * NR..][..MR * NR]);
+                            tile::product(cin, ua, vb, &mut m[e * MR * NR..][..MR * NR]);
                         }
                         let panel = tile_runs(t0 + i0..t1.min(t0 + i0 + NR), tw);
                         out.store(m, |e, co| (e * MR + co - c0) * NR, c0..(c0 + MR).min(cout), &panel);
@@ -381,57 +369,6 @@ impl Output<'_, '_> {
                     self.epilogue.apply(self.image, co, oy * wd + x0, out_row);
                 }
             }
-        }
-    }
-}
-
-/// `c[i][j] = sum over p of a[p][i] b[p][j]` for an MR x NR tile (c row-major), with `a`
-/// and `b` panels of `k` steps.
-fn register_tile(k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= k * MR && b.len() >= k * NR && c.len() >= MR * NR, "register tile operands");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; the extents were checked above.
-        return unsafe { avx512::tile(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
-    }
-    // A CPU without AVX-512 takes the general GEMM (see `by_register_tiles`); this is
-    // for the tests there.
-    for i in 0..MR {
-        for j in 0..NR {
-            let mut sum = 0f32;
-            for p in 0..k {
-                sum = a[p * MR + i].mul_add(b[p * NR + j], sum);
-            }
-            c[i * NR + j] = sum;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
-
-    use super::{MR, NR};
-
-    /// `super::register_tile` in 16 zmm accumulators (no closures here: their code
-    /// would not get this function's target features).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `a` holds k MR, `b` k NR and `c` MR NR values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile(k: usize, a: *const f32, b: *const f32, c: *mut f32) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        for p in 0..k {
-            let (b0, b1) = (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16)));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(p * MR + i));
-                acc[0] = _mm512_fmadd_ps(ai, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(ai, b1, acc[1]);
-            }
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * NR), acc[0]);
-            _mm512_storeu_ps(c.add(i * NR + 16), acc[1]);
         }
     }
 }

@@ -300,7 +300,7 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     if winograd::applies(p) {
         winograd::conv3x3(p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
     } else {
-        convolve(p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
+        convolve(tile::available(), p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
     }
     Ok(())
 }
@@ -404,9 +404,10 @@ fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result
     Ok(Some(out))
 }
 
-/// The convolution, its bias and epilogue, for the output channels `chans`.
+/// The convolution, its bias and epilogue, for the output channels `chans`: by register
+/// tiles (`tile`, where the CPU has AVX-512) or by the general GEMM.
 #[allow(clippy::too_many_arguments)]
-fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], chans: Range<usize>) -> Result<()> {
+fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], chans: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -419,7 +420,6 @@ fn convolve(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&
     check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * kdim - 1, w.len())?;
     let direct = taps == 1 && stride == 1 && pad == 0;
-    let tiled = tile::available();
     // Pixel blocks: a patch matrix of at most about 1 MiB, and enough blocks for every
     // thread.
     let by_cache = ((1 << 18) / kdim.max(1)).max(64);
@@ -586,7 +586,59 @@ pub(super) fn conv2d_width(p: &Conv2dParams) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{sgemm, SharedOut, Strided, Values};
+    use super::{convolve, sgemm, Conv2dParams, Epilogue, SharedOut, Strided, Values};
+
+    /// Both ways to a convolution (register tiles, whose code runs without AVX-512 too,
+    /// and the general GEMM): 3x3 with stride 2 and 1x1 direct, f32 and f16 weights, a
+    /// range of output channels that fills no panel, with bias, time conditioning and a
+    /// residual, against the direct sum in f64; channels outside the range unwritten.
+    #[test]
+    fn both_ways_match_the_direct_convolution() {
+        let mut rng = crate::weights::SplitMix::new(13);
+        let (batch, cin, cout, h, w) = (2, 11, 21, 13, 9);
+        let x: Vec<f32> = (0..batch * cin * h * w).map(|_| rng.uniform() as f32 - 0.5).collect();
+        for (k, stride, pad) in [(3, 2, 1), (1, 1, 0)] {
+            let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+            let wt: Vec<f32> = (0..cout * cin * k * k).map(|_| half::f16::from_f32(rng.uniform() as f32 - 0.5).to_f32()).collect();
+            let halves: Vec<u16> = wt.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rng.uniform() as f32).collect();
+            let table: Vec<f32> = (0..batch * 2 * cout).map(|_| rng.uniform() as f32).collect();
+            let residual: Vec<f32> = (0..batch * cout * ho * wo).map(|_| rng.uniform() as f32).collect();
+            let flags = Conv2dParams::SCALE_SHIFT | Conv2dParams::RESIDUAL;
+            let dims = |v: usize| v as u32;
+            let p = Conv2dParams { cin: dims(cin), h: dims(h), w: dims(w), cout: dims(cout), ho: dims(ho), wo: dims(wo), kh: dims(k), kw: dims(k), stride: dims(stride), pad: dims(pad), flags, ..bytemuck::Zeroable::zeroed() };
+            let none = Values::F32(&[]);
+            let epilogue = Epilogue::new(&p, batch, &[none, none, none, none, Values::F32(&table), Values::F32(&residual), none]).unwrap();
+            let chans = 3..19;
+            for tiled in [true, false] {
+                for weights in [Values::F32(&wt), Values::F16(&halves)] {
+                    let mut out = vec![f32::NAN; batch * cout * ho * wo];
+                    convolve(tiled, &p, batch, &x, weights, Some(&bias), &epilogue, &mut out, chans.clone()).unwrap();
+                    for (i, &got) in out.iter().enumerate() {
+                        let (b, co, oy, ox) = (i / (cout * ho * wo), i / (ho * wo) % cout, i / wo % ho, i % wo);
+                        if !chans.contains(&co) {
+                            assert!(got.is_nan(), "tiled {tiled}: channel {co} outside the range written");
+                            continue;
+                        }
+                        let mut sum = bias[co] as f64;
+                        for ci in 0..cin {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy * stride + ky).wrapping_sub(pad), (ox * stride + kx).wrapping_sub(pad));
+                                    if iy < h && ix < w {
+                                        sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * k + ky) * k + kx] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let t = b * 2 * cout;
+                        let want = sum * (table[t + co] as f64 + 1.0) + table[t + cout + co] as f64 + residual[i] as f64;
+                        assert!((got as f64 - want).abs() < 1e-5, "tiled {tiled} k{k}: output {i}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Products with an f16 weight on either side, in each layout (contiguous along the
     /// depth, along the width, and neither), across the widened blocks' edges (depth and

@@ -1,6 +1,7 @@
 //! Matrix products and convolutions on the CPU: a packed GEMM (`matrixmultiply`'s
 //! natively, `sgemm128` in the browser) on blocks of the output, the blocks spread over
-//! threads.
+//! threads. Natively on AVX-512, convolutions by register tiles (`tile`) and linear
+//! layers of few rows by dot products (`dot`).
 
 use std::ops::Range;
 

@@ -1,15 +1,19 @@
 //! The CPU backend: every WGSL kernel's twin in Rust, run on the same `Params` and
 //! buffers the ops pack for the GPU (see [`super`]). Matrix products and the
 //! convolutions go through a packed, register-blocked GEMM (`matrixmultiply` natively,
-//! our `sgemm128` in the browser); everything else is a plain loop over slices that the
-//! compiler vectorises. Natively the work of
+//! our `sgemm128` in the browser); natively on a CPU with AVX-512 the convolutions take
+//! our own register tile (`tile`) on operands written straight into its layout, and
+//! linear layers of few rows dot products that widen f16 weights in registers (`dot`).
+//! Everything else is a plain loop over slices that the compiler vectorises. Natively
+//! the work of
 //! each kernel is split over threads (rayon); in the browser one wasm instance runs on one
 //! thread, and parallelism comes from several workers.
 //!
 //! f16 weights stay f16 in memory, packed two per 32-bit word as the GPU holds them:
 //! half the memory of f32. The kernels that read weights widen them where they read them:
 //! the products and convolutions a cache-sized block at a time into f32 (see
-//! `gemm::sgemm`), the norms and lookups value by value. Every other kernel reads f32 and
+//! `gemm::sgemm`; on AVX-512 as they pack a panel, or in registers), the norms and
+//! lookups value by value. Every other kernel reads f32 and
 //! refuses a packed tensor.
 
 mod attention;

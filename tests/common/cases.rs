@@ -206,6 +206,10 @@ pub async fn conv2d_with(dev: &Device, weights: Weights) {
         (2, 6, 0, 7, 9, 11, 3, true),
         (1, 4, 0, 33, 34, 130, 3, true),
         (1, 3, 4, 6, 5, 9, 3, true),
+        // The CPU's Winograd path (at least 256 tiles of 2x2 and 16 channels), which reads
+        // the input a row at a time: a concatenation, and one upsampled.
+        (2, 9, 8, 33, 35, 17, 3, false),
+        (1, 16, 5, 17, 17, 16, 3, true),
     ];
     for &(b, c1, c2, h, w, cout, k, upsample) in &gathered {
         let (cin, f) = (c1 + c2, if upsample { 2 } else { 1 });

@@ -285,8 +285,7 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
         return Err(Error::Usage("conv2d: sums split along K are a GPU dispatch scheme, not recorded on the CPU backend".into()));
     }
     let f32_input = |i: usize| ins[i].f32(Kernel::Conv2d);
-    let (x, x2) = (f32_input(0)?, f32_input(1)?);
-    let gathered = gather_input(p, batch, x, x2)?;
+    let input = ConvInput::new(p, batch, f32_input(0)?, f32_input(1)?)?;
     // Output channel o is the weight's and bias's first_cout + o.
     let first = p.first_cout as usize;
     let kdim = (p.cin * p.kh * p.kw) as usize;
@@ -295,12 +294,12 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
         return Err(Error::Shape(format!("conv2d: range {range:?} of {}", conv2d_width(p))));
     }
     let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
-    let x = gathered.as_deref().unwrap_or(x);
-    // The output channels, and the pixels of each channel's plane, computed.
     let epilogue = Epilogue::new(p, batch, ins)?;
     if winograd::applies(p) {
-        winograd::conv3x3(p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
+        winograd::conv3x3(p, batch, &input, w, bias.as_deref(), &epilogue, out, range)?;
     } else {
+        let gathered = input.gathered(batch);
+        let x = gathered.as_deref().unwrap_or(input.x);
         convolve(tile::available(), p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
     }
     Ok(())
@@ -373,36 +372,68 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-/// The input the convolution sees, [batch, cin, h, w], where it is not `x` itself:
-/// `x`'s `split` channels then `x2`'s, nearest-upsampled 2x where `up` is 1. Built whole
-/// here (the copy the GPU kernel saves is cheap next to the convolution on a CPU).
-fn gather_input(p: &Conv2dParams, batch: usize, x: &[f32], x2: &[f32]) -> Result<Option<Vec<f32>>> {
-    let (cin, split, h, w) = (p.cin as usize, p.split as usize, p.h as usize, p.w as usize);
-    let upsample = p.up != 0;
-    if split >= cin && !upsample {
-        return Ok(None);
-    }
-    let (sh, sw) = if upsample { (h / 2, w / 2) } else { (h, w) };
-    check_extent("conv2d input", batch * split * sh * sw - 1, x.len())?;
-    if cin > split {
-        check_extent("conv2d second input", batch * (cin - split) * sh * sw - 1, x2.len())?;
-    }
-    let mut out = vec![0.0; batch * cin * h * w];
-    // One (image, channel) plane per chunk.
-    parallel_chunks(&mut out, h * w, |bc, plane| {
-        let (b, c) = (bc / cin, bc % cin);
-        let src = if c < split { &x[(b * split + c) * sh * sw..][..sh * sw] } else { &x2[(b * (cin - split) + c - split) * sh * sw..][..sh * sw] };
-        if upsample {
-            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
-                for (xx, v) in row.iter_mut().enumerate() {
-                    *v = src[(y / 2) * sw + xx / 2];
-                }
+/// The input a convolution sees, [batch, cin, h, w]: `x`'s `split` channels then
+/// `x2`'s, nearest-upsampled 2x where `up` is 1. Read a row at a time (the Winograd
+/// transforms), or gathered whole where a product needs it as a matrix.
+pub(super) struct ConvInput<'a> {
+    x: &'a [f32],
+    x2: &'a [f32],
+    cin: usize,
+    split: usize,
+    h: usize,
+    w: usize,
+    up: bool,
+}
+
+impl<'a> ConvInput<'a> {
+    pub(super) fn new(p: &Conv2dParams, batch: usize, x: &'a [f32], x2: &'a [f32]) -> Result<Self> {
+        let (cin, h, w, up) = (p.cin as usize, p.h as usize, p.w as usize, p.up != 0);
+        let split = (p.split as usize).min(cin);
+        let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+        for (what, values, channels) in [("conv2d input", x, split), ("conv2d second input", x2, cin - split)] {
+            if batch * channels * sh * sw > 0 {
+                check_extent(what, batch * channels * sh * sw - 1, values.len())?;
             }
-        } else {
-            plane.copy_from_slice(src);
         }
-    });
-    Ok(Some(out))
+        Ok(ConvInput { x, x2, cin, split, h, w, up })
+    }
+
+    /// Whether the input is `x` itself.
+    fn plain(&self) -> bool {
+        self.split == self.cin && !self.up
+    }
+
+    /// Row `y` of channel `ci` of image `b`: w values, in `buf` where upsampled.
+    pub(super) fn row<'s>(&'s self, b: usize, ci: usize, y: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        let (sh, sw) = if self.up { (self.h / 2, self.w / 2) } else { (self.h, self.w) };
+        let (values, c, channels) = if ci < self.split { (self.x, ci, self.split) } else { (self.x2, ci - self.split, self.cin - self.split) };
+        let plane = &values[(b * channels + c) * sh * sw..][..sh * sw];
+        if !self.up {
+            return &plane[y * sw..(y + 1) * sw];
+        }
+        let source = &plane[(y / 2) * sw..(y / 2 + 1) * sw];
+        for (xx, v) in buf[..self.w].iter_mut().enumerate() {
+            *v = source[xx / 2];
+        }
+        &buf[..self.w]
+    }
+
+    /// The whole input as one tensor, where it is not `x` itself.
+    fn gathered(&self, batch: usize) -> Option<Vec<f32>> {
+        if self.plain() {
+            return None;
+        }
+        let (cin, h, w) = (self.cin, self.h, self.w);
+        let mut out = vec![0.0; batch * cin * h * w];
+        // One (image, channel) plane per chunk.
+        parallel_chunks(&mut out, h * w, |bc, plane| {
+            let mut buf = vec![0f32; w];
+            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                row.copy_from_slice(self.row(bc / cin, bc % cin, y, &mut buf));
+            }
+        });
+        Some(out)
+    }
 }
 
 /// The convolution, its bias and epilogue, for the output channels `chans`: by register

@@ -21,7 +21,7 @@
 
 use std::ops::Range;
 
-use super::gemm::{ranges, sgemm, Epilogue, Strided};
+use super::gemm::{ranges, sgemm, ConvInput, Epilogue, Strided};
 use super::tile::{self, MR, NR};
 use super::{check_extent, parallel_for, threads, with_scratch, SharedOut, Values};
 use crate::error::Result;
@@ -50,7 +50,7 @@ pub(super) fn applies(p: &Conv2dParams) -> bool {
 /// The convolution, its bias and epilogue, for the output tiles of the rows `tile_rows`
 /// (tiles of the other rows are neither read nor written).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn conv3x3(p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
+pub(super) fn conv3x3(p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
     conv3x3_by(tile::available(), p, batch, x, w, bias, epilogue, out, tile_rows)
 }
 
@@ -99,11 +99,10 @@ impl Layout {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
+fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;
-    check_extent("conv2d input", batch * cin * h * wd - 1, x.len())?;
     check_extent("conv2d weight", cout * cin * 9 - 1, w.len())?;
     check_extent("conv2d output", batch * cout * h * wd - 1, out.len())?;
     // The tiles of the rows asked for.
@@ -131,12 +130,11 @@ fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values,
         let (bi, (t0, t1)) = (task / blocks.len(), blocks[task % blocks.len()]);
         let nb = t1 - t0;
         let lay = layout(nb);
-        let xb = &x[bi * cin * h * wd..(bi + 1) * cin * h * wd];
         let runs = tile_runs(t0..t1, tw);
         let v_len = 16 * nb.next_multiple_of(lay.panel_tiles()) * cin;
         let m_len = if tiled { 16 * MR * NR } else { 16 * cout * nb };
         with_scratch(v_len, m_len, |v, m| {
-            transform_patches(xb, cin, h, wd, &runs, nb, lay, v);
+            transform_patches(x, bi, cin, h, wd, &runs, nb, lay, v);
             let out = Output { y: &y, bias, epilogue, image: bi, cout, h, wd };
             if tiled {
                 // Every panel of output channels over every panel of tiles, the latter
@@ -228,16 +226,16 @@ fn tile_runs(tiles: Range<usize>, tw: usize) -> Vec<(usize, usize, usize, usize)
 }
 
 /// V = B^T d B of every tile of the block (`runs`, `nb` tiles) for every input channel
-/// of image `xb`, into `v` in `layout` (every tile's value written; tiles past the
+/// of image `bi` of `x`, into `v` in `layout` (every tile's value written; tiles past the
 /// block in its last panel are left as they were: computed, never stored).
 #[allow(clippy::too_many_arguments)]
-fn transform_patches(xb: &[f32], cin: usize, h: usize, wd: usize, runs: &[(usize, usize, usize, usize)], nb: usize, layout: Layout, v: &mut [f32]) {
+fn transform_patches(x: &ConvInput, bi: usize, cin: usize, h: usize, wd: usize, runs: &[(usize, usize, usize, usize)], nb: usize, layout: Layout, v: &mut [f32]) {
     let tw = wd.div_ceil(2);
     let (mut even, mut odd) = (vec![0f32; 4 * (tw + 1)], vec![0f32; 4 * (tw + 1)]);
     let mut db = vec![0f32; 16 * tw];
     let mut vt = vec![0f32; 4 * tw];
+    let mut upsampled = vec![0f32; wd];
     for ci in 0..cin {
-        let plane = &xb[ci * h * wd..(ci + 1) * h * wd];
         for &(ty, tx0, n, i0) in runs {
             // Rows 2 ty - 1 .. 2 ty + 2 of the padded input, split into the columns
             // 2 (tx0 + k) - 1 (even[k]) and 2 (tx0 + k) (odd[k]), for k in 0..=n.
@@ -249,7 +247,7 @@ fn transform_patches(xb: &[f32], cin: usize, h: usize, wd: usize, runs: &[(usize
                     o.fill(0.0);
                     continue;
                 }
-                let row = &plane[iy * wd..(iy + 1) * wd];
+                let row = x.row(bi, ci, iy, &mut upsampled);
                 // Columns c - 1, c for c = 2 (tx0 + k): inside the row for k in lo..hi,
                 // read as pairs; padding (zeros) at the ends.
                 let c0 = 2 * tx0;
@@ -376,7 +374,7 @@ impl Output<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{conv3x3_by, Conv2dParams, Epilogue, Values};
+    use super::{conv3x3_by, Conv2dParams, ConvInput, Epilogue, Values};
     use crate::device::cpu::kernels::silu;
 
     /// Both ways to the products (register tiles, whose code runs without AVX-512 too,
@@ -394,9 +392,10 @@ mod tests {
         let bias: Vec<f32> = (0..cout).map(|_| rng.uniform() as f32).collect();
         let residual: Vec<f32> = (0..batch * cout * h * w).map(|_| rng.uniform() as f32).collect();
         let flags = Conv2dParams::SILU | Conv2dParams::RESIDUAL;
-        let p = Conv2dParams { cin: cin as u32, h: h as u32, w: w as u32, cout: cout as u32, ho: h as u32, wo: w as u32, kh: 3, kw: 3, stride: 1, pad: 1, flags, ..bytemuck::Zeroable::zeroed() };
+        let p = Conv2dParams { cin: cin as u32, h: h as u32, w: w as u32, cout: cout as u32, ho: h as u32, wo: w as u32, kh: 3, kw: 3, stride: 1, pad: 1, split: cin as u32, flags, ..bytemuck::Zeroable::zeroed() };
         let none = Values::F32(&[]);
         let epilogue = Epilogue::new(&p, batch, &[none, none, none, none, none, Values::F32(&residual), none]).unwrap();
+        let input = ConvInput::new(&p, batch, &x, &[]).unwrap();
         let rows = 3..15; // of 18 rows of tiles
         let direct = |b: usize, co: usize, oy: usize, ox: usize| {
             let mut sum = bias[co] as f64;
@@ -415,7 +414,7 @@ mod tests {
         for tiled in [true, false] {
             for weights in [Values::F32(&wt), Values::F16(&halves)] {
                 let mut out = vec![f32::NAN; batch * cout * h * w];
-                conv3x3_by(tiled, &p, batch, &x, weights, Some(&bias), &epilogue, &mut out, rows.clone()).unwrap();
+                conv3x3_by(tiled, &p, batch, &input, weights, Some(&bias), &epilogue, &mut out, rows.clone()).unwrap();
                 for b in 0..batch {
                     for co in 0..cout {
                         for oy in 0..h {

@@ -35,10 +35,11 @@ pub(super) fn pack_rows(w: Values, len: usize, first: usize, rows: usize, out: &
         // SAFETY: the CPU has AVX-512F; rows of `len` values from row_at(i) lie in w
         // (checked above), and out holds len MR values.
         unsafe {
-            match w {
-                Values::F16(h) => avx512::pack_f16(std::array::from_fn(|i| h.as_ptr().add(row_at(i))), whole, out.as_mut_ptr()),
-                Values::F32(f) => avx512::pack_f32(std::array::from_fn(|i| f.as_ptr().add(row_at(i))), whole, out.as_mut_ptr()),
-            }
+            let rows = match w {
+                Values::F16(h) => avx512::Rows::F16(std::array::from_fn(|i| h.as_ptr().add(row_at(i)))),
+                Values::F32(f) => avx512::Rows::F32(std::array::from_fn(|i| f.as_ptr().add(row_at(i)))),
+            };
+            avx512::pack(rows, whole, out.as_mut_ptr());
         }
         whole
     } else {
@@ -109,31 +110,25 @@ mod avx512 {
         }
     }
 
-    /// `super::pack_rows` of f16 rows, for values `0 .. len` (a multiple of 16).
-    ///
-    /// # Safety
-    /// As `transpose`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_f16(rows: [*const u16; MR], len: usize, out: *mut f32) {
-        for p in (0..len).step_by(16) {
-            let mut v = [_mm512_setzero_ps(); MR];
-            for (v, &row) in v.iter_mut().zip(&rows) {
-                *v = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(p).cast()));
-            }
-            transpose(v, out.add(p * MR));
-        }
+    /// The MR rows a panel is packed from: f16 bits or f32.
+    pub(super) enum Rows {
+        F16([*const u16; MR]),
+        F32([*const f32; MR]),
     }
 
-    /// `super::pack_rows` of f32 rows, for values `0 .. len` (a multiple of 16).
+    /// `super::pack_rows` for values `0 .. len` (a multiple of 16) of `rows`.
     ///
     /// # Safety
     /// As `transpose`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_f32(rows: [*const f32; MR], len: usize, out: *mut f32) {
+    pub(super) unsafe fn pack(rows: Rows, len: usize, out: *mut f32) {
         for p in (0..len).step_by(16) {
             let mut v = [_mm512_setzero_ps(); MR];
-            for (v, &row) in v.iter_mut().zip(&rows) {
-                *v = _mm512_loadu_ps(row.add(p));
+            for (i, v) in v.iter_mut().enumerate() {
+                *v = match &rows {
+                    Rows::F16(rows) => _mm512_cvtph_ps(_mm256_loadu_si256(rows[i].add(p).cast())),
+                    Rows::F32(rows) => _mm512_loadu_ps(rows[i].add(p)),
+                };
             }
             transpose(v, out.add(p * MR));
         }

@@ -65,7 +65,8 @@ enum Layout {
 }
 
 impl Layout {
-    /// Output channels of U's last panel past `cout` (computed, never stored).
+    /// Output channels U holds: `cout` in whole panels (those past it computed, never
+    /// stored).
     fn padded(&self, cout: usize) -> usize {
         match self {
             Layout::Panels => cout.next_multiple_of(MR),
@@ -123,7 +124,8 @@ fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &ConvInput, w: Val
     };
     let layout = |tiles_in_block: usize| if tiled { Layout::Panels } else { Layout::Whole { tiles: tiles_in_block } };
     let u = transform_weights(w, cin, cout, layout(0));
-    let blocks: Vec<_> = ranges(count, count.div_ceil(block), 8).into_iter().map(|(s, e)| (first + s, first + e)).collect();
+    // Blocks of whole panels of tiles, but for the last.
+    let blocks: Vec<_> = ranges(count, count.div_ceil(block), if tiled { NR } else { 8 }).into_iter().map(|(s, e)| (first + s, first + e)).collect();
     let y = SharedOut::new(out);
     let failed = std::sync::Mutex::new(None);
     parallel_for(batch * blocks.len(), |task| {

@@ -35,7 +35,7 @@ pub(super) fn available() -> bool {
 pub(super) unsafe fn products(m: usize, n: usize, k: usize, alpha: f32, x: *const f32, rx: usize, w: *const u16, rw: usize, c: *mut f32, [rsc, csc]: [usize; 2]) {
     // Blocks of weight rows of about 256 KiB (in L2), and in each, six rows of X (in L1
     // while the block's rows pass) against every four weight rows.
-    let block = ((1 << 17) / k).next_multiple_of(NR);
+    let block = ((1 << 17) / k).max(1).next_multiple_of(NR);
     for b0 in (0..n).step_by(block) {
         for i0 in (0..m).step_by(MR) {
             let mr = MR.min(m - i0);

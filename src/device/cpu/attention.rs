@@ -43,11 +43,11 @@ pub(super) fn attention(p: &AttentionParams, batch: usize, d4: usize, ins: &[&[f
         for (r, row) in s.chunks_mut(nk).enumerate() {
             // Keys after `last_key` are masked for a causal query (as the shader does).
             let keys = if p.causal != 0 { i0 + r + nk - nq + 1 } else { nk };
-            let m = row[..keys].iter().fold(f32::MIN, |m, &x| m.max(x));
+            let m = super::kernels::lane_max(&row[..keys]);
             row[..keys].iter_mut().for_each(|x| *x = super::kernels::exp(*x - m));
-            let sum: f32 = row[..keys].iter().sum();
+            let sum = super::kernels::lane_sum(&row[..keys], |x| x as f64);
             row[keys..].fill(0.0);
-            inv[r] = 1.0 / sum;
+            inv[r] = (1.0 / sum) as f32;
         }
         let ob = (b * nq + i0) * heads * d + h * d;
         // SAFETY: rows i0.. of head h in batch b: this task's block of the output alone,

@@ -48,10 +48,45 @@ fn gelu(x: f32) -> f32 {
 }
 
 /// Mean and 1/sqrt(var + eps) of the values `at(0..n)`.
-fn moments(n: usize, eps: f32, at: impl Fn(usize) -> f32) -> (f32, f32) {
-    let mean = (0..n).map(|i| at(i) as f64).sum::<f64>() / n as f64;
-    let var = (0..n).map(|i| (at(i) as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+fn moments(xs: &[f32], eps: f32) -> (f32, f32) {
+    let n = xs.len() as f64;
+    let mean = lane_sum(xs, |v| v as f64) / n;
+    let var = lane_sum(xs, |v| (v as f64 - mean).powi(2)) / n;
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
+/// The sum of `f(v)` over `values` in 8 partial sums (value i into sum i mod 8), added
+/// at the end: sums in order are one chain of dependent adds, one add per 4 cycles
+/// (a 256x256 UNet step's norms and softmaxes sum rows of 65536 values).
+pub(super) fn lane_sum(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(rest) {
+        *lane += f(v);
+    }
+    lanes.iter().sum()
+}
+
+/// The largest of `values` (f32::MIN for none), in 8 running maxima (see [`lane_sum`]).
+pub(super) fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::MIN; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(rest) {
+        *lane = lane.max(v);
+    }
+    lanes.into_iter().fold(f32::MIN, f32::max)
 }
 
 pub(super) fn layer_norm(p: &LayerNormParams, ins: &[Values], out: &mut [f32]) -> Result<()> {
@@ -62,7 +97,7 @@ pub(super) fn layer_norm(p: &LayerNormParams, ins: &[Values], out: &mut [f32]) -
     let (g, b) = if p.has_affine != 0 { (ins[1].widened(0, c, "layer_norm gain")?, ins[2].widened(0, c, "layer_norm bias")?) } else { Default::default() };
     parallel_chunks(&mut out[..rows * c], c, |r, y| {
         let xr = &x[r * c..(r + 1) * c];
-        let (mean, inv) = moments(c, p.eps, |i| xr[i]);
+        let (mean, inv) = moments(&xr[..c], p.eps);
         for (i, o) in y.iter_mut().enumerate() {
             let v = (xr[i] - mean) * inv;
             *o = if p.has_affine != 0 { v * g[i] + b[i] } else { v };
@@ -133,7 +168,7 @@ pub(super) fn group_norm(p: &GroupNormParams, ins: &[Values], out: &mut [f32]) -
         let (mean, inv) = if chunks > 1 {
             merged_moments(&stats[blk * chunks * 2..(blk + 1) * chunks * 2], p.chunk as usize, n, p.eps)
         } else {
-            moments(n, p.eps, |i| xs[i])
+            moments(xs, p.eps)
         };
         let ch0 = (blk % groups) * cg;
         for (i, o) in y.iter_mut().enumerate() {
@@ -168,9 +203,9 @@ pub(super) fn group_norm_stats(p: &GroupNormParams, ins: &[&[f32]], out: &mut [f
     parallel_chunks(&mut out[..batch * groups * chunks * 2], 2, |t, st| {
         let (blk, j) = (t / chunks, t % chunks);
         let xs = &x[blk * n + j * chunk..blk * n + (j * chunk + chunk).min(n)];
-        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / xs.len() as f64;
+        let mean = lane_sum(xs, |v| v as f64) / xs.len() as f64;
         st[0] = mean as f32;
-        st[1] = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() as f32;
+        st[1] = lane_sum(xs, |v| (v as f64 - mean).powi(2)) as f32;
     });
     Ok(())
 }
@@ -194,13 +229,11 @@ fn softmax_block(x: &[f32], [outer, dim, inner, off]: [usize; 4], out: &mut [f32
     parallel_chunks(&mut out[out_off..out_off + outer * block], block, |o, y| {
         let xs = &x[off + o * block..off + (o + 1) * block];
         if inner == 1 {
-            let m = xs.iter().fold(f32::MIN, |m, &v| m.max(v));
-            let mut sum = 0f32;
+            let m = lane_max(xs);
             for (o, &v) in y.iter_mut().zip(xs) {
                 *o = exp(v - m);
             }
-            sum += y.iter().sum::<f32>();
-            let inv = 1.0 / sum;
+            let inv = (1.0 / lane_sum(y, |v| v as f64)) as f32;
             y.iter_mut().for_each(|o| *o *= inv);
             return;
         }

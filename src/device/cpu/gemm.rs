@@ -293,22 +293,23 @@ pub(super) fn conv2d(p: &Conv2dParams, batch: usize, ins: &[Values], out: &mut [
     if range.end > conv2d_width(p) {
         return Err(Error::Shape(format!("conv2d: range {range:?} of {}", conv2d_width(p))));
     }
-    let bias = if p.has_bias != 0 { Some(ins[3].widened(first, p.cout as usize, "conv2d bias")?) } else { None };
     let epilogue = Epilogue::new(p, batch, ins)?;
     if winograd::applies(p) {
-        winograd::conv3x3(p, batch, &input, w, bias.as_deref(), &epilogue, out, range)?;
+        winograd::conv3x3(p, batch, &input, w, &epilogue, out, range)?;
     } else {
         let gathered = input.gathered(batch);
         let x = gathered.as_deref().unwrap_or(input.x);
-        convolve(tile::available(), p, batch, x, w, bias.as_deref(), &epilogue, out, range)?;
+        convolve(tile::available(), p, batch, x, w, &epilogue, out, range)?;
     }
     Ok(())
 }
 
-/// conv2d.wgsl's steps after the bias, in its order: time conditioning, SiLU,
+/// conv2d.wgsl's steps after the sums, in its order: bias, time conditioning, SiLU,
 /// residuals. The convolutions apply them to each stretch of output as they write it,
 /// while it is in cache.
 pub(super) struct Epilogue<'a> {
+    /// Of output channel o: the weight's bias of channel first_cout + o.
+    bias: Option<Vec<f32>>,
     /// The time conditioning's table (scale - 1 and shift of each channel, a row per
     /// image), and the row of the first image.
     table: Option<&'a [f32]>,
@@ -333,6 +334,7 @@ impl<'a> Epilogue<'a> {
         };
         let (row, n) = (p.row as usize, batch * cout * npix);
         Ok(Epilogue {
+            bias: if p.has_bias != 0 { Some(ins[3].widened(p.first_cout as usize, cout, "conv2d bias")?) } else { None },
             table: input(Conv2dParams::SCALE_SHIFT, 4, "conv2d time conditioning", (row + batch) * 2 * cout - 1)?,
             row,
             silu: p.has(Conv2dParams::SILU),
@@ -345,6 +347,11 @@ impl<'a> Epilogue<'a> {
 
     /// The steps on `y`, the output pixels `at ..` of image `b`'s channel `co`.
     pub(super) fn apply(&self, b: usize, co: usize, at: usize, y: &mut [f32]) {
+        if let Some(bias) = &self.bias {
+            for v in y.iter_mut() {
+                *v += bias[co];
+            }
+        }
         if self.table.is_none() && !self.silu && self.residual.is_none() && self.residual2.is_none() {
             return;
         }
@@ -436,10 +443,10 @@ impl<'a> ConvInput<'a> {
     }
 }
 
-/// The convolution, its bias and epilogue, for the output channels `chans`: by register
-/// tiles (`tile`, where the CPU has AVX-512) or by the general GEMM.
+/// The convolution and its epilogue, for the output channels `chans`: by register tiles
+/// (`tile`, where the CPU has AVX-512) or by the general GEMM.
 #[allow(clippy::too_many_arguments)]
-fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], chans: Range<usize>) -> Result<()> {
+fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, epilogue: &Epilogue, out: &mut [f32], chans: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (ho, wo, kh, kw) = (p.ho as usize, p.wo as usize, p.kh as usize, p.kw as usize);
     let (stride, pad) = (p.stride as usize, p.pad as usize);
@@ -475,7 +482,7 @@ fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, b
         let xb = bi * cin * h * wd;
         if tiled {
             // Patches in panels, then each panel of weights against them, each tile's
-            // outputs stored (with bias and epilogue) while in L1.
+            // outputs stored (with the epilogue) while in L1.
             let panel_values = kdim * np.next_multiple_of(NR);
             with_scratch(panel_values + np, kdim * (MR + 1) + MR * NR, |patches, packed| {
                 let (panels, row) = patches.split_at_mut(panel_values);
@@ -493,11 +500,6 @@ fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, b
                             // SAFETY: pixels of channel co of image bi in this task's block.
                             let dst = unsafe { y.slice_mut((bi * cout + co) * npix + p0 + px, n) };
                             dst.copy_from_slice(&values[..n]);
-                            if let Some(bias) = bias {
-                                for v in dst.iter_mut() {
-                                    *v += bias[co];
-                                }
-                            }
                             epilogue.apply(bi, co, p0 + px, dst);
                         }
                     }
@@ -523,11 +525,6 @@ fn convolve(tiled: bool, p: &Conv2dParams, batch: usize, x: &[f32], w: Values, b
             for co in c0..c1 {
                 // SAFETY: this task's block, written above.
                 let row = unsafe { y.slice_mut(sc.offset + (co - c0) * npix, np) };
-                if let Some(bias) = bias {
-                    for v in row.iter_mut() {
-                        *v += bias[co];
-                    }
-                }
                 epilogue.apply(bi, co, p0, row);
             }
         });
@@ -617,8 +614,26 @@ pub(super) fn conv2d_width(p: &Conv2dParams) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{convolve, sgemm, Conv2dParams, Epilogue, SharedOut, Strided, Values};
+
+    /// The direct convolution's sum in f64 (no bias) at output pixel (oy, ox) of image
+    /// b's channel co: input [batch, cin, h, w], weights [cout, cin, k, k], zero padding.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::device::cpu) fn direct_sum(x: &[f32], wt: &[f32], [cin, h, w]: [usize; 3], [k, stride, pad]: [usize; 3], b: usize, co: usize, oy: usize, ox: usize) -> f64 {
+        let mut sum = 0f64;
+        for ci in 0..cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = ((oy * stride + ky).wrapping_sub(pad), (ox * stride + kx).wrapping_sub(pad));
+                    if iy < h && ix < w {
+                        sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * k + ky) * k + kx] as f64;
+                    }
+                }
+            }
+        }
+        sum
+    }
 
     /// Both ways to a convolution (register tiles, whose code runs without AVX-512 too,
     /// and the general GEMM): 3x3 with stride 2 and 1x1 direct, f32 and f16 weights, a
@@ -638,31 +653,21 @@ mod tests {
             let residual: Vec<f32> = (0..batch * cout * ho * wo).map(|_| rng.uniform() as f32).collect();
             let flags = Conv2dParams::SCALE_SHIFT | Conv2dParams::RESIDUAL;
             let dims = |v: usize| v as u32;
-            let p = Conv2dParams { cin: dims(cin), h: dims(h), w: dims(w), cout: dims(cout), ho: dims(ho), wo: dims(wo), kh: dims(k), kw: dims(k), stride: dims(stride), pad: dims(pad), flags, ..bytemuck::Zeroable::zeroed() };
+            let p = Conv2dParams { cin: dims(cin), h: dims(h), w: dims(w), cout: dims(cout), ho: dims(ho), wo: dims(wo), kh: dims(k), kw: dims(k), stride: dims(stride), pad: dims(pad), has_bias: 1, flags, ..bytemuck::Zeroable::zeroed() };
             let none = Values::F32(&[]);
-            let epilogue = Epilogue::new(&p, batch, &[none, none, none, none, Values::F32(&table), Values::F32(&residual), none]).unwrap();
+            let epilogue = Epilogue::new(&p, batch, &[none, none, none, Values::F32(&bias), Values::F32(&table), Values::F32(&residual), none]).unwrap();
             let chans = 3..19;
             for tiled in [true, false] {
                 for weights in [Values::F32(&wt), Values::F16(&halves)] {
                     let mut out = vec![f32::NAN; batch * cout * ho * wo];
-                    convolve(tiled, &p, batch, &x, weights, Some(&bias), &epilogue, &mut out, chans.clone()).unwrap();
+                    convolve(tiled, &p, batch, &x, weights, &epilogue, &mut out, chans.clone()).unwrap();
                     for (i, &got) in out.iter().enumerate() {
                         let (b, co, oy, ox) = (i / (cout * ho * wo), i / (ho * wo) % cout, i / wo % ho, i % wo);
                         if !chans.contains(&co) {
                             assert!(got.is_nan(), "tiled {tiled}: channel {co} outside the range written");
                             continue;
                         }
-                        let mut sum = bias[co] as f64;
-                        for ci in 0..cin {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let (iy, ix) = ((oy * stride + ky).wrapping_sub(pad), (ox * stride + kx).wrapping_sub(pad));
-                                    if iy < h && ix < w {
-                                        sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * k + ky) * k + kx] as f64;
-                                    }
-                                }
-                            }
-                        }
+                        let sum = bias[co] as f64 + direct_sum(&x, &wt, [cin, h, w], [k, stride, pad], b, co, oy, ox);
                         let t = b * 2 * cout;
                         let want = sum * (table[t + co] as f64 + 1.0) + table[t + cout + co] as f64 + residual[i] as f64;
                         assert!((got as f64 - want).abs() < 1e-5, "tiled {tiled} k{k}: output {i}: {got} vs {want}");

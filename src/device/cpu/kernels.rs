@@ -47,7 +47,7 @@ fn gelu(x: f32) -> f32 {
     x * if x >= 0.0 { 1.0 - tail } else { tail }
 }
 
-/// Mean and 1/sqrt(var + eps) of the values `at(0..n)`.
+/// Mean and 1/sqrt(var + eps) of `xs`.
 fn moments(xs: &[f32], eps: f32) -> (f32, f32) {
     let n = xs.len() as f64;
     let mean = lane_sum(xs, |v| v as f64) / n;
@@ -97,7 +97,7 @@ pub(super) fn layer_norm(p: &LayerNormParams, ins: &[Values], out: &mut [f32]) -
     let (g, b) = if p.has_affine != 0 { (ins[1].widened(0, c, "layer_norm gain")?, ins[2].widened(0, c, "layer_norm bias")?) } else { Default::default() };
     parallel_chunks(&mut out[..rows * c], c, |r, y| {
         let xr = &x[r * c..(r + 1) * c];
-        let (mean, inv) = moments(&xr[..c], p.eps);
+        let (mean, inv) = moments(xr, p.eps);
         for (i, o) in y.iter_mut().enumerate() {
             let v = (xr[i] - mean) * inv;
             *o = if p.has_affine != 0 { v * g[i] + b[i] } else { v };

@@ -62,7 +62,7 @@ pub(super) fn pack_rows(w: Values, len: usize, first: usize, rows: usize, out: &
 pub(super) fn product(k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= k * MR && b.len() >= k * NR && c.len() >= MR * NR, "register tile operands");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if available() {
         // SAFETY: the CPU has AVX-512F; the extents were checked above.
         return unsafe { avx512::tile(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
     }

@@ -47,11 +47,10 @@ pub(super) fn applies(p: &Conv2dParams) -> bool {
     p.kh == 3 && p.kw == 3 && p.stride == 1 && p.pad == 1 && channels >= MIN_CHANNELS && tiles as usize >= MIN_TILES
 }
 
-/// The convolution, its bias and epilogue, for the output tiles of the rows `tile_rows`
-/// (tiles of the other rows are neither read nor written).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn conv3x3(p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
-    conv3x3_by(tile::available(), p, batch, x, w, bias, epilogue, out, tile_rows)
+/// The convolution and its epilogue, for the output tiles of the rows `tile_rows` (tiles
+/// of the other rows are neither read nor written).
+pub(super) fn conv3x3(p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
+    conv3x3_by(tile::available(), p, batch, x, w, epilogue, out, tile_rows)
 }
 
 /// The layout of the transformed weights U and patches V.
@@ -100,7 +99,7 @@ impl Layout {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, bias: Option<&[f32]>, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
+fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &ConvInput, w: Values, epilogue: &Epilogue, out: &mut [f32], tile_rows: Range<usize>) -> Result<()> {
     let (cin, h, wd, cout) = (p.cin as usize, p.h as usize, p.w as usize, p.cout as usize);
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let tiles = th * tw;
@@ -137,7 +136,7 @@ fn conv3x3_by(tiled: bool, p: &Conv2dParams, batch: usize, x: &ConvInput, w: Val
         let m_len = if tiled { 16 * MR * NR } else { 16 * cout * nb };
         with_scratch(v_len, m_len, |v, m| {
             transform_patches(x, bi, cin, h, wd, &runs, nb, lay, v);
-            let out = Output { y: &y, bias, epilogue, image: bi, cout, h, wd };
+            let out = Output { y: &y, epilogue, image: bi, cout, h, wd };
             if tiled {
                 // Every panel of output channels over every panel of tiles, the latter
                 // (1 MiB) in L2 while a panel of weights (16 cin MR values) passes.
@@ -317,7 +316,6 @@ fn transform_patches(x: &ConvInput, bi: usize, cin: usize, h: usize, wd: usize, 
 /// Where the transform back writes: image `image` of the output [batch, cout, h, wd].
 struct Output<'a, 'b> {
     y: &'a SharedOut<'b>,
-    bias: Option<&'a [f32]>,
     epilogue: &'a Epilogue<'a>,
     image: usize,
     cout: usize,
@@ -326,15 +324,14 @@ struct Output<'a, 'b> {
 }
 
 impl Output<'_, '_> {
-    /// Y = A^T M A (plus the bias, then the epilogue) for the output channels `couts` and the tiles `runs`:
-    /// each tile's 2x2 output pixels, cropped at the image's edge. Element e of output
+    /// Y = A^T M A, then the epilogue, for the output channels `couts` and the tiles
+    /// `runs`: each tile's 2x2 output pixels, cropped at the image's edge. Element e of output
     /// channel co's products is `m[at(e, co) + i]` for the run's tile index i.
     fn store(&self, m: &[f32], at: impl Fn(usize, usize) -> usize, couts: Range<usize>, runs: &[(usize, usize, usize, usize)]) {
         let (h, wd) = (self.h, self.wd);
         let tw = wd.div_ceil(2);
         let mut s = vec![0f32; 8 * tw]; // A^T M: s[(r * 4 + c) * tw + k]
         for co in couts {
-            let b = self.bias.map_or(0.0, |b| b[co]);
             let yb = (self.image * self.cout + co) * h * wd;
             for &(ty, tx0, n, i0) in runs {
                 let me = |e: usize| &m[at(e, co) + i0..][..n];
@@ -360,12 +357,12 @@ impl Output<'_, '_> {
                     let out_row = unsafe { self.y.slice_mut(yb + oy * wd + x0, x1 - x0) };
                     let mut pairs = out_row.chunks_exact_mut(2);
                     for (k, pair) in (&mut pairs).enumerate() {
-                        pair[0] = a[k] + bb[k] + c[k] + b;
-                        pair[1] = bb[k] - c[k] - d[k] + b;
+                        pair[0] = a[k] + bb[k] + c[k];
+                        pair[1] = bb[k] - c[k] - d[k];
                     }
                     if let [last] = pairs.into_remainder() {
                         let k = n - 1;
-                        *last = a[k] + bb[k] + c[k] + b;
+                        *last = a[k] + bb[k] + c[k];
                     }
                     self.epilogue.apply(self.image, co, oy * wd + x0, out_row);
                 }
@@ -377,6 +374,7 @@ impl Output<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::{conv3x3_by, Conv2dParams, ConvInput, Epilogue, Values};
+    use crate::device::cpu::gemm::tests::direct_sum;
     use crate::device::cpu::kernels::silu;
 
     /// Both ways to the products (register tiles, whose code runs without AVX-512 too,
@@ -394,29 +392,19 @@ mod tests {
         let bias: Vec<f32> = (0..cout).map(|_| rng.uniform() as f32).collect();
         let residual: Vec<f32> = (0..batch * cout * h * w).map(|_| rng.uniform() as f32).collect();
         let flags = Conv2dParams::SILU | Conv2dParams::RESIDUAL;
-        let p = Conv2dParams { cin: cin as u32, h: h as u32, w: w as u32, cout: cout as u32, ho: h as u32, wo: w as u32, kh: 3, kw: 3, stride: 1, pad: 1, split: cin as u32, flags, ..bytemuck::Zeroable::zeroed() };
+        let p = Conv2dParams { cin: cin as u32, h: h as u32, w: w as u32, cout: cout as u32, ho: h as u32, wo: w as u32, kh: 3, kw: 3, stride: 1, pad: 1, has_bias: 1, split: cin as u32, flags, ..bytemuck::Zeroable::zeroed() };
         let none = Values::F32(&[]);
-        let epilogue = Epilogue::new(&p, batch, &[none, none, none, none, none, Values::F32(&residual), none]).unwrap();
+        let epilogue = Epilogue::new(&p, batch, &[none, none, none, Values::F32(&bias), none, Values::F32(&residual), none]).unwrap();
         let input = ConvInput::new(&p, batch, &x, &[]).unwrap();
         let rows = 3..15; // of 18 rows of tiles
         let direct = |b: usize, co: usize, oy: usize, ox: usize| {
-            let mut sum = bias[co] as f64;
-            for ci in 0..cin {
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (iy, ix) = ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
-                        if iy < h && ix < w {
-                            sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * 3 + ky) * 3 + kx] as f64;
-                        }
-                    }
-                }
-            }
+            let sum = bias[co] as f64 + direct_sum(&x, &wt, [cin, h, w], [3, 1, 1], b, co, oy, ox);
             silu(sum as f32) as f64 + residual[((b * cout + co) * h + oy) * w + ox] as f64
         };
         for tiled in [true, false] {
             for weights in [Values::F32(&wt), Values::F16(&halves)] {
                 let mut out = vec![f32::NAN; batch * cout * h * w];
-                conv3x3_by(tiled, &p, batch, &input, weights, Some(&bias), &epilogue, &mut out, rows.clone()).unwrap();
+                conv3x3_by(tiled, &p, batch, &input, weights, &epilogue, &mut out, rows.clone()).unwrap();
                 for b in 0..batch {
                     for co in 0..cout {
                         for oy in 0..h {

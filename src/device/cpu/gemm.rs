@@ -613,27 +613,29 @@ pub(super) fn conv2d_width(p: &Conv2dParams) -> usize {
     }
 }
 
+/// The direct convolution's sum in f64 (no bias) at output pixel (oy, ox) of image
+/// b's channel co: input [batch, cin, h, w], weights [cout, cin, k, k], zero padding
+/// (the unit tests' reference, here and in `winograd`).
 #[cfg(test)]
-pub(super) mod tests {
-    use super::{convolve, sgemm, Conv2dParams, Epilogue, SharedOut, Strided, Values};
-
-    /// The direct convolution's sum in f64 (no bias) at output pixel (oy, ox) of image
-    /// b's channel co: input [batch, cin, h, w], weights [cout, cin, k, k], zero padding.
-    #[allow(clippy::too_many_arguments)]
-    pub(in crate::device::cpu) fn direct_sum(x: &[f32], wt: &[f32], [cin, h, w]: [usize; 3], [k, stride, pad]: [usize; 3], b: usize, co: usize, oy: usize, ox: usize) -> f64 {
-        let mut sum = 0f64;
-        for ci in 0..cin {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (iy, ix) = ((oy * stride + ky).wrapping_sub(pad), (ox * stride + kx).wrapping_sub(pad));
-                    if iy < h && ix < w {
-                        sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * k + ky) * k + kx] as f64;
-                    }
+#[allow(clippy::too_many_arguments)]
+pub(super) fn direct_sum(x: &[f32], wt: &[f32], [cin, h, w]: [usize; 3], [k, stride, pad]: [usize; 3], b: usize, co: usize, oy: usize, ox: usize) -> f64 {
+    let mut sum = 0f64;
+    for ci in 0..cin {
+        for ky in 0..k {
+            for kx in 0..k {
+                let (iy, ix) = ((oy * stride + ky).wrapping_sub(pad), (ox * stride + kx).wrapping_sub(pad));
+                if iy < h && ix < w {
+                    sum += x[((b * cin + ci) * h + iy) * w + ix] as f64 * wt[((co * cin + ci) * k + ky) * k + kx] as f64;
                 }
             }
         }
-        sum
     }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{convolve, direct_sum, sgemm, Conv2dParams, Epilogue, SharedOut, Strided, Values};
 
     /// Both ways to a convolution (register tiles, whose code runs without AVX-512 too,
     /// and the general GEMM): 3x3 with stride 2 and 1x1 direct, f32 and f16 weights, a

@@ -374,7 +374,7 @@ impl Output<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::{conv3x3_by, Conv2dParams, ConvInput, Epilogue, Values};
-    use crate::device::cpu::gemm::tests::direct_sum;
+    use crate::device::cpu::gemm::direct_sum;
     use crate::device::cpu::kernels::silu;
 
     /// Both ways to the products (register tiles, whose code runs without AVX-512 too,
